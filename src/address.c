@@ -1,0 +1,198 @@
+/*
+ * address.c - name resolution and listening sockets: getaddrinfo, dual-stack binding, address text.
+ */
+#include "internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <mimalloc.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+void ovl__format_address(const struct sockaddr *address, char *out, size_t out_size)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (address->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)address;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        snprintf(out, out_size, "[%s]:%u", host, ntohs(in6->sin6_port));
+    } else if (address->sa_family == AF_INET) {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)address;
+        inet_ntop(AF_INET, &in4->sin_addr, host, sizeof host);
+        snprintf(out, out_size, "%s:%u", host, ntohs(in4->sin_port));
+    } else {
+        snprintf(out, out_size, "(family %d)", address->sa_family);
+    }
+}
+
+static void set_port(struct sockaddr *address, int port)
+{
+    if (address->sa_family == AF_INET6)
+        ((struct sockaddr_in6 *)address)->sin6_port = htons((uint16_t)port);
+    else if (address->sa_family == AF_INET)
+        ((struct sockaddr_in *)address)->sin_port = htons((uint16_t)port);
+}
+
+static bool is_ipv6_any(const struct addrinfo *ai)
+{
+    return ai->ai_family == AF_INET6 &&
+           IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr);
+}
+
+/* Open, bind and listen one socket. Returns the fd or a negative error with err filled. */
+static int listen_one(const struct addrinfo *ai, int backlog, bool dual_stack, ovl_error_info *err)
+{
+    char where[64];
+    ovl__format_address(ai->ai_addr, where, sizeof where);
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (fd < 0) {
+        int code = -errno;
+        ovl__error_set(err, code, NULL, "socket %s", where);
+        return code;
+    }
+    int one = 1, zero = 0;
+    /* SO_REUSEADDR: a restarted server can bind while old connections sit in TIME_WAIT. */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ai->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, dual_stack ? &zero : &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        int code = -errno;
+        ovl__error_set(err, code, NULL, "bind %s", where);
+        close(fd);
+        return code;
+    }
+    if (listen(fd, backlog) < 0) {
+        int code = -errno;
+        ovl__error_set(err, code, NULL, "listen %s", where);
+        close(fd);
+        return code;
+    }
+    return fd;
+}
+
+static int add_socket(ovl_listener *listener, int fd)
+{
+    if (listener->count == (int)(sizeof listener->sockets / sizeof listener->sockets[0])) {
+        close(fd);
+        return 0; /* more addresses than we keep: serve the first ones */
+    }
+    struct ovl__listen_socket *s = &listener->sockets[listener->count++];
+    s->listener = listener;
+    s->fd = fd;
+    struct sockaddr_storage bound;
+    socklen_t bound_len = sizeof bound;
+    getsockname(fd, (struct sockaddr *)&bound, &bound_len);
+    ovl__format_address((struct sockaddr *)&bound, s->address, sizeof s->address);
+    if (!listener->port)
+        listener->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                            : ((struct sockaddr_in *)&bound)->sin_port);
+    return 0;
+}
+
+int ovl__listener_open(ovl_engine *engine, ovl_listener *listener, const char *host, const char *port,
+                       ovl_error_info *err)
+{
+    bool any_host = host == NULL || host[0] == '\0';
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *list = NULL;
+    int rc = getaddrinfo(any_host ? NULL : host, port, &hints, &list);
+    if (rc != 0) {
+        int code = rc == EAI_SYSTEM ? -errno : -EADDRNOTAVAIL;
+        ovl__error_set(err, code, rc == EAI_SYSTEM ? NULL : gai_strerror(rc), "resolve %s:%s",
+                       any_host ? "*" : host, port);
+        return code;
+    }
+    int backlog = engine->config.backlog > 0 ? engine->config.backlog : SOMAXCONN;
+    /* Every interface: one IPv6 socket with V6ONLY off serves IPv4 too; an IPv4 socket beside it would only
+     * collide with it. Fall back to IPv4 where the system has no IPv6. */
+    const struct addrinfo *dual = NULL;
+    if (any_host)
+        for (const struct addrinfo *ai = list; ai; ai = ai->ai_next)
+            if (is_ipv6_any(ai)) {
+                dual = ai;
+                break;
+            }
+    int result = 0;
+    listener->count = 0;
+    listener->port = 0;
+    if (dual) {
+        int fd = listen_one(dual, backlog, true, err);
+        if (fd >= 0)
+            result = add_socket(listener, fd);
+        else if (fd != -EAFNOSUPPORT && fd != -EADDRNOTAVAIL)
+            result = fd;
+        else
+            dual = NULL; /* no IPv6 on this system: bind the IPv4 wildcard below instead */
+    }
+    for (const struct addrinfo *ai = list; ai && result == 0 && !(any_host && listener->count > 0);
+         ai = ai->ai_next) {
+        if (ai->ai_family != AF_INET && (ai->ai_family != AF_INET6 || any_host))
+            continue;
+        /* port "0" on several addresses: take the port the first one got, so they all share it. */
+        if (listener->port)
+            set_port(ai->ai_addr, listener->port);
+        int fd = listen_one(ai, backlog, false, err);
+        result = fd < 0 ? fd : add_socket(listener, fd);
+    }
+    freeaddrinfo(list);
+    if (result == 0 && listener->count == 0) {
+        result = -EADDRNOTAVAIL;
+        ovl__error_set(err, result, "no IPv4 or IPv6 address", "listen %s:%s", any_host ? "*" : host, port);
+    }
+    if (result < 0)
+        ovl__listener_close(listener);
+    return result;
+}
+
+void ovl__listener_close(ovl_listener *listener)
+{
+    for (int i = 0; i < listener->count; i++)
+        if (listener->sockets[i].fd >= 0) {
+            close(listener->sockets[i].fd);
+            listener->sockets[i].fd = -1;
+        }
+}
+
+int ovl_target_resolve(ovl_target **out, const char *host, const char *port, ovl_error_info *err)
+{
+    if (!out || !port)
+        return -EINVAL;
+    if (!host || !host[0])
+        host = "localhost";
+    ovl_target *target = mi_zalloc(sizeof *target);
+    if (!target)
+        return -ENOMEM;
+    snprintf(target->name, sizeof target->name, "%s:%s", host, port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
+    int rc = getaddrinfo(host, port, &hints, &target->addresses);
+    if (rc == EAI_NONAME || rc == EAI_ADDRFAMILY) {
+        /* AI_ADDRCONFIG hides ::1 and 127.0.0.1 on hosts whose only interface is loopback: ask again without. */
+        hints.ai_flags = 0;
+        rc = getaddrinfo(host, port, &hints, &target->addresses);
+    }
+    if (rc != 0) {
+        int code = rc == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+        ovl__error_set(err, code, rc == EAI_SYSTEM ? NULL : gai_strerror(rc), "resolve %s", target->name);
+        mi_free(target);
+        return code;
+    }
+    for (struct addrinfo *ai = target->addresses; ai; ai = ai->ai_next)
+        target->count++;
+    *out = target;
+    return 0;
+}
+
+void ovl_target_free(ovl_target *target)
+{
+    if (!target)
+        return;
+    freeaddrinfo(target->addresses);
+    mi_free(target);
+}
+
+const char *ovl_target_name(const ovl_target *target)
+{
+    return target->name;
+}

@@ -1,0 +1,56 @@
+/*
+ * backend.h - the small interface every I/O backend implements (one file per backend).
+ *
+ * The shape follows Redis' ae_*.c: a handful of operations over a private per-worker state. A backend owns how
+ * operations are started and how their completions are collected; conn.c owns what a completion means.
+ *
+ * Rules every backend keeps:
+ *   - all functions except wake() run on the worker's own thread;
+ *   - every operation started on a connection increments conn->inflight, and its completion calls
+ *     ovl__conn_op_done() after reporting the result, so a connection is never freed under an operation;
+ *   - a pool slot filled by the kernel is reported exactly once (ovl__conn_received) or given back exactly once
+ *     (pool_put), never both.
+ */
+#ifndef OVL_BACKEND_H
+#define OVL_BACKEND_H
+
+#include "internal.h"
+
+struct ovl__backend {
+    const char *name;
+    size_t conn_extra;                 /* bytes of backend state per connection */
+    /* Set up the worker's state on the worker thread (rings must be created by the thread that submits). */
+    int (*worker_init)(struct ovl__worker *worker, ovl_error_info *err);
+    /* Run the event loop until worker->finished. */
+    void (*worker_run)(struct ovl__worker *worker);
+    void (*worker_destroy)(struct ovl__worker *worker);
+    /* Any thread: make the worker look at its command queue. */
+    void (*wake)(struct ovl__worker *worker);
+    void (*accept_start)(struct ovl__worker *worker, struct ovl__listen_socket *socket);
+    /* Stop accepting on every socket (engine stopping). */
+    void (*accept_stop)(struct ovl__worker *worker);
+    /* Start receiving (continuously, or - when the connection is draining - only what is already buffered). */
+    void (*recv_start)(ovl_conn *conn);
+    /* The connection just started draining: make the receive path deliver only what is already buffered, then
+     * call ovl__conn_read_done (a continuous receive in flight is cancelled; recv_start then reads the rest). */
+    void (*recv_drain)(ovl_conn *conn);
+    /* Send conn->queue_head.. (at least the head). conn->sending_bytes is set by the backend. */
+    void (*send_start)(ovl_conn *conn);
+    /* Open a socket for this address and connect it; returns 0 or a negative error (then the next is tried). */
+    int (*connect_start)(ovl_conn *conn, const struct addrinfo *address);
+    /* Cancel every operation in flight on the connection (their completions still arrive). */
+    void (*cancel)(ovl_conn *conn);
+    /* Hand a pool slot back to the kernel / free list. */
+    void (*pool_put)(struct ovl__worker *worker, ovl_buf *slot);
+    /* Arm (ms > 0) or disarm (ms == 0) the drain deadline; on expiry the backend calls ovl__worker_drain_expired. */
+    void (*drain_timer)(struct ovl__worker *worker, uint32_t ms);
+};
+
+void ovl__worker_drain_expired(struct ovl__worker *worker);
+
+extern const struct ovl__backend ovl__backend_uring;
+
+/* The backend for a name ("io_uring"; NULL = best available), or NULL. */
+const struct ovl__backend *ovl__backend_find(const char *name);
+
+#endif

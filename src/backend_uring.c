@@ -1,0 +1,550 @@
+/*
+ * backend_uring.c - the io_uring backend (Linux 5.19+): one ring per worker thread, multishot accept, multishot
+ * receive into a provided buffer ring (the worker's pool), sends straight from the received buffers.
+ *
+ * Kernel features and their fallbacks, probed at run time:
+ *   - IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN (6.1): completions are processed only when this thread waits,
+ *     in one batch; else COOP_TASKRUN (5.19); else neither.
+ *   - provided buffer rings (5.19) are required: without them every idle connection would pin a buffer.
+ *   - multishot receive (6.0) and multishot accept (5.19): a -EINVAL completion switches the worker to one-shot
+ *     operations that are re-armed after each completion.
+ *
+ * Every submission is tagged in user_data: the low 3 bits say what it is, the rest points to its owner.
+ */
+#include "backend.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <mimalloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+enum tag {
+    TAG_RECV = 0,
+    TAG_SEND,
+    TAG_CONNECT,
+    TAG_ACCEPT,
+    TAG_ACCEPT_RETRY,
+    TAG_WAKE,
+    TAG_DRAIN_TIMER,
+    TAG_IGNORE
+};
+#define TAG_MASK 7u
+
+enum {
+    RING_ENTRIES = 1024,
+    CQ_ENTRIES = 16384,
+    BUFFER_GROUP = 0,
+    SEND_BATCH = 16,          /* queued buffers gathered into one sendmsg */
+    ACCEPT_RETRY_MS = 100     /* pause after EMFILE/ENFILE so a full descriptor table does not spin the CPU */
+};
+
+struct uring_conn {
+    struct msghdr msg;
+    struct iovec iov[SEND_BATCH];
+};
+
+struct uring_accept {
+    struct uring_accept *next;
+    struct ovl__listen_socket *socket;
+    struct __kernel_timespec retry;
+    bool armed;
+};
+
+struct uring_worker {
+    struct io_uring ring;
+    struct io_uring_buf_ring *buf_ring;
+    unsigned buf_mask;
+    unsigned buf_pending;     /* slots added to the ring but not yet published */
+    bool buf_ring_registered;
+    int wake_fd;
+    uint64_t wake_value;
+    struct uring_accept *accepts;
+    unsigned accepts_armed;
+    bool multishot_recv;
+    bool multishot_accept;
+    struct __kernel_timespec drain_deadline;
+};
+
+static inline uint64_t tagged(const void *owner, enum tag tag)
+{
+    return (uint64_t)(uintptr_t)owner | tag;
+}
+
+static inline struct uring_worker *state_of(struct ovl__worker *worker)
+{
+    return worker->backend_state;
+}
+
+static inline struct uring_conn *conn_state(ovl_conn *conn)
+{
+    return (struct uring_conn *)conn->backend_data;
+}
+
+static struct io_uring_sqe *get_sqe(struct uring_worker *uw)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&uw->ring);
+    for (int attempt = 0; !sqe && attempt < 1000; attempt++) {
+        /* Submission queue full: hand what we have to the kernel, which frees every slot (no SQPOLL here). */
+        io_uring_submit(&uw->ring);
+        sqe = io_uring_get_sqe(&uw->ring);
+    }
+    if (!sqe) {
+        fprintf(stderr, "overlap: io_uring submission queue stays full; giving up\n");
+        abort();
+    }
+    return sqe;
+}
+
+/* ---- set-up ---- */
+
+static int ring_init(struct uring_worker *uw, ovl_error_info *err)
+{
+    static const unsigned flag_sets[] = {
+        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
+        0,
+    };
+    int rc = -EINVAL;
+    for (size_t i = 0; i < sizeof flag_sets / sizeof flag_sets[0]; i++) {
+        struct io_uring_params params;
+        memset(&params, 0, sizeof params);
+        params.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
+        params.cq_entries = CQ_ENTRIES;
+        rc = io_uring_queue_init_params(RING_ENTRIES, &uw->ring, &params);
+        if (rc == 0)
+            return 0;
+        if (rc != -EINVAL)
+            break; /* EPERM, ENOSYS, ENOMEM: no flag set will do better */
+    }
+    ovl__error_set(err, rc, NULL, "io_uring_setup");
+    return rc;
+}
+
+static void pool_put(struct ovl__worker *worker, ovl_buf *slot)
+{
+    struct uring_worker *uw = state_of(worker);
+    io_uring_buf_ring_add(uw->buf_ring, slot->data, worker->pool.slot_size, (unsigned short)slot->slot,
+                          uw->buf_mask, (int)uw->buf_pending++);
+}
+
+static void publish_buffers(struct uring_worker *uw)
+{
+    if (uw->buf_pending) {
+        io_uring_buf_ring_advance(uw->buf_ring, (int)uw->buf_pending);
+        uw->buf_pending = 0;
+    }
+}
+
+static int buffers_init(struct ovl__worker *worker, struct uring_worker *uw, ovl_error_info *err)
+{
+    unsigned entries = worker->pool.slot_count;
+    uw->buf_ring = mi_malloc_aligned(entries * sizeof(struct io_uring_buf), 4096);
+    if (!uw->buf_ring)
+        return -ENOMEM;
+    io_uring_buf_ring_init(uw->buf_ring);
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof reg);
+    reg.ring_addr = (unsigned long)uw->buf_ring;
+    reg.ring_entries = entries;
+    reg.bgid = BUFFER_GROUP;
+    int rc = io_uring_register_buf_ring(&uw->ring, &reg, 0);
+    if (rc < 0) {
+        ovl__error_set(err, rc, NULL, "io_uring_register_buf_ring (needs Linux 5.19)");
+        return rc;
+    }
+    uw->buf_ring_registered = true;
+    uw->buf_mask = io_uring_buf_ring_mask(entries);
+    for (unsigned i = 0; i < entries; i++)
+        pool_put(worker, &worker->pool.slots[i]);
+    publish_buffers(uw);
+    return 0;
+}
+
+static void arm_wake(struct uring_worker *uw, struct ovl__worker *worker)
+{
+    struct io_uring_sqe *sqe = get_sqe(uw);
+    io_uring_prep_read(sqe, uw->wake_fd, &uw->wake_value, sizeof uw->wake_value, 0);
+    io_uring_sqe_set_data64(sqe, tagged(worker, TAG_WAKE));
+}
+
+static void worker_destroy(struct ovl__worker *worker);
+
+static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
+{
+    struct uring_worker *uw = mi_zalloc(sizeof *uw);
+    if (!uw)
+        return -ENOMEM;
+    uw->wake_fd = -1;
+    uw->multishot_recv = true;
+    uw->multishot_accept = true;
+    worker->backend_state = uw;
+    int rc = ring_init(uw, err);
+    if (rc < 0) {
+        mi_free(uw);
+        worker->backend_state = NULL;
+        return rc;
+    }
+    rc = buffers_init(worker, uw, err);
+    if (rc == 0) {
+        uw->wake_fd = eventfd(0, EFD_CLOEXEC);
+        if (uw->wake_fd < 0) {
+            rc = -errno;
+            ovl__error_set(err, rc, NULL, "eventfd");
+        }
+    }
+    if (rc < 0) {
+        worker_destroy(worker);
+        return rc;
+    }
+    arm_wake(uw, worker);
+    return 0;
+}
+
+static void worker_destroy(struct ovl__worker *worker)
+{
+    struct uring_worker *uw = state_of(worker);
+    if (!uw)
+        return;
+    if (uw->buf_ring_registered)
+        io_uring_unregister_buf_ring(&uw->ring, BUFFER_GROUP);
+    io_uring_queue_exit(&uw->ring);
+    if (uw->wake_fd >= 0)
+        close(uw->wake_fd);
+    while (uw->accepts) {
+        struct uring_accept *accept = uw->accepts;
+        uw->accepts = accept->next;
+        mi_free(accept);
+    }
+    mi_free(uw->buf_ring);
+    mi_free(uw);
+    worker->backend_state = NULL;
+}
+
+static void wake(struct ovl__worker *worker)
+{
+    struct uring_worker *uw = state_of(worker);
+    uint64_t one = 1;
+    if (uw && write(uw->wake_fd, &one, sizeof one) < 0) {
+        /* EAGAIN: the counter is already non-zero, so the worker wakes anyway. */
+    }
+}
+
+/* ---- accepting ---- */
+
+static void arm_accept(struct uring_worker *uw, struct uring_accept *accept)
+{
+    struct io_uring_sqe *sqe = get_sqe(uw);
+    if (uw->multishot_accept)
+        io_uring_prep_multishot_accept(sqe, accept->socket->fd, NULL, NULL, SOCK_CLOEXEC);
+    else
+        io_uring_prep_accept(sqe, accept->socket->fd, NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, tagged(accept, TAG_ACCEPT));
+    accept->armed = true;
+    uw->accepts_armed++;
+}
+
+static void accept_start(struct ovl__worker *worker, struct ovl__listen_socket *socket)
+{
+    struct uring_worker *uw = state_of(worker);
+    struct uring_accept *accept = mi_zalloc(sizeof *accept);
+    if (!accept) {
+        ovl__count(&worker->counters.errors, 1);
+        return;
+    }
+    accept->socket = socket;
+    accept->next = uw->accepts;
+    uw->accepts = accept;
+    arm_accept(uw, accept);
+}
+
+static void accept_stop(struct ovl__worker *worker)
+{
+    struct uring_worker *uw = state_of(worker);
+    for (struct uring_accept *accept = uw->accepts; accept; accept = accept->next) {
+        if (!accept->armed)
+            continue;
+        struct io_uring_sqe *sqe = get_sqe(uw);
+        io_uring_prep_cancel64(sqe, tagged(accept, TAG_ACCEPT), 0);
+        io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
+    }
+}
+
+static void on_accept(struct ovl__worker *worker, struct uring_accept *accept, const struct io_uring_cqe *cqe)
+{
+    struct uring_worker *uw = state_of(worker);
+    bool more = cqe->flags & IORING_CQE_F_MORE;
+    if (!more) {
+        accept->armed = false;
+        uw->accepts_armed--;
+    }
+    int res = cqe->res;
+    if (res >= 0) {
+        ovl__worker_accepted(worker, accept->socket, res);
+    } else if (res == -EINVAL && uw->multishot_accept) {
+        uw->multishot_accept = false; /* kernel without multishot accept: one accept per submission */
+    } else if (res != -ECANCELED) {
+        ovl__count(&worker->counters.errors, 1);
+        if (!more && !worker->stopping &&
+            (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM)) {
+            /* Out of descriptors or memory: serve the connections we have and try again shortly. */
+            accept->retry.tv_sec = 0;
+            accept->retry.tv_nsec = ACCEPT_RETRY_MS * 1000000L;
+            struct io_uring_sqe *sqe = get_sqe(uw);
+            io_uring_prep_timeout(sqe, &accept->retry, 0, 0);
+            io_uring_sqe_set_data64(sqe, tagged(accept, TAG_ACCEPT_RETRY));
+            return;
+        }
+    }
+    if (!more && !worker->stopping && res != -ECANCELED)
+        arm_accept(uw, accept);
+}
+
+/* ---- receiving ---- */
+
+static void recv_start(ovl_conn *conn)
+{
+    struct uring_worker *uw = state_of(conn->worker);
+    struct io_uring_sqe *sqe = get_sqe(uw);
+    if ((conn->flags & OVL__C_DRAINING) && !(conn->flags & OVL__C_LINGER))
+        io_uring_prep_recv(sqe, conn->fd, NULL, 0, MSG_DONTWAIT); /* only what is already buffered */
+    else if (uw->multishot_recv)
+        io_uring_prep_recv_multishot(sqe, conn->fd, NULL, 0, 0);
+    else
+        io_uring_prep_recv(sqe, conn->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = BUFFER_GROUP;
+    io_uring_sqe_set_data64(sqe, tagged(conn, TAG_RECV));
+    conn->flags |= OVL__C_RECV_ARMED;
+    conn->inflight++;
+}
+
+static void recv_drain(ovl_conn *conn)
+{
+    if (conn->flags & OVL__C_RECV_ARMED) {
+        /* The continuous receive ends with -ECANCELED (or its last data); on_recv then reads the rest. */
+        struct uring_worker *uw = state_of(conn->worker);
+        struct io_uring_sqe *sqe = get_sqe(uw);
+        io_uring_prep_cancel64(sqe, tagged(conn, TAG_RECV), 0);
+        io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
+    } else if (!(conn->flags & OVL__C_RECV_WAIT)) {
+        recv_start(conn);
+    }
+}
+
+static void on_recv(struct ovl__worker *worker, ovl_conn *conn, const struct io_uring_cqe *cqe)
+{
+    struct uring_worker *uw = state_of(worker);
+    bool more = cqe->flags & IORING_CQE_F_MORE;
+    int res = cqe->res;
+    if (!more)
+        conn->flags &= ~OVL__C_RECV_ARMED;
+    /* A completion that carries a buffer hands us that slot exactly once, whatever its result: deliver it or
+     * give it back, never both. One without the flag owns no slot, so there is nothing to give back. */
+    ovl_buf *buf = NULL;
+    if (cqe->flags & IORING_CQE_F_BUFFER)
+        buf = ovl__pool_take(&worker->pool, cqe->flags >> IORING_CQE_BUFFER_SHIFT, res > 0 ? (size_t)res : 0);
+    bool rearm = false;
+    if (res > 0 && buf) {
+        ovl__conn_received(conn, buf);
+        rearm = !more;
+    } else {
+        if (buf)
+            ovl__buf_free(buf);
+        if (res > 0) {
+            ovl__conn_failed(conn, -EFAULT); /* data without a slot: the kernel broke its contract */
+        } else if (res == 0) {
+            if (!more)
+                ovl__conn_eof(conn);
+        } else if (res == -ENOBUFS) {
+            /* Pool empty: the bytes stay in the socket; receive again once a slot comes back. */
+            if (!(conn->flags & OVL__C_CLOSING) && !more)
+                ovl__conn_wait_for_slot(conn);
+        } else if (res == -ECANCELED) {
+            rearm = (conn->flags & OVL__C_DRAINING) != 0;
+        } else if (res == -EAGAIN || res == -EWOULDBLOCK) {
+            ovl__conn_read_done(conn);
+        } else if (res == -EINVAL && uw->multishot_recv) {
+            uw->multishot_recv = false; /* kernel before 6.0: one receive per submission */
+            rearm = true;
+        } else {
+            ovl__conn_failed(conn, res);
+        }
+    }
+    if (rearm && !(conn->flags & (OVL__C_CLOSING | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT)))
+        recv_start(conn);
+    if (!more)
+        ovl__conn_op_done(conn);
+}
+
+/* ---- sending ---- */
+
+static void send_start(ovl_conn *conn)
+{
+    struct uring_worker *uw = state_of(conn->worker);
+    struct io_uring_sqe *sqe = get_sqe(uw);
+    ovl_buf *head = conn->queue_head;
+    if (!head->next) {
+        io_uring_prep_send(sqe, conn->fd, head->data, head->len, MSG_NOSIGNAL);
+        conn->sending_bytes = head->len;
+    } else {
+        struct uring_conn *uc = conn_state(conn);
+        size_t count = 0, bytes = 0;
+        for (ovl_buf *buf = head; buf && count < SEND_BATCH; buf = buf->next, count++) {
+            uc->iov[count].iov_base = buf->data;
+            uc->iov[count].iov_len = buf->len;
+            bytes += buf->len;
+        }
+        memset(&uc->msg, 0, sizeof uc->msg);
+        uc->msg.msg_iov = uc->iov;
+        uc->msg.msg_iovlen = count;
+        io_uring_prep_sendmsg(sqe, conn->fd, &uc->msg, MSG_NOSIGNAL);
+        conn->sending_bytes = bytes;
+    }
+    io_uring_sqe_set_data64(sqe, tagged(conn, TAG_SEND));
+    conn->inflight++;
+}
+
+static void on_send(ovl_conn *conn, const struct io_uring_cqe *cqe)
+{
+    int res = cqe->res;
+    if (res > 0 || (res == 0 && conn->sending_bytes == 0)) {
+        /* A short count is legal: ovl__conn_sent keeps the rest queued and sends it next. */
+        ovl__conn_sent(conn, (size_t)res);
+    } else {
+        conn->flags &= ~OVL__C_SENDING;
+        if (res != -ECANCELED || !(conn->flags & OVL__C_CLOSING))
+            ovl__conn_failed(conn, res == 0 ? -EIO : res);
+    }
+    ovl__conn_op_done(conn);
+}
+
+/* ---- connecting ---- */
+
+static int connect_start(ovl_conn *conn, const struct addrinfo *address)
+{
+    int fd = socket(address->ai_family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (fd < 0)
+        return -errno;
+    conn->fd = fd;
+    struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
+    io_uring_prep_connect(sqe, fd, address->ai_addr, address->ai_addrlen);
+    io_uring_sqe_set_data64(sqe, tagged(conn, TAG_CONNECT));
+    conn->inflight++;
+    return 0;
+}
+
+static void on_connect(ovl_conn *conn, const struct io_uring_cqe *cqe)
+{
+    if (cqe->res == 0 && !(conn->flags & OVL__C_CLOSING)) {
+        ovl__conn_connected(conn);
+    } else if (cqe->res < 0) {
+        close(conn->fd);
+        conn->fd = -1;
+        ovl__conn_connect_next(conn, cqe->res);
+    }
+    ovl__conn_op_done(conn);
+}
+
+static void cancel(ovl_conn *conn)
+{
+    if (conn->fd < 0)
+        return;
+    struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
+    io_uring_prep_cancel_fd(sqe, conn->fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
+}
+
+/* ---- stop ---- */
+
+static void drain_timer(struct ovl__worker *worker, uint32_t ms)
+{
+    struct uring_worker *uw = state_of(worker);
+    uw->drain_deadline.tv_sec = ms / 1000;
+    uw->drain_deadline.tv_nsec = (long long)(ms % 1000) * 1000000LL;
+    struct io_uring_sqe *sqe = get_sqe(uw);
+    io_uring_prep_timeout(sqe, &uw->drain_deadline, 0, 0);
+    io_uring_sqe_set_data64(sqe, tagged(worker, TAG_DRAIN_TIMER));
+}
+
+/* ---- the loop ---- */
+
+static void dispatch(struct ovl__worker *worker, const struct io_uring_cqe *cqe)
+{
+    struct uring_worker *uw = state_of(worker);
+    enum tag tag = (enum tag)(cqe->user_data & TAG_MASK);
+    void *owner = (void *)(uintptr_t)(cqe->user_data & ~(uint64_t)TAG_MASK);
+    switch (tag) {
+    case TAG_RECV:
+        on_recv(worker, owner, cqe);
+        break;
+    case TAG_SEND:
+        on_send(owner, cqe);
+        break;
+    case TAG_CONNECT:
+        on_connect(owner, cqe);
+        break;
+    case TAG_ACCEPT:
+        on_accept(worker, owner, cqe);
+        break;
+    case TAG_ACCEPT_RETRY:
+        if (!worker->stopping && !((struct uring_accept *)owner)->armed)
+            arm_accept(uw, owner);
+        break;
+    case TAG_WAKE:
+        arm_wake(uw, worker);
+        break;
+    case TAG_DRAIN_TIMER:
+        if (cqe->res == -ETIME)
+            ovl__worker_drain_expired(worker);
+        break;
+    case TAG_IGNORE:
+        break;
+    }
+}
+
+static void worker_run(struct ovl__worker *worker)
+{
+    struct uring_worker *uw = state_of(worker);
+    for (;;) {
+        ovl__worker_flush(worker);
+        if (ovl__worker_done(worker) && uw->accepts_armed == 0)
+            break;
+        publish_buffers(uw);
+        int rc = io_uring_submit_and_wait(&uw->ring, 1);
+        if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
+            fprintf(stderr, "overlap: io_uring_submit_and_wait: %s (errno %d)\n", ovl_strerror(rc), -rc);
+            ovl__worker_drain_expired(worker);
+        }
+        unsigned head, seen = 0;
+        struct io_uring_cqe *cqe;
+        io_uring_for_each_cqe(&uw->ring, head, cqe)
+        {
+            dispatch(worker, cqe);
+            seen++;
+        }
+        io_uring_cq_advance(&uw->ring, seen);
+        ovl__worker_run_commands(worker);
+    }
+}
+
+const struct ovl__backend ovl__backend_uring = {
+    .name = "io_uring",
+    .conn_extra = sizeof(struct uring_conn),
+    .worker_init = worker_init,
+    .worker_run = worker_run,
+    .worker_destroy = worker_destroy,
+    .wake = wake,
+    .accept_start = accept_start,
+    .accept_stop = accept_stop,
+    .recv_start = recv_start,
+    .recv_drain = recv_drain,
+    .send_start = send_start,
+    .connect_start = connect_start,
+    .cancel = cancel,
+    .pool_put = pool_put,
+    .drain_timer = drain_timer,
+};

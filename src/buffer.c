@@ -1,0 +1,94 @@
+/*
+ * buffer.c - receive buffer pools and the buffers of the send path.
+ *
+ * A worker's pool is one slab cut into equal slots. The kernel (or the epoll loop) fills a free slot; the slot then
+ * belongs to the application until it is released or its send completes, and only then goes back to the pool. The
+ * state byte makes that hand-over checked: a slot handed back twice would let the kernel fill it while someone
+ * still reads it - one connection's bytes showing up on another - so a second release is refused loudly.
+ */
+#include "backend.h"
+
+#include <errno.h>
+#include <mimalloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+int ovl__pool_init(struct ovl__pool *pool, struct ovl__worker *worker, uint32_t slot_size, uint32_t slot_count)
+{
+    pool->slot_size = slot_size;
+    pool->slot_count = slot_count;
+    pool->held = 0;
+    pool->slab = mi_malloc_aligned((size_t)slot_size * slot_count, 4096);
+    pool->slots = mi_calloc(slot_count, sizeof *pool->slots);
+    if (!pool->slab || !pool->slots) {
+        ovl__pool_destroy(pool);
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < slot_count; i++) {
+        ovl_buf *slot = &pool->slots[i];
+        slot->worker = worker;
+        slot->slot = i;
+        slot->kind = OVL__BUF_POOL;
+        slot->state = OVL__BUF_FREE;
+        slot->data = pool->slab + (size_t)i * slot_size;
+    }
+    return 0;
+}
+
+void ovl__pool_destroy(struct ovl__pool *pool)
+{
+    mi_free(pool->slab);
+    mi_free(pool->slots);
+    pool->slab = NULL;
+    pool->slots = NULL;
+}
+
+ovl_buf *ovl__pool_take(struct ovl__pool *pool, uint32_t slot, size_t len)
+{
+    if (slot >= pool->slot_count || pool->slots[slot].state != OVL__BUF_FREE) {
+        /* The kernel reported a slot we do not consider free: never hand it out twice. */
+        fprintf(stderr, "overlap: buffer slot %u reported while not free; dropped\n", slot);
+        return NULL;
+    }
+    ovl_buf *buf = &pool->slots[slot];
+    buf->state = OVL__BUF_USER;
+    buf->data = pool->slab + (size_t)slot * pool->slot_size;
+    buf->len = len;
+    buf->next = NULL;
+    pool->held++;
+    return buf;
+}
+
+void ovl__buf_free(ovl_buf *buf)
+{
+    if (buf->kind != OVL__BUF_POOL) {
+        mi_free(buf);
+        return;
+    }
+    if (buf->state != OVL__BUF_USER) {
+        fprintf(stderr, "overlap: buffer slot %u released twice; ignored\n", buf->slot);
+        return;
+    }
+    struct ovl__worker *worker = buf->worker;
+    buf->state = OVL__BUF_FREE;
+    buf->data = worker->pool.slab + (size_t)buf->slot * worker->pool.slot_size;
+    buf->len = 0;
+    worker->pool.held--;
+    worker->engine->backend->pool_put(worker, buf);
+}
+
+const void *ovl_buf_data(const ovl_buf *buf)
+{
+    return buf->data;
+}
+
+size_t ovl_buf_len(const ovl_buf *buf)
+{
+    return buf->len;
+}
+
+void ovl_buf_release(ovl_buf *buf)
+{
+    if (buf)
+        ovl__buf_free(buf);
+}

@@ -1,0 +1,501 @@
+/*
+ * conn.c - what happens to a connection, whatever the backend: the send queue, half-close, graceful drain, close
+ * reasons, and when a connection may be freed.
+ *
+ * Two rules keep this safe. A connection is freed only from ovl__worker_flush(), at the top of the worker loop,
+ * never inside a callback or a completion handler that may still touch it; and only once no backend operation is in
+ * flight on it (conn->inflight == 0). Sends are started from the same flush, after a whole batch of completions has
+ * been handled, so several ovl_send calls in one batch leave in one system call.
+ */
+#include "backend.h"
+
+#include <errno.h>
+#include <mimalloc.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <unistd.h>
+
+static inline const struct ovl__backend *backend_of(const ovl_conn *conn)
+{
+    return conn->worker->engine->backend;
+}
+
+ovl_conn *ovl__conn_new(ovl_engine *engine, int fd, const ovl_callbacks *callbacks, void *user)
+{
+    ovl_conn *conn = mi_zalloc(sizeof *conn + engine->backend->conn_extra);
+    if (!conn)
+        return NULL;
+    conn->fd = fd;
+    if (callbacks)
+        conn->callbacks = *callbacks;
+    conn->user = user;
+    return conn;
+}
+
+void ovl__conn_attach(struct ovl__worker *worker, ovl_conn *conn)
+{
+    conn->worker = worker;
+    conn->next = worker->conns;
+    if (worker->conns)
+        worker->conns->prev = conn;
+    worker->conns = conn;
+    worker->conn_count++;
+    atomic_fetch_add_explicit(&worker->engine->open_conns, 1, memory_order_relaxed);
+}
+
+void ovl__conn_free_unattached(ovl_conn *conn)
+{
+    mi_free(conn);
+}
+
+static void mark_dead(ovl_conn *conn)
+{
+    if (conn->flags & OVL__C_DEAD)
+        return;
+    conn->flags |= OVL__C_DEAD;
+    conn->dead_next = conn->worker->dead_head;
+    conn->worker->dead_head = conn;
+}
+
+static void kick(ovl_conn *conn)
+{
+    if (conn->flags & (OVL__C_KICKED | OVL__C_SENDING | OVL__C_CLOSING))
+        return;
+    conn->flags |= OVL__C_KICKED;
+    conn->kick_next = conn->worker->kick_head;
+    conn->worker->kick_head = conn;
+}
+
+void ovl__conn_close(ovl_conn *conn, ovl_close_reason reason, int err)
+{
+    if (conn->flags & OVL__C_CLOSING)
+        return;
+    conn->flags |= OVL__C_CLOSING;
+    conn->close_reason = reason;
+    conn->close_err = err;
+    if (conn->flags & OVL__C_RECV_WAIT)
+        conn->worker->wait_dirty = true;
+    if (conn->inflight > 0)
+        backend_of(conn)->cancel(conn);
+    else
+        mark_dead(conn);
+}
+
+void ovl__conn_op_done(ovl_conn *conn)
+{
+    conn->inflight--;
+    if ((conn->flags & OVL__C_CLOSING) && conn->inflight == 0)
+        mark_dead(conn);
+}
+
+void ovl__conn_failed(ovl_conn *conn, int err)
+{
+    struct ovl__counters *counters = &conn->worker->counters;
+    if (conn->flags & OVL__C_CLOSING)
+        return;
+    if (err == -ECONNRESET || err == -EPIPE) {
+        ovl__count(&counters->resets, 1);
+        ovl__conn_close(conn, OVL_CLOSE_RESET, err);
+    } else {
+        ovl__count(&counters->errors, 1);
+        ovl__conn_close(conn, OVL_CLOSE_ERROR, err);
+    }
+}
+
+/* Both directions are finished: close. While draining with our side shut but the peer's still open, close() could
+ * turn late input into a reset that destroys echoes still in flight, so read and discard until the peer closes. */
+static void maybe_finish(ovl_conn *conn)
+{
+    uint32_t f = conn->flags;
+    if ((f & OVL__C_CLOSING) || !(f & OVL__C_SHUT_DONE))
+        return;
+    if (f & OVL__C_EOF_IN) {
+        ovl__conn_close(conn, (f & OVL__C_DRAINING) ? OVL_CLOSE_ENGINE_STOP : OVL_CLOSE_PEER, 0);
+    } else if ((f & OVL__C_READ_DONE) && !(f & OVL__C_LINGER)) {
+        conn->flags |= OVL__C_LINGER;
+        if (!(f & (OVL__C_RECV_ARMED | OVL__C_RECV_WAIT)))
+            backend_of(conn)->recv_start(conn);
+    }
+}
+
+static void shutdown_now(ovl_conn *conn)
+{
+    if (conn->flags & OVL__C_SHUT_DONE)
+        return;
+    conn->flags |= OVL__C_SHUT_DONE;
+    /* ENOTCONN here means the peer already reset; the receive side reports that. */
+    shutdown(conn->fd, SHUT_WR);
+    maybe_finish(conn);
+}
+
+void ovl__conn_opened(ovl_conn *conn)
+{
+    conn->flags |= OVL__C_OPEN;
+    conn->flags &= ~OVL__C_CONNECTING;
+    ovl__count(&conn->worker->counters.conns_open, 1);
+    if (conn->callbacks.on_open)
+        conn->callbacks.on_open(conn, conn->user);
+    if (conn->flags & OVL__C_CLOSING)
+        return;
+    if (conn->worker->stopping)
+        ovl__conn_begin_drain(conn);
+    else
+        backend_of(conn)->recv_start(conn);
+}
+
+void ovl__conn_connected(ovl_conn *conn)
+{
+    int one = 1;
+    setsockopt(conn->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    ovl__count(&conn->worker->counters.conns_connected, 1);
+    ovl__conn_opened(conn);
+}
+
+void ovl__conn_received(ovl_conn *conn, ovl_buf *buf)
+{
+    struct ovl__counters *counters = &conn->worker->counters;
+    ovl__count(&counters->msgs_in, 1);
+    ovl__count(&counters->bytes_in, buf->len);
+    if ((conn->flags & (OVL__C_CLOSING | OVL__C_LINGER)) || !conn->callbacks.on_data) {
+        ovl__buf_free(buf);
+        return;
+    }
+    conn->callbacks.on_data(conn, buf);
+}
+
+void ovl__conn_eof(ovl_conn *conn)
+{
+    conn->flags |= OVL__C_EOF_IN;
+    if (conn->flags & OVL__C_CLOSING)
+        return;
+    if (conn->flags & OVL__C_LINGER) {
+        ovl__conn_close(conn, OVL_CLOSE_ENGINE_STOP, 0);
+        return;
+    }
+    if (conn->flags & OVL__C_DRAINING)
+        conn->flags |= OVL__C_READ_DONE;
+    if (conn->callbacks.on_eof && !(conn->flags & OVL__C_DRAINING))
+        conn->callbacks.on_eof(conn);
+    else
+        ovl_shutdown(conn);
+    maybe_finish(conn);
+}
+
+void ovl__conn_read_done(ovl_conn *conn)
+{
+    conn->flags |= OVL__C_READ_DONE;
+    if (conn->flags & OVL__C_CLOSING)
+        return;
+    ovl_shutdown(conn);
+    maybe_finish(conn);
+}
+
+void ovl__conn_wait_for_slot(ovl_conn *conn)
+{
+    struct ovl__worker *worker = conn->worker;
+    ovl__count(&worker->counters.recv_nobufs, 1);
+    conn->flags |= OVL__C_RECV_WAIT;
+    conn->inflight++;
+    conn->wait_next = worker->wait_head;
+    worker->wait_head = conn;
+}
+
+void ovl__conn_sent(ovl_conn *conn, size_t bytes)
+{
+    struct ovl__counters *counters = &conn->worker->counters;
+    conn->flags &= ~OVL__C_SENDING;
+    ovl__count(&counters->msgs_out, 1);
+    ovl__count(&counters->bytes_out, bytes);
+    conn->queue_bytes -= bytes;
+    while (bytes > 0 && conn->queue_head) {
+        ovl_buf *head = conn->queue_head;
+        if (bytes < head->len) {
+            head->data += bytes;
+            head->len -= bytes;
+            break;
+        }
+        bytes -= head->len;
+        conn->queue_head = head->next;
+        if (!conn->queue_head)
+            conn->queue_tail = NULL;
+        ovl__buf_free(head);
+    }
+    if (conn->flags & OVL__C_CLOSING)
+        return;
+    if (conn->queue_head) {
+        kick(conn);
+        return;
+    }
+    if (conn->callbacks.on_drain)
+        conn->callbacks.on_drain(conn);
+    if ((conn->flags & OVL__C_SHUT_WANTED) && !conn->queue_head && !(conn->flags & OVL__C_CLOSING))
+        shutdown_now(conn);
+}
+
+void ovl__conn_connect_next(ovl_conn *conn, int err)
+{
+    if (err)
+        conn->last_error = err;
+    if (conn->flags & OVL__C_CLOSING)
+        return;
+    conn->flags |= OVL__C_CONNECTING;
+    while (conn->next_address) {
+        const struct addrinfo *address = conn->next_address;
+        conn->next_address = address->ai_next;
+        int rc = backend_of(conn)->connect_start(conn, address);
+        if (rc == 0)
+            return;
+        conn->last_error = rc;
+    }
+    conn->flags &= ~OVL__C_CONNECTING;
+    ovl__count(&conn->worker->counters.connect_failures, 1);
+    ovl__conn_close(conn, OVL_CLOSE_CONNECT_FAILED, conn->last_error ? conn->last_error : -EHOSTUNREACH);
+}
+
+void ovl__conn_begin_drain(ovl_conn *conn)
+{
+    if (conn->flags & (OVL__C_CLOSING | OVL__C_DRAINING))
+        return;
+    if (conn->flags & OVL__C_CONNECTING) {
+        ovl__conn_close(conn, OVL_CLOSE_ENGINE_STOP, 0);
+        return;
+    }
+    conn->flags |= OVL__C_DRAINING;
+    if (conn->flags & OVL__C_EOF_IN) {
+        conn->flags |= OVL__C_READ_DONE;
+        ovl_shutdown(conn);
+        maybe_finish(conn);
+        return;
+    }
+    backend_of(conn)->recv_drain(conn);
+}
+
+void ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_socket *socket, int fd)
+{
+    ovl_engine *engine = worker->engine;
+    uint32_t max = engine->config.max_conns;
+    if (worker->stopping ||
+        (max && atomic_load_explicit(&engine->open_conns, memory_order_relaxed) >= max)) {
+        /* Refused promptly: the peer sees the connection end at once instead of hanging in a backlog. */
+        close(fd);
+        ovl__count(&worker->counters.conns_refused, 1);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    ovl_conn *conn = ovl__conn_new(engine, fd, &socket->listener->callbacks, socket->listener->user);
+    if (!conn) {
+        close(fd);
+        ovl__count(&worker->counters.errors, 1);
+        return;
+    }
+    ovl__conn_attach(worker, conn);
+    ovl__count(&worker->counters.conns_accepted, 1);
+    ovl__conn_opened(conn);
+}
+
+static void conn_free(ovl_conn *conn)
+{
+    struct ovl__worker *worker = conn->worker;
+    if (conn->fd >= 0)
+        close(conn->fd);
+    if (conn->prev)
+        conn->prev->next = conn->next;
+    else
+        worker->conns = conn->next;
+    if (conn->next)
+        conn->next->prev = conn->prev;
+    worker->conn_count--;
+    atomic_fetch_sub_explicit(&worker->engine->open_conns, 1, memory_order_relaxed);
+    while (conn->queue_head) {
+        ovl_buf *head = conn->queue_head;
+        conn->queue_head = head->next;
+        ovl__buf_free(head);
+    }
+    if (conn->flags & OVL__C_OPEN) {
+        ovl__uncount(&worker->counters.conns_open, 1);
+        ovl__count(&worker->counters.conns_closed, 1);
+    }
+    if (((conn->flags & OVL__C_OPEN) || conn->close_reason == OVL_CLOSE_CONNECT_FAILED) && conn->callbacks.on_close)
+        conn->callbacks.on_close(conn, conn->close_reason, conn->close_err);
+    mi_free(conn);
+}
+
+static void walk_wait_list(struct ovl__worker *worker)
+{
+    bool slots_free = worker->pool.held < worker->pool.slot_count;
+    if (!worker->wait_head || (!slots_free && !worker->wait_dirty))
+        return;
+    worker->wait_dirty = false;
+    ovl_conn *list = worker->wait_head, *keep = NULL;
+    worker->wait_head = NULL;
+    while (list) {
+        ovl_conn *conn = list;
+        list = conn->wait_next;
+        if (conn->flags & OVL__C_CLOSING) {
+            conn->flags &= ~OVL__C_RECV_WAIT;
+            ovl__conn_op_done(conn);
+        } else if (slots_free) {
+            conn->flags &= ~OVL__C_RECV_WAIT;
+            conn->inflight--;
+            backend_of(conn)->recv_start(conn);
+        } else {
+            conn->wait_next = keep;
+            keep = conn;
+        }
+    }
+    /* recv_start may have put connections back on the list meanwhile */
+    while (keep) {
+        ovl_conn *conn = keep;
+        keep = conn->wait_next;
+        conn->wait_next = worker->wait_head;
+        worker->wait_head = conn;
+    }
+}
+
+void ovl__worker_flush(struct ovl__worker *worker)
+{
+    const struct ovl__backend *backend = worker->engine->backend;
+    walk_wait_list(worker);
+    while (worker->kick_head || worker->dead_head) {
+        while (worker->kick_head) {
+            ovl_conn *conn = worker->kick_head;
+            worker->kick_head = conn->kick_next;
+            conn->flags &= ~OVL__C_KICKED;
+            if (!(conn->flags & (OVL__C_CLOSING | OVL__C_SENDING)) && conn->queue_head) {
+                conn->flags |= OVL__C_SENDING;
+                backend->send_start(conn);
+            }
+        }
+        while (worker->dead_head) {
+            ovl_conn *conn = worker->dead_head;
+            worker->dead_head = conn->dead_next;
+            conn_free(conn);
+        }
+    }
+}
+
+/* ---- public per-connection calls ---- */
+
+static int queue_push(ovl_conn *conn, ovl_buf *buf)
+{
+    if (conn->flags & (OVL__C_CLOSING | OVL__C_SHUT_WANTED)) {
+        ovl__buf_free(buf);
+        return -EPIPE;
+    }
+    buf->next = NULL;
+    if (conn->queue_tail)
+        conn->queue_tail->next = buf;
+    else
+        conn->queue_head = buf;
+    conn->queue_tail = buf;
+    conn->queue_bytes += buf->len;
+    kick(conn);
+    return 0;
+}
+
+int ovl_send(ovl_conn *conn, const void *data, size_t len)
+{
+    if (!conn || (!data && len))
+        return -EINVAL;
+    if (len == 0)
+        return 0;
+    ovl_buf *buf = mi_malloc(sizeof *buf + len);
+    if (!buf)
+        return -ENOMEM;
+    buf->kind = OVL__BUF_HEAP;
+    buf->data = (char *)(buf + 1);
+    buf->len = len;
+    memcpy(buf->data, data, len);
+    return queue_push(conn, buf);
+}
+
+int ovl_send_ref(ovl_conn *conn, const void *data, size_t len)
+{
+    if (!conn || (!data && len))
+        return -EINVAL;
+    if (len == 0)
+        return 0;
+    ovl_buf *buf = mi_malloc(sizeof *buf);
+    if (!buf)
+        return -ENOMEM;
+    buf->kind = OVL__BUF_REF;
+    buf->data = (char *)data;
+    buf->len = len;
+    return queue_push(conn, buf);
+}
+
+int ovl_send_buf(ovl_conn *conn, ovl_buf *buf)
+{
+    if (!conn || !buf)
+        return -EINVAL;
+    if (buf->len == 0) {
+        ovl__buf_free(buf);
+        return 0;
+    }
+    if (buf->kind == OVL__BUF_POOL && buf->worker != conn->worker) {
+        /* A pool slot must go back to its own worker's pool, on that worker's thread: copy instead. */
+        int rc = ovl_send(conn, buf->data, buf->len);
+        ovl__buf_free(buf);
+        return rc;
+    }
+    return queue_push(conn, buf);
+}
+
+int ovl_shutdown(ovl_conn *conn)
+{
+    if (!conn)
+        return -EINVAL;
+    if (conn->flags & OVL__C_CLOSING)
+        return -ENOTCONN;
+    conn->flags |= OVL__C_SHUT_WANTED;
+    if (!conn->queue_head && !(conn->flags & OVL__C_SENDING))
+        shutdown_now(conn);
+    return 0;
+}
+
+void ovl_close(ovl_conn *conn)
+{
+    if (conn)
+        ovl__conn_close(conn, OVL_CLOSE_LOCAL, 0);
+}
+
+void *ovl_conn_user(const ovl_conn *conn)
+{
+    return conn->user;
+}
+
+void ovl_conn_set_user(ovl_conn *conn, void *user)
+{
+    conn->user = user;
+}
+
+ovl_engine *ovl_conn_engine(const ovl_conn *conn)
+{
+    return conn->worker->engine;
+}
+
+int ovl_conn_worker(const ovl_conn *conn)
+{
+    return conn->worker->index;
+}
+
+size_t ovl_conn_pending(const ovl_conn *conn)
+{
+    return conn->queue_bytes;
+}
+
+const char *ovl_conn_peer(const ovl_conn *conn)
+{
+    ovl_conn *mutable_conn = (ovl_conn *)conn;
+    if (!conn->peer[0]) {
+        struct sockaddr_storage address;
+        socklen_t length = sizeof address;
+        if (conn->fd >= 0 && getpeername(conn->fd, (struct sockaddr *)&address, &length) == 0)
+            ovl__format_address((struct sockaddr *)&address, mutable_conn->peer, sizeof mutable_conn->peer);
+        else
+            return "(unknown)";
+    }
+    return conn->peer;
+}

@@ -1,0 +1,139 @@
+/*
+ * echo_options.c - parse and validate overlap-echo's arguments. Every value is checked fully (no atoi): a typo
+ * must produce a message naming the option, not a server on port 0.
+ */
+#include "echo_options.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char echo_usage[] =
+    "usage: overlap-echo [options]\n"
+    "  --host H           address or name to listen on (default: every interface, IPv6 dual-stack)\n"
+    "  --port P           TCP port (default 27015; 0 picks a free one)\n"
+    "  --threads N        worker threads (default: online CPUs)\n"
+    "  --max-conns N      refuse connections past N open ones (default: no limit)\n"
+    "  --buffer-size B    bytes per receive buffer (default 16384)\n"
+    "  --buffer-count N   receive buffers per worker thread (default 1024)\n"
+    "  --stats SECONDS    print a stats line every SECONDS\n"
+    "  --drain-timeout S  on SIGINT/SIGTERM, finish echoing for at most S seconds (default 5)\n"
+    "  --backend NAME     io_uring (default where available)\n"
+    "  --help             this text\n"
+    "  --version          print the version\n";
+
+static int parse_uint(const char *text, unsigned long long max, unsigned long long *out)
+{
+    if (!text || !*text || *text == '-' || *text == '+')
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (errno || *end || value > max)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+static int parse_seconds(const char *text, double *out)
+{
+    if (!text || !*text)
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    double value = strtod(text, &end);
+    if (errno || *end || !isfinite(value) || value < 0 || value > 86400)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+int echo_options_parse(int argc, char *const argv[], struct echo_options *options, char *error, size_t error_size)
+{
+    memset(options, 0, sizeof *options);
+    options->port = "27015";
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *value = NULL;
+        char name[32];
+        const char *eq = strchr(arg, '=');
+        size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
+        if (strncmp(arg, "--", 2) != 0 || name_len >= sizeof name) {
+            snprintf(error, error_size, "unexpected argument '%s'", arg);
+            return -1;
+        }
+        memcpy(name, arg, name_len);
+        name[name_len] = '\0';
+        if (!strcmp(name, "--help") || !strcmp(name, "--version")) {
+            if (eq) {
+                snprintf(error, error_size, "%s takes no value", name);
+                return -1;
+            }
+            if (!strcmp(name, "--help"))
+                options->help = true;
+            else
+                options->version = true;
+            continue;
+        }
+        if (eq) {
+            value = eq + 1;
+        } else if (i + 1 < argc) {
+            value = argv[++i];
+        } else {
+            snprintf(error, error_size, "%s needs a value", name);
+            return -1;
+        }
+        unsigned long long number = 0;
+        if (!strcmp(name, "--host")) {
+            options->host = *value ? value : NULL;
+        } else if (!strcmp(name, "--port")) {
+            if (parse_uint(value, 65535, &number)) {
+                snprintf(error, error_size, "--port: '%s' is not a port number (0-65535)", value);
+                return -1;
+            }
+            options->port = value;
+        } else if (!strcmp(name, "--threads")) {
+            if (parse_uint(value, 1024, &number)) {
+                snprintf(error, error_size, "--threads: '%s' is not a thread count (0-1024, 0 = CPUs)", value);
+                return -1;
+            }
+            options->threads = (int)number;
+        } else if (!strcmp(name, "--max-conns")) {
+            if (parse_uint(value, UINT32_MAX, &number)) {
+                snprintf(error, error_size, "--max-conns: '%s' is not a count", value);
+                return -1;
+            }
+            options->max_conns = (uint32_t)number;
+        } else if (!strcmp(name, "--buffer-size")) {
+            if (parse_uint(value, 1u << 24, &number) || number < 64) {
+                snprintf(error, error_size, "--buffer-size: '%s' is not a size in bytes (64-16777216)", value);
+                return -1;
+            }
+            options->buffer_size = (uint32_t)number;
+        } else if (!strcmp(name, "--buffer-count")) {
+            if (parse_uint(value, 32768, &number) || number < 1) {
+                snprintf(error, error_size, "--buffer-count: '%s' is not a count (1-32768)", value);
+                return -1;
+            }
+            options->buffer_count = (uint32_t)number;
+        } else if (!strcmp(name, "--stats")) {
+            if (parse_seconds(value, &options->stats_interval)) {
+                snprintf(error, error_size, "--stats: '%s' is not a number of seconds", value);
+                return -1;
+            }
+        } else if (!strcmp(name, "--drain-timeout")) {
+            if (parse_seconds(value, &options->drain_timeout)) {
+                snprintf(error, error_size, "--drain-timeout: '%s' is not a number of seconds", value);
+                return -1;
+            }
+        } else if (!strcmp(name, "--backend")) {
+            options->backend = value;
+        } else {
+            snprintf(error, error_size, "unknown option '%s'", name);
+            return -1;
+        }
+    }
+    return 0;
+}

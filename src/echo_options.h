@@ -1,0 +1,31 @@
+/*
+ * echo_options.h - overlap-echo's command line, parsed without side effects (so tests and fuzzers can call it).
+ */
+#ifndef OVL_ECHO_OPTIONS_H
+#define OVL_ECHO_OPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct echo_options {
+    const char *host;        /* NULL = every interface */
+    const char *port;        /* "27015" */
+    int threads;             /* 0 = online CPUs */
+    uint32_t max_conns;      /* 0 = no limit */
+    uint32_t buffer_size;    /* 0 = engine default */
+    uint32_t buffer_count;   /* 0 = engine default */
+    double stats_interval;   /* seconds, 0 = no periodic stats */
+    double drain_timeout;    /* seconds, 0 = engine default */
+    const char *backend;     /* NULL = best available */
+    bool help;
+    bool version;
+};
+
+/* Fill `options` from argv. Returns 0, or -1 with a one-line reason in `error`. */
+int echo_options_parse(int argc, char *const argv[], struct echo_options *options, char *error, size_t error_size);
+
+/* The usage text, for --help and for argument errors. */
+extern const char echo_usage[];
+
+#endif

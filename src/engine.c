@@ -1,0 +1,428 @@
+/*
+ * engine.c - the engine object: configuration, worker threads, the command queue that lets any thread hand work
+ * to a worker, listeners, outbound connects, stop, and stats.
+ */
+#include "backend.h"
+
+#include <errno.h>
+#include <mimalloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+_Thread_local struct ovl__worker *ovl__current_worker;
+
+enum {
+    DEFAULT_BUFFER_SIZE = 16384,
+    DEFAULT_BUFFER_COUNT = 1024,
+    MAX_BUFFER_COUNT = 32768, /* io_uring buffer rings hold at most 2^15 entries */
+    DEFAULT_DRAIN_MS = 5000
+};
+
+void ovl_config_init(ovl_config *config)
+{
+    memset(config, 0, sizeof *config);
+}
+
+const struct ovl__backend *ovl__backend_find(const char *name)
+{
+    if (!name || !name[0] || strcmp(name, "io_uring") == 0 || strcmp(name, "uring") == 0)
+        return &ovl__backend_uring;
+    return NULL;
+}
+
+static uint32_t round_up_power_of_two(uint32_t n)
+{
+    uint32_t p = 1;
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info *err)
+{
+    ovl_config defaults;
+    if (!config) {
+        ovl_config_init(&defaults);
+        config = &defaults;
+    }
+    if (!out || config->threads < 0 || config->threads > 1024 || config->backlog < 0 ||
+        (config->buffer_size && (config->buffer_size < 64 || config->buffer_size > (1u << 24))) ||
+        config->buffer_count > MAX_BUFFER_COUNT) {
+        ovl__error_set(err, -EINVAL, "threads 0..1024, buffer size 64..16777216, buffer count up to 32768",
+                       "engine configuration");
+        return -EINVAL;
+    }
+    const struct ovl__backend *backend = ovl__backend_find(config->backend);
+    if (!backend) {
+        ovl__error_set(err, -ENOTSUP, "not built into this library (have: io_uring)", "backend %s",
+                       config->backend);
+        return -ENOTSUP;
+    }
+    ovl_engine *engine = mi_zalloc(sizeof *engine);
+    if (!engine)
+        return -ENOMEM;
+    engine->config = *config;
+    engine->config.backend = backend->name;
+    if (!engine->config.threads) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        engine->config.threads = cpus > 0 ? (int)cpus : 1;
+    }
+    if (!engine->config.buffer_size)
+        engine->config.buffer_size = DEFAULT_BUFFER_SIZE;
+    engine->config.buffer_count = round_up_power_of_two(config->buffer_count ? config->buffer_count
+                                                                              : DEFAULT_BUFFER_COUNT);
+    if (!engine->config.drain_timeout_ms)
+        engine->config.drain_timeout_ms = DEFAULT_DRAIN_MS;
+    engine->backend = backend;
+    engine->thread_count = engine->config.threads;
+    engine->workers = mi_calloc((size_t)engine->thread_count, sizeof *engine->workers);
+    if (!engine->workers) {
+        mi_free(engine);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&engine->lock, NULL);
+    pthread_mutex_init(&engine->start_lock, NULL);
+    pthread_cond_init(&engine->start_cond, NULL);
+    for (int i = 0; i < engine->thread_count; i++) {
+        struct ovl__worker *worker = &engine->workers[i];
+        worker->engine = engine;
+        worker->index = i;
+        pthread_mutex_init(&worker->command_lock, NULL);
+    }
+    *out = engine;
+    return 0;
+}
+
+const char *ovl_engine_backend(const ovl_engine *engine)
+{
+    return engine->backend->name;
+}
+
+int ovl_engine_threads(const ovl_engine *engine)
+{
+    return engine->thread_count;
+}
+
+/* ---- commands: how other threads hand work to a worker ---- */
+
+static int post(struct ovl__worker *worker, struct ovl__command *command)
+{
+    command->next = NULL;
+    pthread_mutex_lock(&worker->command_lock);
+    if (worker->command_tail)
+        worker->command_tail->next = command;
+    else
+        worker->command_head = command;
+    worker->command_tail = command;
+    pthread_mutex_unlock(&worker->command_lock);
+    /* seq_cst against worker_main's store of `ready`: either we see ready and wake, or it sees pending. */
+    atomic_store(&worker->command_pending, 1);
+    if (atomic_load(&worker->ready))
+        worker->engine->backend->wake(worker);
+    return 0;
+}
+
+static int post_new(struct ovl__worker *worker, int kind, struct ovl__listen_socket *socket, ovl_conn *conn)
+{
+    struct ovl__command *command = mi_zalloc(sizeof *command);
+    if (!command)
+        return -ENOMEM;
+    command->kind = kind;
+    command->listen_socket = socket;
+    command->conn = conn;
+    return post(worker, command);
+}
+
+static void begin_stop(struct ovl__worker *worker)
+{
+    if (worker->stopping)
+        return;
+    worker->stopping = true;
+    ovl_engine *engine = worker->engine;
+    engine->backend->accept_stop(worker);
+    for (ovl_conn *conn = worker->conns; conn; conn = conn->next)
+        ovl__conn_begin_drain(conn);
+    if (worker->conn_count)
+        engine->backend->drain_timer(worker, engine->config.drain_timeout_ms);
+}
+
+void ovl__worker_drain_expired(struct ovl__worker *worker)
+{
+    for (ovl_conn *conn = worker->conns; conn; conn = conn->next)
+        ovl__conn_close(conn, OVL_CLOSE_ENGINE_STOP, -ETIMEDOUT);
+}
+
+void ovl__worker_run_commands(struct ovl__worker *worker)
+{
+    if (!atomic_exchange(&worker->command_pending, 0))
+        return;
+    pthread_mutex_lock(&worker->command_lock);
+    struct ovl__command *list = worker->command_head;
+    worker->command_head = worker->command_tail = NULL;
+    pthread_mutex_unlock(&worker->command_lock);
+    while (list) {
+        struct ovl__command *command = list;
+        list = command->next;
+        switch (command->kind) {
+        case OVL__CMD_LISTEN:
+            if (!worker->stopping)
+                worker->engine->backend->accept_start(worker, command->listen_socket);
+            break;
+        case OVL__CMD_CONNECT:
+            ovl__conn_attach(worker, command->conn);
+            if (worker->stopping)
+                ovl__conn_close(command->conn, OVL_CLOSE_ENGINE_STOP, -ESHUTDOWN);
+            else
+                ovl__conn_connect_next(command->conn, 0);
+            break;
+        case OVL__CMD_STOP:
+            begin_stop(worker);
+            break;
+        }
+        mi_free(command);
+    }
+}
+
+bool ovl__worker_done(const struct ovl__worker *worker)
+{
+    return worker->stopping && worker->conn_count == 0 && !worker->dead_head;
+}
+
+/* ---- threads ---- */
+
+static void *worker_main(void *arg)
+{
+    struct ovl__worker *worker = arg;
+    ovl_engine *engine = worker->engine;
+    ovl__current_worker = worker;
+    int rc = ovl__pool_init(&worker->pool, worker, engine->config.buffer_size, engine->config.buffer_count);
+    if (rc < 0)
+        ovl__error_set(&worker->init_error, rc, NULL, "allocate %u receive buffers of %u bytes",
+                       engine->config.buffer_count, engine->config.buffer_size);
+    else
+        rc = engine->backend->worker_init(worker, &worker->init_error);
+    pthread_mutex_lock(&engine->start_lock);
+    worker->init_result = rc;
+    engine->workers_ready++;
+    pthread_cond_broadcast(&engine->start_cond);
+    pthread_mutex_unlock(&engine->start_lock);
+    if (rc == 0) {
+        atomic_store(&worker->ready, 1);
+        ovl__worker_run_commands(worker);
+        engine->backend->worker_run(worker);
+        engine->backend->worker_destroy(worker);
+    }
+    ovl__pool_destroy(&worker->pool);
+    return NULL;
+}
+
+int ovl_engine_start(ovl_engine *engine, ovl_error_info *err)
+{
+    pthread_mutex_lock(&engine->lock);
+    if (engine->started) {
+        pthread_mutex_unlock(&engine->lock);
+        return -EALREADY;
+    }
+    /* Workers take no signals: the embedding program decides which thread handles SIGINT/SIGTERM. */
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    int rc = 0;
+    int created = 0;
+    for (; created < engine->thread_count; created++) {
+        struct ovl__worker *worker = &engine->workers[created];
+        worker->thread_started = true;
+        rc = -pthread_create(&worker->thread, NULL, worker_main, worker);
+        if (rc) {
+            worker->thread_started = false;
+            ovl__error_set(err, rc, NULL, "start worker thread %d", created);
+            break;
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    pthread_mutex_lock(&engine->start_lock);
+    while (engine->workers_ready < created)
+        pthread_cond_wait(&engine->start_cond, &engine->start_lock);
+    pthread_mutex_unlock(&engine->start_lock);
+    for (int i = 0; i < created && rc == 0; i++)
+        if (engine->workers[i].init_result < 0) {
+            rc = engine->workers[i].init_result;
+            if (err)
+                *err = engine->workers[i].init_error;
+        }
+    engine->started = true;
+    pthread_mutex_unlock(&engine->lock);
+    if (rc < 0) {
+        ovl_engine_stop(engine);
+        return rc;
+    }
+    return 0;
+}
+
+void ovl_engine_request_stop(ovl_engine *engine)
+{
+    if (atomic_exchange(&engine->stop_requested, 1))
+        return;
+    for (int i = 0; i < engine->thread_count; i++)
+        post_new(&engine->workers[i], OVL__CMD_STOP, NULL, NULL);
+}
+
+void ovl_engine_wait(ovl_engine *engine)
+{
+    pthread_mutex_lock(&engine->lock);
+    if (engine->started && !engine->joined) {
+        for (int i = 0; i < engine->thread_count; i++)
+            if (engine->workers[i].thread_started)
+                pthread_join(engine->workers[i].thread, NULL);
+        engine->joined = true;
+        for (ovl_listener *listener = engine->listeners; listener; listener = listener->next)
+            ovl__listener_close(listener);
+    }
+    pthread_mutex_unlock(&engine->lock);
+}
+
+void ovl_engine_stop(ovl_engine *engine)
+{
+    ovl_engine_request_stop(engine);
+    ovl_engine_wait(engine);
+}
+
+void ovl_engine_destroy(ovl_engine *engine)
+{
+    if (!engine)
+        return;
+    ovl_engine_stop(engine);
+    for (int i = 0; i < engine->thread_count; i++) {
+        struct ovl__worker *worker = &engine->workers[i];
+        /* Commands never run (engine not started, or posted after the worker ended). */
+        while (worker->command_head) {
+            struct ovl__command *command = worker->command_head;
+            worker->command_head = command->next;
+            if (command->conn)
+                ovl__conn_free_unattached(command->conn);
+            mi_free(command);
+        }
+        pthread_mutex_destroy(&worker->command_lock);
+    }
+    while (engine->listeners) {
+        ovl_listener *listener = engine->listeners;
+        engine->listeners = listener->next;
+        ovl__listener_close(listener);
+        mi_free(listener);
+    }
+    pthread_mutex_destroy(&engine->lock);
+    pthread_mutex_destroy(&engine->start_lock);
+    pthread_cond_destroy(&engine->start_cond);
+    mi_free(engine->workers);
+    mi_free(engine);
+}
+
+/* ---- listeners and outbound connections ---- */
+
+int ovl_listen(ovl_engine *engine, const char *host, const char *port, const ovl_callbacks *callbacks, void *user,
+               ovl_listener **out, ovl_error_info *err)
+{
+    if (!engine || !port || !callbacks) {
+        ovl__error_set(err, -EINVAL, "engine, port and callbacks are required", "listen");
+        return -EINVAL;
+    }
+    if (atomic_load(&engine->stop_requested)) {
+        ovl__error_set(err, -ESHUTDOWN, NULL, "listen %s:%s", host ? host : "*", port);
+        return -ESHUTDOWN;
+    }
+    ovl_listener *listener = mi_zalloc(sizeof *listener);
+    if (!listener)
+        return -ENOMEM;
+    listener->engine = engine;
+    listener->callbacks = *callbacks;
+    listener->user = user;
+    int rc = ovl__listener_open(engine, listener, host, port, err);
+    if (rc < 0) {
+        mi_free(listener);
+        return rc;
+    }
+    pthread_mutex_lock(&engine->lock);
+    listener->next = engine->listeners;
+    engine->listeners = listener;
+    pthread_mutex_unlock(&engine->lock);
+    /* Every worker accepts on every socket: the kernel hands each new connection to one of them. */
+    for (int w = 0; w < engine->thread_count; w++)
+        for (int s = 0; s < listener->count; s++)
+            post_new(&engine->workers[w], OVL__CMD_LISTEN, &listener->sockets[s], NULL);
+    if (out)
+        *out = listener;
+    return 0;
+}
+
+int ovl_listener_port(const ovl_listener *listener)
+{
+    return listener->port;
+}
+
+int ovl_listener_count(const ovl_listener *listener)
+{
+    return listener->count;
+}
+
+const char *ovl_listener_address(const ovl_listener *listener, int index)
+{
+    if (index < 0 || index >= listener->count)
+        return NULL;
+    return listener->sockets[index].address;
+}
+
+int ovl_connect(ovl_engine *engine, const ovl_target *target, const ovl_callbacks *callbacks, void *user)
+{
+    if (!engine || !target || !target->addresses || !callbacks)
+        return -EINVAL;
+    if (atomic_load(&engine->stop_requested))
+        return -ESHUTDOWN;
+    ovl_conn *conn = ovl__conn_new(engine, -1, callbacks, user);
+    if (!conn)
+        return -ENOMEM;
+    conn->target = target;
+    conn->next_address = target->addresses;
+    struct ovl__worker *worker = ovl__current_worker;
+    if (worker && worker->engine == engine) {
+        ovl__conn_attach(worker, conn);
+        if (worker->stopping)
+            ovl__conn_close(conn, OVL_CLOSE_ENGINE_STOP, -ESHUTDOWN);
+        else
+            ovl__conn_connect_next(conn, 0);
+        return 0;
+    }
+    uint32_t index = atomic_fetch_add_explicit(&engine->next_worker, 1, memory_order_relaxed);
+    int rc = post_new(&engine->workers[index % (uint32_t)engine->thread_count], OVL__CMD_CONNECT, NULL, conn);
+    if (rc < 0)
+        ovl__conn_free_unattached(conn);
+    return rc;
+}
+
+/* ---- stats ---- */
+
+void ovl_engine_stats(ovl_engine *engine, ovl_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < engine->thread_count; i++) {
+        struct ovl__counters *c = &engine->workers[i].counters;
+#define OVL_SUM(field) out->field += atomic_load_explicit(&c->field, memory_order_relaxed)
+        OVL_SUM(conns_open);
+        OVL_SUM(conns_accepted);
+        OVL_SUM(conns_connected);
+        OVL_SUM(conns_closed);
+        OVL_SUM(conns_refused);
+        OVL_SUM(connect_failures);
+        OVL_SUM(resets);
+        OVL_SUM(errors);
+        OVL_SUM(bytes_in);
+        OVL_SUM(bytes_out);
+        OVL_SUM(msgs_in);
+        OVL_SUM(msgs_out);
+        OVL_SUM(recv_nobufs);
+        OVL_SUM(reuse_ok);
+        OVL_SUM(reuse_fallback);
+#undef OVL_SUM
+    }
+}

@@ -1,0 +1,48 @@
+/*
+ * error.c - one error convention end to end: negative errno values, turned into text here and only here.
+ */
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+const char *ovl_version(void)
+{
+    return OVL_VERSION_STRING;
+}
+
+const char *ovl_strerror(int err)
+{
+    static _Thread_local char text[128];
+    if (err == 0)
+        return "Success";
+    /* strerror_r (GNU flavour) may return a static string instead of filling the buffer. */
+    return strerror_r(err < 0 ? -err : err, text, sizeof text);
+}
+
+const char *ovl_close_reason_name(ovl_close_reason reason)
+{
+    switch (reason) {
+    case OVL_CLOSE_PEER: return "peer closed";
+    case OVL_CLOSE_RESET: return "reset by peer";
+    case OVL_CLOSE_ERROR: return "error";
+    case OVL_CLOSE_LOCAL: return "closed locally";
+    case OVL_CLOSE_ENGINE_STOP: return "engine stopped";
+    case OVL_CLOSE_CONNECT_FAILED: return "connect failed";
+    case OVL_CLOSE_REFUSED: return "refused (max connections)";
+    }
+    return "unknown";
+}
+
+void ovl__error_set(ovl_error_info *err, int code, const char *text, const char *what_format, ...)
+{
+    if (!err)
+        return;
+    err->code = code;
+    va_list args;
+    va_start(args, what_format);
+    vsnprintf(err->what, sizeof err->what, what_format, args);
+    va_end(args);
+    snprintf(err->text, sizeof err->text, "%s", text ? text : ovl_strerror(code));
+}

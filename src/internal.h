@@ -1,0 +1,228 @@
+/*
+ * internal.h - the engine's shared data structures: engine, workers, listeners, connections, buffers.
+ *
+ * Everything here is backend-neutral. A backend (backend_uring.c, ...) implements struct ovl__backend from
+ * backend.h and calls back into the shared connection logic (conn.c) when its operations complete; it never runs
+ * user callbacks itself. That keeps the rules (ordering of sends, when a connection may be freed, what a close
+ * reason means) written once.
+ */
+#ifndef OVL_INTERNAL_H
+#define OVL_INTERNAL_H
+
+#include "overlap.h"
+
+#include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+
+struct ovl__backend;
+struct ovl__worker;
+
+/* Where a buffer's memory comes from, which decides how it is given back. */
+enum ovl__buf_kind {
+    OVL__BUF_POOL = 1, /* a slot of the worker's receive pool */
+    OVL__BUF_HEAP,     /* ovl_send: a copy, data follows the header */
+    OVL__BUF_REF       /* ovl_send_ref: caller memory, only the header is ours */
+};
+
+/* A pool slot's owner. Tracked so that a slot can never be handed back twice (and so to two connections). */
+enum ovl__buf_state {
+    OVL__BUF_FREE = 1, /* in the pool, the kernel may fill it */
+    OVL__BUF_USER      /* delivered to on_data, owned by the application or a send queue */
+};
+
+struct ovl_buf {
+    ovl_buf *next;               /* link in a connection's send queue */
+    char *data;                  /* first byte not yet sent / delivered */
+    size_t len;                  /* bytes from data on */
+    struct ovl__worker *worker;  /* owner of a pool slot */
+    uint32_t slot;               /* pool slot index */
+    uint8_t kind;
+    uint8_t state;
+};
+
+/* Receive buffers of one worker: one slab cut into equal slots, plus a header per slot. */
+struct ovl__pool {
+    char *slab;
+    ovl_buf *slots;
+    uint32_t slot_size;
+    uint32_t slot_count;
+    uint32_t held;               /* slots currently outside the pool */
+};
+
+/* Counters of one worker. Only the worker writes them (plain load+store, no locked instruction); any thread reads. */
+struct ovl__counters {
+    _Atomic uint64_t conns_open, conns_accepted, conns_connected, conns_closed, conns_refused, connect_failures;
+    _Atomic uint64_t resets, errors, bytes_in, bytes_out, msgs_in, msgs_out, recv_nobufs, reuse_ok, reuse_fallback;
+};
+
+static inline void ovl__count(_Atomic uint64_t *counter, uint64_t n)
+{
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n, memory_order_relaxed);
+}
+
+static inline void ovl__uncount(_Atomic uint64_t *counter, uint64_t n)
+{
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) - n, memory_order_relaxed);
+}
+
+/* One bound, listening socket of a listener (a listener has one per address). */
+struct ovl__listen_socket {
+    struct ovl_listener *listener;
+    int fd;
+    char address[64];
+};
+
+struct ovl_listener {
+    ovl_engine *engine;
+    ovl_callbacks callbacks;
+    void *user;
+    int port;
+    int count;
+    struct ovl__listen_socket sockets[8];
+    struct ovl_listener *next;
+};
+
+struct ovl_target {
+    struct addrinfo *addresses;
+    int count;
+    char name[128];
+};
+
+/* Connection flags. */
+enum {
+    OVL__C_OPEN = 1u << 0,         /* on_open ran */
+    OVL__C_CONNECTING = 1u << 1,   /* outbound, not yet connected */
+    OVL__C_EOF_IN = 1u << 2,       /* the peer shut down its write side */
+    OVL__C_SHUT_WANTED = 1u << 3,  /* ovl_shutdown: shut our write side once the queue is empty */
+    OVL__C_SHUT_DONE = 1u << 4,    /* our write side is shut */
+    OVL__C_CLOSING = 1u << 5,
+    OVL__C_SENDING = 1u << 6,      /* a send operation is in flight */
+    OVL__C_KICKED = 1u << 7,       /* on the worker's list of connections with sends to start */
+    OVL__C_DEAD = 1u << 8,         /* on the worker's list of connections to free */
+    OVL__C_DRAINING = 1u << 9,     /* the engine is stopping: deliver what is already buffered, then finish */
+    OVL__C_READ_DONE = 1u << 10,   /* draining found nothing more to read */
+    OVL__C_LINGER = 1u << 11,      /* draining, our side shut: discard input until the peer closes */
+    OVL__C_RECV_ARMED = 1u << 12,  /* a receive operation is in flight */
+    OVL__C_RECV_WAIT = 1u << 13    /* waiting for a pool slot before receiving again */
+};
+
+struct ovl_conn {
+    ovl_conn *prev, *next;       /* the worker's list of live connections */
+    ovl_conn *kick_next;         /* worker's kick list */
+    ovl_conn *dead_next;         /* worker's free list */
+    ovl_conn *wait_next;         /* backend: waiting for a pool slot */
+    struct ovl__worker *worker;
+    ovl_callbacks callbacks;
+    void *user;
+    int fd;
+    uint32_t flags;
+    int inflight;                /* backend operations not yet completed */
+    ovl_close_reason close_reason;
+    int close_err;
+    ovl_buf *queue_head, *queue_tail;
+    size_t queue_bytes;
+    size_t sending_bytes;        /* bytes of the send operation in flight */
+    const ovl_target *target;    /* outbound: addresses to try */
+    const struct addrinfo *next_address;
+    int last_error;
+    char peer[64];
+    /* backend-specific state follows (backend->conn_extra bytes) */
+    _Alignas(16) unsigned char backend_data[];
+};
+
+struct ovl__command {
+    struct ovl__command *next;
+    enum { OVL__CMD_LISTEN, OVL__CMD_CONNECT, OVL__CMD_STOP } kind;
+    struct ovl__listen_socket *listen_socket;
+    ovl_conn *conn;
+};
+
+struct ovl__worker {
+    ovl_engine *engine;
+    int index;
+    pthread_t thread;
+    bool thread_started;
+    _Atomic int ready;           /* backend set up: wake() may be used */
+    void *backend_state;
+    struct ovl__pool pool;
+    struct ovl__counters counters;
+    ovl_conn *conns;             /* live connections (doubly linked) */
+    uint32_t conn_count;
+    ovl_conn *kick_head;
+    ovl_conn *dead_head;
+    ovl_conn *wait_head;         /* connections waiting for a free pool slot before receiving */
+    bool wait_dirty;             /* a waiting connection closed: walk the wait list */
+    bool stopping;               /* stop command seen */
+    pthread_mutex_t command_lock;
+    struct ovl__command *command_head, *command_tail;
+    _Atomic int command_pending;
+    int init_result;
+    ovl_error_info init_error;
+};
+
+struct ovl_engine {
+    ovl_config config;
+    const struct ovl__backend *backend;
+    int thread_count;
+    struct ovl__worker *workers;
+    ovl_listener *listeners;
+    pthread_mutex_t lock;        /* listeners list, start/stop transitions */
+    _Atomic uint32_t open_conns; /* engine-wide, for max_conns */
+    _Atomic uint32_t next_worker;
+    _Atomic int stop_requested;
+    bool started;
+    bool joined;
+    /* start handshake: workers report their backend set-up result */
+    pthread_mutex_t start_lock;
+    pthread_cond_t start_cond;
+    int workers_ready;
+};
+
+/* The worker running on this thread, or NULL. */
+extern _Thread_local struct ovl__worker *ovl__current_worker;
+
+/* error.c */
+void ovl__error_set(ovl_error_info *err, int code, const char *text, const char *what_format, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* address.c */
+void ovl__format_address(const struct sockaddr *address, char *out, size_t out_size);
+int ovl__listener_open(ovl_engine *engine, ovl_listener *listener, const char *host, const char *port,
+                       ovl_error_info *err);
+void ovl__listener_close(ovl_listener *listener);
+
+/* buffer.c */
+int ovl__pool_init(struct ovl__pool *pool, struct ovl__worker *worker, uint32_t slot_size, uint32_t slot_count);
+void ovl__pool_destroy(struct ovl__pool *pool);
+ovl_buf *ovl__pool_take(struct ovl__pool *pool, uint32_t slot, size_t len);
+void ovl__buf_free(ovl_buf *buf);
+
+/* conn.c: called by backends when operations complete, and by the engine */
+ovl_conn *ovl__conn_new(ovl_engine *engine, int fd, const ovl_callbacks *callbacks, void *user);
+void ovl__conn_attach(struct ovl__worker *worker, ovl_conn *conn);
+void ovl__conn_free_unattached(ovl_conn *conn);
+void ovl__conn_opened(ovl_conn *conn);
+void ovl__conn_connected(ovl_conn *conn);
+void ovl__conn_wait_for_slot(ovl_conn *conn);
+void ovl__conn_received(ovl_conn *conn, ovl_buf *buf);
+void ovl__conn_eof(ovl_conn *conn);
+void ovl__conn_read_done(ovl_conn *conn);
+void ovl__conn_sent(ovl_conn *conn, size_t bytes);
+void ovl__conn_failed(ovl_conn *conn, int err);
+void ovl__conn_close(ovl_conn *conn, ovl_close_reason reason, int err);
+void ovl__conn_op_done(ovl_conn *conn);
+void ovl__conn_connect_next(ovl_conn *conn, int err);
+void ovl__conn_begin_drain(ovl_conn *conn);
+void ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_socket *socket, int fd);
+/* Run between completion batches: start queued sends, free closed connections. */
+void ovl__worker_flush(struct ovl__worker *worker);
+
+/* engine.c */
+void ovl__worker_run_commands(struct ovl__worker *worker);
+/* The loop may end: stop seen and no connection left (the backend adds its own outstanding work). */
+bool ovl__worker_done(const struct ovl__worker *worker);
+
+#endif

@@ -1,0 +1,83 @@
+/*
+ * support.h - helpers shared by the test programs: blocking loopback client sockets with timeouts, exact sends and
+ * receives, a position-dependent byte pattern, and child processes whose stdout/stderr are captured.
+ *
+ * Everything returns values (0, a count, or -errno) instead of asserting, so each test decides what a failure means
+ * and says so in its own message. Every wait here is bounded: a broken server makes a test fail, never hang.
+ */
+#ifndef OVL_TEST_SUPPORT_H
+#define OVL_TEST_SUPPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- sockets ---- */
+
+/* Connect a blocking TCP socket to host:port (numeric host: "127.0.0.1", "::1"), with SO_RCVTIMEO/SO_SNDTIMEO set
+ * to timeout_ms. Returns the fd or -errno. */
+int sup_connect(const char *host, int port, int timeout_ms);
+/* Set SO_RCVTIMEO and SO_SNDTIMEO. Returns 0 or -errno. */
+int sup_set_timeouts(int fd, int timeout_ms);
+/* A plain TCP socket bound to host:port (port 0 = any free one), listening if `listen_too`. A bound socket that
+ * does not listen refuses connections, which makes a port that is sure to answer ECONNREFUSED. Returns the fd and
+ * the bound port in *port_out, or -errno. */
+int sup_tcp_bind(const char *host, int port, bool listen_too, int *port_out);
+/* Send every byte (MSG_NOSIGNAL). Returns 0, or -errno (-EAGAIN: the send timeout passed). */
+int sup_send_all(int fd, const void *data, size_t len);
+/* Receive exactly len bytes. Returns len, a smaller count when the peer closed first, or -errno (-EAGAIN: the
+ * receive timeout passed); *got (if not NULL) is always the count received. */
+ssize_t sup_recv_exact(int fd, void *buf, size_t len, size_t *got);
+/* Receive until the peer closes. Returns the count (at most cap), -EMSGSIZE if more than cap bytes came, or -errno;
+ * *got (if not NULL) is always the count stored in buf. */
+ssize_t sup_recv_to_eof(int fd, void *buf, size_t cap, size_t *got);
+/* Close with SO_LINGER {1, 0}: the kernel sends RST instead of FIN. */
+void sup_close_reset(int fd);
+/* Raise the RLIMIT_NOFILE soft limit to the hard limit; returns the new soft limit. */
+long sup_raise_nofile(void);
+/* Milliseconds on CLOCK_MONOTONIC. */
+int64_t sup_now_ms(void);
+void sup_sleep_ms(int ms);
+
+/* ---- pattern ---- */
+
+/* Byte i of stream `seed` is a hash of (seed, offset + i): a dropped, repeated, reordered or foreign byte shows. */
+void sup_pattern_fill(void *buf, size_t len, uint32_t seed, uint64_t offset);
+/* Index of the first byte that differs from the pattern, or len when all match. */
+size_t sup_pattern_check(const void *buf, size_t len, uint32_t seed, uint64_t offset);
+uint8_t sup_pattern_byte(uint32_t seed, uint64_t position);
+
+/* ---- child processes ---- */
+
+typedef struct sup_proc {
+    pid_t pid;          /* 0 once reaped */
+    int out_fd, err_fd; /* -1 once at EOF */
+    char *out, *err;    /* everything read so far, NUL-terminated */
+    size_t out_len, err_len, out_cap, err_cap;
+    size_t out_pos;     /* start of the first stdout line sup_proc_read_line has not returned */
+    int status;         /* waitpid status, valid when exited */
+    bool exited;
+} sup_proc;
+
+/* Start argv[0] (a path) with stdout and stderr piped back. The child gets SIGKILL if the test process dies, so a
+ * failed test leaves nothing behind. Returns 0 or -errno. */
+int sup_proc_spawn(sup_proc *proc, char *const argv[]);
+/* Next complete stdout line (without '\n') into line. Returns 0, -ETIMEDOUT, or -EPIPE when stdout closed first. */
+int sup_proc_read_line(sup_proc *proc, char *line, size_t cap, int timeout_ms);
+/* Wait for the child to exit, collecting its output. Returns 0 (proc->status is set) or -ETIMEDOUT. */
+int sup_proc_wait(sup_proc *proc, int timeout_ms);
+/* Signal the child by its PID (nothing happens once it has been reaped). */
+int sup_proc_kill(sup_proc *proc, int sig);
+/* SIGKILL the child if it still runs, reap it, free everything. */
+void sup_proc_free(sup_proc *proc);
+/* Exit code, or -1 when the child did not exit normally (or has not exited). */
+int sup_proc_exit_code(const sup_proc *proc);
+/* "exit 3" / "signal 9" / "running" for messages. */
+const char *sup_proc_describe(const sup_proc *proc);
+
+/* Run argv to completion (at most timeout_ms) capturing its output. Returns 0 or -errno / -ETIMEDOUT; the
+ * caller frees proc. */
+int sup_proc_run(sup_proc *proc, char *const argv[], int timeout_ms);
+
+#endif
