@@ -1,0 +1,470 @@
+/*
+ * support.c - test helpers: client sockets, byte patterns and captured child processes (see support.h).
+ */
+#include "support.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- sockets ---- */
+
+static int make_addr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len)
+{
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        *len = sizeof(*in4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*in6);
+        return 0;
+    }
+    return -EINVAL;
+}
+
+int sup_set_timeouts(int fd, int timeout_ms)
+{
+    struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0)
+        return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)
+        return -errno;
+    return 0;
+}
+
+int sup_connect(const char *host, int port, int timeout_ms)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int rc = make_addr(host, port, &ss, &len);
+    if (rc < 0)
+        return rc;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    /* SO_SNDTIMEO also bounds a blocking connect(). */
+    rc = sup_set_timeouts(fd, timeout_ms);
+    if (rc == 0 && connect(fd, (struct sockaddr *)&ss, len) != 0)
+        rc = -errno;
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
+int sup_tcp_bind(const char *host, int port, bool listen_too, int *port_out)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int rc = make_addr(host, port, &ss, &len);
+    if (rc < 0)
+        return rc;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (ss.ss_family == AF_INET6) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    }
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0 || (listen_too && listen(fd, 16) != 0)) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    if (port_out) {
+        len = sizeof(ss);
+        if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
+            rc = -errno;
+            close(fd);
+            return rc;
+        }
+        *port_out = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                             : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    }
+    return fd;
+}
+
+int sup_send_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+ssize_t sup_recv_exact(int fd, void *buf, size_t len, size_t *got)
+{
+    char *p = buf;
+    size_t have = 0;
+    ssize_t result = 0;
+    while (have < len) {
+        ssize_t n = recv(fd, p + have, len - have, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            result = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        have += (size_t)n;
+    }
+    if (got)
+        *got = have;
+    return result < 0 ? result : (ssize_t)have;
+}
+
+ssize_t sup_recv_to_eof(int fd, void *buf, size_t cap, size_t *got)
+{
+    char *p = buf;
+    size_t have = 0;
+    ssize_t result = 0;
+    for (;;) {
+        char extra;
+        /* With the buffer full, read one byte more to tell "exactly cap bytes then EOF" from "too many". */
+        ssize_t n = have < cap ? recv(fd, p + have, cap - have, 0) : recv(fd, &extra, 1, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            result = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        if (have == cap) {
+            result = -EMSGSIZE;
+            break;
+        }
+        have += (size_t)n;
+    }
+    if (got)
+        *got = have;
+    return result < 0 ? result : (ssize_t)have;
+}
+
+void sup_close_reset(int fd)
+{
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+}
+
+long sup_raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return -errno;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? (long)1 << 30 : (long)rl.rlim_cur;
+}
+
+int64_t sup_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void sup_sleep_ms(int ms)
+{
+    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* ---- pattern ---- */
+
+static uint64_t mix64(uint64_t x)
+{
+    /* splitmix64's finaliser: every input bit changes about half the output bits. */
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+static uint64_t pattern_word(uint32_t seed, uint64_t word)
+{
+    return mix64(((uint64_t)seed << 40) ^ word ^ 0x9e3779b97f4a7c15ULL);
+}
+
+uint8_t sup_pattern_byte(uint32_t seed, uint64_t position)
+{
+    return (uint8_t)(pattern_word(seed, position >> 3) >> ((position & 7) * 8));
+}
+
+void sup_pattern_fill(void *buf, size_t len, uint32_t seed, uint64_t offset)
+{
+    uint8_t *p = buf;
+    size_t i = 0;
+    while (i < len) {
+        uint64_t pos = offset + i;
+        uint64_t w = pattern_word(seed, pos >> 3);
+        for (unsigned b = (unsigned)(pos & 7); b < 8 && i < len; b++, i++)
+            p[i] = (uint8_t)(w >> (b * 8));
+    }
+}
+
+size_t sup_pattern_check(const void *buf, size_t len, uint32_t seed, uint64_t offset)
+{
+    const uint8_t *p = buf;
+    size_t i = 0;
+    while (i < len) {
+        uint64_t pos = offset + i;
+        uint64_t w = pattern_word(seed, pos >> 3);
+        for (unsigned b = (unsigned)(pos & 7); b < 8 && i < len; b++, i++)
+            if (p[i] != (uint8_t)(w >> (b * 8)))
+                return i;
+    }
+    return len;
+}
+
+/* ---- child processes ---- */
+
+static void append(char **buf, size_t *len, size_t *cap, const char *data, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t want = *cap ? *cap : 4096;
+        while (want < *len + n + 1)
+            want *= 2;
+        char *grown = realloc(*buf, want);
+        if (!grown)
+            abort();
+        *buf = grown;
+        *cap = want;
+    }
+    memcpy(*buf + *len, data, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+}
+
+/* Read whatever the pipes hold, waiting at most timeout_ms for something to arrive. */
+static void pump(sup_proc *proc, int timeout_ms)
+{
+    struct pollfd pfd[2];
+    int n = 0;
+    if (proc->out_fd >= 0)
+        pfd[n++] = (struct pollfd){ .fd = proc->out_fd, .events = POLLIN };
+    if (proc->err_fd >= 0)
+        pfd[n++] = (struct pollfd){ .fd = proc->err_fd, .events = POLLIN };
+    if (n == 0) {
+        if (timeout_ms > 0)
+            sup_sleep_ms(timeout_ms);
+        return;
+    }
+    if (poll(pfd, (nfds_t)n, timeout_ms) <= 0)
+        return;
+    for (int i = 0; i < n; i++) {
+        if (!(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        char chunk[4096];
+        ssize_t got = read(pfd[i].fd, chunk, sizeof(chunk));
+        if (got < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        bool is_out = pfd[i].fd == proc->out_fd;
+        if (got <= 0) {
+            close(pfd[i].fd);
+            if (is_out)
+                proc->out_fd = -1;
+            else
+                proc->err_fd = -1;
+            continue;
+        }
+        if (is_out)
+            append(&proc->out, &proc->out_len, &proc->out_cap, chunk, (size_t)got);
+        else
+            append(&proc->err, &proc->err_len, &proc->err_cap, chunk, (size_t)got);
+    }
+}
+
+int sup_proc_spawn(sup_proc *proc, char *const argv[])
+{
+    memset(proc, 0, sizeof(*proc));
+    proc->out_fd = proc->err_fd = -1;
+    /* Empty strings rather than NULL, so callers can strstr() the output of a child that printed nothing. */
+    append(&proc->out, &proc->out_len, &proc->out_cap, "", 0);
+    append(&proc->err, &proc->err_len, &proc->err_cap, "", 0);
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) != 0)
+        return -errno;
+    if (pipe2(err, O_CLOEXEC) != 0) {
+        int e = -errno;
+        close(out[0]);
+        close(out[1]);
+        return e;
+    }
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = -errno;
+        close(out[0]);
+        close(out[1]);
+        close(err[0]);
+        close(err[1]);
+        return e;
+    }
+    if (pid == 0) {
+        /* Only async-signal-safe calls until exec: the test process may have threads. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        dup2(out[1], STDOUT_FILENO);
+        dup2(err[1], STDERR_FILENO);
+        signal(SIGPIPE, SIG_DFL);
+        execv(argv[0], argv);
+        static const char msg[] = "support: exec failed\n";
+        ssize_t ignored = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+        (void)ignored;
+        _exit(127);
+    }
+    close(out[1]);
+    close(err[1]);
+    proc->pid = pid;
+    proc->out_fd = out[0];
+    proc->err_fd = err[0];
+    return 0;
+}
+
+int sup_proc_read_line(sup_proc *proc, char *line, size_t cap, int timeout_ms)
+{
+    int64_t deadline = sup_now_ms() + timeout_ms;
+    for (;;) {
+        char *start = proc->out + proc->out_pos;
+        char *nl = memchr(start, '\n', proc->out_len - proc->out_pos);
+        if (nl) {
+            size_t n = (size_t)(nl - start);
+            if (cap > 0) {
+                size_t copy = n < cap - 1 ? n : cap - 1;
+                memcpy(line, start, copy);
+                line[copy] = '\0';
+            }
+            proc->out_pos += n + 1;
+            return 0;
+        }
+        if (proc->out_fd < 0)
+            return -EPIPE;
+        int64_t left = deadline - sup_now_ms();
+        if (left <= 0)
+            return -ETIMEDOUT;
+        pump(proc, (int)(left < 50 ? left : 50));
+    }
+}
+
+int sup_proc_wait(sup_proc *proc, int timeout_ms)
+{
+    int64_t deadline = sup_now_ms() + timeout_ms;
+    while (!proc->exited) {
+        int status;
+        pid_t r = waitpid(proc->pid, &status, WNOHANG);
+        if (r == proc->pid) {
+            proc->exited = true;
+            proc->status = status;
+            break;
+        }
+        if (r < 0 && errno != EINTR)
+            return -errno;
+        int64_t left = deadline - sup_now_ms();
+        if (left <= 0)
+            return -ETIMEDOUT;
+        pump(proc, (int)(left < 20 ? left : 20));
+    }
+    /* The child is gone; collect what it left in the pipes (bounded, in case it passed them to a grandchild). */
+    int64_t until = sup_now_ms() + 1000;
+    while ((proc->out_fd >= 0 || proc->err_fd >= 0) && sup_now_ms() < until)
+        pump(proc, 20);
+    return 0;
+}
+
+int sup_proc_kill(sup_proc *proc, int sig)
+{
+    if (proc->pid <= 0 || proc->exited)
+        return -ESRCH;
+    return kill(proc->pid, sig) == 0 ? 0 : -errno;
+}
+
+void sup_proc_free(sup_proc *proc)
+{
+    if (proc->pid > 0 && !proc->exited) {
+        kill(proc->pid, SIGKILL);
+        int status;
+        while (waitpid(proc->pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        proc->exited = true;
+        proc->status = status;
+    }
+    if (proc->out_fd >= 0)
+        close(proc->out_fd);
+    if (proc->err_fd >= 0)
+        close(proc->err_fd);
+    proc->out_fd = proc->err_fd = -1;
+    free(proc->out);
+    free(proc->err);
+    proc->out = proc->err = NULL;
+    proc->pid = 0;
+}
+
+int sup_proc_exit_code(const sup_proc *proc)
+{
+    if (!proc->exited || !WIFEXITED(proc->status))
+        return -1;
+    return WEXITSTATUS(proc->status);
+}
+
+const char *sup_proc_describe(const sup_proc *proc)
+{
+    static __thread char text[48];
+    if (!proc->exited)
+        snprintf(text, sizeof(text), "running");
+    else if (WIFEXITED(proc->status))
+        snprintf(text, sizeof(text), "exit %d", WEXITSTATUS(proc->status));
+    else if (WIFSIGNALED(proc->status))
+        snprintf(text, sizeof(text), "signal %d", WTERMSIG(proc->status));
+    else
+        snprintf(text, sizeof(text), "status 0x%x", (unsigned)proc->status);
+    return text;
+}
+
+int sup_proc_run(sup_proc *proc, char *const argv[], int timeout_ms)
+{
+    int rc = sup_proc_spawn(proc, argv);
+    if (rc < 0)
+        return rc;
+    return sup_proc_wait(proc, timeout_ms);
+}
