@@ -147,6 +147,8 @@ typedef struct ovl_stats {
     uint64_t recv_nobufs;       /* times a receive waited because the buffer pool was empty */
     uint64_t reuse_ok;          /* IOCP: sockets reused after DisconnectEx(TF_REUSE_SOCKET) */
     uint64_t reuse_fallback;    /* IOCP: reused sockets the provider refused, replaced by fresh ones */
+    uint64_t context_updates;   /* IOCP: SO_UPDATE_ACCEPT_CONTEXT / SO_UPDATE_CONNECT_CONTEXT applied (one per
+                                   connection; Wine ignores them silently, so tests count them) */
 } ovl_stats;
 
 OVL_API void ovl_engine_stats(ovl_engine *engine, ovl_stats *out);

@@ -1,15 +1,15 @@
 /*
  * address.c - name resolution and listening sockets: getaddrinfo, dual-stack binding, address text.
  */
+#include "alloc.h"
 #include "internal.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <mimalloc.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
+#ifndef _WIN32
+#include <arpa/inet.h>
+#endif
 
 void ovl__format_address(const struct sockaddr *address, char *out, size_t out_size)
 {
@@ -41,41 +41,71 @@ static bool is_ipv6_any(const struct addrinfo *ai)
            IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr);
 }
 
-/* Open, bind and listen one socket. Returns the fd or a negative error with err filled. */
-static int listen_one(const struct addrinfo *ai, int backlog, bool dual_stack, ovl_error_info *err)
+/* Open, bind and listen one socket into *out. Returns 0 or a negative error with err filled. */
+static int listen_one(const struct addrinfo *ai, int backlog, bool dual_stack, ovl__socket *out, ovl_error_info *err)
 {
     char where[64];
     ovl__format_address(ai->ai_addr, where, sizeof where);
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
-    if (fd < 0) {
-        int code = -errno;
+    ovl__socket fd = ovl__socket_open(ai->ai_family);
+    if (fd == OVL__NO_SOCKET) {
+        int code = ovl__socket_error();
         ovl__error_set(err, code, NULL, "socket %s", where);
         return code;
     }
-    int one = 1, zero = 0;
+#ifdef _WIN32
+    /* Windows' SO_REUSEADDR would let another process steal the port; exclusive use is the safe equivalent. */
+    ovl__set_int_option(fd, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, 1);
+#else
     /* SO_REUSEADDR: a restarted server can bind while old connections sit in TIME_WAIT. */
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    ovl__set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+#endif
     if (ai->ai_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, dual_stack ? &zero : &one, sizeof one);
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-        int code = -errno;
+        ovl__set_int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, dual_stack ? 0 : 1);
+    if (bind(fd, ai->ai_addr, (socklen_t)ai->ai_addrlen) != 0) {
+        int code = ovl__socket_error();
         ovl__error_set(err, code, NULL, "bind %s", where);
-        close(fd);
+        ovl__socket_close(fd);
         return code;
     }
-    if (listen(fd, backlog) < 0) {
-        int code = -errno;
+    if (listen(fd, backlog) != 0) {
+        int code = ovl__socket_error();
         ovl__error_set(err, code, NULL, "listen %s", where);
-        close(fd);
+        ovl__socket_close(fd);
         return code;
     }
-    return fd;
+    *out = fd;
+    return 0;
 }
 
-static int add_socket(ovl_listener *listener, int fd)
+static bool no_such_family(int code)
+{
+#ifdef _WIN32
+    return code == -WSAEAFNOSUPPORT || code == -WSAEADDRNOTAVAIL;
+#else
+    return code == -EAFNOSUPPORT || code == -EADDRNOTAVAIL;
+#endif
+}
+
+/* getaddrinfo's failure as a negative code and a text. */
+static int resolve_error(int rc, const char **text)
+{
+#ifdef _WIN32
+    *text = NULL; /* getaddrinfo returns a WSA code: FormatMessage text through ovl_strerror */
+    return -rc;
+#else
+    if (rc == EAI_SYSTEM) {
+        *text = NULL;
+        return -errno;
+    }
+    *text = gai_strerror(rc);
+    return rc == EAI_NONAME || rc == EAI_NODATA ? -EHOSTUNREACH : -EADDRNOTAVAIL;
+#endif
+}
+
+static int add_socket(ovl_listener *listener, ovl__socket fd)
 {
     if (listener->count == (int)(sizeof listener->sockets / sizeof listener->sockets[0])) {
-        close(fd);
+        ovl__socket_close(fd);
         return 0; /* more addresses than we keep: serve the first ones */
     }
     struct ovl__listen_socket *s = &listener->sockets[listener->count++];
@@ -99,9 +129,9 @@ int ovl__listener_open(ovl_engine *engine, ovl_listener *listener, const char *h
     struct addrinfo *list = NULL;
     int rc = getaddrinfo(any_host ? NULL : host, port, &hints, &list);
     if (rc != 0) {
-        int code = rc == EAI_SYSTEM ? -errno : -EADDRNOTAVAIL;
-        ovl__error_set(err, code, rc == EAI_SYSTEM ? NULL : gai_strerror(rc), "resolve %s:%s",
-                       any_host ? "*" : host, port);
+        const char *text;
+        int code = resolve_error(rc, &text);
+        ovl__error_set(err, code, text, "resolve %s:%s", any_host ? "*" : host, port);
         return code;
     }
     int backlog = engine->config.backlog > 0 ? engine->config.backlog : SOMAXCONN;
@@ -118,11 +148,12 @@ int ovl__listener_open(ovl_engine *engine, ovl_listener *listener, const char *h
     listener->count = 0;
     listener->port = 0;
     if (dual) {
-        int fd = listen_one(dual, backlog, true, err);
-        if (fd >= 0)
+        ovl__socket fd;
+        int rc6 = listen_one(dual, backlog, true, &fd, err);
+        if (rc6 == 0)
             result = add_socket(listener, fd);
-        else if (fd != -EAFNOSUPPORT && fd != -EADDRNOTAVAIL)
-            result = fd;
+        else if (!no_such_family(rc6))
+            result = rc6;
         else
             dual = NULL; /* no IPv6 on this system: bind the IPv4 wildcard below instead */
     }
@@ -133,8 +164,10 @@ int ovl__listener_open(ovl_engine *engine, ovl_listener *listener, const char *h
         /* port "0" on several addresses: take the port the first one got, so they all share it. */
         if (listener->port)
             set_port(ai->ai_addr, listener->port);
-        int fd = listen_one(ai, backlog, false, err);
-        result = fd < 0 ? fd : add_socket(listener, fd);
+        ovl__socket fd;
+        result = listen_one(ai, backlog, false, &fd, err);
+        if (result == 0)
+            result = add_socket(listener, fd);
     }
     freeaddrinfo(list);
     if (result == 0 && listener->count == 0) {
@@ -149,9 +182,9 @@ int ovl__listener_open(ovl_engine *engine, ovl_listener *listener, const char *h
 void ovl__listener_close(ovl_listener *listener)
 {
     for (int i = 0; i < listener->count; i++)
-        if (listener->sockets[i].fd >= 0) {
-            close(listener->sockets[i].fd);
-            listener->sockets[i].fd = -1;
+        if (listener->sockets[i].fd != OVL__NO_SOCKET) {
+            ovl__socket_close(listener->sockets[i].fd);
+            listener->sockets[i].fd = OVL__NO_SOCKET;
         }
 }
 
@@ -161,21 +194,30 @@ int ovl_target_resolve(ovl_target **out, const char *host, const char *port, ovl
         return -EINVAL;
     if (!host || !host[0])
         host = "localhost";
-    ovl_target *target = mi_zalloc(sizeof *target);
-    if (!target)
+    int rc = ovl__net_init();
+    if (rc < 0) {
+        ovl__error_set(err, rc, NULL, "network initialisation");
+        return rc;
+    }
+    ovl_target *target = ovl__zalloc(sizeof *target);
+    if (!target) {
+        ovl__net_cleanup();
         return -ENOMEM;
+    }
     snprintf(target->name, sizeof target->name, "%s:%s", host, port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
-    int rc = getaddrinfo(host, port, &hints, &target->addresses);
-    if (rc == EAI_NONAME || rc == EAI_ADDRFAMILY) {
+    rc = getaddrinfo(host, port, &hints, &target->addresses);
+    if (rc != 0) {
         /* AI_ADDRCONFIG hides ::1 and 127.0.0.1 on hosts whose only interface is loopback: ask again without. */
         hints.ai_flags = 0;
         rc = getaddrinfo(host, port, &hints, &target->addresses);
     }
     if (rc != 0) {
-        int code = rc == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
-        ovl__error_set(err, code, rc == EAI_SYSTEM ? NULL : gai_strerror(rc), "resolve %s", target->name);
-        mi_free(target);
+        const char *text;
+        int code = resolve_error(rc, &text);
+        ovl__error_set(err, code, text, "resolve %s", target->name);
+        ovl__free(target);
+        ovl__net_cleanup();
         return code;
     }
     for (struct addrinfo *ai = target->addresses; ai; ai = ai->ai_next)
@@ -189,7 +231,8 @@ void ovl_target_free(ovl_target *target)
     if (!target)
         return;
     freeaddrinfo(target->addresses);
-    mi_free(target);
+    ovl__free(target);
+    ovl__net_cleanup();
 }
 
 const char *ovl_target_name(const ovl_target *target)

@@ -42,13 +42,21 @@ struct ovl__backend {
     void (*cancel)(ovl_conn *conn);
     /* Hand a pool slot back to the kernel / free list. */
     void (*pool_put)(struct ovl__worker *worker, ovl_buf *slot);
+    /* Optional: take over the socket of a connection being freed (IOCP: DisconnectEx(TF_REUSE_SOCKET) and a reuse
+     * pool). Returns true if it did; otherwise the socket is closed. */
+    bool (*socket_retire)(ovl_conn *conn);
     /* Arm (ms > 0) or disarm (ms == 0) the drain deadline; on expiry the backend calls ovl__worker_drain_expired. */
     void (*drain_timer)(struct ovl__worker *worker, uint32_t ms);
 };
 
 void ovl__worker_drain_expired(struct ovl__worker *worker);
 
+#ifdef _WIN32
+extern const struct ovl__backend ovl__backend_iocp;
+#else
 extern const struct ovl__backend ovl__backend_uring;
+extern const struct ovl__backend ovl__backend_epoll;
+#endif
 
 /* The backend for a name ("io_uring"; NULL = best available), or NULL. */
 const struct ovl__backend *ovl__backend_find(const char *name);

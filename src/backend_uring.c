@@ -15,7 +15,7 @@
 
 #include <errno.h>
 #include <liburing.h>
-#include <mimalloc.h>
+#include "alloc.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,7 +142,7 @@ static void publish_buffers(struct uring_worker *uw)
 static int buffers_init(struct ovl__worker *worker, struct uring_worker *uw, ovl_error_info *err)
 {
     unsigned entries = worker->pool.slot_count;
-    uw->buf_ring = mi_malloc_aligned(entries * sizeof(struct io_uring_buf), 4096);
+    uw->buf_ring = ovl__malloc_aligned(entries * sizeof(struct io_uring_buf), 4096);
     if (!uw->buf_ring)
         return -ENOMEM;
     io_uring_buf_ring_init(uw->buf_ring);
@@ -175,7 +175,7 @@ static void worker_destroy(struct ovl__worker *worker);
 
 static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
 {
-    struct uring_worker *uw = mi_zalloc(sizeof *uw);
+    struct uring_worker *uw = ovl__zalloc(sizeof *uw);
     if (!uw)
         return -ENOMEM;
     uw->wake_fd = -1;
@@ -184,7 +184,7 @@ static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
     worker->backend_state = uw;
     int rc = ring_init(uw, err);
     if (rc < 0) {
-        mi_free(uw);
+        ovl__free(uw);
         worker->backend_state = NULL;
         return rc;
     }
@@ -217,10 +217,10 @@ static void worker_destroy(struct ovl__worker *worker)
     while (uw->accepts) {
         struct uring_accept *accept = uw->accepts;
         uw->accepts = accept->next;
-        mi_free(accept);
+        ovl__free(accept);
     }
-    mi_free(uw->buf_ring);
-    mi_free(uw);
+    ovl__free_aligned(uw->buf_ring);
+    ovl__free(uw);
     worker->backend_state = NULL;
 }
 
@@ -250,7 +250,7 @@ static void arm_accept(struct uring_worker *uw, struct uring_accept *accept)
 static void accept_start(struct ovl__worker *worker, struct ovl__listen_socket *socket)
 {
     struct uring_worker *uw = state_of(worker);
-    struct uring_accept *accept = mi_zalloc(sizeof *accept);
+    struct uring_accept *accept = ovl__zalloc(sizeof *accept);
     if (!accept) {
         ovl__count(&worker->counters.errors, 1);
         return;

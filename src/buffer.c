@@ -9,7 +9,7 @@
 #include "backend.h"
 
 #include <errno.h>
-#include <mimalloc.h>
+#include "alloc.h"
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -18,8 +18,8 @@ int ovl__pool_init(struct ovl__pool *pool, struct ovl__worker *worker, uint32_t 
     pool->slot_size = slot_size;
     pool->slot_count = slot_count;
     pool->held = 0;
-    pool->slab = mi_malloc_aligned((size_t)slot_size * slot_count, 4096);
-    pool->slots = mi_calloc(slot_count, sizeof *pool->slots);
+    pool->slab = ovl__malloc_aligned((size_t)slot_size * slot_count, 4096);
+    pool->slots = ovl__calloc(slot_count, sizeof *pool->slots);
     if (!pool->slab || !pool->slots) {
         ovl__pool_destroy(pool);
         return -ENOMEM;
@@ -37,8 +37,8 @@ int ovl__pool_init(struct ovl__pool *pool, struct ovl__worker *worker, uint32_t 
 
 void ovl__pool_destroy(struct ovl__pool *pool)
 {
-    mi_free(pool->slab);
-    mi_free(pool->slots);
+    ovl__free_aligned(pool->slab);
+    ovl__free(pool->slots);
     pool->slab = NULL;
     pool->slots = NULL;
 }
@@ -62,7 +62,7 @@ ovl_buf *ovl__pool_take(struct ovl__pool *pool, uint32_t slot, size_t len)
 void ovl__buf_free(ovl_buf *buf)
 {
     if (buf->kind != OVL__BUF_POOL) {
-        mi_free(buf);
+        ovl__free(buf);
         return;
     }
     if (buf->state != OVL__BUF_USER) {

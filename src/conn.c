@@ -9,21 +9,19 @@
  */
 #include "backend.h"
 
+#include "alloc.h"
+
 #include <errno.h>
-#include <mimalloc.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <string.h>
-#include <unistd.h>
 
 static inline const struct ovl__backend *backend_of(const ovl_conn *conn)
 {
     return conn->worker->engine->backend;
 }
 
-ovl_conn *ovl__conn_new(ovl_engine *engine, int fd, const ovl_callbacks *callbacks, void *user)
+ovl_conn *ovl__conn_new(ovl_engine *engine, ovl__socket fd, const ovl_callbacks *callbacks, void *user)
 {
-    ovl_conn *conn = mi_zalloc(sizeof *conn + engine->backend->conn_extra);
+    ovl_conn *conn = ovl__zalloc(sizeof *conn + engine->backend->conn_extra);
     if (!conn)
         return NULL;
     conn->fd = fd;
@@ -46,7 +44,7 @@ void ovl__conn_attach(struct ovl__worker *worker, ovl_conn *conn)
 
 void ovl__conn_free_unattached(ovl_conn *conn)
 {
-    mi_free(conn);
+    ovl__free(conn);
 }
 
 static void mark_dead(ovl_conn *conn)
@@ -94,7 +92,7 @@ void ovl__conn_failed(ovl_conn *conn, int err)
     struct ovl__counters *counters = &conn->worker->counters;
     if (conn->flags & OVL__C_CLOSING)
         return;
-    if (err == -ECONNRESET || err == -EPIPE) {
+    if (ovl__is_reset_error(err)) {
         ovl__count(&counters->resets, 1);
         ovl__conn_close(conn, OVL_CLOSE_RESET, err);
     } else {
@@ -125,7 +123,7 @@ static void shutdown_now(ovl_conn *conn)
         return;
     conn->flags |= OVL__C_SHUT_DONE;
     /* ENOTCONN here means the peer already reset; the receive side reports that. */
-    shutdown(conn->fd, SHUT_WR);
+    shutdown(conn->fd, OVL__SHUT_WR);
     maybe_finish(conn);
 }
 
@@ -146,8 +144,7 @@ void ovl__conn_opened(ovl_conn *conn)
 
 void ovl__conn_connected(ovl_conn *conn)
 {
-    int one = 1;
-    setsockopt(conn->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    ovl__set_int_option(conn->fd, IPPROTO_TCP, TCP_NODELAY, 1);
     ovl__count(&conn->worker->counters.conns_connected, 1);
     ovl__conn_opened(conn);
 }
@@ -271,35 +268,36 @@ void ovl__conn_begin_drain(ovl_conn *conn)
     backend_of(conn)->recv_drain(conn);
 }
 
-void ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_socket *socket, int fd)
+ovl_conn *ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd)
 {
     ovl_engine *engine = worker->engine;
     uint32_t max = engine->config.max_conns;
     if (worker->stopping ||
         (max && atomic_load_explicit(&engine->open_conns, memory_order_relaxed) >= max)) {
         /* Refused promptly: the peer sees the connection end at once instead of hanging in a backlog. */
-        close(fd);
+        ovl__socket_close(fd);
         ovl__count(&worker->counters.conns_refused, 1);
-        return;
+        return NULL;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    ovl__set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
     ovl_conn *conn = ovl__conn_new(engine, fd, &socket->listener->callbacks, socket->listener->user);
     if (!conn) {
-        close(fd);
+        ovl__socket_close(fd);
         ovl__count(&worker->counters.errors, 1);
-        return;
+        return NULL;
     }
     ovl__conn_attach(worker, conn);
     ovl__count(&worker->counters.conns_accepted, 1);
     ovl__conn_opened(conn);
+    return conn;
 }
 
 static void conn_free(ovl_conn *conn)
 {
     struct ovl__worker *worker = conn->worker;
-    if (conn->fd >= 0)
-        close(conn->fd);
+    const struct ovl__backend *backend = backend_of(conn);
+    if (conn->fd != OVL__NO_SOCKET && !(backend->socket_retire && backend->socket_retire(conn)))
+        ovl__socket_close(conn->fd);
     if (conn->prev)
         conn->prev->next = conn->next;
     else
@@ -319,7 +317,7 @@ static void conn_free(ovl_conn *conn)
     }
     if (((conn->flags & OVL__C_OPEN) || conn->close_reason == OVL_CLOSE_CONNECT_FAILED) && conn->callbacks.on_close)
         conn->callbacks.on_close(conn, conn->close_reason, conn->close_err);
-    mi_free(conn);
+    ovl__free(conn);
 }
 
 static void walk_wait_list(struct ovl__worker *worker)
@@ -401,7 +399,7 @@ int ovl_send(ovl_conn *conn, const void *data, size_t len)
         return -EINVAL;
     if (len == 0)
         return 0;
-    ovl_buf *buf = mi_malloc(sizeof *buf + len);
+    ovl_buf *buf = ovl__malloc(sizeof *buf + len);
     if (!buf)
         return -ENOMEM;
     buf->kind = OVL__BUF_HEAP;
@@ -417,7 +415,7 @@ int ovl_send_ref(ovl_conn *conn, const void *data, size_t len)
         return -EINVAL;
     if (len == 0)
         return 0;
-    ovl_buf *buf = mi_malloc(sizeof *buf);
+    ovl_buf *buf = ovl__malloc(sizeof *buf);
     if (!buf)
         return -ENOMEM;
     buf->kind = OVL__BUF_REF;
@@ -492,7 +490,7 @@ const char *ovl_conn_peer(const ovl_conn *conn)
     if (!conn->peer[0]) {
         struct sockaddr_storage address;
         socklen_t length = sizeof address;
-        if (conn->fd >= 0 && getpeername(conn->fd, (struct sockaddr *)&address, &length) == 0)
+        if (conn->fd != OVL__NO_SOCKET && getpeername(conn->fd, (struct sockaddr *)&address, &length) == 0)
             ovl__format_address((struct sockaddr *)&address, mutable_conn->peer, sizeof mutable_conn->peer);
         else
             return "(unknown)";

@@ -4,9 +4,9 @@
  */
 #include "echo_options.h"
 #include "overlap.h"
+#include "stop_signal.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +28,11 @@ static double now_seconds(void)
 
 static void print_error(const ovl_error_info *err)
 {
+#ifdef _WIN32
+    fprintf(stderr, "overlap-echo: %s: %s (error %d)\n", err->what, err->text, -err->code);
+#else
     fprintf(stderr, "overlap-echo: %s: %s (errno %d)\n", err->what, err->text, -err->code);
+#endif
 }
 
 static void print_stats_line(const ovl_stats *now, const ovl_stats *before, double seconds)
@@ -58,13 +62,11 @@ int main(int argc, char **argv)
         return 0;
     }
 
-    /* SIGINT/SIGTERM are taken synchronously by this thread (sigtimedwait); the workers block every signal. */
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    /* The stop request (SIGINT/SIGTERM, Ctrl+C) is taken by this thread; the workers never see it. */
+    if (stop_signal_install() < 0) {
+        fprintf(stderr, "overlap-echo: cannot install the stop signal handlers\n");
+        return 1;
+    }
 
     ovl_config config;
     ovl_config_init(&config);
@@ -105,12 +107,9 @@ int main(int argc, char **argv)
     int signal_number = 0;
     while (!signal_number) {
         double wait = options.stats_interval > 0 ? options.stats_interval - (now_seconds() - last) : 3600;
-        if (wait < 0)
-            wait = 0;
-        struct timespec timeout = {.tv_sec = (time_t)wait, .tv_nsec = (long)((wait - (double)(time_t)wait) * 1e9)};
-        int rc = sigtimedwait(&stop_signals, NULL, &timeout);
-        if (rc > 0) {
-            signal_number = rc;
+        int which = stop_signal_wait(wait);
+        if (which) {
+            signal_number = which;
         } else if (options.stats_interval > 0 && now_seconds() - last >= options.stats_interval) {
             ovl_stats now;
             ovl_engine_stats(engine, &now);
@@ -121,7 +120,7 @@ int main(int argc, char **argv)
         }
     }
 
-    fprintf(stderr, "overlap-echo: %s: stopping, finishing open connections\n", strsignal(signal_number));
+    fprintf(stderr, "overlap-echo: %s: stopping, finishing open connections\n", stop_signal_name(signal_number));
     ovl_engine_stop(engine);
     ovl_stats total;
     ovl_engine_stats(engine, &total);
@@ -131,6 +130,10 @@ int main(int argc, char **argv)
            (unsigned long long)total.conns_refused, (unsigned long long)total.resets,
            (unsigned long long)total.errors, (unsigned long long)total.msgs_in,
            (unsigned long long)total.bytes_in, (unsigned long long)total.bytes_out);
+    if (total.reuse_ok || total.reuse_fallback || total.context_updates)
+        printf("overlap-echo: socket reuse: %llu reused, %llu fallbacks to a fresh socket, %llu context updates\n",
+               (unsigned long long)total.reuse_ok, (unsigned long long)total.reuse_fallback,
+               (unsigned long long)total.context_updates);
     ovl_engine_destroy(engine);
     return 0;
 }

@@ -4,12 +4,12 @@
  */
 #include "backend.h"
 
+#include "alloc.h"
+
 #include <errno.h>
-#include <mimalloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 _Thread_local struct ovl__worker *ovl__current_worker;
 
@@ -27,8 +27,16 @@ void ovl_config_init(ovl_config *config)
 
 const struct ovl__backend *ovl__backend_find(const char *name)
 {
-    if (!name || !name[0] || strcmp(name, "io_uring") == 0 || strcmp(name, "uring") == 0)
+    bool any = !name || !name[0];
+#ifdef _WIN32
+    if (any || strcmp(name, "iocp") == 0)
+        return &ovl__backend_iocp;
+#else
+    if (any || strcmp(name, "io_uring") == 0 || strcmp(name, "uring") == 0)
         return &ovl__backend_uring;
+    if (strcmp(name, "epoll") == 0)
+        return &ovl__backend_epoll;
+#endif
     return NULL;
 }
 
@@ -60,15 +68,20 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
                        config->backend);
         return -ENOTSUP;
     }
-    ovl_engine *engine = mi_zalloc(sizeof *engine);
-    if (!engine)
+    int rc = ovl__net_init();
+    if (rc < 0) {
+        ovl__error_set(err, rc, NULL, "network initialisation");
+        return rc;
+    }
+    ovl_engine *engine = ovl__zalloc(sizeof *engine);
+    if (!engine) {
+        ovl__net_cleanup();
         return -ENOMEM;
+    }
     engine->config = *config;
     engine->config.backend = backend->name;
-    if (!engine->config.threads) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        engine->config.threads = cpus > 0 ? (int)cpus : 1;
-    }
+    if (!engine->config.threads)
+        engine->config.threads = ovl__cpu_count();
     if (!engine->config.buffer_size)
         engine->config.buffer_size = DEFAULT_BUFFER_SIZE;
     engine->config.buffer_count = round_up_power_of_two(config->buffer_count ? config->buffer_count
@@ -77,9 +90,10 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
         engine->config.drain_timeout_ms = DEFAULT_DRAIN_MS;
     engine->backend = backend;
     engine->thread_count = engine->config.threads;
-    engine->workers = mi_calloc((size_t)engine->thread_count, sizeof *engine->workers);
+    engine->workers = ovl__calloc((size_t)engine->thread_count, sizeof *engine->workers);
     if (!engine->workers) {
-        mi_free(engine);
+        ovl__free(engine);
+        ovl__net_cleanup();
         return -ENOMEM;
     }
     pthread_mutex_init(&engine->lock, NULL);
@@ -126,12 +140,24 @@ static int post(struct ovl__worker *worker, struct ovl__command *command)
 
 static int post_new(struct ovl__worker *worker, int kind, struct ovl__listen_socket *socket, ovl_conn *conn)
 {
-    struct ovl__command *command = mi_zalloc(sizeof *command);
+    struct ovl__command *command = ovl__zalloc(sizeof *command);
     if (!command)
         return -ENOMEM;
     command->kind = kind;
     command->listen_socket = socket;
     command->conn = conn;
+    return post(worker, command);
+}
+
+int ovl__worker_adopt(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd, const char *peer)
+{
+    struct ovl__command *command = ovl__zalloc(sizeof *command);
+    if (!command)
+        return -ENOMEM;
+    command->kind = OVL__CMD_ADOPT;
+    command->listen_socket = socket;
+    command->socket = fd;
+    snprintf(command->peer, sizeof command->peer, "%s", peer ? peer : "");
     return post(worker, command);
 }
 
@@ -177,11 +203,17 @@ void ovl__worker_run_commands(struct ovl__worker *worker)
             else
                 ovl__conn_connect_next(command->conn, 0);
             break;
+        case OVL__CMD_ADOPT: {
+            ovl_conn *conn = ovl__worker_accepted(worker, command->listen_socket, command->socket);
+            if (conn)
+                memcpy(conn->peer, command->peer, sizeof conn->peer);
+            break;
+        }
         case OVL__CMD_STOP:
             begin_stop(worker);
             break;
         }
-        mi_free(command);
+        ovl__free(command);
     }
 }
 
@@ -225,10 +257,12 @@ int ovl_engine_start(ovl_engine *engine, ovl_error_info *err)
         pthread_mutex_unlock(&engine->lock);
         return -EALREADY;
     }
+#ifndef _WIN32
     /* Workers take no signals: the embedding program decides which thread handles SIGINT/SIGTERM. */
     sigset_t all, previous;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &previous);
+#endif
     int rc = 0;
     int created = 0;
     for (; created < engine->thread_count; created++) {
@@ -241,7 +275,9 @@ int ovl_engine_start(ovl_engine *engine, ovl_error_info *err)
             break;
         }
     }
+#ifndef _WIN32
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
+#endif
     pthread_mutex_lock(&engine->start_lock);
     while (engine->workers_ready < created)
         pthread_cond_wait(&engine->start_cond, &engine->start_lock);
@@ -302,7 +338,9 @@ void ovl_engine_destroy(ovl_engine *engine)
             worker->command_head = command->next;
             if (command->conn)
                 ovl__conn_free_unattached(command->conn);
-            mi_free(command);
+            if (command->kind == OVL__CMD_ADOPT)
+                ovl__socket_close(command->socket);
+            ovl__free(command);
         }
         pthread_mutex_destroy(&worker->command_lock);
     }
@@ -310,13 +348,14 @@ void ovl_engine_destroy(ovl_engine *engine)
         ovl_listener *listener = engine->listeners;
         engine->listeners = listener->next;
         ovl__listener_close(listener);
-        mi_free(listener);
+        ovl__free(listener);
     }
     pthread_mutex_destroy(&engine->lock);
     pthread_mutex_destroy(&engine->start_lock);
     pthread_cond_destroy(&engine->start_cond);
-    mi_free(engine->workers);
-    mi_free(engine);
+    ovl__free(engine->workers);
+    ovl__free(engine);
+    ovl__net_cleanup();
 }
 
 /* ---- listeners and outbound connections ---- */
@@ -332,7 +371,7 @@ int ovl_listen(ovl_engine *engine, const char *host, const char *port, const ovl
         ovl__error_set(err, -ESHUTDOWN, NULL, "listen %s:%s", host ? host : "*", port);
         return -ESHUTDOWN;
     }
-    ovl_listener *listener = mi_zalloc(sizeof *listener);
+    ovl_listener *listener = ovl__zalloc(sizeof *listener);
     if (!listener)
         return -ENOMEM;
     listener->engine = engine;
@@ -340,7 +379,7 @@ int ovl_listen(ovl_engine *engine, const char *host, const char *port, const ovl
     listener->user = user;
     int rc = ovl__listener_open(engine, listener, host, port, err);
     if (rc < 0) {
-        mi_free(listener);
+        ovl__free(listener);
         return rc;
     }
     pthread_mutex_lock(&engine->lock);
@@ -379,7 +418,7 @@ int ovl_connect(ovl_engine *engine, const ovl_target *target, const ovl_callback
         return -EINVAL;
     if (atomic_load(&engine->stop_requested))
         return -ESHUTDOWN;
-    ovl_conn *conn = ovl__conn_new(engine, -1, callbacks, user);
+    ovl_conn *conn = ovl__conn_new(engine, OVL__NO_SOCKET, callbacks, user);
     if (!conn)
         return -ENOMEM;
     conn->target = target;
@@ -423,6 +462,7 @@ void ovl_engine_stats(ovl_engine *engine, ovl_stats *out)
         OVL_SUM(recv_nobufs);
         OVL_SUM(reuse_ok);
         OVL_SUM(reuse_fallback);
+        OVL_SUM(context_updates);
 #undef OVL_SUM
     }
 }

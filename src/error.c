@@ -14,11 +14,27 @@ const char *ovl_version(void)
 
 const char *ovl_strerror(int err)
 {
-    static _Thread_local char text[128];
-    if (err == 0)
+    static _Thread_local char text[256];
+    int code = err < 0 ? -err : err;
+    if (code == 0)
         return "Success";
+#ifdef _WIN32
+    /* Winsock and Win32 codes (>= 200 here) have system message text; small ones are C runtime errno values. */
+    if (code < 200) {
+        strerror_s(text, sizeof text, code);
+        return text;
+    }
+    DWORD length = FormatMessageA(FORMAT_MESSAGE_FROM_SYSTEM | FORMAT_MESSAGE_IGNORE_INSERTS, NULL, (DWORD)code,
+                                  MAKELANGID(LANG_NEUTRAL, SUBLANG_DEFAULT), text, sizeof text, NULL);
+    while (length > 0 && (text[length - 1] == '\n' || text[length - 1] == '\r' || text[length - 1] == '.'))
+        text[--length] = '\0';
+    if (length == 0)
+        snprintf(text, sizeof text, "Windows error %d", code);
+    return text;
+#else
     /* strerror_r (GNU flavour) may return a static string instead of filling the buffer. */
-    return strerror_r(err < 0 ? -err : err, text, sizeof text);
+    return strerror_r(code, text, sizeof text);
+#endif
 }
 
 const char *ovl_close_reason_name(ovl_close_reason reason)

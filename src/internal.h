@@ -10,12 +10,11 @@
 #define OVL_INTERNAL_H
 
 #include "overlap.h"
+#include "platform.h"
 
-#include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <sys/socket.h>
 
 struct ovl__backend;
 struct ovl__worker;
@@ -56,6 +55,7 @@ struct ovl__pool {
 struct ovl__counters {
     _Atomic uint64_t conns_open, conns_accepted, conns_connected, conns_closed, conns_refused, connect_failures;
     _Atomic uint64_t resets, errors, bytes_in, bytes_out, msgs_in, msgs_out, recv_nobufs, reuse_ok, reuse_fallback;
+    _Atomic uint64_t context_updates;
 };
 
 static inline void ovl__count(_Atomic uint64_t *counter, uint64_t n)
@@ -71,7 +71,7 @@ static inline void ovl__uncount(_Atomic uint64_t *counter, uint64_t n)
 /* One bound, listening socket of a listener (a listener has one per address). */
 struct ovl__listen_socket {
     struct ovl_listener *listener;
-    int fd;
+    ovl__socket fd;
     char address[64];
 };
 
@@ -117,7 +117,7 @@ struct ovl_conn {
     struct ovl__worker *worker;
     ovl_callbacks callbacks;
     void *user;
-    int fd;
+    ovl__socket fd;
     uint32_t flags;
     int inflight;                /* backend operations not yet completed */
     ovl_close_reason close_reason;
@@ -135,9 +135,11 @@ struct ovl_conn {
 
 struct ovl__command {
     struct ovl__command *next;
-    enum { OVL__CMD_LISTEN, OVL__CMD_CONNECT, OVL__CMD_STOP } kind;
+    enum { OVL__CMD_LISTEN, OVL__CMD_CONNECT, OVL__CMD_ADOPT, OVL__CMD_STOP } kind;
     struct ovl__listen_socket *listen_socket;
     ovl_conn *conn;
+    ovl__socket socket;          /* ADOPT: a socket accepted on another worker's behalf */
+    char peer[64];
 };
 
 struct ovl__worker {
@@ -201,7 +203,7 @@ ovl_buf *ovl__pool_take(struct ovl__pool *pool, uint32_t slot, size_t len);
 void ovl__buf_free(ovl_buf *buf);
 
 /* conn.c: called by backends when operations complete, and by the engine */
-ovl_conn *ovl__conn_new(ovl_engine *engine, int fd, const ovl_callbacks *callbacks, void *user);
+ovl_conn *ovl__conn_new(ovl_engine *engine, ovl__socket fd, const ovl_callbacks *callbacks, void *user);
 void ovl__conn_attach(struct ovl__worker *worker, ovl_conn *conn);
 void ovl__conn_free_unattached(ovl_conn *conn);
 void ovl__conn_opened(ovl_conn *conn);
@@ -216,12 +218,15 @@ void ovl__conn_close(ovl_conn *conn, ovl_close_reason reason, int err);
 void ovl__conn_op_done(ovl_conn *conn);
 void ovl__conn_connect_next(ovl_conn *conn, int err);
 void ovl__conn_begin_drain(ovl_conn *conn);
-void ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_socket *socket, int fd);
+/* A socket was accepted for this worker: refuse it (max_conns, stopping) or open a connection. */
+ovl_conn *ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd);
 /* Run between completion batches: start queued sends, free closed connections. */
 void ovl__worker_flush(struct ovl__worker *worker);
 
 /* engine.c */
 void ovl__worker_run_commands(struct ovl__worker *worker);
+/* Hand a socket accepted by this thread to `worker` (which owns the socket's completion port). */
+int ovl__worker_adopt(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd, const char *peer);
 /* The loop may end: stop seen and no connection left (the backend adds its own outstanding work). */
 bool ovl__worker_done(const struct ovl__worker *worker);
 

@@ -1,0 +1,940 @@
+/*
+ * backend_iocp.c - the Windows backend: I/O completion ports, AcceptEx / WSARecv / WSASend / ConnectEx, and
+ * DisconnectEx(TF_REUSE_SOCKET) feeding a socket reuse pool.
+ *
+ * Ports and threads. Each worker thread owns one completion port and dequeues it in batches with
+ * GetQueuedCompletionStatusEx. A connection's socket is associated with its owner's port, so all of its
+ * completions reach that one thread: that is what lets liboverlap promise that a connection's callbacks never run
+ * concurrently, with no lock per connection and per-worker buffer pools and counters (the same shape as the
+ * io_uring ring per worker). A listening socket can be associated with only one port: worker 0 owns it, keeps
+ * `ACCEPTS_POSTED` AcceptEx calls posted, and hands each accepted socket to the worker chosen for it when the
+ * accept was posted (round robin), through that worker's command queue.
+ *
+ * Operations. Every OVERLAPPED sits in a struct iocp_op that says what it is and whom it belongs to; the op is
+ * filled completely before the call that posts it, because another thread may dequeue the completion before the
+ * call returns (for accepts, the handing-over makes that real). A connection counts its posted operations in
+ * conn->inflight and is freed only when the last one has completed (conn.c). Closing cancels with CancelIoEx.
+ *
+ * Skip-on-success. Where every TCP provider is an IFS provider (XP1_IFS_HANDLES, checked with WSAEnumProtocols,
+ * as libuv does), sockets get FILE_SKIP_COMPLETION_PORT_ON_SUCCESS: a call that completes at once posts no packet
+ * and is handled by the calling thread through the worker's ready list. Layered non-IFS providers (some
+ * firewalls) would lose such completions, so then the mode stays off. A call that fails at once never posts a
+ * packet either, and goes through the same ready list.
+ *
+ * Socket reuse. A connection closed in good order is disconnected with DisconnectEx(TF_REUSE_SOCKET) and its
+ * socket kept in its worker's reuse pool; AcceptEx and ConnectEx draw from it. A provider may refuse a reused
+ * socket: Wine 8 only shuts the socket down, so ConnectEx on it fails with WSAEISCONN and AcceptEx with WSAEINVAL.
+ * Such a socket is closed, `reuse_fallback` counted, and the same accept or connect is made at once with a fresh
+ * socket, so no connection attempt is lost.
+ */
+#include "alloc.h"
+#include "backend.h"
+
+#include <mswsock.h>
+#include <stdio.h>
+#include <string.h>
+
+enum {
+    ACCEPTS_POSTED = 32,         /* AcceptEx calls kept posted per listening socket */
+    COMPLETION_BATCH = 128,      /* entries per GetQueuedCompletionStatusEx */
+    SEND_BATCH = 16,             /* queued buffers gathered into one WSASend */
+    REUSE_POOL_MAX = 256,        /* sockets kept per worker and family */
+    ACCEPT_RETRY_MS = 100,
+    RETIRE_TIMEOUT_MS = 2000,    /* a DisconnectEx still pending after this is cancelled (see on_retire_timer) */
+    ADDRESS_SPACE = sizeof(SOCKADDR_STORAGE) + 16 /* what AcceptEx wants per address */
+};
+
+#define KEY_WAKE ((ULONG_PTR)1)
+
+enum op_kind { OP_RECV = 1, OP_SEND, OP_CONNECT, OP_ACCEPT, OP_DISCONNECT, OP_DRAIN_READ };
+
+struct iocp_op {
+    OVERLAPPED overlapped;
+    enum op_kind kind;
+    void *owner;
+    SOCKET socket;               /* the handle the operation was issued on, for WSAGetOverlappedResult */
+    struct iocp_op *ready_next;  /* on the worker's ready list: completed without a packet */
+    DWORD ready_bytes;
+    int ready_error;
+};
+
+struct iocp_conn {
+    struct iocp_op recv, send, connect;
+    WSABUF send_buffers[SEND_BATCH];
+    ovl_buf *recv_slot;
+    const struct addrinfo *connect_address;
+    bool connect_reused;
+};
+
+struct iocp_accept {
+    struct iocp_op op;
+    struct iocp_accept *next;
+    struct ovl__listen_socket *listen_socket;
+    struct ovl__worker *target;  /* the worker that will own the accepted connection */
+    SOCKET socket;
+    bool reused;
+    bool armed;
+    ULONGLONG retry_at;          /* GetTickCount64 time of a delayed re-post, 0 = none */
+    char addresses[2 * ADDRESS_SPACE];
+};
+
+struct iocp_retire {
+    struct iocp_op op;
+    struct iocp_retire *prev, *next;
+    int family;
+    int stage;                   /* 0 pending, 1 cancel requested, 2 socket closed and given up on */
+    ULONGLONG deadline;
+};
+
+struct reuse_pool {
+    pthread_mutex_t lock;        /* the acceptor thread draws from other workers' pools */
+    SOCKET sockets[2][REUSE_POOL_MAX]; /* [0] IPv4, [1] IPv6 */
+    int count[2];
+};
+
+struct iocp_worker {
+    HANDLE port;
+    uint32_t *free_slots;
+    uint32_t free_count;
+    struct iocp_op *ready_head, *ready_tail;
+    struct iocp_accept *accepts;
+    unsigned accepts_armed;
+    unsigned retiring;           /* DisconnectEx calls in flight and not given up on */
+    struct iocp_retire *retire_list;
+    unsigned accept_turn;        /* round robin over target workers */
+    ULONGLONG drain_at;
+    struct reuse_pool reuse;
+};
+
+static struct {
+    pthread_once_t once;
+    LPFN_ACCEPTEX accept_ex;
+    LPFN_CONNECTEX connect_ex;
+    LPFN_DISCONNECTEX disconnect_ex;
+    LPFN_GETACCEPTEXSOCKADDRS get_accept_ex_sockaddrs;
+    bool skip_on_success;
+    int error;
+} winsock = {.once = PTHREAD_ONCE_INIT};
+
+static inline struct iocp_worker *state_of(struct ovl__worker *worker)
+{
+    return worker->backend_state;
+}
+
+static inline struct iocp_conn *conn_state(ovl_conn *conn)
+{
+    return (struct iocp_conn *)conn->backend_data;
+}
+
+static inline int family_index(int family)
+{
+    return family == AF_INET6 ? 1 : 0;
+}
+
+/* ---- one-time set-up: extension functions, the IFS check ---- */
+
+static int load_extension(SOCKET socket, GUID guid, void *out)
+{
+    DWORD bytes = 0;
+    if (WSAIoctl(socket, SIO_GET_EXTENSION_FUNCTION_POINTER, &guid, sizeof guid, out, sizeof(void *), &bytes, NULL,
+                 NULL) != 0)
+        return -WSAGetLastError();
+    return 0;
+}
+
+/* Skip-on-success is only safe when every TCP provider hands out real kernel handles. */
+static bool all_providers_ifs(void)
+{
+    DWORD size = 0;
+    if (WSAEnumProtocolsW(NULL, NULL, &size) != SOCKET_ERROR || WSAGetLastError() != WSAENOBUFS)
+        return false;
+    WSAPROTOCOL_INFOW *protocols = ovl__malloc(size);
+    if (!protocols)
+        return false;
+    int count = WSAEnumProtocolsW(NULL, protocols, &size);
+    bool all = count > 0;
+    for (int i = 0; i < count; i++)
+        if ((protocols[i].iAddressFamily == AF_INET || protocols[i].iAddressFamily == AF_INET6) &&
+            protocols[i].iSocketType == SOCK_STREAM && !(protocols[i].dwServiceFlags1 & XP1_IFS_HANDLES))
+            all = false;
+    ovl__free(protocols);
+    return all;
+}
+
+static void load_winsock(void)
+{
+    SOCKET probe = ovl__socket_open(AF_INET);
+    if (probe == INVALID_SOCKET) {
+        winsock.error = -WSAGetLastError();
+        return;
+    }
+    GUID accept_guid = WSAID_ACCEPTEX, connect_guid = WSAID_CONNECTEX, disconnect_guid = WSAID_DISCONNECTEX;
+    GUID addresses_guid = WSAID_GETACCEPTEXSOCKADDRS;
+    int rc = load_extension(probe, accept_guid, &winsock.accept_ex);
+    if (!rc)
+        rc = load_extension(probe, connect_guid, &winsock.connect_ex);
+    if (!rc)
+        rc = load_extension(probe, disconnect_guid, &winsock.disconnect_ex);
+    if (!rc)
+        rc = load_extension(probe, addresses_guid, &winsock.get_accept_ex_sockaddrs);
+    winsock.error = rc;
+    winsock.skip_on_success = all_providers_ifs();
+    closesocket(probe);
+}
+
+/* ---- ready list: completions that will get no packet ---- */
+
+static void make_ready(struct iocp_worker *iw, struct iocp_op *op, DWORD bytes, int error)
+{
+    op->ready_bytes = bytes;
+    op->ready_error = error;
+    op->ready_next = NULL;
+    if (iw->ready_tail)
+        iw->ready_tail->ready_next = op;
+    else
+        iw->ready_head = op;
+    iw->ready_tail = op;
+}
+
+/* After a call that takes an OVERLAPPED: decide whether a packet will come or we complete it ourselves. */
+static void after_post(struct iocp_worker *iw, struct iocp_op *op, bool succeeded_now, DWORD bytes)
+{
+    if (succeeded_now) {
+        if (winsock.skip_on_success)
+            make_ready(iw, op, bytes, 0);
+        return;
+    }
+    int error = WSAGetLastError();
+    if (error != WSA_IO_PENDING)
+        make_ready(iw, op, 0, error);
+}
+
+static void prepare(struct iocp_op *op, enum op_kind kind, void *owner, SOCKET socket)
+{
+    memset(&op->overlapped, 0, sizeof op->overlapped);
+    op->kind = kind;
+    op->owner = owner;
+    op->socket = socket;
+}
+
+static int attach_socket(struct iocp_worker *iw, SOCKET socket)
+{
+    if (!CreateIoCompletionPort((HANDLE)socket, iw->port, 0, 0))
+        return -(int)GetLastError();
+    if (winsock.skip_on_success)
+        SetFileCompletionNotificationModes((HANDLE)socket,
+                                           FILE_SKIP_COMPLETION_PORT_ON_SUCCESS | FILE_SKIP_SET_EVENT_ON_HANDLE);
+    return 0;
+}
+
+/* ---- the reuse pool ---- */
+
+static SOCKET reuse_take(struct iocp_worker *iw, int family)
+{
+    SOCKET socket = INVALID_SOCKET;
+    int f = family_index(family);
+    pthread_mutex_lock(&iw->reuse.lock);
+    if (iw->reuse.count[f] > 0)
+        socket = iw->reuse.sockets[f][--iw->reuse.count[f]];
+    pthread_mutex_unlock(&iw->reuse.lock);
+    return socket;
+}
+
+static void reuse_put(struct iocp_worker *iw, int family, SOCKET socket)
+{
+    int f = family_index(family);
+    pthread_mutex_lock(&iw->reuse.lock);
+    if (iw->reuse.count[f] < REUSE_POOL_MAX) {
+        iw->reuse.sockets[f][iw->reuse.count[f]++] = socket;
+        socket = INVALID_SOCKET;
+    }
+    pthread_mutex_unlock(&iw->reuse.lock);
+    if (socket != INVALID_SOCKET)
+        closesocket(socket);
+}
+
+/* ---- set-up and tear-down ---- */
+
+static void pool_put(struct ovl__worker *worker, ovl_buf *slot)
+{
+    struct iocp_worker *iw = state_of(worker);
+    iw->free_slots[iw->free_count++] = slot->slot;
+}
+
+static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
+{
+    pthread_once(&winsock.once, load_winsock);
+    if (winsock.error) {
+        ovl__error_set(err, winsock.error, NULL, "load AcceptEx/ConnectEx/DisconnectEx");
+        return winsock.error;
+    }
+    struct iocp_worker *iw = ovl__zalloc(sizeof *iw);
+    if (!iw)
+        return -ENOMEM;
+    iw->free_slots = ovl__calloc(worker->pool.slot_count, sizeof *iw->free_slots);
+    iw->port = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, 1);
+    if (!iw->free_slots || !iw->port) {
+        int rc = iw->port ? -ENOMEM : -(int)GetLastError();
+        ovl__error_set(err, rc, NULL, "CreateIoCompletionPort");
+        if (iw->port)
+            CloseHandle(iw->port);
+        ovl__free(iw->free_slots);
+        ovl__free(iw);
+        return rc;
+    }
+    pthread_mutex_init(&iw->reuse.lock, NULL);
+    worker->backend_state = iw;
+    /* Highest slot last, so slot 0 is used first (a warm cache line, and easy to read in a debugger). */
+    for (uint32_t i = worker->pool.slot_count; i-- > 0;)
+        pool_put(worker, &worker->pool.slots[i]);
+    return 0;
+}
+
+static void wake(struct ovl__worker *worker)
+{
+    struct iocp_worker *iw = state_of(worker);
+    if (iw)
+        PostQueuedCompletionStatus(iw->port, 0, KEY_WAKE, NULL);
+}
+
+/* ---- accepting (worker 0) ---- */
+
+static void post_accept(struct ovl__worker *worker, struct iocp_accept *accept);
+
+static void schedule_accept_retry(struct iocp_accept *accept)
+{
+    accept->retry_at = GetTickCount64() + ACCEPT_RETRY_MS;
+}
+
+static void post_accept(struct ovl__worker *worker, struct iocp_accept *accept)
+{
+    struct iocp_worker *iw = state_of(worker);
+    ovl_engine *engine = worker->engine;
+    struct ovl__listen_socket *listen_socket = accept->listen_socket;
+    accept->retry_at = 0;
+    accept->target = &engine->workers[iw->accept_turn++ % (unsigned)engine->thread_count];
+    SOCKADDR_STORAGE local;
+    int local_length = sizeof local;
+    getsockname(listen_socket->fd, (struct sockaddr *)&local, &local_length);
+    int family = local.ss_family;
+    for (;;) {
+        struct iocp_worker *target_state = state_of(accept->target);
+        accept->socket = target_state ? reuse_take(target_state, family) : INVALID_SOCKET;
+        accept->reused = accept->socket != INVALID_SOCKET;
+        if (!accept->reused)
+            accept->socket = ovl__socket_open(family);
+        if (accept->socket == INVALID_SOCKET) {
+            ovl__count(&worker->counters.errors, 1);
+            schedule_accept_retry(accept);
+            return;
+        }
+        prepare(&accept->op, OP_ACCEPT, accept, listen_socket->fd);
+        accept->armed = true;
+        iw->accepts_armed++;
+        DWORD bytes = 0;
+        BOOL ok = winsock.accept_ex(listen_socket->fd, accept->socket, accept->addresses, 0, ADDRESS_SPACE,
+                                    ADDRESS_SPACE, &bytes, &accept->op.overlapped);
+        int error = ok ? 0 : WSAGetLastError();
+        if (ok || error == WSA_IO_PENDING) {
+            if (ok && winsock.skip_on_success)
+                make_ready(iw, &accept->op, bytes, 0);
+            return;
+        }
+        accept->armed = false;
+        iw->accepts_armed--;
+        closesocket(accept->socket);
+        accept->socket = INVALID_SOCKET;
+        if (accept->reused) {
+            ovl__count(&worker->counters.reuse_fallback, 1); /* refused reused socket: again, fresh */
+            continue;
+        }
+        ovl__count(&worker->counters.errors, 1);
+        schedule_accept_retry(accept);
+        return;
+    }
+}
+
+static void accept_start(struct ovl__worker *worker, struct ovl__listen_socket *listen_socket)
+{
+    if (worker->index != 0)
+        return; /* worker 0 owns every listening socket's port */
+    struct iocp_worker *iw = state_of(worker);
+    if (attach_socket(iw, listen_socket->fd) < 0) {
+        ovl__count(&worker->counters.errors, 1);
+        return;
+    }
+    for (int i = 0; i < ACCEPTS_POSTED; i++) {
+        struct iocp_accept *accept = ovl__zalloc(sizeof *accept);
+        if (!accept) {
+            ovl__count(&worker->counters.errors, 1);
+            break;
+        }
+        accept->listen_socket = listen_socket;
+        accept->socket = INVALID_SOCKET;
+        accept->next = iw->accepts;
+        iw->accepts = accept;
+        post_accept(worker, accept);
+    }
+}
+
+static void accept_stop(struct ovl__worker *worker)
+{
+    struct iocp_worker *iw = state_of(worker);
+    for (struct iocp_accept *accept = iw->accepts; accept; accept = accept->next) {
+        accept->retry_at = 0;
+        if (accept->armed)
+            CancelIoEx((HANDLE)accept->listen_socket->fd, &accept->op.overlapped);
+    }
+    /* Stopping: no socket will be reused, so pending disconnects are cancelled at the next timer run. */
+    ULONGLONG now = GetTickCount64();
+    for (struct iocp_retire *retire = iw->retire_list; retire; retire = retire->next)
+        if (retire->stage == 0)
+            retire->deadline = now;
+}
+
+static void on_accept(struct ovl__worker *worker, struct iocp_accept *accept, int error)
+{
+    struct iocp_worker *iw = state_of(worker);
+    accept->armed = false;
+    iw->accepts_armed--;
+    SOCKET socket = accept->socket;
+    accept->socket = INVALID_SOCKET;
+    if (error) {
+        closesocket(socket);
+        if (worker->stopping)
+            return;
+        if (accept->reused && error == WSAEINVAL) {
+            ovl__count(&worker->counters.reuse_fallback, 1);
+            post_accept(worker, accept);
+        } else if (error == WSAEMFILE || error == WSAENOBUFS) {
+            ovl__count(&worker->counters.errors, 1);
+            schedule_accept_retry(accept);
+        } else {
+            ovl__count(&worker->counters.errors, 1);
+            post_accept(worker, accept);
+        }
+        return;
+    }
+    SOCKET listen_fd = accept->listen_socket->fd;
+    /* Without this, getpeername and shutdown fail on the socket on Windows (Wine accepts and ignores it). */
+    if (setsockopt(socket, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, (const char *)&listen_fd, sizeof listen_fd) == 0)
+        ovl__count(&worker->counters.context_updates, 1);
+    if (accept->reused)
+        ovl__count(&worker->counters.reuse_ok, 1);
+    char peer[64] = "";
+    struct sockaddr *local = NULL, *remote = NULL;
+    int local_length = 0, remote_length = 0;
+    winsock.get_accept_ex_sockaddrs(accept->addresses, 0, ADDRESS_SPACE, ADDRESS_SPACE, &local, &local_length,
+                                    &remote, &remote_length);
+    if (remote && remote_length > 0)
+        ovl__format_address(remote, peer, sizeof peer);
+    struct ovl__worker *target = accept->target;
+    if (!state_of(target))
+        target = worker; /* that worker is still starting up: keep the connection here */
+    bool attached = accept->reused || attach_socket(state_of(target), socket) == 0;
+    if (!attached) {
+        closesocket(socket);
+        ovl__count(&worker->counters.errors, 1);
+    } else if (target == worker) {
+        ovl_conn *conn = ovl__worker_accepted(worker, accept->listen_socket, socket);
+        if (conn)
+            memcpy(conn->peer, peer, sizeof conn->peer);
+    } else if (ovl__worker_adopt(target, accept->listen_socket, socket, peer) < 0) {
+        closesocket(socket);
+        ovl__count(&worker->counters.errors, 1);
+    }
+    if (!worker->stopping)
+        post_accept(worker, accept);
+}
+
+/* ---- receiving ---- */
+
+static void recv_start(ovl_conn *conn)
+{
+    struct iocp_worker *iw = state_of(conn->worker);
+    struct iocp_conn *ic = conn_state(conn);
+    if ((conn->flags & OVL__C_DRAINING) && !(conn->flags & OVL__C_LINGER)) {
+        /* Only what is already buffered: a non-blocking read on this thread, from the ready list. */
+        prepare(&ic->recv, OP_DRAIN_READ, conn, conn->fd);
+        conn->flags |= OVL__C_RECV_ARMED;
+        conn->inflight++;
+        make_ready(iw, &ic->recv, 0, 0);
+        return;
+    }
+    if (iw->free_count == 0) {
+        ovl__conn_wait_for_slot(conn);
+        return;
+    }
+    ovl_buf *slot = ovl__pool_take(&conn->worker->pool, iw->free_slots[--iw->free_count], 0);
+    if (!slot) {
+        ovl__conn_failed(conn, -EFAULT);
+        return;
+    }
+    ic->recv_slot = slot;
+    prepare(&ic->recv, OP_RECV, conn, conn->fd);
+    conn->flags |= OVL__C_RECV_ARMED;
+    conn->inflight++;
+    WSABUF buffer = {.len = conn->worker->pool.slot_size, .buf = slot->data};
+    DWORD bytes = 0, flags = 0;
+    int rc = WSARecv(conn->fd, &buffer, 1, &bytes, &flags, &ic->recv.overlapped, NULL);
+    after_post(iw, &ic->recv, rc == 0, bytes);
+}
+
+static void recv_drain(ovl_conn *conn)
+{
+    if (conn->flags & OVL__C_RECV_ARMED) {
+        /* The posted receive completes (aborted, or with its data); on_recv then reads what is left. */
+        CancelIoEx((HANDLE)conn->fd, &conn_state(conn)->recv.overlapped);
+    } else if (!(conn->flags & OVL__C_RECV_WAIT)) {
+        recv_start(conn);
+    }
+}
+
+static void rearm_recv(ovl_conn *conn)
+{
+    if (!(conn->flags & (OVL__C_CLOSING | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT)))
+        recv_start(conn);
+}
+
+static void on_recv(ovl_conn *conn, DWORD bytes, int error)
+{
+    struct iocp_conn *ic = conn_state(conn);
+    ovl_buf *slot = ic->recv_slot;
+    ic->recv_slot = NULL;
+    conn->flags &= ~OVL__C_RECV_ARMED;
+    bool rearm = false;
+    if (!error && bytes > 0) {
+        slot->len = bytes;
+        ovl__conn_received(conn, slot);
+        rearm = true;
+    } else {
+        ovl__buf_free(slot);
+        if (!error)
+            ovl__conn_eof(conn);
+        else if (error == ERROR_OPERATION_ABORTED || error == WSA_OPERATION_ABORTED)
+            rearm = (conn->flags & OVL__C_DRAINING) != 0;
+        else
+            ovl__conn_failed(conn, -error);
+    }
+    if (rearm)
+        rearm_recv(conn);
+    ovl__conn_op_done(conn);
+}
+
+static void on_drain_read(ovl_conn *conn)
+{
+    struct iocp_worker *iw = state_of(conn->worker);
+    conn->flags &= ~OVL__C_RECV_ARMED;
+    if (!(conn->flags & OVL__C_CLOSING)) {
+        u_long nonblocking = 1;
+        ioctlsocket(conn->fd, FIONBIO, &nonblocking);
+        if (iw->free_count == 0) {
+            ovl__conn_wait_for_slot(conn);
+        } else {
+            ovl_buf *slot = ovl__pool_take(&conn->worker->pool, iw->free_slots[--iw->free_count], 0);
+            int n = slot ? recv(conn->fd, slot->data, (int)conn->worker->pool.slot_size, 0) : SOCKET_ERROR;
+            int error = n < 0 ? WSAGetLastError() : 0;
+            if (n > 0) {
+                slot->len = (size_t)n;
+                ovl__conn_received(conn, slot);
+                rearm_recv(conn);
+            } else {
+                if (slot)
+                    ovl__buf_free(slot);
+                if (n == 0)
+                    ovl__conn_eof(conn);
+                else if (error == WSAEWOULDBLOCK)
+                    ovl__conn_read_done(conn);
+                else
+                    ovl__conn_failed(conn, -error);
+            }
+        }
+    }
+    ovl__conn_op_done(conn);
+}
+
+/* ---- sending ---- */
+
+static void send_start(ovl_conn *conn)
+{
+    struct iocp_worker *iw = state_of(conn->worker);
+    struct iocp_conn *ic = conn_state(conn);
+    DWORD count = 0;
+    size_t bytes = 0;
+    for (ovl_buf *buf = conn->queue_head; buf && count < SEND_BATCH; buf = buf->next, count++) {
+        /* WSABUF lengths are 32-bit: a larger buffer goes in pieces (a short completion continues it). */
+        ULONG length = buf->len > 0x40000000u ? 0x40000000u : (ULONG)buf->len;
+        ic->send_buffers[count].buf = buf->data;
+        ic->send_buffers[count].len = length;
+        bytes += length;
+        if (length != buf->len) {
+            count++;
+            break;
+        }
+    }
+    conn->sending_bytes = bytes;
+    prepare(&ic->send, OP_SEND, conn, conn->fd);
+    conn->inflight++;
+    DWORD sent = 0;
+    int rc = WSASend(conn->fd, ic->send_buffers, count, &sent, 0, &ic->send.overlapped, NULL);
+    after_post(iw, &ic->send, rc == 0, sent);
+}
+
+static void on_send(ovl_conn *conn, DWORD bytes, int error)
+{
+    if (!error && (bytes > 0 || conn->sending_bytes == 0)) {
+        /* Short completions happen (Wine makes them): ovl__conn_sent keeps the rest queued and sends it next. */
+        ovl__conn_sent(conn, bytes);
+    } else {
+        conn->flags &= ~OVL__C_SENDING;
+        bool aborted = error == ERROR_OPERATION_ABORTED || error == WSA_OPERATION_ABORTED;
+        if (!aborted || !(conn->flags & OVL__C_CLOSING))
+            ovl__conn_failed(conn, error ? -error : -EIO);
+    }
+    ovl__conn_op_done(conn);
+}
+
+/* ---- connecting ---- */
+
+static int post_connect(ovl_conn *conn)
+{
+    struct iocp_worker *iw = state_of(conn->worker);
+    struct iocp_conn *ic = conn_state(conn);
+    const struct addrinfo *address = ic->connect_address;
+    for (;;) {
+        SOCKET socket = reuse_take(iw, address->ai_family);
+        ic->connect_reused = socket != INVALID_SOCKET;
+        if (!ic->connect_reused) {
+            socket = ovl__socket_open(address->ai_family);
+            if (socket == INVALID_SOCKET)
+                return -WSAGetLastError();
+            /* ConnectEx wants a bound socket. */
+            SOCKADDR_STORAGE any;
+            memset(&any, 0, sizeof any);
+            any.ss_family = (ADDRESS_FAMILY)address->ai_family;
+            int any_length = address->ai_family == AF_INET6 ? (int)sizeof(struct sockaddr_in6)
+                                                             : (int)sizeof(struct sockaddr_in);
+            int rc = bind(socket, (struct sockaddr *)&any, any_length) == 0 ? attach_socket(iw, socket)
+                                                                              : -WSAGetLastError();
+            if (rc < 0) {
+                closesocket(socket);
+                return rc;
+            }
+        }
+        conn->fd = socket;
+        prepare(&ic->connect, OP_CONNECT, conn, socket);
+        conn->inflight++;
+        DWORD sent = 0;
+        BOOL ok = winsock.connect_ex(socket, address->ai_addr, (int)address->ai_addrlen, NULL, 0, &sent,
+                                     &ic->connect.overlapped);
+        int error = ok ? 0 : WSAGetLastError();
+        if (ok || error == WSA_IO_PENDING) {
+            if (ok && winsock.skip_on_success)
+                make_ready(iw, &ic->connect, 0, 0);
+            return 0;
+        }
+        conn->inflight--;
+        closesocket(socket);
+        conn->fd = INVALID_SOCKET;
+        if (ic->connect_reused && (error == WSAEISCONN || error == WSAEINVAL)) {
+            ovl__count(&conn->worker->counters.reuse_fallback, 1); /* refused reused socket: again, fresh */
+            continue;
+        }
+        return -error;
+    }
+}
+
+static int connect_start(ovl_conn *conn, const struct addrinfo *address)
+{
+    conn_state(conn)->connect_address = address;
+    return post_connect(conn);
+}
+
+static void on_connect(ovl_conn *conn, int error)
+{
+    struct iocp_conn *ic = conn_state(conn);
+    if (!error && !(conn->flags & OVL__C_CLOSING)) {
+        if (setsockopt(conn->fd, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, NULL, 0) == 0)
+            ovl__count(&conn->worker->counters.context_updates, 1);
+        if (ic->connect_reused)
+            ovl__count(&conn->worker->counters.reuse_ok, 1);
+        ovl__conn_connected(conn);
+    } else if (error) {
+        closesocket(conn->fd);
+        conn->fd = INVALID_SOCKET;
+        if (conn->flags & OVL__C_CLOSING) {
+            /* cancelled: conn.c reports the close */
+        } else if (ic->connect_reused && (error == WSAEISCONN || error == WSAEINVAL)) {
+            ovl__count(&conn->worker->counters.reuse_fallback, 1);
+            int rc = post_connect(conn);
+            if (rc < 0)
+                ovl__conn_connect_next(conn, rc);
+        } else {
+            ovl__conn_connect_next(conn, -error);
+        }
+    }
+    ovl__conn_op_done(conn);
+}
+
+static void cancel(ovl_conn *conn)
+{
+    if (conn->fd != INVALID_SOCKET)
+        CancelIoEx((HANDLE)conn->fd, NULL);
+}
+
+/* ---- closing: DisconnectEx(TF_REUSE_SOCKET) into the reuse pool ---- */
+
+static bool socket_retire(ovl_conn *conn)
+{
+    struct ovl__worker *worker = conn->worker;
+    if (worker->stopping || !(conn->flags & OVL__C_OPEN) ||
+        (conn->close_reason != OVL_CLOSE_PEER && conn->close_reason != OVL_CLOSE_LOCAL))
+        return false;
+    SOCKADDR_STORAGE local;
+    int length = sizeof local;
+    if (getsockname(conn->fd, (struct sockaddr *)&local, &length) != 0)
+        return false;
+    struct iocp_retire *retire = ovl__zalloc(sizeof *retire);
+    if (!retire)
+        return false;
+    retire->family = local.ss_family;
+    retire->deadline = GetTickCount64() + RETIRE_TIMEOUT_MS;
+    prepare(&retire->op, OP_DISCONNECT, retire, conn->fd);
+    struct iocp_worker *iw = state_of(worker);
+    iw->retiring++;
+    retire->next = iw->retire_list;
+    if (iw->retire_list)
+        iw->retire_list->prev = retire;
+    iw->retire_list = retire;
+    BOOL ok = winsock.disconnect_ex(conn->fd, &retire->op.overlapped, TF_REUSE_SOCKET, 0);
+    int error = ok ? 0 : WSAGetLastError();
+    if (ok || error == WSA_IO_PENDING) {
+        if (ok && winsock.skip_on_success)
+            make_ready(iw, &retire->op, 0, 0);
+        return true;
+    }
+    iw->retiring--;
+    iw->retire_list = retire->next;
+    if (retire->next)
+        retire->next->prev = NULL;
+    ovl__free(retire);
+    return false;
+}
+
+static void retire_unlink(struct iocp_worker *iw, struct iocp_retire *retire)
+{
+    if (retire->prev)
+        retire->prev->next = retire->next;
+    else
+        iw->retire_list = retire->next;
+    if (retire->next)
+        retire->next->prev = retire->prev;
+    retire->prev = retire->next = NULL;
+    iw->retiring--;
+}
+
+static void on_disconnect(struct ovl__worker *worker, struct iocp_retire *retire, int error)
+{
+    struct iocp_worker *iw = state_of(worker);
+    if (retire->stage == 2) {
+        ovl__free(retire); /* the late completion of one we gave up on: only the memory is left */
+        return;
+    }
+    retire_unlink(iw, retire);
+    if (error || worker->stopping) {
+        closesocket(retire->op.socket);
+        if (!worker->stopping)
+            ovl__count(&worker->counters.reuse_fallback, 1);
+    } else {
+        reuse_put(iw, retire->family, retire->op.socket);
+    }
+    ovl__free(retire);
+}
+
+/* A DisconnectEx that does not complete (Wine 8 leaves it pending when the peer closed first) would hold its
+ * socket for ever and keep the worker from stopping: cancel it, and if even the cancellation does not complete,
+ * close the socket and stop counting it. Its memory stays until a completion arrives, since the system may
+ * still write the OVERLAPPED. */
+static void on_retire_timers(struct ovl__worker *worker, ULONGLONG now)
+{
+    struct iocp_worker *iw = state_of(worker);
+    struct iocp_retire *retire = iw->retire_list;
+    while (retire) {
+        struct iocp_retire *next = retire->next;
+        if (now >= retire->deadline || worker->stopping) {
+            if (retire->stage == 0) {
+                retire->stage = 1;
+                retire->deadline = now + RETIRE_TIMEOUT_MS / 2;
+                CancelIoEx((HANDLE)retire->op.socket, &retire->op.overlapped);
+            } else if (now >= retire->deadline) {
+                retire->stage = 2;
+                retire_unlink(iw, retire);
+                closesocket(retire->op.socket);
+                ovl__count(&worker->counters.reuse_fallback, 1);
+            }
+        }
+        retire = next;
+    }
+}
+
+/* ---- stop ---- */
+
+static void drain_timer(struct ovl__worker *worker, uint32_t ms)
+{
+    state_of(worker)->drain_at = ms ? GetTickCount64() + ms : 0;
+}
+
+/* ---- the loop ---- */
+
+static int op_error(const struct iocp_op *op)
+{
+    if (op->overlapped.Internal == 0)
+        return 0;
+    DWORD bytes = 0, flags = 0;
+    if (WSAGetOverlappedResult(op->socket, (LPWSAOVERLAPPED)&op->overlapped, &bytes, FALSE, &flags))
+        return 0;
+    int error = WSAGetLastError();
+    return error ? error : WSAECONNABORTED;
+}
+
+static void dispatch(struct ovl__worker *worker, struct iocp_op *op, DWORD bytes, int error)
+{
+    switch (op->kind) {
+    case OP_RECV:
+        on_recv(op->owner, bytes, error);
+        break;
+    case OP_DRAIN_READ:
+        on_drain_read(op->owner);
+        break;
+    case OP_SEND:
+        on_send(op->owner, bytes, error);
+        break;
+    case OP_CONNECT:
+        on_connect(op->owner, error);
+        break;
+    case OP_ACCEPT:
+        on_accept(worker, op->owner, error);
+        break;
+    case OP_DISCONNECT:
+        on_disconnect(worker, op->owner, error);
+        break;
+    }
+}
+
+static DWORD next_timeout(struct ovl__worker *worker)
+{
+    struct iocp_worker *iw = state_of(worker);
+    if (iw->ready_head)
+        return 0;
+    ULONGLONG now = GetTickCount64(), next = 0;
+    if (iw->drain_at)
+        next = iw->drain_at;
+    for (struct iocp_accept *accept = iw->accepts; accept; accept = accept->next)
+        if (accept->retry_at && (!next || accept->retry_at < next))
+            next = accept->retry_at;
+    for (struct iocp_retire *retire = iw->retire_list; retire; retire = retire->next)
+        if (!next || retire->deadline < next)
+            next = retire->deadline;
+    if (!next)
+        return INFINITE;
+    return next <= now ? 0 : (DWORD)(next - now);
+}
+
+static void run_timers(struct ovl__worker *worker)
+{
+    struct iocp_worker *iw = state_of(worker);
+    ULONGLONG now = GetTickCount64();
+    if (iw->drain_at && now >= iw->drain_at) {
+        iw->drain_at = 0;
+        ovl__worker_drain_expired(worker);
+    }
+    for (struct iocp_accept *accept = iw->accepts; accept; accept = accept->next)
+        if (accept->retry_at && now >= accept->retry_at && !accept->armed && !worker->stopping)
+            post_accept(worker, accept);
+    on_retire_timers(worker, now);
+}
+
+static void run_ready(struct ovl__worker *worker)
+{
+    struct iocp_worker *iw = state_of(worker);
+    struct iocp_op *list = iw->ready_head;
+    iw->ready_head = iw->ready_tail = NULL;
+    while (list) {
+        struct iocp_op *op = list;
+        list = op->ready_next;
+        dispatch(worker, op, op->ready_bytes, op->ready_error);
+    }
+}
+
+static void dequeue(struct ovl__worker *worker, DWORD timeout)
+{
+    struct iocp_worker *iw = state_of(worker);
+    OVERLAPPED_ENTRY entries[COMPLETION_BATCH];
+    ULONG count = 0;
+    if (!GetQueuedCompletionStatusEx(iw->port, entries, COMPLETION_BATCH, &count, timeout, FALSE))
+        return; /* WAIT_TIMEOUT */
+    for (ULONG i = 0; i < count; i++) {
+        if (!entries[i].lpOverlapped)
+            continue; /* a wake-up: commands are read after the batch */
+        struct iocp_op *op = CONTAINING_RECORD(entries[i].lpOverlapped, struct iocp_op, overlapped);
+        dispatch(worker, op, entries[i].dwNumberOfBytesTransferred, op_error(op));
+    }
+}
+
+static void worker_run(struct ovl__worker *worker)
+{
+    struct iocp_worker *iw = state_of(worker);
+    for (;;) {
+        ovl__worker_flush(worker);
+        if (iw->ready_head) {
+            run_ready(worker);
+            continue;
+        }
+        if (ovl__worker_done(worker) && iw->accepts_armed == 0 && iw->retiring == 0)
+            break;
+        dequeue(worker, next_timeout(worker));
+        run_timers(worker);
+        ovl__worker_run_commands(worker);
+    }
+}
+
+static void worker_destroy(struct ovl__worker *worker)
+{
+    struct iocp_worker *iw = state_of(worker);
+    if (!iw)
+        return;
+    while (iw->accepts) {
+        struct iocp_accept *accept = iw->accepts;
+        iw->accepts = accept->next;
+        if (accept->socket != INVALID_SOCKET)
+            closesocket(accept->socket);
+        ovl__free(accept);
+    }
+    for (int f = 0; f < 2; f++)
+        while (iw->reuse.count[f] > 0)
+            closesocket(iw->reuse.sockets[f][--iw->reuse.count[f]]);
+    pthread_mutex_destroy(&iw->reuse.lock);
+    CloseHandle(iw->port);
+    ovl__free(iw->free_slots);
+    ovl__free(iw);
+    worker->backend_state = NULL;
+}
+
+const struct ovl__backend ovl__backend_iocp = {
+    .name = "iocp",
+    .conn_extra = sizeof(struct iocp_conn),
+    .worker_init = worker_init,
+    .worker_run = worker_run,
+    .worker_destroy = worker_destroy,
+    .wake = wake,
+    .accept_start = accept_start,
+    .accept_stop = accept_stop,
+    .recv_start = recv_start,
+    .recv_drain = recv_drain,
+    .send_start = send_start,
+    .connect_start = connect_start,
+    .cancel = cancel,
+    .pool_put = pool_put,
+    .socket_retire = socket_retire,
+    .drain_timer = drain_timer,
+};

@@ -1,0 +1,61 @@
+/*
+ * platform.h - the few differences between POSIX and Windows sockets that the shared code meets: the socket type,
+ * how it is closed, how an error is read, and one-time network set-up. Backends use the native APIs directly.
+ */
+#ifndef OVL_PLATFORM_H
+#define OVL_PLATFORM_H
+
+#ifdef _WIN32
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <windows.h>
+
+#include <errno.h>
+/* The C runtime has no ESHUTDOWN; Winsock's code carries the same meaning (and FormatMessage text). */
+#ifndef ESHUTDOWN
+#define ESHUTDOWN WSAESHUTDOWN
+#endif
+
+typedef SOCKET ovl__socket;
+#define OVL__NO_SOCKET INVALID_SOCKET
+#define OVL__SHUT_WR SD_SEND
+#define ovl__socket_close closesocket
+/* Winsock reports errors through WSAGetLastError, never errno. */
+static inline int ovl__socket_error(void)
+{
+    return -WSAGetLastError();
+}
+#else
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+typedef int ovl__socket;
+#define OVL__NO_SOCKET (-1)
+#define OVL__SHUT_WR SHUT_WR
+#define ovl__socket_close close
+static inline int ovl__socket_error(void)
+{
+    return -errno;
+}
+#endif
+
+/* WSAStartup on Windows (reference counted by Winsock); nothing elsewhere. Returns 0 or a negative error. */
+int ovl__net_init(void);
+void ovl__net_cleanup(void);
+/* A new TCP socket for `family` (overlapped and not inheritable on Windows, close-on-exec on POSIX). */
+ovl__socket ovl__socket_open(int family);
+/* Online CPUs, at least 1. */
+int ovl__cpu_count(void);
+/* Is this error a peer reset (ECONNRESET, EPIPE, WSAECONNRESET, WSAECONNABORTED, ...)? */
+int ovl__is_reset_error(int err);
+/* setsockopt for an int option, with the cast Winsock needs. */
+int ovl__set_int_option(ovl__socket socket, int level, int name, int value);
+
+#endif
