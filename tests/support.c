@@ -107,6 +107,20 @@ int sup_tcp_bind(const char *host, int port, bool listen_too, int *port_out)
     return fd;
 }
 
+int sup_ipv6_loopback(void)
+{
+    int port = 0;
+    int listener = sup_tcp_bind("::1", 0, true, &port);
+    if (listener < 0)
+        return listener;
+    int fd = sup_connect("::1", port, 2000);
+    close(listener);
+    if (fd < 0)
+        return fd;
+    close(fd);
+    return 0;
+}
+
 int sup_send_all(int fd, const void *data, size_t len)
 {
     const char *p = data;
@@ -258,6 +272,40 @@ size_t sup_pattern_check(const void *buf, size_t len, uint32_t seed, uint64_t of
 
 /* ---- child processes ---- */
 
+/* PIDs started and not yet reaped, so that a test's fini can end them after a failed assertion abandoned the
+ * sup_proc on the test's stack. */
+static pid_t live_pids[64];
+
+static void track(pid_t pid)
+{
+    for (size_t i = 0; i < sizeof(live_pids) / sizeof(live_pids[0]); i++)
+        if (live_pids[i] == 0) {
+            live_pids[i] = pid;
+            return;
+        }
+}
+
+static void untrack(pid_t pid)
+{
+    for (size_t i = 0; i < sizeof(live_pids) / sizeof(live_pids[0]); i++)
+        if (live_pids[i] == pid)
+            live_pids[i] = 0;
+}
+
+void sup_proc_kill_all(void)
+{
+    for (size_t i = 0; i < sizeof(live_pids) / sizeof(live_pids[0]); i++) {
+        pid_t pid = live_pids[i];
+        if (pid <= 0)
+            continue;
+        kill(pid, SIGKILL);
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        live_pids[i] = 0;
+    }
+}
+
 static void append(char **buf, size_t *len, size_t *cap, const char *data, size_t n)
 {
     if (*len + n + 1 > *cap) {
@@ -356,6 +404,7 @@ int sup_proc_spawn(sup_proc *proc, char *const argv[])
     }
     close(out[1]);
     close(err[1]);
+    track(pid);
     proc->pid = pid;
     proc->out_fd = out[0];
     proc->err_fd = err[0];
@@ -394,6 +443,7 @@ int sup_proc_wait(sup_proc *proc, int timeout_ms)
         int status;
         pid_t r = waitpid(proc->pid, &status, WNOHANG);
         if (r == proc->pid) {
+            untrack(proc->pid);
             proc->exited = true;
             proc->status = status;
             break;
@@ -426,6 +476,7 @@ void sup_proc_free(sup_proc *proc)
         int status;
         while (waitpid(proc->pid, &status, 0) < 0 && errno == EINTR)
             ;
+        untrack(proc->pid);
         proc->exited = true;
         proc->status = status;
     }

@@ -24,6 +24,8 @@ int sup_set_timeouts(int fd, int timeout_ms);
  * does not listen refuses connections, which makes a port that is sure to answer ECONNREFUSED. Returns the fd and
  * the bound port in *port_out, or -errno. */
 int sup_tcp_bind(const char *host, int port, bool listen_too, int *port_out);
+/* 0 when this host can bind and connect on ::1, else -errno (IPv6 disabled in a container, for example). */
+int sup_ipv6_loopback(void);
 /* Send every byte (MSG_NOSIGNAL). Returns 0, or -errno (-EAGAIN: the send timeout passed). */
 int sup_send_all(int fd, const void *data, size_t len);
 /* Receive exactly len bytes. Returns len, a smaller count when the peer closed first, or -errno (-EAGAIN: the
@@ -71,6 +73,9 @@ int sup_proc_wait(sup_proc *proc, int timeout_ms);
 int sup_proc_kill(sup_proc *proc, int sig);
 /* SIGKILL the child if it still runs, reap it, free everything. */
 void sup_proc_free(sup_proc *proc);
+/* SIGKILL and reap every child sup_proc_spawn started that has not been reaped yet (for a test's .fini: a failed
+ * assertion leaves the test's sup_proc behind). */
+void sup_proc_kill_all(void);
 /* Exit code, or -1 when the child did not exit normally (or has not exited). */
 int sup_proc_exit_code(const sup_proc *proc);
 /* "exit 3" / "signal 9" / "running" for messages. */

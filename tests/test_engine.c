@@ -1,0 +1,1017 @@
+/*
+ * test_engine.c - the engine in-process: a real engine on an ephemeral loopback port, serving a minimal echo
+ * (on_data hands the buffer straight back with ovl_send_buf), driven by plain blocking POSIX clients.
+ *
+ * Criterion runs each test in its own process, which is what lets the multi-address test fake /etc/hosts in a
+ * private mount namespace. Callbacks run on worker threads, so they only record into atomics or a mutex-guarded
+ * struct; every assertion happens on the test's own thread. Every wait is bounded (socket timeouts, polled stats
+ * with deadlines, .timeout), so a broken engine fails a test instead of hanging it.
+ */
+#include "overlap.h"
+#include "support.h"
+
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define IO_TIMEOUT_MS 10000
+
+/* $OVERLAP_TEST_BACKEND ("io_uring", "epoll") runs the suite on that backend; unset: the engine's default. */
+static const char *test_backend(void)
+{
+    const char *name = getenv("OVERLAP_TEST_BACKEND");
+    return name && *name ? name : NULL;
+}
+
+/* ---- the echo server under test ---- */
+
+struct echo_server {
+    ovl_engine *engine;
+    ovl_listener *listener;
+    int port;
+    atomic_int opened;
+    atomic_int closed;
+    atomic_int closed_by[OVL_CLOSE_REFUSED + 1];
+    atomic_int send_failures;
+};
+
+struct server_opts {
+    const char *host;           /* NULL: every interface */
+    int threads;
+    uint32_t buffer_size;       /* 0: engine default */
+    uint32_t drain_timeout_ms;  /* 0: engine default */
+    bool start_before_listen;
+};
+
+static void echo_open(ovl_conn *conn, void *user)
+{
+    (void)conn;
+    struct echo_server *server = user;
+    atomic_fetch_add(&server->opened, 1);
+}
+
+static void echo_data(ovl_conn *conn, ovl_buf *buf)
+{
+    /* Zero copy: the received buffer goes back out as it is (ovl_send_buf releases it on failure). */
+    if (ovl_send_buf(conn, buf) < 0) {
+        struct echo_server *server = ovl_conn_user(conn);
+        atomic_fetch_add(&server->send_failures, 1);
+    }
+}
+
+static void echo_close(ovl_conn *conn, ovl_close_reason reason, int err)
+{
+    (void)err;
+    struct echo_server *server = ovl_conn_user(conn);
+    if (reason >= OVL_CLOSE_PEER && reason <= OVL_CLOSE_REFUSED)
+        atomic_fetch_add(&server->closed_by[reason], 1);
+    atomic_fetch_add(&server->closed, 1);
+}
+
+static const ovl_callbacks echo_callbacks = {
+    .on_open = echo_open,
+    .on_data = echo_data,
+    .on_close = echo_close,
+};
+
+static void server_listen(struct echo_server *server, const char *host, const char *port)
+{
+    ovl_error_info err;
+    memset(&err, 0, sizeof(err));
+    int rc = ovl_listen(server->engine, host, port, &echo_callbacks, server, &server->listener, &err);
+    cr_assert_eq(rc, 0, "ovl_listen(%s, %s) = %d: %s: %s", host ? host : "NULL", port, rc, err.what, err.text);
+    server->port = ovl_listener_port(server->listener);
+    cr_assert(server->port > 0 && server->port < 65536, "ovl_listener_port = %d", server->port);
+}
+
+static void server_start_engine(struct echo_server *server)
+{
+    ovl_error_info err;
+    memset(&err, 0, sizeof(err));
+    int rc = ovl_engine_start(server->engine, &err);
+    cr_assert_eq(rc, 0, "ovl_engine_start = %d: %s: %s", rc, err.what, err.text);
+}
+
+static void server_start(struct echo_server *server, const struct server_opts *opts)
+{
+    memset(server, 0, sizeof(*server));
+    ovl_config config;
+    ovl_config_init(&config);
+    config.threads = opts->threads > 0 ? opts->threads : 1;
+    config.buffer_size = opts->buffer_size;
+    config.drain_timeout_ms = opts->drain_timeout_ms;
+    config.backend = test_backend();
+    ovl_error_info err;
+    memset(&err, 0, sizeof(err));
+    int rc = ovl_engine_create(&server->engine, &config, &err);
+    cr_assert_eq(rc, 0, "ovl_engine_create = %d: %s: %s", rc, err.what, err.text);
+    if (opts->start_before_listen) {
+        server_start_engine(server);
+        server_listen(server, opts->host, "0");
+    } else {
+        server_listen(server, opts->host, "0");
+        server_start_engine(server);
+    }
+    cr_log_info("engine: backend %s, %d thread(s), port %d", ovl_engine_backend(server->engine),
+                ovl_engine_threads(server->engine), server->port);
+    if (test_backend())
+        cr_assert_str_eq(ovl_engine_backend(server->engine), test_backend(), "OVERLAP_TEST_BACKEND=%s but the engine "
+                         "runs %s", test_backend(), ovl_engine_backend(server->engine));
+}
+
+static void server_destroy(struct echo_server *server)
+{
+    if (server->engine)
+        ovl_engine_destroy(server->engine);
+    server->engine = NULL;
+}
+
+/* Poll the engine's counters until pred holds or ms pass; *out holds the last reading either way. */
+static bool wait_stats(ovl_engine *engine, bool (*pred)(const ovl_stats *, const void *), const void *arg, int ms,
+                       ovl_stats *out)
+{
+    int64_t deadline = sup_now_ms() + ms;
+    for (;;) {
+        ovl_engine_stats(engine, out);
+        if (pred(out, arg))
+            return true;
+        if (sup_now_ms() >= deadline)
+            return false;
+        sup_sleep_ms(10);
+    }
+}
+
+static bool closed_at_least(const ovl_stats *s, const void *arg)
+{
+    return s->conns_closed >= *(const uint64_t *)arg;
+}
+
+static bool has_reset(const ovl_stats *s, const void *arg)
+{
+    (void)arg;
+    return s->resets >= 1;
+}
+
+static bool has_connect_failure(const ovl_stats *s, const void *arg)
+{
+    (void)arg;
+    return s->connect_failures >= 1;
+}
+
+static int atomic_wait_at_least(atomic_int *value, int want, int ms)
+{
+    int64_t deadline = sup_now_ms() + ms;
+    int v;
+    while ((v = atomic_load(value)) < want && sup_now_ms() < deadline)
+        sup_sleep_ms(5);
+    return v;
+}
+
+/* Connect, send `len` pattern bytes, shut down the write side, expect exactly them back and then EOF. */
+static void echo_roundtrip_once(const char *host, int port, uint32_t seed, size_t len)
+{
+    int fd = sup_connect(host, port, IO_TIMEOUT_MS);
+    cr_assert(fd >= 0, "connect %s port %d: %s", host, port, strerror(-fd));
+    char *out = malloc(len), *in = malloc(len);
+    cr_assert(out && in);
+    sup_pattern_fill(out, len, seed, 0);
+    int rc = sup_send_all(fd, out, len);
+    cr_assert_eq(rc, 0, "send to %s port %d: %s", host, port, strerror(-rc));
+    shutdown(fd, SHUT_WR);
+    size_t got = 0;
+    ssize_t n = sup_recv_to_eof(fd, in, len, &got);
+    cr_assert(n >= 0, "via %s port %d: receive failed after %zu of %zu bytes: %s", host, port, got, len,
+              strerror((int)-n));
+    cr_assert_eq(got, len, "via %s port %d: %zu bytes came back before EOF, sent %zu", host, port, got, len);
+    size_t bad = sup_pattern_check(in, len, seed, 0);
+    cr_assert_eq(bad, len, "via %s port %d: echoed byte %zu differs", host, port, bad);
+    close(fd);
+    free(out);
+    free(in);
+}
+
+/* One request/response on an open connection, without closing it. */
+static void echo_exchange(int fd, const char *what, uint32_t seed, uint64_t offset, size_t len)
+{
+    char *out = malloc(len), *in = malloc(len);
+    cr_assert(out && in);
+    sup_pattern_fill(out, len, seed, offset);
+    int rc = sup_send_all(fd, out, len);
+    cr_assert_eq(rc, 0, "%s: send failed: %s", what, strerror(-rc));
+    size_t got = 0;
+    ssize_t n = sup_recv_exact(fd, in, len, &got);
+    cr_assert(n >= 0, "%s: receive failed after %zu of %zu bytes: %s", what, got, len, strerror((int)-n));
+    cr_assert_eq(got, len, "%s: EOF after %zu of %zu bytes", what, got, len);
+    size_t bad = sup_pattern_check(in, len, seed, offset);
+    cr_assert_eq(bad, len, "%s: echoed byte %zu differs", what, bad);
+    free(out);
+    free(in);
+}
+
+/* Hosts without IPv6 (a container with it disabled) skip the IPv6 parts, saying so: never silently. */
+static void require_ipv6(const char *test)
+{
+    int rc = sup_ipv6_loopback();
+    if (rc < 0) {
+        fprintf(stderr, "%s: SKIPPED: no IPv6 loopback on this host: ::1: %s\n", test, strerror(-rc));
+        cr_skip_test("no IPv6 loopback on this host: ::1: %s", strerror(-rc));
+    }
+}
+
+/* ---- basics ---- */
+
+Test(engine, version_and_error_text, .timeout = 10)
+{
+    cr_assert_str_eq(ovl_version(), OVL_VERSION_STRING);
+    const char *text = ovl_strerror(-ECONNREFUSED);
+    cr_assert(text != NULL && strstr(text, "refused") != NULL, "ovl_strerror(-ECONNREFUSED) = \"%s\"",
+              text ? text : "(null)");
+    cr_assert(ovl_strerror(-EADDRINUSE) != NULL && strstr(ovl_strerror(-EADDRINUSE), "in use") != NULL,
+              "ovl_strerror(-EADDRINUSE) = \"%s\"", ovl_strerror(-EADDRINUSE));
+}
+
+/* The seed's flow: "this is a test", half-close, read until the server closes; exactly those 14 bytes return. */
+Test(engine, seed_flow_half_close, .timeout = 20)
+{
+    struct echo_server server;
+    server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1 });
+
+    int fd = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+    static const char msg[] = "this is a test";
+    cr_assert_eq(sizeof(msg) - 1, 14);
+    int rc = sup_send_all(fd, msg, 14);
+    cr_assert_eq(rc, 0, "send: %s", strerror(-rc));
+    cr_assert_eq(shutdown(fd, SHUT_WR), 0, "shutdown: %s", strerror(errno));
+
+    char buf[64];
+    size_t got = 0;
+    ssize_t n = sup_recv_to_eof(fd, buf, sizeof(buf), &got);
+    cr_assert(n >= 0, "receive failed after %zu bytes: %s", got, strerror((int)-n));
+    cr_assert_eq(got, 14, "got %zu bytes back, want 14: \"%.*s\"", got, (int)got, buf);
+    cr_assert(memcmp(buf, msg, 14) == 0, "got \"%.14s\", want \"%s\"", buf, msg);
+    close(fd);
+
+    uint64_t one = 1;
+    ovl_stats st;
+    bool ok = wait_stats(server.engine, closed_at_least, &one, 3000, &st);
+    cr_assert(ok, "the server never closed the connection (conns_closed = %llu)", (unsigned long long)st.conns_closed);
+    cr_expect_eq(st.conns_accepted, 1);
+    cr_expect_eq(st.bytes_in, 14, "bytes_in = %llu", (unsigned long long)st.bytes_in);
+    cr_expect_eq(st.bytes_out, 14, "bytes_out = %llu", (unsigned long long)st.bytes_out);
+    cr_expect_eq(st.conns_open, 0, "conns_open = %llu", (unsigned long long)st.conns_open);
+    cr_expect_eq(atomic_load(&server.opened), 1);
+    cr_expect_eq(atomic_load(&server.closed_by[OVL_CLOSE_PEER]), 1,
+                 "close reasons: peer %d reset %d error %d local %d stop %d",
+                 atomic_load(&server.closed_by[OVL_CLOSE_PEER]), atomic_load(&server.closed_by[OVL_CLOSE_RESET]),
+                 atomic_load(&server.closed_by[OVL_CLOSE_ERROR]), atomic_load(&server.closed_by[OVL_CLOSE_LOCAL]),
+                 atomic_load(&server.closed_by[OVL_CLOSE_ENGINE_STOP]));
+    server_destroy(&server);
+}
+
+/* ---- streaming through one connection ---- */
+
+struct sender {
+    int fd;
+    uint64_t total;
+    uint32_t seed;
+    int result;      /* 0 or -errno */
+    uint64_t sent;
+};
+
+static void *sender_main(void *arg)
+{
+    struct sender *s = arg;
+    /* Chunk sizes that do not line up with the engine's 4096-byte buffers nor with each other. */
+    static const size_t sizes[] = { 1, 4095, 65536, 7, 4097, 300000, 13, 131072, 1000 };
+    size_t cap = 300000;
+    char *chunk = malloc(cap);
+    if (!chunk) {
+        s->result = -ENOMEM;
+        return NULL;
+    }
+    unsigned k = 0;
+    while (s->sent < s->total) {
+        size_t n = sizes[k++ % (sizeof(sizes) / sizeof(sizes[0]))];
+        if (n > s->total - s->sent)
+            n = (size_t)(s->total - s->sent);
+        sup_pattern_fill(chunk, n, s->seed, s->sent);
+        int rc = sup_send_all(s->fd, chunk, n);
+        if (rc < 0) {
+            s->result = rc;
+            break;
+        }
+        s->sent += n;
+    }
+    shutdown(s->fd, SHUT_WR);
+    free(chunk);
+    return NULL;
+}
+
+static void stream_through(uint64_t total, int threads, uint32_t buffer_size)
+{
+    struct echo_server server;
+    server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = threads, .buffer_size = buffer_size });
+
+    int fd = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+
+    /* Send on a thread and receive here: one thread doing both would deadlock once both socket buffers fill. */
+    struct sender s = { .fd = fd, .total = total, .seed = 0x5eed0000u + (uint32_t)(total >> 20) };
+    pthread_t thread;
+    cr_assert_eq(pthread_create(&thread, NULL, sender_main, &s), 0);
+
+    size_t cap = 1 << 20;
+    char *buf = malloc(cap);
+    cr_assert(buf);
+    uint64_t received = 0;
+    int recv_err = 0;
+    uint64_t bad_at = UINT64_MAX;
+    for (;;) {
+        ssize_t n = recv(fd, buf, cap, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            recv_err = errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        if (bad_at == UINT64_MAX) {
+            size_t bad = sup_pattern_check(buf, (size_t)n, s.seed, received);
+            if (bad != (size_t)n)
+                bad_at = received + bad;
+        }
+        received += (uint64_t)n;
+        if (received > total || bad_at != UINT64_MAX)
+            break;
+    }
+    if (recv_err || bad_at != UINT64_MAX || received != total)
+        shutdown(fd, SHUT_RDWR); /* unblock the sender before joining it */
+    pthread_join(thread, NULL);
+    free(buf);
+
+    cr_assert_eq(bad_at, UINT64_MAX, "echoed stream differs at byte %llu (of %llu)", (unsigned long long)bad_at,
+                 (unsigned long long)total);
+    cr_assert_eq(recv_err, 0, "receive failed after %llu of %llu bytes: %s (sender had sent %llu)",
+                 (unsigned long long)received, (unsigned long long)total, strerror(recv_err),
+                 (unsigned long long)s.sent);
+    cr_assert_eq(s.result, 0, "send failed after %llu bytes: %s", (unsigned long long)s.sent, strerror(-s.result));
+    cr_assert_eq(received, total, "received %llu bytes before EOF, sent %llu", (unsigned long long)received,
+                 (unsigned long long)total);
+    close(fd);
+
+    uint64_t one = 1;
+    ovl_stats st;
+    wait_stats(server.engine, closed_at_least, &one, 3000, &st);
+    cr_expect_eq(st.bytes_in, total, "bytes_in = %llu", (unsigned long long)st.bytes_in);
+    cr_expect_eq(st.bytes_out, total, "bytes_out = %llu", (unsigned long long)st.bytes_out);
+    cr_expect_eq(atomic_load(&server.send_failures), 0, "ovl_send_buf failed %d times on a healthy connection",
+                 atomic_load(&server.send_failures));
+    cr_log_info("streamed %llu bytes: msgs_in %llu msgs_out %llu recv_nobufs %llu", (unsigned long long)total,
+                (unsigned long long)st.msgs_in, (unsigned long long)st.msgs_out, (unsigned long long)st.recv_nobufs);
+    server_destroy(&server);
+}
+
+Test(engine, stream_1mib_small_buffers, .timeout = 30)
+{
+    stream_through(1u << 20, 1, 4096);
+}
+
+Test(engine, stream_64mib_small_buffers, .timeout = 120)
+{
+    stream_through(64u << 20, 2, 4096);
+}
+
+/* ---- many connections at once ---- */
+
+struct client {
+    int fd;
+    uint32_t seed;
+    size_t len, sent, received;
+    char *out, *in;
+    bool eof;
+    int err;
+};
+
+Test(engine, many_concurrent_connections, .timeout = 90)
+{
+    enum { N = 500 };
+    long nofile = sup_raise_nofile();
+    cr_assert(nofile >= N + 64, "RLIMIT_NOFILE is %ld, need %d", nofile, N + 64);
+
+    struct echo_server server;
+    server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 2 });
+
+    struct client *c = calloc(N, sizeof(*c));
+    cr_assert(c);
+    for (int i = 0; i < N; i++) {
+        c[i].seed = 1000u + (uint32_t)i;
+        c[i].len = 1000 + (size_t)(i * 37) % 9000; /* distinct lengths and contents */
+        c[i].out = malloc(c[i].len);
+        c[i].in = malloc(c[i].len);
+        cr_assert(c[i].out && c[i].in);
+        sup_pattern_fill(c[i].out, c[i].len, c[i].seed, 0);
+        c[i].fd = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+        cr_assert(c[i].fd >= 0, "connect #%d: %s", i, strerror(-c[i].fd));
+    }
+    /* Everyone is connected before anyone sends, so all 500 are open in the engine at the same time. */
+    int opened = atomic_wait_at_least(&server.opened, N, 10000);
+    cr_assert_eq(opened, N, "on_open ran %d times for %d connections", opened, N);
+    ovl_stats st;
+    ovl_engine_stats(server.engine, &st);
+    cr_expect_eq(st.conns_open, N, "conns_open = %llu", (unsigned long long)st.conns_open);
+
+    struct pollfd *pfd = calloc(N, sizeof(*pfd));
+    int *index = calloc(N, sizeof(*index));
+    cr_assert(pfd && index);
+    int64_t deadline = sup_now_ms() + 30000;
+    int done = 0;
+    while (done < N && sup_now_ms() < deadline) {
+        int n = 0;
+        for (int i = 0; i < N; i++) {
+            if (c[i].eof || c[i].err)
+                continue;
+            pfd[n] = (struct pollfd){ .fd = c[i].fd, .events = POLLIN | (c[i].sent < c[i].len ? POLLOUT : 0) };
+            index[n++] = i;
+        }
+        int ready = poll(pfd, (nfds_t)n, 200);
+        cr_assert(ready >= 0 || errno == EINTR, "poll: %s", strerror(errno));
+        for (int k = 0; k < n && ready > 0; k++) {
+            struct client *cl = &c[index[k]];
+            if (pfd[k].revents & POLLOUT) {
+                ssize_t w = send(cl->fd, cl->out + cl->sent, cl->len - cl->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (w > 0) {
+                    cl->sent += (size_t)w;
+                    if (cl->sent == cl->len)
+                        shutdown(cl->fd, SHUT_WR);
+                } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+                    cl->err = errno;
+                    done++;
+                    continue;
+                }
+            }
+            if (pfd[k].revents & (POLLIN | POLLHUP | POLLERR)) {
+                char *dst = cl->in + cl->received;
+                size_t room = cl->len - cl->received;
+                char spill[1];
+                ssize_t r = room ? recv(cl->fd, dst, room, MSG_DONTWAIT) : recv(cl->fd, spill, 1, MSG_DONTWAIT);
+                if (r > 0 && room == 0) {
+                    cl->err = EMSGSIZE; /* more bytes than were sent */
+                    done++;
+                } else if (r > 0) {
+                    cl->received += (size_t)r;
+                } else if (r == 0) {
+                    cl->eof = true;
+                    done++;
+                } else if (errno != EAGAIN && errno != EINTR) {
+                    cl->err = errno;
+                    done++;
+                }
+            }
+        }
+    }
+
+    int complete = 0, first_bad = -1;
+    for (int i = 0; i < N; i++) {
+        bool ok = c[i].eof && !c[i].err && c[i].received == c[i].len &&
+                  sup_pattern_check(c[i].in, c[i].len, c[i].seed, 0) == c[i].len;
+        if (ok)
+            complete++;
+        else if (first_bad < 0)
+            first_bad = i;
+    }
+    if (first_bad >= 0) {
+        struct client *cl = &c[first_bad];
+        size_t bad = sup_pattern_check(cl->in, cl->received, cl->seed, 0);
+        cr_assert_fail("%d of %d connections echoed intact; first bad #%d: sent %zu/%zu, received %zu, eof %d, "
+                       "error %s, first differing byte %zu",
+                       complete, N, first_bad, cl->sent, cl->len, cl->received, cl->eof,
+                       cl->err ? strerror(cl->err) : "none", bad);
+    }
+    for (int i = 0; i < N; i++) {
+        close(c[i].fd);
+        free(c[i].out);
+        free(c[i].in);
+    }
+    uint64_t all = N;
+    wait_stats(server.engine, closed_at_least, &all, 5000, &st);
+    cr_expect_eq(st.conns_accepted, N, "conns_accepted = %llu", (unsigned long long)st.conns_accepted);
+    cr_expect_eq(st.conns_closed, N, "conns_closed = %llu", (unsigned long long)st.conns_closed);
+    free(c);
+    free(pfd);
+    free(index);
+    server_destroy(&server);
+}
+
+/* ---- address families ---- */
+
+static void expect_single_address(const struct echo_server *server, const char *want_prefix)
+{
+    char want[80];
+    snprintf(want, sizeof(want), "%s:%d", want_prefix, server->port);
+    int count = ovl_listener_count(server->listener);
+    cr_assert_eq(count, 1, "listener has %d addresses, want 1 (%s)", count, want);
+    const char *got = ovl_listener_address(server->listener, 0);
+    cr_assert(got != NULL);
+    cr_assert_str_eq(got, want);
+}
+
+Test(engine, listen_ipv6_loopback, .timeout = 20)
+{
+    require_ipv6("engine::listen_ipv6_loopback");
+    struct echo_server server;
+    server_start(&server, &(struct server_opts){ .host = "::1", .threads = 1 });
+    expect_single_address(&server, "[::1]");
+    echo_roundtrip_once("::1", server.port, 61, 100000);
+    /* Bound to ::1 only: the same port on 127.0.0.1 is nobody's. */
+    int fd = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+    if (fd >= 0)
+        close(fd);
+    cr_expect_eq(fd, -ECONNREFUSED, "connect 127.0.0.1 to a ::1-only listener: %s",
+                 fd >= 0 ? "connected" : strerror(-fd));
+    server_destroy(&server);
+}
+
+Test(engine, listen_ipv4_loopback, .timeout = 20)
+{
+    struct echo_server server;
+    server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1 });
+    expect_single_address(&server, "127.0.0.1");
+    echo_roundtrip_once("127.0.0.1", server.port, 41, 100000);
+    server_destroy(&server);
+}
+
+Test(engine, listen_any_dual_stack, .timeout = 20)
+{
+    require_ipv6("engine::listen_any_dual_stack");
+    struct echo_server server;
+    server_start(&server, &(struct server_opts){ .host = NULL, .threads = 2 });
+    int count = ovl_listener_count(server.listener);
+    cr_assert(count >= 1, "listener has %d addresses", count);
+    char suffix[16];
+    snprintf(suffix, sizeof(suffix), ":%d", server.port);
+    for (int i = 0; i < count; i++) {
+        const char *a = ovl_listener_address(server.listener, i);
+        cr_assert(a != NULL);
+        cr_log_info("NULL host listener address %d: %s", i, a);
+        size_t la = strlen(a), ls = strlen(suffix);
+        cr_expect(la > ls && strcmp(a + la - ls, suffix) == 0, "address \"%s\" does not end in \"%s\"", a, suffix);
+    }
+    echo_roundtrip_once("127.0.0.1", server.port, 4, 50000);
+    echo_roundtrip_once("::1", server.port, 6, 50000);
+    ovl_stats st;
+    uint64_t two = 2;
+    wait_stats(server.engine, closed_at_least, &two, 3000, &st);
+    cr_expect_eq(st.conns_accepted, 2);
+    server_destroy(&server);
+}
+
+/* Listeners added to a running engine accept at once. */
+Test(engine, listen_after_start, .timeout = 20)
+{
+    struct echo_server server;
+    server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 2, .start_before_listen = true });
+    echo_roundtrip_once("127.0.0.1", server.port, 77, 20000);
+    server_destroy(&server);
+}
+
+/* ---- outbound connections ---- */
+
+struct outbound {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    const char *msg;
+    size_t msg_len;
+    bool opened, closed, shut;
+    int open_count, close_count;
+    ovl_close_reason reason;
+    int err;
+    int send_rc;
+    char peer[80];
+    char got[256];
+    size_t got_len;
+};
+
+static void outbound_init(struct outbound *o, const char *msg)
+{
+    memset(o, 0, sizeof(*o));
+    pthread_mutex_init(&o->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&o->cv, &attr);
+    pthread_condattr_destroy(&attr);
+    o->msg = msg;
+    o->msg_len = msg ? strlen(msg) : 0;
+}
+
+static void out_open(ovl_conn *conn, void *user)
+{
+    struct outbound *o = user;
+    const char *peer = ovl_conn_peer(conn);
+    int rc = o->msg_len ? ovl_send(conn, o->msg, o->msg_len) : 0;
+    pthread_mutex_lock(&o->mu);
+    o->opened = true;
+    o->open_count++;
+    o->send_rc = rc;
+    snprintf(o->peer, sizeof(o->peer), "%s", peer ? peer : "(null)");
+    pthread_cond_broadcast(&o->cv);
+    pthread_mutex_unlock(&o->mu);
+    if (rc < 0)
+        ovl_close(conn);
+}
+
+static void out_data(ovl_conn *conn, ovl_buf *buf)
+{
+    struct outbound *o = ovl_conn_user(conn);
+    size_t n = ovl_buf_len(buf);
+    pthread_mutex_lock(&o->mu);
+    size_t room = sizeof(o->got) - o->got_len;
+    memcpy(o->got + o->got_len, ovl_buf_data(buf), n < room ? n : room);
+    o->got_len += n < room ? n : room;
+    bool shut_now = !o->shut && o->got_len >= o->msg_len;
+    if (shut_now)
+        o->shut = true;
+    pthread_mutex_unlock(&o->mu);
+    ovl_buf_release(buf);
+    /* Everything is back: half-close; the echo side answers with its own FIN, ending this one with OVL_CLOSE_PEER. */
+    if (shut_now)
+        ovl_shutdown(conn);
+}
+
+static void out_close(ovl_conn *conn, ovl_close_reason reason, int err)
+{
+    struct outbound *o = ovl_conn_user(conn);
+    pthread_mutex_lock(&o->mu);
+    o->closed = true;
+    o->close_count++;
+    o->reason = reason;
+    o->err = err;
+    pthread_cond_broadcast(&o->cv);
+    pthread_mutex_unlock(&o->mu);
+}
+
+static const ovl_callbacks out_callbacks = {
+    .on_open = out_open,
+    .on_data = out_data,
+    .on_close = out_close,
+};
+
+static bool outbound_wait_closed(struct outbound *o, int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&o->mu);
+    while (!o->closed)
+        if (pthread_cond_timedwait(&o->cv, &o->mu, &until) != 0)
+            break;
+    bool closed = o->closed;
+    pthread_mutex_unlock(&o->mu);
+    return closed;
+}
+
+static void skip_because(const char *step, int e)
+{
+    /* Never silently: the reason goes to stderr and into Criterion's skip message. */
+    fprintf(stderr, "engine::connect_tries_every_address: SKIPPED: %s failed: %s (needs root / CAP_SYS_ADMIN to fake "
+                    "a multi-address name in a private mount namespace)\n", step, strerror(e));
+    cr_skip_test("%s failed: %s (needs CAP_SYS_ADMIN to fake a multi-address name)", step, strerror(e));
+}
+
+/* A name with two addresses where the first refuses: ovl_connect must move on to the second. */
+Test(engine, connect_tries_every_address, .timeout = 30)
+{
+    static const char name[] = "multi.overlap.test";
+    require_ipv6("engine::connect_tries_every_address");
+    if (unshare(CLONE_NEWNS) != 0)
+        skip_because("unshare(CLONE_NEWNS)", errno);
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+        skip_because("mount(\"/\", MS_REC|MS_PRIVATE)", errno);
+    char path[] = "/tmp/overlap-test-hosts-XXXXXX";
+    int hfd = mkstemp(path);
+    cr_assert(hfd >= 0, "mkstemp: %s", strerror(errno));
+    static const char hosts[] = "::1 multi.overlap.test\n127.0.0.1 multi.overlap.test\n";
+    cr_assert_eq(write(hfd, hosts, sizeof(hosts) - 1), (ssize_t)(sizeof(hosts) - 1));
+    close(hfd);
+    if (mount(path, "/etc/hosts", NULL, MS_BIND, NULL) != 0) {
+        int e = errno;
+        unlink(path);
+        skip_because("bind-mount over /etc/hosts", e);
+    }
+    unlink(path); /* the bind mount keeps the file alive for this process's namespace */
+
+    /* What the resolver returns, in order: the test listens on the second address only. ovl_target_resolve asks
+     * with AI_ADDRCONFIG first, which on a host without a non-loopback IPv6 address hides ::1; ask the same way. */
+    int families[4], count = 0;
+    for (int pass = 0; pass < 2 && count == 0; pass++) {
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                                  .ai_flags = pass == 0 ? AI_ADDRCONFIG : 0 };
+        struct addrinfo *res = NULL;
+        int grc = getaddrinfo(name, "1", &hints, &res);
+        if (grc != 0 && pass == 1)
+            cr_assert_fail("getaddrinfo(%s) after the bind mount: %s", name, gai_strerror(grc));
+        for (struct addrinfo *ai = grc == 0 ? res : NULL; ai && count < 4; ai = ai->ai_next)
+            families[count++] = ai->ai_family;
+        if (grc == 0)
+            freeaddrinfo(res);
+    }
+    if (count == 1) {
+        fprintf(stderr, "engine::connect_tries_every_address: SKIPPED: getaddrinfo(%s, AI_ADDRCONFIG) returns one "
+                        "address on this host (no non-loopback address of the other family)\n", name);
+        cr_skip_test("getaddrinfo(%s, AI_ADDRCONFIG) returns one address on this host", name);
+    }
+    cr_assert_eq(count, 2, "getaddrinfo(%s) returned %d addresses, want 2 (::1 and 127.0.0.1)", name, count);
+    cr_assert_neq(families[0], families[1], "getaddrinfo(%s) returned the same family twice", name);
+    const char *first = families[0] == AF_INET6 ? "::1" : "127.0.0.1";
+    const char *second = families[1] == AF_INET6 ? "::1" : "127.0.0.1";
+    const char *second_shown = families[1] == AF_INET6 ? "[::1]" : "127.0.0.1";
+    cr_log_info("getaddrinfo(%s): %s then %s", name, first, second);
+
+    struct echo_server server;
+    server_start(&server, &(struct server_opts){ .host = second, .threads = 2 });
+    int probe = sup_connect(first, server.port, IO_TIMEOUT_MS);
+    if (probe >= 0)
+        close(probe);
+    cr_assert_eq(probe, -ECONNREFUSED, "the first address %s port %d must refuse, but: %s", first, server.port,
+                 probe >= 0 ? "it accepted" : strerror(-probe));
+
+    char port[16];
+    snprintf(port, sizeof(port), "%d", server.port);
+    ovl_target *target = NULL;
+    ovl_error_info err;
+    memset(&err, 0, sizeof(err));
+    int rc = ovl_target_resolve(&target, name, port, &err);
+    cr_assert_eq(rc, 0, "ovl_target_resolve(%s, %s) = %d: %s: %s", name, port, rc, err.what, err.text);
+
+    struct outbound o;
+    outbound_init(&o, "through the engine and back");
+    rc = ovl_connect(server.engine, target, &out_callbacks, &o);
+    cr_assert_eq(rc, 0, "ovl_connect = %d (%s)", rc, ovl_strerror(rc));
+    bool closed = outbound_wait_closed(&o, 10000);
+
+    pthread_mutex_lock(&o.mu);
+    cr_assert(o.opened, "on_open never ran (closed %d, reason %d %s, err %d %s)", closed, (int)o.reason,
+              closed ? ovl_close_reason_name(o.reason) : "-", o.err, ovl_strerror(o.err));
+    cr_assert_eq(o.open_count, 1);
+    char want_peer[80];
+    snprintf(want_peer, sizeof(want_peer), "%s:%d", second_shown, server.port);
+    cr_expect_str_eq(o.peer, want_peer, "ovl_conn_peer = %s, want %s", o.peer, want_peer);
+    cr_assert_eq(o.send_rc, 0, "ovl_send in on_open = %d", o.send_rc);
+    cr_assert(closed, "the outbound connection did not finish within 10 s (%zu bytes back)", o.got_len);
+    cr_assert_eq(o.got_len, o.msg_len, "%zu bytes came back, sent %zu", o.got_len, o.msg_len);
+    cr_assert(memcmp(o.got, o.msg, o.msg_len) == 0, "echo through the outbound connection: \"%.*s\"", (int)o.got_len,
+              o.got);
+    cr_expect_eq(o.reason, OVL_CLOSE_PEER, "close reason %d (%s), err %d", (int)o.reason,
+                 ovl_close_reason_name(o.reason), o.err);
+    cr_expect_eq(o.close_count, 1);
+    pthread_mutex_unlock(&o.mu);
+
+    ovl_stats st;
+    ovl_engine_stats(server.engine, &st);
+    cr_expect_eq(st.conns_connected, 1, "conns_connected = %llu", (unsigned long long)st.conns_connected);
+    cr_expect_eq(st.connect_failures, 0, "connect_failures = %llu", (unsigned long long)st.connect_failures);
+    cr_expect_eq(atomic_load(&server.opened), 1);
+    server_destroy(&server);
+    ovl_target_free(target);
+}
+
+Test(engine, connect_refused, .timeout = 20)
+{
+    /* A bound socket that never listens: its port refuses connections, and nobody else can take it meanwhile. */
+    int port = 0;
+    int holder = sup_tcp_bind("127.0.0.1", 0, false, &port);
+    cr_assert(holder >= 0, "bind: %s", strerror(-holder));
+
+    struct echo_server server;
+    server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1 });
+    char port_text[16];
+    snprintf(port_text, sizeof(port_text), "%d", port);
+    ovl_target *target = NULL;
+    ovl_error_info err;
+    memset(&err, 0, sizeof(err));
+    int rc = ovl_target_resolve(&target, "127.0.0.1", port_text, &err);
+    cr_assert_eq(rc, 0, "ovl_target_resolve = %d: %s: %s", rc, err.what, err.text);
+    cr_expect(strstr(ovl_target_name(target), port_text) != NULL, "ovl_target_name = %s", ovl_target_name(target));
+
+    struct outbound o;
+    outbound_init(&o, "nobody hears this");
+    rc = ovl_connect(server.engine, target, &out_callbacks, &o);
+    cr_assert_eq(rc, 0, "ovl_connect = %d (%s)", rc, ovl_strerror(rc));
+    bool closed = outbound_wait_closed(&o, 10000);
+    cr_assert(closed, "on_close did not run within 10 s");
+    pthread_mutex_lock(&o.mu);
+    cr_expect(!o.opened, "on_open ran for a refused connection (peer %s)", o.peer);
+    cr_assert_eq(o.reason, OVL_CLOSE_CONNECT_FAILED, "close reason %d (%s), want OVL_CLOSE_CONNECT_FAILED",
+                 (int)o.reason, ovl_close_reason_name(o.reason));
+    cr_assert_eq(o.err, -ECONNREFUSED, "err = %d (%s), want -ECONNREFUSED (%d)", o.err, ovl_strerror(o.err),
+                 -ECONNREFUSED);
+    cr_expect_eq(o.close_count, 1);
+    pthread_mutex_unlock(&o.mu);
+
+    ovl_stats st;
+    bool ok = wait_stats(server.engine, has_connect_failure, NULL, 2000, &st);
+    cr_assert(ok, "stats.connect_failures stayed 0");
+    cr_assert_eq(st.connect_failures, 1, "connect_failures = %llu", (unsigned long long)st.connect_failures);
+    cr_expect_eq(st.conns_connected, 0);
+    server_destroy(&server);
+    ovl_target_free(target);
+    close(holder);
+}
+
+/* ---- failures of peers and of the system ---- */
+
+Test(engine, peer_reset_mid_stream, .timeout = 30)
+{
+    struct echo_server server;
+    server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1, .buffer_size = 4096 });
+
+    /* Both connections on the one worker: the reset of one must not disturb the other. */
+    int keep = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+    cr_assert(keep >= 0, "connect: %s", strerror(-keep));
+    echo_exchange(keep, "before the reset", 9, 0, 5000);
+
+    int victim = sup_connect("127.0.0.1", server.port, 2000);
+    cr_assert(victim >= 0, "connect: %s", strerror(-victim));
+    size_t len = 512 * 1024;
+    char *data = malloc(len);
+    cr_assert(data);
+    sup_pattern_fill(data, len, 3, 0);
+    /* May stop short (send timeout) once the unread echo fills the buffers; that is fine, the stream is busy. */
+    int rc = sup_send_all(victim, data, len);
+    cr_assert(rc == 0 || rc == -EAGAIN, "send: %s", strerror(-rc));
+    size_t got = 0;
+    sup_recv_exact(victim, data, 4096, &got);
+    cr_assert_eq(got, 4096, "the victim got %zu echoed bytes before the reset", got);
+    cr_assert_eq(sup_pattern_check(data, 4096, 3, 0), 4096);
+    free(data);
+    sup_close_reset(victim);
+
+    for (uint64_t i = 0; i < 5; i++)
+        echo_exchange(keep, "after the reset", 9, 5000 + i * 3000, 3000);
+
+    ovl_stats st;
+    bool ok = wait_stats(server.engine, has_reset, NULL, 5000, &st);
+    cr_assert(ok, "stats.resets = 0 five seconds after the reset (errors %llu, closed %llu; close reasons: reset %d "
+                  "error %d peer %d)",
+              (unsigned long long)st.errors, (unsigned long long)st.conns_closed,
+              atomic_load(&server.closed_by[OVL_CLOSE_RESET]), atomic_load(&server.closed_by[OVL_CLOSE_ERROR]),
+              atomic_load(&server.closed_by[OVL_CLOSE_PEER]));
+    cr_expect_eq(atomic_load(&server.closed_by[OVL_CLOSE_RESET]), 1);
+    cr_expect_eq(st.conns_open, 1, "conns_open = %llu", (unsigned long long)st.conns_open);
+
+    echo_exchange(keep, "long after the reset", 9, 50000, 10000);
+    shutdown(keep, SHUT_WR);
+    char tail[16];
+    ssize_t n = sup_recv_to_eof(keep, tail, sizeof(tail), &got);
+    cr_assert(n == 0, "after half-close: %zd (%s), %zu more bytes", n, n < 0 ? strerror((int)-n) : "", got);
+    close(keep);
+    server_destroy(&server);
+}
+
+Test(engine, listen_port_in_use, .timeout = 20)
+{
+    int port = 0;
+    int holder = sup_tcp_bind("127.0.0.1", 0, true, &port);
+    cr_assert(holder >= 0, "bind: %s", strerror(-holder));
+
+    ovl_config config;
+    ovl_config_init(&config);
+    config.threads = 1;
+    config.backend = test_backend();
+    ovl_engine *engine = NULL;
+    ovl_error_info err;
+    memset(&err, 0, sizeof(err));
+    int rc = ovl_engine_create(&engine, &config, &err);
+    cr_assert_eq(rc, 0, "ovl_engine_create = %d: %s: %s", rc, err.what, err.text);
+
+    char port_text[16], want_what[64];
+    snprintf(port_text, sizeof(port_text), "%d", port);
+    snprintf(want_what, sizeof(want_what), "bind 127.0.0.1:%d", port);
+    ovl_listener *listener = NULL;
+    memset(&err, 0, sizeof(err));
+    rc = ovl_listen(engine, "127.0.0.1", port_text, &echo_callbacks, NULL, &listener, &err);
+    cr_assert_eq(rc, -EADDRINUSE, "ovl_listen on a held port = %d (%s), want -EADDRINUSE", rc, ovl_strerror(rc));
+    cr_expect_eq(err.code, -EADDRINUSE, "err.code = %d", err.code);
+    cr_expect_str_eq(err.what, want_what);
+    cr_expect(strstr(err.text, "Address already in use") != NULL, "err.text = \"%s\"", err.text);
+
+    /* The failed listen leaves the engine usable. */
+    struct echo_server server;
+    memset(&server, 0, sizeof(server));
+    server.engine = engine;
+    server_listen(&server, "127.0.0.1", "0");
+    server_start_engine(&server);
+    echo_roundtrip_once("127.0.0.1", server.port, 5, 1000);
+    server_destroy(&server);
+    close(holder);
+}
+
+/* ---- graceful stop ---- */
+
+static void expect_stop_reason(struct echo_server *server, uint64_t bytes_out)
+{
+    ovl_stats st;
+    ovl_engine_stats(server->engine, &st);
+    cr_expect_eq(st.conns_open, 0, "conns_open after stop = %llu", (unsigned long long)st.conns_open);
+    cr_expect_eq(st.bytes_out, bytes_out, "bytes_out = %llu, want %llu", (unsigned long long)st.bytes_out,
+                 (unsigned long long)bytes_out);
+    cr_expect_eq(atomic_load(&server->closed), 1);
+    cr_expect_eq(atomic_load(&server->closed_by[OVL_CLOSE_ENGINE_STOP]), 1,
+                 "close reasons: stop %d peer %d reset %d error %d local %d",
+                 atomic_load(&server->closed_by[OVL_CLOSE_ENGINE_STOP]),
+                 atomic_load(&server->closed_by[OVL_CLOSE_PEER]), atomic_load(&server->closed_by[OVL_CLOSE_RESET]),
+                 atomic_load(&server->closed_by[OVL_CLOSE_ERROR]), atomic_load(&server->closed_by[OVL_CLOSE_LOCAL]));
+}
+
+/* Client sends A and reads its echo, sends B, and the engine is told to stop 100 ms later. Returns the connected
+ * socket after B went out; B's pattern continues A's at offset a_len. */
+static int send_a_then_b(const struct echo_server *server, size_t a_len, size_t b_len)
+{
+    int fd = sup_connect("127.0.0.1", server->port, IO_TIMEOUT_MS);
+    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+    echo_exchange(fd, "A", 21, 0, a_len);
+    char *b = malloc(b_len);
+    cr_assert(b);
+    sup_pattern_fill(b, b_len, 21, a_len);
+    int rc = sup_send_all(fd, b, b_len);
+    cr_assert_eq(rc, 0, "send B: %s", strerror(-rc));
+    free(b);
+    sup_sleep_ms(100);
+    return fd;
+}
+
+static void expect_b_then_eof(int fd, size_t a_len, size_t b_len)
+{
+    char *in = malloc(b_len);
+    cr_assert(in);
+    size_t got = 0;
+    ssize_t n = sup_recv_to_eof(fd, in, b_len, &got);
+    cr_assert(n >= 0, "after stop: receive failed after %zu of %zu bytes of B's echo: %s", got, b_len,
+              strerror((int)-n));
+    cr_assert_eq(got, b_len, "after stop: %zu of %zu bytes of B's echo, then EOF", got, b_len);
+    size_t bad = sup_pattern_check(in, b_len, 21, a_len);
+    cr_assert_eq(bad, b_len, "B's echo differs at byte %zu", bad);
+    free(in);
+}
+
+/* Stop requested while the client is still there: B's echo in full, then EOF; once the client closes too, the
+ * engine finishes without waiting for the drain deadline. */
+Test(engine, graceful_stop_drains_open_connection, .timeout = 30)
+{
+    struct echo_server server;
+    server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1, .drain_timeout_ms = 4000 });
+    const size_t a_len = 16 * 1024, b_len = 48 * 1024;
+    int fd = send_a_then_b(&server, a_len, b_len);
+
+    int64_t t0 = sup_now_ms();
+    ovl_engine_request_stop(server.engine);
+    expect_b_then_eof(fd, a_len, b_len);
+    close(fd);
+    ovl_engine_wait(server.engine);
+    int64_t took = sup_now_ms() - t0;
+    cr_log_info("request_stop to wait returning: %lld ms", (long long)took);
+    cr_expect(took < 2500, "the engine took %lld ms to stop after its last client closed (drain timeout 4000 ms)",
+              (long long)took);
+    expect_stop_reason(&server, a_len + b_len);
+    server_destroy(&server);
+}
+
+/* ovl_engine_stop from the test thread with the client not reading until it returns: the drain deadline ends the
+ * wait, and still nothing already received is lost: B's echo in full, then EOF (no reset). */
+Test(engine, graceful_stop_from_test_thread, .timeout = 30)
+{
+    struct echo_server server;
+    server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1, .drain_timeout_ms = 1000 });
+    const size_t a_len = 16 * 1024, b_len = 48 * 1024;
+    int fd = send_a_then_b(&server, a_len, b_len);
+
+    int64_t t0 = sup_now_ms();
+    ovl_engine_stop(server.engine);
+    int64_t took = sup_now_ms() - t0;
+    cr_log_info("ovl_engine_stop took %lld ms (drain timeout 1000 ms)", (long long)took);
+    cr_expect(took < 1000 + 2000, "ovl_engine_stop took %lld ms with a 1000 ms drain timeout", (long long)took);
+
+    expect_b_then_eof(fd, a_len, b_len);
+    close(fd);
+    expect_stop_reason(&server, a_len + b_len);
+    server_destroy(&server);
+}
