@@ -118,6 +118,9 @@ OVL_API int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_er
 OVL_API int ovl_engine_start(ovl_engine *engine, ovl_error_info *err);
 /* Name of the backend in use: "io_uring", "epoll", "iocp". */
 OVL_API const char *ovl_engine_backend(const ovl_engine *engine);
+/* NULL, or one line saying why the default backend is not the preferred one ("io_uring unavailable
+ * (io_uring_setup: Operation not permitted), using epoll"), for the program to show. */
+OVL_API const char *ovl_engine_notice(const ovl_engine *engine);
 /* Number of worker threads. */
 OVL_API int ovl_engine_threads(const ovl_engine *engine);
 /* Graceful stop, without waiting: stop accepting, let every connection finish echoing what it already received

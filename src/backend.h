@@ -19,6 +19,9 @@
 struct ovl__backend {
     const char *name;
     size_t conn_extra;                 /* bytes of backend state per connection */
+    /* Optional: can this backend run here (a kernel or sandbox may forbid it)? 0, or a negative error with err
+     * filled. Used to pick the default backend. */
+    int (*available)(ovl_error_info *err);
     /* Set up the worker's state on the worker thread (rings must be created by the thread that submits). */
     int (*worker_init)(struct ovl__worker *worker, ovl_error_info *err);
     /* Run the event loop until worker->finished. */
@@ -60,5 +63,12 @@ extern const struct ovl__backend ovl__backend_epoll;
 
 /* The backend for a name ("io_uring"; NULL = best available), or NULL. */
 const struct ovl__backend *ovl__backend_find(const char *name);
+const struct ovl__backend *ovl__backend_fallback(const struct ovl__backend *backend);
+
+#ifdef _WIN32
+#define OVL__BACKEND_NAMES "iocp"
+#else
+#define OVL__BACKEND_NAMES "io_uring, epoll"
+#endif
 
 #endif

@@ -124,6 +124,19 @@ static int ring_init(struct uring_worker *uw, ovl_error_info *err)
     return rc;
 }
 
+/* Containers and hardened kernels forbid io_uring (seccomp, kernel.io_uring_disabled): find out before choosing it. */
+static int available(ovl_error_info *err)
+{
+    struct io_uring probe;
+    int rc = io_uring_queue_init(2, &probe, 0);
+    if (rc < 0) {
+        ovl__error_set(err, rc, NULL, "io_uring_setup");
+        return rc;
+    }
+    io_uring_queue_exit(&probe);
+    return 0;
+}
+
 static void pool_put(struct ovl__worker *worker, ovl_buf *slot)
 {
     struct uring_worker *uw = state_of(worker);
@@ -534,6 +547,7 @@ static void worker_run(struct ovl__worker *worker)
 const struct ovl__backend ovl__backend_uring = {
     .name = "io_uring",
     .conn_extra = sizeof(struct uring_conn),
+    .available = available,
     .worker_init = worker_init,
     .worker_run = worker_run,
     .worker_destroy = worker_destroy,

@@ -96,6 +96,8 @@ int main(int argc, char **argv)
         ovl_engine_destroy(engine);
         return 1;
     }
+    if (ovl_engine_notice(engine))
+        fprintf(stderr, "overlap-echo: %s\n", ovl_engine_notice(engine));
     printf("overlap-echo %s: %s backend, %d worker thread%s\n", ovl_version(), ovl_engine_backend(engine),
            ovl_engine_threads(engine), ovl_engine_threads(engine) == 1 ? "" : "s");
     for (int i = 0; i < ovl_listener_count(listener); i++)

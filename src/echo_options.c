@@ -20,7 +20,7 @@ const char echo_usage[] =
     "  --buffer-count N   receive buffers per worker thread (default 1024)\n"
     "  --stats SECONDS    print a stats line every SECONDS\n"
     "  --drain-timeout S  on SIGINT/SIGTERM, finish echoing for at most S seconds (default 5)\n"
-    "  --backend NAME     io_uring (default where available)\n"
+    "  --backend NAME     io_uring (default; epoll where io_uring is forbidden), epoll; iocp on Windows\n"
     "  --help             this text\n"
     "  --version          print the version\n";
 

@@ -40,6 +40,17 @@ const struct ovl__backend *ovl__backend_find(const char *name)
     return NULL;
 }
 
+/* What the default backend falls back to when it cannot run here. */
+const struct ovl__backend *ovl__backend_fallback(const struct ovl__backend *backend)
+{
+#ifdef _WIN32
+    (void)backend;
+    return NULL;
+#else
+    return backend == &ovl__backend_uring ? &ovl__backend_epoll : NULL;
+#endif
+}
+
 static uint32_t round_up_power_of_two(uint32_t n)
 {
     uint32_t p = 1;
@@ -64,9 +75,25 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
     }
     const struct ovl__backend *backend = ovl__backend_find(config->backend);
     if (!backend) {
-        ovl__error_set(err, -ENOTSUP, "not built into this library (have: io_uring)", "backend %s",
+        ovl__error_set(err, -ENOTSUP, "not built into this library (have: " OVL__BACKEND_NAMES ")", "backend %s",
                        config->backend);
         return -ENOTSUP;
+    }
+    ovl_error_info why;
+    memset(&why, 0, sizeof why);
+    int unavailable = backend->available ? backend->available(&why) : 0;
+    const struct ovl__backend *fallback = ovl__backend_fallback(backend);
+    bool chosen_by_name = config->backend && config->backend[0];
+    if (unavailable < 0 && (chosen_by_name || !fallback)) {
+        if (err)
+            *err = why;
+        return unavailable;
+    }
+    char notice[320] = "";
+    if (unavailable < 0) {
+        snprintf(notice, sizeof notice, "%s unavailable (%s: %s), using %s", backend->name, why.what, why.text,
+                 fallback->name);
+        backend = fallback;
     }
     int rc = ovl__net_init();
     if (rc < 0) {
@@ -80,6 +107,7 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
     }
     engine->config = *config;
     engine->config.backend = backend->name;
+    memcpy(engine->notice, notice, sizeof notice);
     if (!engine->config.threads)
         engine->config.threads = ovl__cpu_count();
     if (!engine->config.buffer_size)
@@ -112,6 +140,11 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
 const char *ovl_engine_backend(const ovl_engine *engine)
 {
     return engine->backend->name;
+}
+
+const char *ovl_engine_notice(const ovl_engine *engine)
+{
+    return engine->notice[0] ? engine->notice : NULL;
 }
 
 int ovl_engine_threads(const ovl_engine *engine)

@@ -168,6 +168,7 @@ struct ovl__worker {
 struct ovl_engine {
     ovl_config config;
     const struct ovl__backend *backend;
+    char notice[320];            /* why the default backend was not the preferred one, or "" */
     int thread_count;
     struct ovl__worker *workers;
     ovl_listener *listeners;
