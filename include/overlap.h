@@ -98,6 +98,8 @@ typedef struct ovl_config {
     int backlog;               /* listen backlog; 0 = SOMAXCONN */
     uint32_t drain_timeout_ms; /* graceful stop: how long connections may keep echoing; 0 = 5000 */
     const char *backend;       /* "io_uring", "epoll", "iocp" or NULL for the best this system supports */
+    int zero_byte_receive;     /* IOCP: post 0-byte receives so an idle connection holds no buffer; 1 = always,
+                                  -1 = never, 0 = automatic: when a worker has more than 1024 connections */
 } ovl_config;
 
 OVL_API void ovl_config_init(ovl_config *config);

@@ -6,6 +6,10 @@
  *
  * Rules every backend keeps:
  *   - all functions except wake() run on the worker's own thread;
+ *   - recv_start never delivers data on the spot (it is called from inside conn.c, even from inside a delivery for
+ *     the same connection); send_start may complete at once and call ovl__conn_sent / ovl__conn_failed;
+ *   - worker_destroy runs after the worker thread has ended (from ovl_engine_destroy), so wake() stays safe to call
+ *     until then;
  *   - every operation started on a connection increments conn->inflight, and its completion calls
  *     ovl__conn_op_done() after reporting the result, so a connection is never freed under an operation;
  *   - a pool slot filled by the kernel is reported exactly once (ovl__conn_received) or given back exactly once

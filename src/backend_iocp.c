@@ -40,13 +40,14 @@ enum {
     SEND_BATCH = 16,             /* queued buffers gathered into one WSASend */
     REUSE_POOL_MAX = 256,        /* sockets kept per worker and family */
     ACCEPT_RETRY_MS = 100,
+    ZERO_BYTE_ABOVE = 1024,      /* automatic zero-byte receives above this many connections per worker */
     RETIRE_TIMEOUT_MS = 2000,    /* a DisconnectEx still pending after this is cancelled (see on_retire_timer) */
     ADDRESS_SPACE = sizeof(SOCKADDR_STORAGE) + 16 /* what AcceptEx wants per address */
 };
 
 #define KEY_WAKE ((ULONG_PTR)1)
 
-enum op_kind { OP_RECV = 1, OP_SEND, OP_CONNECT, OP_ACCEPT, OP_DISCONNECT, OP_DRAIN_READ };
+enum op_kind { OP_RECV = 1, OP_RECV_ZERO, OP_SEND, OP_CONNECT, OP_ACCEPT, OP_DISCONNECT, OP_DRAIN_READ };
 
 struct iocp_op {
     OVERLAPPED overlapped;
@@ -461,6 +462,19 @@ static void recv_start(ovl_conn *conn)
         make_ready(iw, &ic->recv, 0, 0);
         return;
     }
+    int zero_byte = conn->worker->engine->config.zero_byte_receive;
+    if (zero_byte > 0 || (zero_byte == 0 && conn->worker->conn_count > ZERO_BYTE_ABOVE)) {
+        /* Completes when bytes (or the peer's FIN) arrive, holding no buffer meanwhile; read_now then takes a
+         * pool slot for a non-blocking receive. */
+        prepare(&ic->recv, OP_RECV_ZERO, conn, conn->fd);
+        conn->flags |= OVL__C_RECV_ARMED;
+        conn->inflight++;
+        WSABUF none = {.len = 0, .buf = NULL};
+        DWORD bytes = 0, flags = 0;
+        int rc = WSARecv(conn->fd, &none, 1, &bytes, &flags, &ic->recv.overlapped, NULL);
+        after_post(iw, &ic->recv, rc == 0, bytes);
+        return;
+    }
     if (iw->free_count == 0) {
         ovl__conn_wait_for_slot(conn);
         return;
@@ -521,11 +535,18 @@ static void on_recv(ovl_conn *conn, DWORD bytes, int error)
     ovl__conn_op_done(conn);
 }
 
-static void on_drain_read(ovl_conn *conn)
+/* One non-blocking receive into a pool slot, for a draining connection or after a zero-byte receive completed.
+ * Nothing to read means: draining - the buffered input is all delivered; zero-byte - wait again. */
+static void read_now(ovl_conn *conn, int error)
 {
     struct iocp_worker *iw = state_of(conn->worker);
     conn->flags &= ~OVL__C_RECV_ARMED;
-    if (!(conn->flags & OVL__C_CLOSING)) {
+    bool aborted = error == ERROR_OPERATION_ABORTED || error == WSA_OPERATION_ABORTED;
+    if (error && !aborted) {
+        ovl__conn_failed(conn, -error);
+    } else if (aborted && !(conn->flags & OVL__C_DRAINING)) {
+        /* cancelled by a close: nothing to do */
+    } else if (!(conn->flags & OVL__C_CLOSING)) {
         u_long nonblocking = 1;
         ioctlsocket(conn->fd, FIONBIO, &nonblocking);
         if (iw->free_count == 0) {
@@ -533,7 +554,7 @@ static void on_drain_read(ovl_conn *conn)
         } else {
             ovl_buf *slot = ovl__pool_take(&conn->worker->pool, iw->free_slots[--iw->free_count], 0);
             int n = slot ? recv(conn->fd, slot->data, (int)conn->worker->pool.slot_size, 0) : SOCKET_ERROR;
-            int error = n < 0 ? WSAGetLastError() : 0;
+            error = n < 0 ? WSAGetLastError() : 0;
             if (n > 0) {
                 slot->len = (size_t)n;
                 ovl__conn_received(conn, slot);
@@ -543,8 +564,11 @@ static void on_drain_read(ovl_conn *conn)
                     ovl__buf_free(slot);
                 if (n == 0)
                     ovl__conn_eof(conn);
-                else if (error == WSAEWOULDBLOCK)
+                else if (error == WSAEWOULDBLOCK && (conn->flags & OVL__C_DRAINING) &&
+                         !(conn->flags & OVL__C_LINGER))
                     ovl__conn_read_done(conn);
+                else if (error == WSAEWOULDBLOCK)
+                    rearm_recv(conn);
                 else
                     ovl__conn_failed(conn, -error);
             }
@@ -804,7 +828,8 @@ static void dispatch(struct ovl__worker *worker, struct iocp_op *op, DWORD bytes
         on_recv(op->owner, bytes, error);
         break;
     case OP_DRAIN_READ:
-        on_drain_read(op->owner);
+    case OP_RECV_ZERO:
+        read_now(op->owner, error);
         break;
     case OP_SEND:
         on_send(op->owner, bytes, error);

@@ -355,8 +355,12 @@ static void walk_wait_list(struct ovl__worker *worker)
 void ovl__worker_flush(struct ovl__worker *worker)
 {
     const struct ovl__backend *backend = worker->engine->backend;
-    walk_wait_list(worker);
-    while (worker->kick_head || worker->dead_head) {
+    /* Sends and frees give pool slots back (a readiness backend completes sends right here), so the wait list is
+     * walked again after each round, until a round changes nothing. */
+    for (;;) {
+        walk_wait_list(worker);
+        if (!worker->kick_head && !worker->dead_head)
+            break;
         while (worker->kick_head) {
             ovl_conn *conn = worker->kick_head;
             worker->kick_head = conn->kick_next;

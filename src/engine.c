@@ -277,9 +277,9 @@ static void *worker_main(void *arg)
         atomic_store(&worker->ready, 1);
         ovl__worker_run_commands(worker);
         engine->backend->worker_run(worker);
-        engine->backend->worker_destroy(worker);
     }
-    ovl__pool_destroy(&worker->pool);
+    /* The backend state and the pool live on until ovl_engine_destroy: another thread may still wake() this
+     * worker, and buffers the application holds stay readable until then. */
     return NULL;
 }
 
@@ -365,6 +365,9 @@ void ovl_engine_destroy(ovl_engine *engine)
     ovl_engine_stop(engine);
     for (int i = 0; i < engine->thread_count; i++) {
         struct ovl__worker *worker = &engine->workers[i];
+        if (worker->backend_state)
+            engine->backend->worker_destroy(worker);
+        ovl__pool_destroy(&worker->pool);
         /* Commands never run (engine not started, or posted after the worker ended). */
         while (worker->command_head) {
             struct ovl__command *command = worker->command_head;
