@@ -75,6 +75,7 @@ int main(int argc, char **argv)
     config.buffer_size = options.buffer_size;
     config.buffer_count = options.buffer_count;
     config.backend = options.backend;
+    config.zero_byte_receive = options.zero_byte_receive;
     config.drain_timeout_ms = (uint32_t)(options.drain_timeout * 1000.0);
 
     ovl_error_info err;

@@ -20,6 +20,7 @@ const char echo_usage[] =
     "  --buffer-count N   receive buffers per worker thread (default 1024)\n"
     "  --stats SECONDS    print a stats line every SECONDS\n"
     "  --drain-timeout S  on SIGINT/SIGTERM, finish echoing for at most S seconds (default 5)\n"
+    "  --zero-byte-recv M IOCP: auto (default: above 1024 connections per thread), on, off\n"
     "  --backend NAME     io_uring (default; epoll where io_uring is forbidden), epoll; iocp on Windows\n"
     "  --help             this text\n"
     "  --version          print the version\n";
@@ -126,6 +127,17 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
         } else if (!strcmp(name, "--drain-timeout")) {
             if (parse_seconds(value, &options->drain_timeout)) {
                 snprintf(error, error_size, "--drain-timeout: '%s' is not a number of seconds", value);
+                return -1;
+            }
+        } else if (!strcmp(name, "--zero-byte-recv")) {
+            if (!strcmp(value, "auto"))
+                options->zero_byte_receive = 0;
+            else if (!strcmp(value, "on"))
+                options->zero_byte_receive = 1;
+            else if (!strcmp(value, "off"))
+                options->zero_byte_receive = -1;
+            else {
+                snprintf(error, error_size, "--zero-byte-recv: '%s' is not auto, on or off", value);
                 return -1;
             }
         } else if (!strcmp(name, "--backend")) {

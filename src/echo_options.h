@@ -18,6 +18,7 @@ struct echo_options {
     double stats_interval;   /* seconds, 0 = no periodic stats */
     double drain_timeout;    /* seconds, 0 = engine default */
     const char *backend;     /* NULL = best available */
+    int zero_byte_receive;   /* IOCP: 1 on, -1 off, 0 automatic */
     bool help;
     bool version;
 };

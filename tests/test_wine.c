@@ -68,11 +68,11 @@ static char *wine_path(void)
 }
 
 /* Start `wine overlap-echo.exe` on 127.0.0.1, an ephemeral port; returns the port. */
-static int start_windows_echo(sup_proc *proc, const char *threads)
+static int start_windows_echo_with(sup_proc *proc, const char *threads, const char *zero_byte)
 {
     wine_environment();
     char *argv[] = {wine_path(), win_program("overlap-echo.exe"), "--host", "127.0.0.1", "--port", "0",
-                    "--threads", (char *)threads, NULL};
+                    "--threads", (char *)threads, "--zero-byte-recv", (char *)zero_byte, NULL};
     int rc = sup_proc_spawn(proc, argv);
     cr_assert(rc == 0, "spawn wine: %s", strerror(-rc));
     char line[256];
@@ -87,6 +87,11 @@ static int start_windows_echo(sup_proc *proc, const char *threads)
     }
     cr_assert_fail("overlap-echo.exe did not start within %d ms", WINE_START_TIMEOUT_MS);
     return 0;
+}
+
+static int start_windows_echo(sup_proc *proc, const char *threads)
+{
+    return start_windows_echo_with(proc, threads, "auto");
 }
 
 /* Ctrl+C (Wine turns SIGINT into CTRL_C_EVENT), then the exit code and the summary. */
@@ -125,10 +130,10 @@ Test(wine, seed_flow_echoes_exactly)
     sup_proc_free(&server);
 }
 
-Test(wine, streams_and_many_connections_echo_intact)
+static void streams_and_many_connections(const char *zero_byte)
 {
     sup_proc server = {0};
-    int port = start_windows_echo(&server, "2");
+    int port = start_windows_echo_with(&server, "2", zero_byte);
     /* 4 MiB through one connection, sent and read back in 64 KiB steps (the window keeps both sides moving). */
     int fd = sup_connect("127.0.0.1", port, IO_TIMEOUT_MS);
     cr_assert(fd >= 0);
@@ -168,6 +173,17 @@ Test(wine, streams_and_many_connections_echo_intact)
     cr_assert(summary_number(server.out, "fallbacks to a fresh socket, ") == accepted,
               "every accepted socket gets SO_UPDATE_ACCEPT_CONTEXT: %s", server.out);
     sup_proc_free(&server);
+}
+
+Test(wine, streams_and_many_connections_echo_intact)
+{
+    streams_and_many_connections("off");
+}
+
+/* The same with 0-byte receives: each completion is followed by a non-blocking receive into a pool slot. */
+Test(wine, zero_byte_receives_echo_intact)
+{
+    streams_and_many_connections("on");
 }
 
 Test(wine, connect_disconnect_cycles_lose_nothing)
