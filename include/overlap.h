@@ -97,6 +97,9 @@ typedef struct ovl_config {
     uint32_t max_conns;        /* open connections the engine accepts at most (outbound included); 0 = no limit */
     int backlog;               /* listen backlog; 0 = SOMAXCONN */
     uint32_t drain_timeout_ms; /* graceful stop: how long connections may keep echoing; 0 = 5000 */
+    uint32_t max_pending;      /* per connection: when this many bytes are queued for sending and not yet sent,
+                                  receiving pauses until half of them are; a peer that sends but never reads
+                                  cannot hog memory or the buffer pool. 0 = 262144 */
     const char *backend;       /* "io_uring", "epoll", "iocp" or NULL for the best this system supports */
     int zero_byte_receive;     /* IOCP: post 0-byte receives so an idle connection holds no buffer; 1 = always,
                                   -1 = never, 0 = automatic: when a worker has more than 1024 connections */
@@ -150,6 +153,7 @@ typedef struct ovl_stats {
     uint64_t msgs_in;           /* receive completions delivered to on_data */
     uint64_t msgs_out;          /* send completions */
     uint64_t recv_nobufs;       /* times a receive waited because the buffer pool was empty */
+    uint64_t recv_pauses;       /* times a connection stopped receiving because max_pending bytes were queued */
     uint64_t reuse_ok;          /* IOCP: sockets reused after DisconnectEx(TF_REUSE_SOCKET) */
     uint64_t reuse_fallback;    /* IOCP: reused sockets the provider refused, replaced by fresh ones */
     uint64_t context_updates;   /* IOCP: SO_UPDATE_ACCEPT_CONTEXT / SO_UPDATE_CONNECT_CONTEXT applied (one per

@@ -41,6 +41,9 @@ struct ovl__backend {
     /* The connection just started draining: make the receive path deliver only what is already buffered, then
      * call ovl__conn_read_done (a continuous receive in flight is cancelled; recv_start then reads the rest). */
     void (*recv_drain)(ovl_conn *conn);
+    /* Stop receiving for now (too much queued for sending); a receive in flight may still complete and be
+     * delivered. Nothing is re-armed while OVL__C_PAUSED is set; conn.c calls recv_start to resume. */
+    void (*recv_pause)(ovl_conn *conn);
     /* Send conn->queue_head.. (at least the head). conn->sending_bytes is set by the backend. */
     void (*send_start)(ovl_conn *conn);
     /* Open a socket for this address and connect it; returns 0 or a negative error (then the next is tried). */

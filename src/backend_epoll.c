@@ -347,6 +347,15 @@ static void recv_start(ovl_conn *conn)
         ready_push(ew, ec);
 }
 
+/* Stop the armed receive; `readable` is kept, so recv_start reads on at the next turn when conn.c resumes. */
+static void recv_pause(ovl_conn *conn)
+{
+    if (!(conn_state(conn)->ops & OP_RECV))
+        return;
+    recv_finish(conn);
+    ovl__conn_op_done(conn);
+}
+
 static void recv_drain(ovl_conn *conn)
 {
     struct epoll_conn *ec = conn_state(conn);
@@ -701,6 +710,7 @@ const struct ovl__backend ovl__backend_epoll = {
     .accept_stop = accept_stop,
     .recv_start = recv_start,
     .recv_drain = recv_drain,
+    .recv_pause = recv_pause,
     .send_start = send_start,
     .connect_start = connect_start,
     .cancel = cancel,

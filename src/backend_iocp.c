@@ -506,8 +506,14 @@ static void recv_drain(ovl_conn *conn)
 
 static void rearm_recv(ovl_conn *conn)
 {
-    if (!(conn->flags & (OVL__C_CLOSING | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT)))
+    if (!(conn->flags & (OVL__C_CLOSING | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT | OVL__C_PAUSED)))
         recv_start(conn);
+}
+
+/* A posted receive holds one slot at most: let it complete, and do not post the next one (rearm_recv). */
+static void recv_pause(ovl_conn *conn)
+{
+    (void)conn;
 }
 
 static void on_recv(ovl_conn *conn, DWORD bytes, int error)
@@ -956,6 +962,7 @@ const struct ovl__backend ovl__backend_iocp = {
     .accept_stop = accept_stop,
     .recv_start = recv_start,
     .recv_drain = recv_drain,
+    .recv_pause = recv_pause,
     .send_start = send_start,
     .connect_start = connect_start,
     .cancel = cancel,

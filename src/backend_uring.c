@@ -335,6 +335,14 @@ static void recv_start(ovl_conn *conn)
     conn->inflight++;
 }
 
+static void recv_pause(ovl_conn *conn)
+{
+    /* The multishot receive ends with -ECANCELED (after any data already in flight); it is not re-armed. */
+    struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
+    io_uring_prep_cancel64(sqe, tagged(conn, TAG_RECV), 0);
+    io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
+}
+
 static void recv_drain(ovl_conn *conn)
 {
     if (conn->flags & OVL__C_RECV_ARMED) {
@@ -387,7 +395,8 @@ static void on_recv(struct ovl__worker *worker, ovl_conn *conn, const struct io_
             ovl__conn_failed(conn, res);
         }
     }
-    if (rearm && !(conn->flags & (OVL__C_CLOSING | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT)))
+    if (rearm && !(conn->flags & (OVL__C_CLOSING | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT |
+                                  OVL__C_PAUSED)))
         recv_start(conn);
     if (!more)
         ovl__conn_op_done(conn);
@@ -556,6 +565,7 @@ const struct ovl__backend ovl__backend_uring = {
     .accept_stop = accept_stop,
     .recv_start = recv_start,
     .recv_drain = recv_drain,
+    .recv_pause = recv_pause,
     .send_start = send_start,
     .connect_start = connect_start,
     .cancel = cancel,

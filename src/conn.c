@@ -72,7 +72,7 @@ void ovl__conn_close(ovl_conn *conn, ovl_close_reason reason, int err)
     conn->flags |= OVL__C_CLOSING;
     conn->close_reason = reason;
     conn->close_err = err;
-    if (conn->flags & OVL__C_RECV_WAIT)
+    if (conn->flags & (OVL__C_RECV_WAIT | OVL__C_PAUSED))
         conn->worker->wait_dirty = true;
     if (conn->inflight > 0)
         backend_of(conn)->cancel(conn);
@@ -159,6 +159,25 @@ void ovl__conn_received(ovl_conn *conn, ovl_buf *buf)
         return;
     }
     conn->callbacks.on_data(conn, buf);
+    /* Backpressure: a peer that sends faster than it reads fills our send queue; stop reading from it (its
+     * bytes wait in its own socket buffers) until the queue drains. Draining reads on regardless: it is bounded. */
+    if (conn->queue_bytes >= conn->worker->engine->config.max_pending &&
+        !(conn->flags & (OVL__C_PAUSED | OVL__C_CLOSING | OVL__C_DRAINING))) {
+        conn->flags |= OVL__C_PAUSED;
+        conn->worker->wait_dirty = conn->worker->wait_dirty || (conn->flags & OVL__C_RECV_WAIT);
+        ovl__count(&conn->worker->counters.recv_pauses, 1);
+        if (conn->flags & OVL__C_RECV_ARMED)
+            backend_of(conn)->recv_pause(conn);
+    }
+}
+
+static void resume_if_drained(ovl_conn *conn)
+{
+    if (!(conn->flags & OVL__C_PAUSED) || conn->queue_bytes > conn->worker->engine->config.max_pending / 2)
+        return;
+    conn->flags &= ~OVL__C_PAUSED;
+    if (!(conn->flags & (OVL__C_CLOSING | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT)))
+        backend_of(conn)->recv_start(conn);
 }
 
 void ovl__conn_eof(ovl_conn *conn)
@@ -220,6 +239,7 @@ void ovl__conn_sent(ovl_conn *conn, size_t bytes)
     }
     if (conn->flags & OVL__C_CLOSING)
         return;
+    resume_if_drained(conn);
     if (conn->queue_head) {
         kick(conn);
         return;
@@ -334,6 +354,9 @@ static void walk_wait_list(struct ovl__worker *worker)
         if (conn->flags & OVL__C_CLOSING) {
             conn->flags &= ~OVL__C_RECV_WAIT;
             ovl__conn_op_done(conn);
+        } else if (conn->flags & OVL__C_PAUSED) {
+            conn->flags &= ~OVL__C_RECV_WAIT; /* resume_if_drained starts receiving again */
+            conn->inflight--;
         } else if (slots_free) {
             conn->flags &= ~OVL__C_RECV_WAIT;
             conn->inflight--;

@@ -74,6 +74,7 @@ int main(int argc, char **argv)
     config.max_conns = options.max_conns;
     config.buffer_size = options.buffer_size;
     config.buffer_count = options.buffer_count;
+    config.max_pending = options.max_pending;
     config.backend = options.backend;
     config.zero_byte_receive = options.zero_byte_receive;
     config.drain_timeout_ms = (uint32_t)(options.drain_timeout * 1000.0);

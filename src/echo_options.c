@@ -18,6 +18,7 @@ const char echo_usage[] =
     "  --max-conns N      refuse connections past N open ones (default: no limit)\n"
     "  --buffer-size B    bytes per receive buffer (default 16384)\n"
     "  --buffer-count N   receive buffers per worker thread (default 1024)\n"
+    "  --max-pending B    stop reading a connection with B bytes not yet echoed (default 262144)\n"
     "  --stats SECONDS    print a stats line every SECONDS\n"
     "  --drain-timeout S  on SIGINT/SIGTERM, finish echoing for at most S seconds (default 5)\n"
     "  --zero-byte-recv M IOCP: auto (default: above 1024 connections per thread), on, off\n"
@@ -119,6 +120,12 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
                 return -1;
             }
             options->buffer_count = (uint32_t)number;
+        } else if (!strcmp(name, "--max-pending")) {
+            if (parse_uint(value, UINT32_MAX, &number) || number < 1) {
+                snprintf(error, error_size, "--max-pending: '%s' is not a size in bytes (1-4294967295)", value);
+                return -1;
+            }
+            options->max_pending = (uint32_t)number;
         } else if (!strcmp(name, "--stats")) {
             if (parse_seconds(value, &options->stats_interval)) {
                 snprintf(error, error_size, "--stats: '%s' is not a number of seconds", value);

@@ -15,6 +15,7 @@ struct echo_options {
     uint32_t max_conns;      /* 0 = no limit */
     uint32_t buffer_size;    /* 0 = engine default */
     uint32_t buffer_count;   /* 0 = engine default */
+    uint32_t max_pending;    /* 0 = engine default */
     double stats_interval;   /* seconds, 0 = no periodic stats */
     double drain_timeout;    /* seconds, 0 = engine default */
     const char *backend;     /* NULL = best available */

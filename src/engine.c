@@ -17,7 +17,8 @@ enum {
     DEFAULT_BUFFER_SIZE = 16384,
     DEFAULT_BUFFER_COUNT = 1024,
     MAX_BUFFER_COUNT = 32768, /* io_uring buffer rings hold at most 2^15 entries */
-    DEFAULT_DRAIN_MS = 5000
+    DEFAULT_DRAIN_MS = 5000,
+    DEFAULT_MAX_PENDING = 256 * 1024
 };
 
 void ovl_config_init(ovl_config *config)
@@ -116,6 +117,8 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
                                                                               : DEFAULT_BUFFER_COUNT);
     if (!engine->config.drain_timeout_ms)
         engine->config.drain_timeout_ms = DEFAULT_DRAIN_MS;
+    if (!engine->config.max_pending)
+        engine->config.max_pending = DEFAULT_MAX_PENDING;
     engine->backend = backend;
     engine->thread_count = engine->config.threads;
     engine->workers = ovl__calloc((size_t)engine->thread_count, sizeof *engine->workers);
@@ -499,6 +502,7 @@ void ovl_engine_stats(ovl_engine *engine, ovl_stats *out)
         OVL_SUM(reuse_ok);
         OVL_SUM(reuse_fallback);
         OVL_SUM(context_updates);
+        OVL_SUM(recv_pauses);
 #undef OVL_SUM
     }
 }

@@ -55,7 +55,7 @@ struct ovl__pool {
 struct ovl__counters {
     _Atomic uint64_t conns_open, conns_accepted, conns_connected, conns_closed, conns_refused, connect_failures;
     _Atomic uint64_t resets, errors, bytes_in, bytes_out, msgs_in, msgs_out, recv_nobufs, reuse_ok, reuse_fallback;
-    _Atomic uint64_t context_updates;
+    _Atomic uint64_t context_updates, recv_pauses;
 };
 
 static inline void ovl__count(_Atomic uint64_t *counter, uint64_t n)
@@ -106,7 +106,8 @@ enum {
     OVL__C_READ_DONE = 1u << 10,   /* draining found nothing more to read */
     OVL__C_LINGER = 1u << 11,      /* draining, our side shut: discard input until the peer closes */
     OVL__C_RECV_ARMED = 1u << 12,  /* a receive operation is in flight */
-    OVL__C_RECV_WAIT = 1u << 13    /* waiting for a pool slot before receiving again */
+    OVL__C_RECV_WAIT = 1u << 13,   /* waiting for a pool slot before receiving again */
+    OVL__C_PAUSED = 1u << 14       /* too much queued for sending: receiving paused until it drains */
 };
 
 struct ovl_conn {
