@@ -41,8 +41,9 @@ static const char *win_dir(void)
 static char *win_program(const char *name)
 {
     static char paths[2][512];
-    char *path = paths[strcmp(name, "overlap-echo.exe") == 0 ? 0 : 1];
-    snprintf(path, sizeof paths[0], "%s/%s", win_dir(), name);
+    bool echo = strcmp(name, "overlap-echo.exe") == 0;
+    char *path = paths[echo ? 0 : 1];
+    snprintf(path, sizeof paths[0], "%s/%s%s", win_dir(), echo ? "" : "bench/", name);
     cr_assert(access(path, R_OK) == 0, "%s: %s (build the Windows programs: scripts/test does)", path,
               strerror(errno));
     return path;
@@ -104,6 +105,35 @@ static void stop_windows_echo(sup_proc *proc)
     cr_assert(sup_proc_exit_code(proc) == 0, "overlap-echo.exe: %s; stderr: %s", sup_proc_describe(proc),
               proc->err);
     cr_assert(strstr(proc->out, "overlap-echo: stopped"), "no summary in: %s", proc->out);
+}
+
+/* Run a load client (argv[0] "wine" for overlap-load.exe, or the Linux overlap-load) to completion. */
+static int run_client(sup_proc *run, char *const argv[])
+{
+    int rc = sup_proc_run(run, argv, 120000);
+    cr_assert(rc == 0, "%s did not finish: %s; stdout %s stderr %s", argv[0], strerror(-rc), run->out, run->err);
+    return sup_proc_exit_code(run);
+}
+
+static char *linux_load(void)
+{
+    char *path = getenv("OVERLAP_LOAD");
+    cr_assert(path && access(path, X_OK) == 0, "OVERLAP_LOAD is not set or not executable");
+    return path;
+}
+
+static double json_number(const char *json, const char *key)
+{
+    const char *at = strstr(json, key);
+    cr_assert(at, "'%s' not in %s", key, json);
+    return strtod(at + strlen(key), NULL);
+}
+
+static void assert_clean_run(const sup_proc *run, int code, double min_msgs)
+{
+    cr_assert(code == 0, "load run failed (exit %d): %s %s", code, run->out, run->err);
+    cr_assert(json_number(run->out, "\"errors\":{\"total\":") == 0, "%s", run->out);
+    cr_assert(json_number(run->out, "\"msgs\":") >= min_msgs, "%s", run->out);
 }
 
 static unsigned long long summary_number(const char *text, const char *label)
@@ -237,5 +267,112 @@ Test(wine, ctrl_c_drains_open_connections)
     cr_assert(wait_rc == 0 && sup_proc_exit_code(&server) == 0, "exit: %s; stderr %s",
               sup_proc_describe(&server), server.err);
     cr_assert(strstr(server.err, "Ctrl+C"), "stderr: %s", server.err);
+    sup_proc_free(&server);
+}
+
+Test(wine, linux_load_against_windows_server)
+{
+    sup_proc server = {0};
+    int port = start_windows_echo(&server, "2");
+    char port_text[16];
+    snprintf(port_text, sizeof port_text, "%d", port);
+    sup_proc ping = {0}, pipelined = {0};
+    char *ping_argv[] = {linux_load(), "127.0.0.1", "--port", port_text, "--connections", "10", "--duration", "2",
+                         "--warmup", "0.5", "--json", NULL};
+    assert_clean_run(&ping, run_client(&ping, ping_argv), 100);
+    char *pipe_argv[] = {linux_load(), "127.0.0.1", "--port", port_text, "--connections", "4", "--size", "4096",
+                         "--pipeline", "8", "--duration", "2", "--warmup", "0.5", "--json", NULL};
+    assert_clean_run(&pipelined, run_client(&pipelined, pipe_argv), 100);
+    cr_log_info("linux overlap-load -> wine overlap-echo.exe: %s", ping.out);
+    sup_proc_free(&ping);
+    sup_proc_free(&pipelined);
+    stop_windows_echo(&server);
+    sup_proc_free(&server);
+}
+
+Test(wine, windows_load_against_linux_and_windows_servers)
+{
+    /* The Linux server, started here. */
+    char *echo = getenv("OVERLAP_ECHO");
+    cr_assert(echo && access(echo, X_OK) == 0, "OVERLAP_ECHO is not set");
+    sup_proc linux_server = {0};
+    char *echo_argv[] = {echo, "--host", "127.0.0.1", "--port", "0", "--threads", "1", NULL};
+    cr_assert(sup_proc_spawn(&linux_server, echo_argv) == 0);
+    char line[256];
+    int linux_port = 0;
+    while (!linux_port) {
+        cr_assert(sup_proc_read_line(&linux_server, line, sizeof line, 10000) == 0, "overlap-echo did not start");
+        sscanf(line, "listening on 127.0.0.1:%d", &linux_port);
+    }
+    char port_text[16];
+    snprintf(port_text, sizeof port_text, "%d", linux_port);
+    wine_environment();
+    sup_proc run = {0};
+    char *argv[] = {wine_path(), win_program("overlap-load.exe"), "127.0.0.1", "--port", port_text,
+                    "--connections", "10", "--duration", "2", "--warmup", "0.5", "--json", NULL};
+    assert_clean_run(&run, run_client(&run, argv), 100);
+    /* Every ConnectEx got SO_UPDATE_CONNECT_CONTEXT. */
+    cr_assert(json_number(run.out, "\"context_updates\":") == json_number(run.out, "\"connects\":"), "%s", run.out);
+    sup_proc_free(&run);
+    sup_proc_kill(&linux_server, SIGTERM);
+    cr_assert(sup_proc_wait(&linux_server, 10000) == 0 && sup_proc_exit_code(&linux_server) == 0);
+    sup_proc_free(&linux_server);
+
+    /* The Windows server. */
+    sup_proc server = {0};
+    int port = start_windows_echo(&server, "2");
+    snprintf(port_text, sizeof port_text, "%d", port);
+    sup_proc run2 = {0};
+    char *argv2[] = {wine_path(), win_program("overlap-load.exe"), "127.0.0.1", "--port", port_text,
+                     "--connections", "10", "--size", "1024", "--pipeline", "4", "--duration", "2", "--warmup", "0.5",
+                     "--json", NULL};
+    assert_clean_run(&run2, run_client(&run2, argv2), 100);
+    sup_proc_free(&run2);
+    stop_windows_echo(&server);
+    sup_proc_free(&server);
+}
+
+Test(wine, windows_churn_through_connectex_and_disconnectex)
+{
+    sup_proc server = {0};
+    int port = start_windows_echo(&server, "2");
+    char port_text[16];
+    snprintf(port_text, sizeof port_text, "%d", port);
+    wine_environment();
+    sup_proc run = {0};
+    char *argv[] = {wine_path(), win_program("overlap-load.exe"), "127.0.0.1", "--port", port_text,
+                    "--connections", "4", "--churn", "5", "--duration", "3", "--warmup", "0.5", "--json", NULL};
+    assert_clean_run(&run, run_client(&run, argv), 50);
+    double connects = json_number(run.out, "\"connects\":");
+    cr_assert(connects > 40, "only %.0f connections in 3.5 s of churn: %s", connects, run.out);
+    cr_assert(json_number(run.out, "\"context_updates\":") == connects, "%s", run.out);
+    /* Closed sockets went through DisconnectEx(TF_REUSE_SOCKET); under Wine none can be reused, so every one that
+     * came back (or timed out) is a counted fallback, and no connect was lost (errors 0 above). */
+    double reused = json_number(run.out, "\"reused\":"), fallback = json_number(run.out, "\"fallback\":");
+    cr_assert(reused + fallback > 0, "the reuse path did not run: %s", run.out);
+    cr_log_info("wine overlap-load.exe --churn: %s", run.out);
+    sup_proc_free(&run);
+    stop_windows_echo(&server);
+    cr_log_info("wine overlap-echo.exe: %s", server.out);
+    sup_proc_free(&server);
+}
+
+Test(wine, windows_once_against_windows_server)
+{
+    sup_proc server = {0};
+    int port = start_windows_echo(&server, "1");
+    char port_text[16];
+    snprintf(port_text, sizeof port_text, "%d", port);
+    wine_environment();
+    sup_proc run = {0};
+    char *argv[] = {wine_path(), win_program("overlap-load.exe"), "127.0.0.1", "--port", port_text, "--once", NULL};
+    int code = run_client(&run, argv);
+    cr_assert(code == 0, "exit %d: %s %s", code, run.out, run.err);
+    /* Wine's console may turn \n into \r\n. */
+    cr_assert(strstr(run.out, "Bytes Sent: 14") && strstr(run.out, "Bytes received: 14") &&
+                  strstr(run.out, "Connection closed"),
+              "stdout: %s", run.out);
+    sup_proc_free(&run);
+    stop_windows_echo(&server);
     sup_proc_free(&server);
 }
