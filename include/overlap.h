@@ -61,7 +61,8 @@ typedef enum ovl_close_reason {
     OVL_CLOSE_LOCAL,           /* ovl_close() was called */
     OVL_CLOSE_ENGINE_STOP,     /* the engine stopped (graceful drain finished or its deadline passed) */
     OVL_CLOSE_CONNECT_FAILED,  /* ovl_connect: no address accepted the connection; err is the last attempt's error */
-    OVL_CLOSE_REFUSED          /* accepted past max_conns and closed at once (only counted, on_close is not called) */
+    OVL_CLOSE_REFUSED,         /* accepted past max_conns and closed at once (only counted, on_close is not called) */
+    OVL_CLOSE_IDLE             /* no byte received or sent for idle_timeout_ms; err is -ETIMEDOUT */
 } ovl_close_reason;
 
 /* Text for a close reason: "peer closed", "reset", ... */
@@ -103,6 +104,10 @@ typedef struct ovl_config {
     const char *backend;       /* "io_uring", "epoll", "iocp" or NULL for the best this system supports */
     int zero_byte_receive;     /* IOCP: post 0-byte receives so an idle connection holds no buffer; 1 = always,
                                   -1 = never, 0 = automatic: when a worker has more than 1024 connections */
+    uint32_t idle_timeout_ms;  /* close an open connection (OVL_CLOSE_IDLE) when no byte was received or sent on it
+                                  for this long; checked every quarter of it (at most every second), so a
+                                  connection closes between 1 and 1.25 times this after its last byte (at most
+                                  1 s late). Not while the engine stops. 0 = off */
 } ovl_config;
 
 OVL_API void ovl_config_init(ovl_config *config);
@@ -158,6 +163,7 @@ typedef struct ovl_stats {
     uint64_t reuse_fallback;    /* IOCP: reused sockets the provider refused, replaced by fresh ones */
     uint64_t context_updates;   /* IOCP: SO_UPDATE_ACCEPT_CONTEXT / SO_UPDATE_CONNECT_CONTEXT applied (one per
                                    connection; Wine ignores them silently, so tests count them) */
+    uint64_t idle_closed;       /* connections closed by idle_timeout_ms */
 } ovl_stats;
 
 OVL_API void ovl_engine_stats(ovl_engine *engine, ovl_stats *out);

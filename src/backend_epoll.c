@@ -3,8 +3,9 @@
  * io_uring cannot (kernels before 5.19, seccomp profiles and the io_uring_disabled sysctl that forbid it); it needs
  * Linux 4.5 for EPOLLEXCLUSIVE and nothing newer.
  *
- * One epoll instance per worker thread, an eventfd for wake(), and epoll_wait's timeout for the two timers (the
- * drain deadline and the 100 ms accept pause after EMFILE/ENFILE); a timerfd would only add a descriptor.
+ * One epoll instance per worker thread, an eventfd for wake(), and epoll_wait's timeout for the timers (the drain
+ * deadline, the 100 ms accept pause after EMFILE/ENFILE, the idle sweep's tick); a timerfd would only add a
+ * descriptor.
  *
  * Connections are registered once, edge-triggered, for EPOLLIN | EPOLLOUT | EPOLLRDHUP, and never modified. Why
  * edges: conn.c arms and disarms receiving (a slot wait, EOF, draining) and a send blocks and unblocks all the time;
@@ -90,6 +91,7 @@ struct epoll_worker {
     uint32_t *free_slots;     /* indexes of FREE pool slots, a stack (the most recently used is warm in cache) */
     uint32_t free_count;
     int64_t drain_at;         /* monotonic ns; 0 = disarmed */
+    int64_t tick_at;          /* monotonic ns of the next idle sweep; 0 = idle timeout off */
     struct epoll_event events[EVENT_BATCH];
 };
 
@@ -179,6 +181,8 @@ static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
         worker_destroy(worker);
         return rc;
     }
+    if (worker->tick_ms)
+        ew->tick_at = now_ns() + (int64_t)worker->tick_ms * 1000000;
     return 0;
 }
 
@@ -602,6 +606,10 @@ static void run_timers(struct ovl__worker *worker)
         ew->drain_at = 0;
         ovl__worker_drain_expired(worker);
     }
+    if (ew->tick_at && now >= ew->tick_at) {
+        ew->tick_at = now + (int64_t)worker->tick_ms * 1000000;
+        ovl__worker_tick(worker);
+    }
     for (struct epoll_accept *accept = ew->accepts; accept; accept = accept->next) {
         if (!accept->retry_at || now < accept->retry_at)
             continue;
@@ -626,6 +634,8 @@ static int wait_timeout(struct ovl__worker *worker)
     if (worker->wait_head && (worker->wait_dirty || worker->pool.held < worker->pool.slot_count))
         return 0;
     int64_t nearest = ew->drain_at;
+    if (ew->tick_at && (!nearest || ew->tick_at < nearest))
+        nearest = ew->tick_at;
     for (struct epoll_accept *accept = ew->accepts; accept; accept = accept->next)
         if (accept->retry_at && (!nearest || accept->retry_at < nearest))
             nearest = accept->retry_at;
@@ -683,6 +693,7 @@ static void worker_run(struct ovl__worker *worker)
         if (ovl__worker_done(worker))
             break;
         int count = epoll_wait(ew->epoll_fd, ew->events, EVENT_BATCH, wait_timeout(worker));
+        ovl__worker_clock(worker);
         if (count < 0) {
             int e = errno;
             if (e != EINTR) {

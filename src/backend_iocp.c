@@ -104,6 +104,7 @@ struct iocp_worker {
     struct iocp_retire *retire_list;
     unsigned accept_turn;        /* round robin over target workers */
     ULONGLONG drain_at;
+    ULONGLONG tick_at;           /* next idle sweep; 0 = idle timeout off */
     struct reuse_pool reuse;
 };
 
@@ -288,6 +289,8 @@ static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
     /* Highest slot last, so slot 0 is used first (a warm cache line, and easy to read in a debugger). */
     for (uint32_t i = worker->pool.slot_count; i-- > 0;)
         pool_put(worker, &worker->pool.slots[i]);
+    if (worker->tick_ms)
+        iw->tick_at = GetTickCount64() + worker->tick_ms;
     return 0;
 }
 
@@ -860,6 +863,8 @@ static DWORD next_timeout(struct ovl__worker *worker)
     ULONGLONG now = GetTickCount64(), next = 0;
     if (iw->drain_at)
         next = iw->drain_at;
+    if (iw->tick_at && (!next || iw->tick_at < next))
+        next = iw->tick_at;
     for (struct iocp_accept *accept = iw->accepts; accept; accept = accept->next)
         if (accept->retry_at && (!next || accept->retry_at < next))
             next = accept->retry_at;
@@ -878,6 +883,10 @@ static void run_timers(struct ovl__worker *worker)
     if (iw->drain_at && now >= iw->drain_at) {
         iw->drain_at = 0;
         ovl__worker_drain_expired(worker);
+    }
+    if (iw->tick_at && now >= iw->tick_at) {
+        iw->tick_at = now + worker->tick_ms;
+        ovl__worker_tick(worker);
     }
     for (struct iocp_accept *accept = iw->accepts; accept; accept = accept->next)
         if (accept->retry_at && now >= accept->retry_at && !accept->armed && !worker->stopping)
@@ -902,7 +911,9 @@ static void dequeue(struct ovl__worker *worker, DWORD timeout)
     struct iocp_worker *iw = state_of(worker);
     OVERLAPPED_ENTRY entries[COMPLETION_BATCH];
     ULONG count = 0;
-    if (!GetQueuedCompletionStatusEx(iw->port, entries, COMPLETION_BATCH, &count, timeout, FALSE))
+    BOOL got = GetQueuedCompletionStatusEx(iw->port, entries, COMPLETION_BATCH, &count, timeout, FALSE);
+    ovl__worker_clock(worker);
+    if (!got)
         return; /* WAIT_TIMEOUT */
     for (ULONG i = 0; i < count; i++) {
         if (!entries[i].lpOverlapped)

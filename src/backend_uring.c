@@ -29,7 +29,7 @@ enum tag {
     TAG_ACCEPT,
     TAG_ACCEPT_RETRY,
     TAG_WAKE,
-    TAG_DRAIN_TIMER,
+    TAG_TIMER,                /* owner: the worker for the drain deadline, its uring_worker for the idle tick */
     TAG_IGNORE
 };
 #define TAG_MASK 7u
@@ -67,6 +67,7 @@ struct uring_worker {
     bool multishot_recv;
     bool multishot_accept;
     struct __kernel_timespec drain_deadline;
+    struct __kernel_timespec tick;
 };
 
 static inline uint64_t tagged(const void *owner, enum tag tag)
@@ -124,16 +125,34 @@ static int ring_init(struct uring_worker *uw, ovl_error_info *err)
     return rc;
 }
 
-/* Containers and hardened kernels forbid io_uring (seccomp, kernel.io_uring_disabled): find out before choosing it. */
+static void *probe_main(void *arg)
+{
+    int *rc = arg;
+    struct io_uring probe;
+    *rc = io_uring_queue_init(2, &probe, 0);
+    if (*rc == 0)
+        io_uring_queue_exit(&probe);
+    return NULL;
+}
+
+/* Containers and hardened kernels forbid io_uring (seccomp, kernel.io_uring_disabled): find out before choosing it.
+ * The probe ring lives on a thread of its own: when a ring is torn down the kernel queues task work with
+ * TWA_SIGNAL on every thread that used it (io_ring_exit_work), which interrupts that thread's next blocking call,
+ * and a socket call under SO_RCVTIMEO/SO_SNDTIMEO is then not restarted but fails with EINTR (seen on 6.18).
+ * Probing on the caller's thread made ovl_engine_create break the embedding program's next connect() or recv(). */
 static int available(ovl_error_info *err)
 {
-    struct io_uring probe;
-    int rc = io_uring_queue_init(2, &probe, 0);
+    int rc = 0;
+    pthread_t thread;
+    int created = pthread_create(&thread, NULL, probe_main, &rc);
+    if (created == 0)
+        pthread_join(thread, NULL);
+    else
+        probe_main(&rc); /* no thread to spare: probe here, at the price above */
     if (rc < 0) {
         ovl__error_set(err, rc, NULL, "io_uring_setup");
         return rc;
     }
-    io_uring_queue_exit(&probe);
     return 0;
 }
 
@@ -184,6 +203,16 @@ static void arm_wake(struct uring_worker *uw, struct ovl__worker *worker)
     io_uring_sqe_set_data64(sqe, tagged(worker, TAG_WAKE));
 }
 
+/* The idle sweep's tick: a one-shot timeout re-armed on each expiry (IORING_TIMEOUT_MULTISHOT would need 6.4). */
+static void arm_tick(struct uring_worker *uw, struct ovl__worker *worker)
+{
+    uw->tick.tv_sec = worker->tick_ms / 1000;
+    uw->tick.tv_nsec = (long long)(worker->tick_ms % 1000) * 1000000LL;
+    struct io_uring_sqe *sqe = get_sqe(uw);
+    io_uring_prep_timeout(sqe, &uw->tick, 0, 0);
+    io_uring_sqe_set_data64(sqe, tagged(uw, TAG_TIMER));
+}
+
 static void worker_destroy(struct ovl__worker *worker);
 
 static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
@@ -214,6 +243,8 @@ static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
         return rc;
     }
     arm_wake(uw, worker);
+    if (worker->tick_ms)
+        arm_tick(uw, worker);
     return 0;
 }
 
@@ -385,7 +416,11 @@ static void on_recv(struct ovl__worker *worker, ovl_conn *conn, const struct io_
             if (!(conn->flags & OVL__C_CLOSING) && !more)
                 ovl__conn_wait_for_slot(conn);
         } else if (res == -ECANCELED) {
-            rearm = (conn->flags & OVL__C_DRAINING) != 0;
+            /* Cancelled by a close (CLOSING stops the re-arm below), by recv_drain (re-read in drain mode), or by
+             * recv_pause. A pause can end before this completion arrives: resume_if_drained then saw RECV_ARMED
+             * still set and left the re-arm to us, so unless still paused, receive again or the connection stalls
+             * for good. */
+            rearm = true;
         } else if (res == -EAGAIN || res == -EWOULDBLOCK) {
             ovl__conn_read_done(conn);
         } else if (res == -EINVAL && uw->multishot_recv) {
@@ -489,7 +524,7 @@ static void drain_timer(struct ovl__worker *worker, uint32_t ms)
     uw->drain_deadline.tv_nsec = (long long)(ms % 1000) * 1000000LL;
     struct io_uring_sqe *sqe = get_sqe(uw);
     io_uring_prep_timeout(sqe, &uw->drain_deadline, 0, 0);
-    io_uring_sqe_set_data64(sqe, tagged(worker, TAG_DRAIN_TIMER));
+    io_uring_sqe_set_data64(sqe, tagged(worker, TAG_TIMER));
 }
 
 /* ---- the loop ---- */
@@ -519,9 +554,15 @@ static void dispatch(struct ovl__worker *worker, const struct io_uring_cqe *cqe)
     case TAG_WAKE:
         arm_wake(uw, worker);
         break;
-    case TAG_DRAIN_TIMER:
-        if (cqe->res == -ETIME)
+    case TAG_TIMER:
+        if (cqe->res != -ETIME)
+            break;
+        if (owner == (void *)worker) {
             ovl__worker_drain_expired(worker);
+        } else {
+            ovl__worker_tick(worker);
+            arm_tick(uw, worker);
+        }
         break;
     case TAG_IGNORE:
         break;
@@ -537,6 +578,7 @@ static void worker_run(struct ovl__worker *worker)
             break;
         publish_buffers(uw);
         int rc = io_uring_submit_and_wait(&uw->ring, 1);
+        ovl__worker_clock(worker);
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
             fprintf(stderr, "overlap: io_uring_submit_and_wait: %s (errno %d)\n", ovl_strerror(rc), -rc);
             ovl__worker_drain_expired(worker);

@@ -131,6 +131,7 @@ void ovl__conn_opened(ovl_conn *conn)
 {
     conn->flags |= OVL__C_OPEN;
     conn->flags &= ~OVL__C_CONNECTING;
+    conn->active_ms = conn->worker->now_ms;
     ovl__count(&conn->worker->counters.conns_open, 1);
     if (conn->callbacks.on_open)
         conn->callbacks.on_open(conn, conn->user);
@@ -152,6 +153,7 @@ void ovl__conn_connected(ovl_conn *conn)
 void ovl__conn_received(ovl_conn *conn, ovl_buf *buf)
 {
     struct ovl__counters *counters = &conn->worker->counters;
+    conn->active_ms = conn->worker->now_ms;
     ovl__count(&counters->msgs_in, 1);
     ovl__count(&counters->bytes_in, buf->len);
     if ((conn->flags & (OVL__C_CLOSING | OVL__C_LINGER)) || !conn->callbacks.on_data) {
@@ -221,6 +223,7 @@ void ovl__conn_sent(ovl_conn *conn, size_t bytes)
 {
     struct ovl__counters *counters = &conn->worker->counters;
     conn->flags &= ~OVL__C_SENDING;
+    conn->active_ms = conn->worker->now_ms;
     ovl__count(&counters->msgs_out, 1);
     ovl__count(&counters->bytes_out, bytes);
     conn->queue_bytes -= bytes;
@@ -397,6 +400,24 @@ void ovl__worker_flush(struct ovl__worker *worker)
             ovl_conn *conn = worker->dead_head;
             worker->dead_head = conn->dead_next;
             conn_free(conn);
+        }
+    }
+}
+
+void ovl__worker_tick(struct ovl__worker *worker)
+{
+    /* Stopping: the drain deadline bounds every connection already. Connecting: the kernel's connect timeout
+     * does. ovl__conn_close only marks a connection (it is freed in the next flush), so the walk stays valid. */
+    uint32_t timeout = worker->engine->config.idle_timeout_ms;
+    if (!timeout || worker->stopping)
+        return;
+    uint64_t now = worker->now_ms;
+    for (ovl_conn *conn = worker->conns; conn; conn = conn->next) {
+        if ((conn->flags & (OVL__C_OPEN | OVL__C_CLOSING | OVL__C_DRAINING)) != OVL__C_OPEN)
+            continue;
+        if (now - conn->active_ms >= timeout) {
+            ovl__count(&worker->counters.idle_closed, 1);
+            ovl__conn_close(conn, OVL_CLOSE_IDLE, -ETIMEDOUT);
         }
     }
 }

@@ -39,9 +39,10 @@ static void print_stats_line(const ovl_stats *now, const ovl_stats *before, doub
 {
     double msgs = (double)(now->msgs_in - before->msgs_in) / seconds;
     double megabytes = (double)(now->bytes_in - before->bytes_in) / seconds / 1e6;
-    printf("open %llu  accepted %llu  msgs/s %.0f  MB/s %.2f  resets %llu  errors %llu\n",
+    printf("open %llu  accepted %llu  msgs/s %.0f  MB/s %.2f  resets %llu  errors %llu  idle closed %llu\n",
            (unsigned long long)now->conns_open, (unsigned long long)now->conns_accepted, msgs, megabytes,
-           (unsigned long long)now->resets, (unsigned long long)now->errors);
+           (unsigned long long)now->resets, (unsigned long long)now->errors,
+           (unsigned long long)now->idle_closed);
 }
 
 int main(int argc, char **argv)
@@ -78,6 +79,11 @@ int main(int argc, char **argv)
     config.backend = options.backend;
     config.zero_byte_receive = options.zero_byte_receive;
     config.drain_timeout_ms = (uint32_t)(options.drain_timeout * 1000.0);
+    /* Rounded up (no libm): a tiny positive value must not turn into 0, which means "off". At most 86400 s. */
+    double idle_ms = options.idle_timeout * 1000.0;
+    config.idle_timeout_ms = (uint32_t)idle_ms;
+    if ((double)config.idle_timeout_ms < idle_ms)
+        config.idle_timeout_ms++;
 
     ovl_error_info err;
     memset(&err, 0, sizeof err);
@@ -134,6 +140,9 @@ int main(int argc, char **argv)
            (unsigned long long)total.conns_refused, (unsigned long long)total.resets,
            (unsigned long long)total.errors, (unsigned long long)total.msgs_in,
            (unsigned long long)total.bytes_in, (unsigned long long)total.bytes_out);
+    if (total.idle_closed)
+        printf("overlap-echo: %llu idle connection%s closed\n", (unsigned long long)total.idle_closed,
+               total.idle_closed == 1 ? "" : "s");
     if (total.reuse_ok || total.reuse_fallback || total.context_updates)
         printf("overlap-echo: socket reuse: %llu reused, %llu fallbacks to a fresh socket, %llu context updates\n",
                (unsigned long long)total.reuse_ok, (unsigned long long)total.reuse_fallback,

@@ -4,6 +4,7 @@
  */
 #include "echo_options.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -21,14 +22,16 @@ const char echo_usage[] =
     "  --max-pending B    stop reading a connection with B bytes not yet echoed (default 262144)\n"
     "  --stats SECONDS    print a stats line every SECONDS\n"
     "  --drain-timeout S  on SIGINT/SIGTERM, finish echoing for at most S seconds (default 5)\n"
+    "  --idle-timeout S   close connections that received and sent nothing for S seconds (default: never)\n"
     "  --zero-byte-recv M IOCP: auto (default: above 1024 connections per thread), on, off\n"
     "  --backend NAME     io_uring (default; epoll where io_uring is forbidden), epoll; iocp on Windows\n"
     "  --help             this text\n"
     "  --version          print the version\n";
 
+/* strtoull and strtod skip leading white space and take a sign: "--port ' 80'" or "--threads -0" would pass. */
 static int parse_uint(const char *text, unsigned long long max, unsigned long long *out)
 {
-    if (!text || !*text || *text == '-' || *text == '+')
+    if (!text || !isdigit((unsigned char)*text))
         return -1;
     char *end = NULL;
     errno = 0;
@@ -41,7 +44,7 @@ static int parse_uint(const char *text, unsigned long long max, unsigned long lo
 
 static int parse_seconds(const char *text, double *out)
 {
-    if (!text || !*text)
+    if (!text || !(isdigit((unsigned char)*text) || *text == '.'))
         return -1;
     char *end = NULL;
     errno = 0;
@@ -134,6 +137,11 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
         } else if (!strcmp(name, "--drain-timeout")) {
             if (parse_seconds(value, &options->drain_timeout)) {
                 snprintf(error, error_size, "--drain-timeout: '%s' is not a number of seconds", value);
+                return -1;
+            }
+        } else if (!strcmp(name, "--idle-timeout")) {
+            if (parse_seconds(value, &options->idle_timeout)) {
+                snprintf(error, error_size, "--idle-timeout: '%s' is not a number of seconds", value);
                 return -1;
             }
         } else if (!strcmp(name, "--zero-byte-recv")) {

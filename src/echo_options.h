@@ -18,6 +18,7 @@ struct echo_options {
     uint32_t max_pending;    /* 0 = engine default */
     double stats_interval;   /* seconds, 0 = no periodic stats */
     double drain_timeout;    /* seconds, 0 = engine default */
+    double idle_timeout;     /* seconds, 0 = never close idle connections */
     const char *backend;     /* NULL = best available */
     int zero_byte_receive;   /* IOCP: 1 on, -1 off, 0 automatic */
     bool help;

@@ -47,6 +47,7 @@ const char *ovl_close_reason_name(ovl_close_reason reason)
     case OVL_CLOSE_ENGINE_STOP: return "engine stopped";
     case OVL_CLOSE_CONNECT_FAILED: return "connect failed";
     case OVL_CLOSE_REFUSED: return "refused (max connections)";
+    case OVL_CLOSE_IDLE: return "idle timeout";
     }
     return "unknown";
 }

@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <time.h>
 
 struct ovl__backend;
 struct ovl__worker;
@@ -55,7 +56,7 @@ struct ovl__pool {
 struct ovl__counters {
     _Atomic uint64_t conns_open, conns_accepted, conns_connected, conns_closed, conns_refused, connect_failures;
     _Atomic uint64_t resets, errors, bytes_in, bytes_out, msgs_in, msgs_out, recv_nobufs, reuse_ok, reuse_fallback;
-    _Atomic uint64_t context_updates, recv_pauses;
+    _Atomic uint64_t context_updates, recv_pauses, idle_closed;
 };
 
 static inline void ovl__count(_Atomic uint64_t *counter, uint64_t n)
@@ -129,6 +130,7 @@ struct ovl_conn {
     const ovl_target *target;    /* outbound: addresses to try */
     const struct addrinfo *next_address;
     int last_error;
+    uint64_t active_ms;          /* worker->now_ms when a byte was last received or sent (idle timeout) */
     char peer[64];
     /* backend-specific state follows (backend->conn_extra bytes) */
     _Alignas(16) unsigned char backend_data[];
@@ -159,6 +161,8 @@ struct ovl__worker {
     ovl_conn *wait_head;         /* connections waiting for a free pool slot before receiving */
     bool wait_dirty;             /* a waiting connection closed: walk the wait list */
     bool stopping;               /* stop command seen */
+    uint32_t tick_ms;            /* idle timeout on: the backend calls ovl__worker_tick this often; 0 = no tick */
+    uint64_t now_ms;             /* coarse clock (ovl__worker_clock), read once per loop turn, not per message */
     pthread_mutex_t command_lock;
     struct ovl__command *command_head, *command_tail;
     _Atomic int command_pending;
@@ -184,6 +188,33 @@ struct ovl_engine {
     pthread_cond_t start_cond;
     int workers_ready;
 };
+
+/* Monotonic milliseconds from a coarse clock (CLOCK_MONOTONIC_COARSE: a vDSO read with no TSC access, a few ms
+ * of resolution, which is all an idle timeout needs). */
+static inline uint64_t ovl__clock_ms(void)
+{
+#ifdef _WIN32
+    return GetTickCount64();
+#else
+#ifdef CLOCK_MONOTONIC_COARSE
+    clockid_t id = CLOCK_MONOTONIC_COARSE;
+#else
+    clockid_t id = CLOCK_MONOTONIC;
+#endif
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+#endif
+}
+
+/* Backends call this once per loop turn, right after their wait returns and before they handle what it brought:
+ * the connection logic then stamps activity by copying worker->now_ms, without a clock read per message. Costs
+ * nothing while the idle timeout is off. */
+static inline void ovl__worker_clock(struct ovl__worker *worker)
+{
+    if (worker->tick_ms)
+        worker->now_ms = ovl__clock_ms();
+}
 
 /* The worker running on this thread, or NULL. */
 extern _Thread_local struct ovl__worker *ovl__current_worker;
@@ -224,6 +255,8 @@ void ovl__conn_begin_drain(ovl_conn *conn);
 ovl_conn *ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd);
 /* Run between completion batches: start queued sends, free closed connections. */
 void ovl__worker_flush(struct ovl__worker *worker);
+/* The periodic tick (every worker->tick_ms): close connections idle for idle_timeout_ms. */
+void ovl__worker_tick(struct ovl__worker *worker);
 
 /* engine.c */
 void ovl__worker_run_commands(struct ovl__worker *worker);
