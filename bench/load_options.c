@@ -1,0 +1,265 @@
+/*
+ * load_options.c - parse and validate overlap-load's arguments. A pure function of argv: no I/O, no globals, no
+ * allocation, so a fuzzer can call it. Every number is checked whole (no atoi): a typo must name the option, not
+ * quietly run 0 connections.
+ */
+#include "load_options.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char load_usage[] =
+    "usage: overlap-load [HOST] [options]\n"
+    "  HOST                 server name or address (default localhost); every address it resolves to is tried\n"
+    "  --port P             server port (default 27015)\n"
+    "  --connections N      connections to open (default 50)\n"
+    "  --threads T          engine worker threads the connections are spread over (default 1)\n"
+    "  --size BYTES         bytes per message (default 64)\n"
+    "  --pipeline DEPTH     messages in flight per connection (default 1 = ping-pong)\n"
+    "  --duration S         measured seconds (default 5)\n"
+    "  --warmup S           seconds of load before measuring (default 1)\n"
+    "  --rate MSGS_PER_S    open loop: send at this total rate, latency from each message's scheduled time\n"
+    "  --churn MSGS         close each connection after MSGS echoes and reconnect\n"
+    "  --connect-rate N     open the connections at most N per second (ramp-up)\n"
+    "  --target-p99 US      find the highest --rate whose p99 latency stays under US microseconds\n"
+    "  --backend NAME       engine backend: io_uring, epoll (iocp on Windows); default: the best available\n"
+    "  --json               print the result as one JSON object on stdout\n"
+    "  --progress           a progress line every second on stderr (default: only when stderr is a terminal)\n"
+    "  --once               send \"this is a test\", shut down the write side, print what comes back\n"
+    "  --help               this text\n"
+    "  --version            print the version\n";
+
+/* strtoull and strtod skip leading white space and take a sign: "--connections ' 5'" or "-0" would pass. */
+static int parse_uint(const char *text, unsigned long long min, unsigned long long max, unsigned long long *out)
+{
+    if (!isdigit((unsigned char)*text))
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (errno || *end || value < min || value > max)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+/* A non-negative decimal number ("2", "0.5", ".25"); no hex, no exponent, no inf/nan. */
+static int parse_number(const char *text, double min, double max, double *out)
+{
+    if (!(isdigit((unsigned char)*text) || (*text == '.' && isdigit((unsigned char)text[1]))))
+        return -1;
+    for (const char *p = text; *p; p++)
+        if (!isdigit((unsigned char)*p) && *p != '.')
+            return -1;
+    char *end = NULL;
+    errno = 0;
+    double value = strtod(text, &end);
+    if (errno || *end || !isfinite(value) || value < min || value > max)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+static bool is_flag(const char *name)
+{
+    static const char *const flags[] = {"--json", "--once", "--progress", "--help", "--version", "-h"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+        if (!strcmp(name, flags[i]))
+            return true;
+    return false;
+}
+
+static bool is_valued(const char *name)
+{
+    static const char *const valued[] = {"--host", "--port", "--connections", "--threads", "--size", "--pipeline",
+                                         "--duration", "--warmup", "--rate", "--churn", "--connect-rate",
+                                         "--target-p99", "--backend"};
+    for (size_t i = 0; i < sizeof valued / sizeof valued[0]; i++)
+        if (!strcmp(name, valued[i]))
+            return true;
+    return false;
+}
+
+static int set_flag(const char *name, struct load_options *o)
+{
+    if (!strcmp(name, "--json"))
+        o->json = true;
+    else if (!strcmp(name, "--once"))
+        o->once = true;
+    else if (!strcmp(name, "--progress"))
+        o->progress = true;
+    else if (!strcmp(name, "--version"))
+        o->version = true;
+    else
+        o->help = true;
+    return 0;
+}
+
+/* One option with its value. Returns 0, or -1 with the reason in error. */
+static int set_value(const char *name, const char *value, struct load_options *o, char *error, size_t error_size)
+{
+    unsigned long long n = 0;
+    if (!strcmp(name, "--host")) {
+        if (!*value) {
+            snprintf(error, error_size, "--host: the host name is empty");
+            return -1;
+        }
+        o->host = value;
+    } else if (!strcmp(name, "--port")) {
+        if (parse_uint(value, 1, 65535, &n)) {
+            snprintf(error, error_size, "--port: '%s' is not a port number (1-65535)", value);
+            return -1;
+        }
+        o->port = value;
+    } else if (!strcmp(name, "--connections")) {
+        if (parse_uint(value, 1, 1000000, &n)) {
+            snprintf(error, error_size, "--connections: '%s' is not a count (1-1000000)", value);
+            return -1;
+        }
+        o->connections = (uint32_t)n;
+    } else if (!strcmp(name, "--threads")) {
+        if (parse_uint(value, 1, 1024, &n)) {
+            snprintf(error, error_size, "--threads: '%s' is not a thread count (1-1024)", value);
+            return -1;
+        }
+        o->threads = (int)n;
+    } else if (!strcmp(name, "--size")) {
+        if (parse_uint(value, 1, 1u << 24, &n)) {
+            snprintf(error, error_size, "--size: '%s' is not a message size in bytes (1-16777216)", value);
+            return -1;
+        }
+        o->size = (uint32_t)n;
+    } else if (!strcmp(name, "--pipeline")) {
+        if (parse_uint(value, 1, 65536, &n)) {
+            snprintf(error, error_size, "--pipeline: '%s' is not a depth (1-65536)", value);
+            return -1;
+        }
+        o->pipeline = (uint32_t)n;
+    } else if (!strcmp(name, "--duration")) {
+        if (parse_number(value, 0.001, 86400, &o->duration)) {
+            snprintf(error, error_size, "--duration: '%s' is not a number of seconds (0.001-86400)", value);
+            return -1;
+        }
+    } else if (!strcmp(name, "--warmup")) {
+        if (parse_number(value, 0, 86400, &o->warmup)) {
+            snprintf(error, error_size, "--warmup: '%s' is not a number of seconds (0-86400)", value);
+            return -1;
+        }
+    } else if (!strcmp(name, "--rate")) {
+        if (parse_number(value, 0.001, 1e9, &o->rate)) {
+            snprintf(error, error_size, "--rate: '%s' is not a message rate (0.001-1000000000 per second)", value);
+            return -1;
+        }
+    } else if (!strcmp(name, "--churn")) {
+        if (parse_uint(value, 1, UINT32_MAX, &n)) {
+            snprintf(error, error_size, "--churn: '%s' is not a message count (1-4294967295)", value);
+            return -1;
+        }
+        o->churn = (uint32_t)n;
+    } else if (!strcmp(name, "--connect-rate")) {
+        if (parse_number(value, 0.001, 1e7, &o->connect_rate)) {
+            snprintf(error, error_size, "--connect-rate: '%s' is not a rate (0.001-10000000 per second)", value);
+            return -1;
+        }
+    } else if (!strcmp(name, "--target-p99")) {
+        if (parse_number(value, 1, 60e6, &o->target_p99_us)) {
+            snprintf(error, error_size, "--target-p99: '%s' is not a latency in microseconds (1-60000000)", value);
+            return -1;
+        }
+    } else if (!strcmp(name, "--backend")) {
+        if (!*value) {
+            snprintf(error, error_size, "--backend: the name is empty");
+            return -1;
+        }
+        o->backend = value;
+    } else {
+        snprintf(error, error_size, "unknown option '%s'", name);
+        return -1;
+    }
+    return 0;
+}
+
+int load_options_parse(int argc, char *const argv[], struct load_options *o, char *error, size_t error_size)
+{
+    memset(o, 0, sizeof *o);
+    o->host = "localhost";
+    o->port = "27015";
+    o->connections = 50;
+    o->threads = 1;
+    o->size = 64;
+    o->pipeline = 1;
+    o->duration = 5;
+    o->warmup = 1;
+    if (error_size)
+        error[0] = '\0';
+    bool host_given = false;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!arg)
+            break;
+        if (arg[0] != '-') {
+            if (host_given || !*arg) {
+                snprintf(error, error_size, "unexpected argument '%s'", arg);
+                return -1;
+            }
+            host_given = true;
+            o->host = arg;
+            continue;
+        }
+        char name[32];
+        const char *eq = strchr(arg, '=');
+        size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
+        if ((strncmp(arg, "--", 2) != 0 && strcmp(arg, "-h") != 0) || name_len >= sizeof name) {
+            snprintf(error, error_size, "unknown option '%.*s'", (int)(name_len < 64 ? name_len : 64), arg);
+            return -1;
+        }
+        memcpy(name, arg, name_len);
+        name[name_len] = '\0';
+        if (is_flag(name)) {
+            if (eq) {
+                snprintf(error, error_size, "%s takes no value", name);
+                return -1;
+            }
+            set_flag(name, o);
+            continue;
+        }
+        const char *value;
+        if (eq)
+            value = eq + 1;
+        else if (i + 1 < argc && argv[i + 1])
+            value = argv[++i];
+        else {
+            if (is_valued(name))
+                snprintf(error, error_size, "%s needs a value", name);
+            else
+                snprintf(error, error_size, "unknown option '%s'", name);
+            return -1;
+        }
+        if (!strcmp(name, "--host") && host_given) {
+            snprintf(error, error_size, "the host is given twice ('%s' and '%s')", o->host, value);
+            return -1;
+        }
+        if (set_value(name, value, o, error, error_size) < 0)
+            return -1;
+        if (!strcmp(name, "--host"))
+            host_given = true;
+    }
+    if ((uint32_t)o->threads > o->connections)
+        o->threads = (int)o->connections; /* a worker without a connection would only idle */
+    if (o->help || o->version || o->once)
+        return 0;
+    if (o->target_p99_us > 0 && o->rate > 0) {
+        snprintf(error, error_size, "--target-p99 searches for the rate itself: leave out --rate");
+        return -1;
+    }
+    if ((uint64_t)o->size * o->pipeline > (1ull << 28)) {
+        snprintf(error, error_size, "--size %u x --pipeline %u is more than 256 MiB in flight per connection",
+                 o->size, o->pipeline);
+        return -1;
+    }
+    return 0;
+}

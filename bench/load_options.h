@@ -1,0 +1,40 @@
+/*
+ * load_options.h - overlap-load's command line, parsed without side effects: argv in, a struct or one line of
+ * error text out (so tests and a fuzzer can call it).
+ */
+#ifndef OVL_LOAD_OPTIONS_H
+#define OVL_LOAD_OPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct load_options {
+    const char *host;          /* "localhost" */
+    const char *port;          /* "27015" */
+    uint32_t connections;      /* 50 */
+    int threads;               /* 1 (never more than connections) */
+    uint32_t size;             /* bytes per message, 64 */
+    uint32_t pipeline;         /* messages in flight per connection, 1 = ping-pong */
+    double duration;           /* measured seconds, 5 */
+    double warmup;             /* seconds before measuring, 1 */
+    double rate;               /* total messages per second, open loop; 0 = closed loop (as fast as echoes come) */
+    uint32_t churn;            /* reconnect after this many echoes; 0 = keep connections */
+    double connect_rate;       /* initial connections opened per second at most; 0 = all at once */
+    double target_p99_us;      /* search the highest rate whose p99 stays under this; 0 = no search */
+    const char *backend;       /* engine backend; NULL = the best available */
+    bool json;
+    bool once;
+    bool progress;             /* the progress line even when stderr is not a terminal */
+    bool help;
+    bool version;
+};
+
+/* Fill `options` from argv (argv[0] is the program). Returns 0, or -1 with a one-line reason in `error`. Pointers
+ * in `options` point into argv or to string literals. */
+int load_options_parse(int argc, char *const argv[], struct load_options *options, char *error, size_t error_size);
+
+/* The usage text, for --help and for argument errors. */
+extern const char load_usage[];
+
+#endif

@@ -1,0 +1,1173 @@
+/*
+ * load_run.c - one load run on liboverlap itself: connections opened with ovl_connect, messages sent zero-copy from
+ * one immutable pattern table (ovl_send_ref), every echoed byte compared with the table at its stream offset, the
+ * latency of every message recorded in per-worker histograms. Also the --once seed client.
+ *
+ * The pattern. Byte j of a connection's stream is table[(seed + j) % 251]; table[k] = (97 k + 31) mod 251 is a
+ * bijection on 0..250, so a byte that comes back shifted by any distance that is not a multiple of 251 (lost,
+ * repeated or reordered bytes), or from another connection (another seed), differs. The table holds 251 + size
+ * bytes, so every message is one contiguous slice of it: nothing is copied or allocated per message, and a
+ * received buffer is compared in place with memcmp and released at once.
+ *
+ * Threads. Each connection (a "slot": churn reconnects reuse it) belongs to one engine worker; each worker has its
+ * own counters and histograms, written only by it. The main thread reads the counters with relaxed atomics for the
+ * progress line and merges the histograms after the engine stopped: no lock on the message path.
+ *
+ * Open loop (--rate). Message k of slot i is scheduled at base + (i + k N) / rate: the N slots take turns, so the
+ * total rate is `rate` and no two slots send at once. Latency is measured from the scheduled time, not from the
+ * actual send, so a server that stalls is charged for every message it held up (no coordinated omission). A
+ * message is sent when its time has come and fewer than --pipeline are in flight; one that cannot be sent then
+ * waits, its clock already running. The engine has no timer, so a ticker thread (plain sockets) writes one byte at
+ * each scheduled instant (at most every 50 us) to a "clock" connection that each worker opened to it; that
+ * connection's on_data runs the worker's schedule. Echo arrivals run it as well.
+ *
+ * The end. When the measured window closes, connections stop sending, wait for what is in flight, verify it, and
+ * shut their write side down; the server closes, and only then is the engine stopped. Bytes a server never echoes
+ * within the grace period count as short echoes.
+ */
+#include "load_report.h"
+#include "load_run.h"
+#include "overlap.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef _WIN32
+#define WIN32_LEAN_AND_MEAN
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <windows.h>
+#include <io.h>
+#ifndef ESHUTDOWN /* the C runtime has none; the engine returns Winsock's, as overlap.h says */
+#define ESHUTDOWN WSAESHUTDOWN
+#endif
+typedef SOCKET load_socket;
+#define LOAD_NO_SOCKET INVALID_SOCKET
+#define load_socket_close closesocket
+#define LOAD_SEND_FLAGS 0
+#else
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+typedef int load_socket;
+#define LOAD_NO_SOCKET (-1)
+#define load_socket_close close
+#define LOAD_SEND_FLAGS MSG_NOSIGNAL
+#endif
+
+#ifdef OVL_HAVE_MIMALLOC
+#include <mimalloc.h>
+#define load_zalloc(size) mi_zalloc(size)
+#define load_realloc(pointer, size) mi_realloc(pointer, size)
+#define load_free(pointer) mi_free(pointer)
+#else /* the mingw-w64 cross build, which has no mimalloc */
+#define load_zalloc(size) calloc(1, size)
+#define load_realloc(pointer, size) realloc(pointer, size)
+#define load_free(pointer) free(pointer)
+#endif
+
+enum {
+    PATTERN_PERIOD = 251,
+    MAX_CLOCKS = 1024,            /* one clock connection per worker, and --threads is at most 1024 */
+};
+
+#define MIN_TICK_NS 50000ull      /* the ticker wakes at most every 50 us */
+#define SPIN_MAX_NS 20000ull      /* and spins at most about this long to be on time */
+#define OPEN_TIMEOUT_NS 10000000000ull  /* initial connects still pending this long after the last was started */
+#define GRACE_NS 2000000000ull    /* after the window: time for echoes in flight to come back */
+#define PUBLISH_NS 250000000ull   /* how often a worker republishes its p99 for the progress line */
+
+enum phase { PHASE_OPENING, PHASE_WARMUP, PHASE_MEASURE, PHASE_STOPPING };
+
+const char *const load_error_keys[LOAD_ERR_KINDS] = {"connect", "mismatch", "short_echo", "server_closed", "reset",
+                                                     "io"};
+const char *const load_error_names[LOAD_ERR_KINDS] = {"connect failed", "wrong bytes", "short echo",
+                                                      "closed by server", "reset", "I/O error"};
+
+struct load_run;
+struct load_slot;
+
+/* Everything one worker thread owns. The leading pad keeps the counters off the cache line the previous worker's
+ * histogram ends on. */
+struct load_worker {
+    char pad[64];
+    _Atomic uint64_t msgs, bytes, connects, window_connects, errors[LOAD_ERR_KINDS];
+    _Atomic uint64_t all_msgs, all_bytes; /* warmup included, for the progress line */
+    _Atomic uint64_t p99_ns;
+    char pad2[64];
+    /* Open loop: the time of this worker's next scheduled event not yet run (0 = unknown, UINT64_MAX = none), for
+     * the ticker, which pokes the worker only when that time has come and no echo has run the schedule since. */
+    _Atomic uint64_t next_event_ns;
+    char pad3[64];
+    uint64_t published_at;
+    struct load_run *run;
+    /* Open loop: the slots this worker schedules, in slot index order, and where the schedule stands: the next
+     * event is message `round` of slots[cursor]. */
+    struct load_slot **slots;
+    uint32_t slot_count, slot_capacity, cursor;
+    uint64_t round;
+    bool clock_requested;
+    bool stop_swept;
+    struct load_histogram latency;
+    struct load_histogram connect_latency;
+    struct load_histogram send_lag;
+};
+
+/* One of the N connections, and its successors under --churn. */
+struct load_slot {
+    struct load_run *run;
+    struct load_worker *worker;   /* set on the first open; churn reconnects stay on it */
+    ovl_conn *conn;               /* open connection, or NULL */
+    uint32_t index;
+    uint32_t generation;          /* connections started for this slot */
+    uint32_t seed;                /* pattern offset of the current connection */
+    bool opened_once;
+    bool shut;                    /* our write side is shut down: the connection is ending in good order */
+    bool failed;                  /* verification failed: closing */
+    uint64_t sent, verified;      /* bytes queued / bytes echoed and verified, current connection */
+    uint64_t msgs_sent, msgs_done;/* messages queued / fully echoed, current connection */
+    uint64_t due;                 /* open loop: this slot's messages whose scheduled time has come */
+    uint64_t scheduled_sent;      /* open loop: of which sent */
+    uint64_t connect_started;
+    uint64_t free_at;             /* open loop: when the pipeline last had room again (or the connection opened) */
+    uint64_t stamps[];            /* per message in flight (index msgs_sent % pipeline): latency start, ns */
+};
+
+/* The ticker's end of one worker's clock connection. */
+struct clock_end {
+    load_socket fd;
+    int worker;                   /* -1 until the worker's index (2 bytes, sent on open) has been read */
+    uint64_t poked;               /* the event time the last byte was written for */
+    uint64_t poked_at;            /* and when */
+};
+
+struct ticker {
+    pthread_t thread;
+    bool started;
+    load_socket listen_fd;
+    struct clock_end clocks[MAX_CLOCKS];
+    int count;
+    int identified;               /* clocks whose worker is known */
+    _Atomic int stop;
+};
+
+struct load_run {
+    const struct load_options *options;
+    double rate;
+    double ns_per_msg;            /* open loop: 1e9 / rate */
+    ovl_engine *engine;
+    ovl_target *target;
+    ovl_target *clock_target;
+    unsigned char *table;
+    struct load_worker *workers;
+    int worker_count;
+    struct load_slot **slots;
+    ovl_callbacks callbacks;
+    ovl_callbacks clock_callbacks;
+    _Atomic int phase;
+    _Atomic uint64_t base_ns;     /* open loop: the schedule's time zero; 0 until the warmup starts */
+    _Atomic uint32_t opened, failed; /* slots whose first connection opened / never could */
+    _Atomic int64_t live;         /* connections started and not closed yet (clock connections not included) */
+    _Atomic uint64_t main_errors[LOAD_ERR_KINDS]; /* errors seen on the main thread (no worker to count them) */
+    _Atomic int error_claimed;
+    char first_error[320];
+    struct ticker ticker;
+};
+
+uint64_t load_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Sleep until the monotonic clock reads `deadline` (ns). */
+static void sleep_until(uint64_t deadline)
+{
+#ifdef _WIN32
+    uint64_t now = load_now_ns();
+    if (deadline > now)
+        Sleep((DWORD)((deadline - now + 999999) / 1000000));
+#else
+    struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000ull), .tv_nsec = (long)(deadline % 1000000000ull)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+#endif
+}
+
+static void cpu_times(double *user, double *system)
+{
+#ifdef _WIN32
+    FILETIME created, exited, kernel, usermode;
+    GetProcessTimes(GetCurrentProcess(), &created, &exited, &kernel, &usermode);
+    *user = (double)(((uint64_t)usermode.dwHighDateTime << 32) | usermode.dwLowDateTime) / 1e7;
+    *system = (double)(((uint64_t)kernel.dwHighDateTime << 32) | kernel.dwLowDateTime) / 1e7;
+#else
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    *user = (double)usage.ru_utime.tv_sec + (double)usage.ru_utime.tv_usec / 1e6;
+    *system = (double)usage.ru_stime.tv_sec + (double)usage.ru_stime.tv_usec / 1e6;
+#endif
+}
+
+static inline void bump(_Atomic uint64_t *counter, uint64_t n)
+{
+    /* Single writer (the owning worker): a plain load and store, no locked instruction. */
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n, memory_order_relaxed);
+}
+
+static inline uint64_t peek(const _Atomic uint64_t *counter)
+{
+    return atomic_load_explicit(counter, memory_order_relaxed);
+}
+
+static inline int phase_of(struct load_run *run)
+{
+    return atomic_load_explicit(&run->phase, memory_order_relaxed);
+}
+
+uint64_t load_result_errors(const struct load_result *result)
+{
+    uint64_t total = 0;
+    for (int k = 0; k < LOAD_ERR_KINDS; k++)
+        total += result->errors[k];
+    return total;
+}
+
+/* Count an error of `kind` on worker w; the first error of the run is kept with its detail for the report. */
+static void count_error(struct load_run *run, struct load_worker *w, enum load_error_kind kind, const char *format,
+                        ...) __attribute__((format(printf, 4, 5)));
+
+static void count_error(struct load_run *run, struct load_worker *w, enum load_error_kind kind, const char *format,
+                        ...)
+{
+    if (w)
+        bump(&w->errors[kind], 1);
+    else
+        atomic_fetch_add(&run->main_errors[kind], 1);
+    if (atomic_exchange(&run->error_claimed, 1))
+        return;
+    va_list args;
+    va_start(args, format);
+    vsnprintf(run->first_error, sizeof run->first_error, format, args);
+    va_end(args);
+}
+
+static struct load_worker *worker_of(struct load_run *run, ovl_conn *conn)
+{
+    return &run->workers[ovl_conn_worker(conn)];
+}
+
+/* ---- sending and the open-loop schedule ---- */
+
+static inline uint64_t scheduled_at(const struct load_run *run, uint64_t base, uint32_t index, uint64_t k)
+{
+    double n = (double)run->options->connections;
+    return base + (uint64_t)(((double)index + (double)k * n) * run->ns_per_msg);
+}
+
+static void send_one(struct load_slot *s, uint64_t stamp)
+{
+    const struct load_options *o = s->run->options;
+    size_t start = (size_t)((s->seed + s->sent) % PATTERN_PERIOD);
+    s->stamps[s->msgs_sent % o->pipeline] = stamp;
+    s->msgs_sent++;
+    s->sent += o->size;
+    /* A failure means the connection is closing; on_close reports why. */
+    ovl_send_ref(s->conn, s->run->table + start, o->size);
+}
+
+/* Every echo is in and the slot has nothing more to send (the run ends, or --churn's count is reached): end the
+ * connection in good order. The server answers our FIN with its own and on_close sees OVL_CLOSE_PEER. */
+static void finish_if_done(struct load_slot *s)
+{
+    if (s->shut || s->failed || !s->conn || s->verified != s->sent)
+        return;
+    const struct load_options *o = s->run->options;
+    if (phase_of(s->run) == PHASE_STOPPING || (o->churn && s->msgs_done >= o->churn)) {
+        s->shut = true;
+        ovl_shutdown(s->conn);
+    }
+}
+
+/* Send what the slot may send now: up to --pipeline in flight, at most --churn per connection, and in open loop
+ * only messages whose scheduled time has come. */
+static void pump(struct load_slot *s, uint64_t now)
+{
+    if (!s->conn || s->shut || s->failed)
+        return;
+    struct load_run *run = s->run;
+    const struct load_options *o = run->options;
+    int phase = phase_of(run);
+    if (phase == PHASE_STOPPING) {
+        finish_if_done(s);
+        return;
+    }
+    uint64_t limit = o->churn ? o->churn : UINT64_MAX;
+    uint64_t base = run->rate > 0 ? atomic_load_explicit(&run->base_ns, memory_order_relaxed) : 0;
+    while (s->msgs_sent - s->msgs_done < o->pipeline && s->msgs_sent < limit) {
+        if (run->rate > 0) {
+            if (!base || s->scheduled_sent >= s->due)
+                break;
+            uint64_t at = scheduled_at(run, base, s->index, s->scheduled_sent);
+            send_one(s, at);
+            s->scheduled_sent++;
+            /* The client's own delay: from when the message could have gone (its time had come and the pipeline
+             * had room) to now. Waiting for room is the server's doing and not counted here. */
+            uint64_t could = at > s->free_at ? at : s->free_at;
+            if (phase == PHASE_MEASURE)
+                load_histogram_record(&s->worker->send_lag, now > could ? now - could : 0);
+        } else {
+            send_one(s, now);
+        }
+    }
+    finish_if_done(s);
+}
+
+/* Open loop: walk the worker's events that are due by `now`, in time order (slot index order within a round),
+ * marking each slot's message due and sending what may go. Only due events are visited. */
+static void run_schedule(struct load_worker *w, uint64_t now)
+{
+    struct load_run *run = w->run;
+    uint64_t base = atomic_load_explicit(&run->base_ns, memory_order_relaxed);
+    if (!base)
+        return;
+    if (!w->slot_count) {
+        atomic_store_explicit(&w->next_event_ns, UINT64_MAX, memory_order_relaxed);
+        return;
+    }
+    if (phase_of(run) == PHASE_STOPPING) {
+        /* Once: end the slots that are idle now (nothing in flight, so no echo would wake them). */
+        if (!w->stop_swept) {
+            w->stop_swept = true;
+            for (uint32_t i = 0; i < w->slot_count; i++)
+                finish_if_done(w->slots[i]);
+        }
+        return;
+    }
+    for (;;) {
+        struct load_slot *s = w->slots[w->cursor];
+        uint64_t at = scheduled_at(run, base, s->index, w->round);
+        if (at > now) {
+            atomic_store_explicit(&w->next_event_ns, at, memory_order_relaxed);
+            break;
+        }
+        s->due = w->round + 1;
+        pump(s, now);
+        if (++w->cursor == w->slot_count) {
+            w->cursor = 0;
+            w->round++;
+        }
+    }
+}
+
+/* Open loop: add a slot to its worker's schedule, in index order. A slot that joins late has the events the
+ * cursor already passed counted as due, so its clock starts at the same place as everyone else's. */
+static int schedule_add(struct load_worker *w, struct load_slot *s)
+{
+    if (w->slot_count == w->slot_capacity) {
+        uint32_t capacity = w->slot_capacity ? w->slot_capacity * 2 : 64;
+        struct load_slot **slots = load_realloc(w->slots, capacity * sizeof *slots);
+        if (!slots)
+            return -ENOMEM;
+        w->slots = slots;
+        w->slot_capacity = capacity;
+    }
+    uint32_t at = w->slot_count;
+    while (at > 0 && w->slots[at - 1]->index > s->index) {
+        w->slots[at] = w->slots[at - 1];
+        at--;
+    }
+    w->slots[at] = s;
+    w->slot_count++;
+    /* Slots before the cursor had this round's event already; the new one's comes earlier than theirs' did. */
+    if (at < w->cursor) {
+        s->due = w->round + 1;
+        w->cursor++;
+    } else {
+        s->due = w->round;
+    }
+    atomic_store_explicit(&w->next_event_ns, 0, memory_order_relaxed); /* the new slot's event may be earlier */
+    return 0;
+}
+
+/* ---- verification ---- */
+
+/* Compare `len` received bytes with the slot's pattern from stream offset s->verified. Returns the index of the
+ * first differing byte, or len when all match. */
+static size_t verify(const struct load_slot *s, const unsigned char *data, size_t len)
+{
+    const unsigned char *table = s->run->table;
+    size_t table_len = PATTERN_PERIOD + s->run->options->size;
+    size_t position = (size_t)((s->seed + s->verified) % PATTERN_PERIOD);
+    size_t done = 0;
+    while (done < len) {
+        size_t n = len - done;
+        if (n > table_len - position)
+            n = table_len - position;
+        if (memcmp(data + done, table + position, n) != 0) {
+            for (size_t i = 0; i < n; i++)
+                if (data[done + i] != table[position + i])
+                    return done + i;
+        }
+        done += n;
+        position = (position + n) % PATTERN_PERIOD;
+    }
+    return len;
+}
+
+static unsigned char expected_byte(const struct load_slot *s, uint64_t offset)
+{
+    return s->run->table[(s->seed + offset) % PATTERN_PERIOD];
+}
+
+/* ---- connection callbacks ---- */
+
+static void start_connect(struct load_run *run, struct load_slot *s, struct load_worker *w);
+
+static void publish_p99(struct load_worker *w, uint64_t now)
+{
+    if (now - w->published_at < PUBLISH_NS)
+        return;
+    w->published_at = now;
+    atomic_store_explicit(&w->p99_ns, load_histogram_quantile(&w->latency, 0.99), memory_order_relaxed);
+}
+
+static void on_open(ovl_conn *conn, void *user)
+{
+    struct load_slot *s = user;
+    struct load_run *run = s->run;
+    struct load_worker *w = worker_of(run, conn);
+    uint64_t now = load_now_ns();
+    s->conn = conn;
+    s->shut = s->failed = false;
+    s->sent = s->verified = s->msgs_sent = s->msgs_done = 0;
+    s->free_at = now;
+    bump(&w->connects, 1);
+    if (phase_of(run) == PHASE_MEASURE)
+        bump(&w->window_connects, 1);
+    load_histogram_record(&w->connect_latency, now - s->connect_started);
+    if (!s->opened_once) {
+        s->opened_once = true;
+        s->worker = w;
+        if (run->rate > 0 && schedule_add(w, s) < 0) {
+            count_error(run, w, LOAD_ERR_IO, "connection %u: out of memory", s->index);
+            s->failed = true;
+            ovl_close(conn);
+        }
+        atomic_fetch_add(&run->opened, 1);
+    }
+    /* Open loop: this worker needs its clock. Called from this worker, ovl_connect keeps it here. */
+    if (run->rate > 0 && !w->clock_requested && run->clock_target) {
+        w->clock_requested = true;
+        int rc = ovl_connect(run->engine, run->clock_target, &run->clock_callbacks, w);
+        if (rc < 0 && phase_of(run) != PHASE_STOPPING)
+            count_error(run, w, LOAD_ERR_IO, "open-loop clock connection: %s", ovl_strerror(rc));
+    }
+    if (!s->failed)
+        pump(s, now);
+}
+
+static void on_data(ovl_conn *conn, ovl_buf *buf)
+{
+    struct load_slot *s = ovl_conn_user(conn);
+    struct load_run *run = s->run;
+    const struct load_options *o = run->options;
+    struct load_worker *w = worker_of(run, conn);
+    if (s->failed) {
+        ovl_buf_release(buf);
+        return;
+    }
+    const unsigned char *data = ovl_buf_data(buf);
+    size_t len = ovl_buf_len(buf);
+    uint64_t owed = s->sent - s->verified;
+    size_t checked = len < owed ? len : (size_t)owed;
+    size_t bad = verify(s, data, checked);
+    if (bad < checked) {
+        uint64_t offset = s->verified + bad;
+        count_error(run, w, LOAD_ERR_MISMATCH,
+                    "connection %u (%s): echoed byte %llu (message %llu, byte %llu) is 0x%02x, sent 0x%02x",
+                    s->index, ovl_conn_peer(conn), (unsigned long long)offset,
+                    (unsigned long long)(offset / o->size), (unsigned long long)(offset % o->size), data[bad],
+                    expected_byte(s, offset));
+    } else if (len > owed) {
+        count_error(run, w, LOAD_ERR_MISMATCH, "connection %u (%s): %llu bytes came back that were never sent",
+                    s->index, ovl_conn_peer(conn), (unsigned long long)(len - owed));
+    }
+    ovl_buf_release(buf);
+    if (bad < checked || len > owed) {
+        s->failed = true;
+        ovl_close(conn);
+        return;
+    }
+    s->verified += len;
+    uint64_t now = load_now_ns();
+    bool measuring = phase_of(run) == PHASE_MEASURE;
+    uint64_t complete = s->verified / o->size;
+    bump(&w->all_bytes, len);
+    bump(&w->all_msgs, complete - s->msgs_done);
+    if (measuring) {
+        bump(&w->bytes, len);
+        bump(&w->msgs, complete - s->msgs_done);
+    }
+    while (s->msgs_done < complete) {
+        if (s->msgs_sent - s->msgs_done == o->pipeline)
+            s->free_at = now;
+        uint64_t stamp = s->stamps[s->msgs_done % o->pipeline];
+        s->msgs_done++;
+        if (measuring)
+            load_histogram_record(&w->latency, now > stamp ? now - stamp : 0);
+    }
+    if (run->rate > 0)
+        run_schedule(w, now);
+    pump(s, now);
+    if (measuring)
+        publish_p99(w, now);
+}
+
+static void on_close(ovl_conn *conn, ovl_close_reason reason, int err)
+{
+    struct load_slot *s = ovl_conn_user(conn);
+    struct load_run *run = s->run;
+    struct load_worker *w = worker_of(run, conn);
+    bool stopping = phase_of(run) == PHASE_STOPPING;
+    uint64_t owed = s->sent - s->verified;
+    /* The socket is gone by now (ovl_conn_peer would not know the address): name the target. */
+    const char *peer = ovl_target_name(run->target);
+    s->conn = NULL;
+    switch (reason) {
+    case OVL_CLOSE_CONNECT_FAILED:
+        count_error(run, w, LOAD_ERR_CONNECT, "connect %s: %s", ovl_target_name(run->target), ovl_strerror(err));
+        break;
+    case OVL_CLOSE_RESET:
+        count_error(run, w, LOAD_ERR_RESET, "connection %u to %s: reset by the server (%llu bytes not echoed)",
+                    s->index, peer, (unsigned long long)owed);
+        break;
+    case OVL_CLOSE_ERROR:
+    case OVL_CLOSE_IDLE:
+    case OVL_CLOSE_REFUSED:
+        count_error(run, w, LOAD_ERR_IO, "connection %u to %s: %s", s->index, peer, ovl_strerror(err));
+        break;
+    case OVL_CLOSE_PEER:
+        if (s->failed)
+            break;
+        if (owed)
+            count_error(run, w, LOAD_ERR_SHORT, "connection %u to %s: closed by the server with %llu of %llu bytes "
+                        "not echoed", s->index, peer, (unsigned long long)owed, (unsigned long long)s->sent);
+        else if (!s->shut)
+            count_error(run, w, LOAD_ERR_SERVER_CLOSED, "connection %u to %s: closed by the server", s->index, peer);
+        break;
+    case OVL_CLOSE_ENGINE_STOP:
+        if (!s->failed && owed)
+            count_error(run, w, LOAD_ERR_SHORT, "connection %u to %s: %llu bytes sent were never echoed (waited "
+                        "%.1f s after the end)", s->index, peer, (unsigned long long)owed, (double)GRACE_NS / 1e9);
+        break;
+    case OVL_CLOSE_LOCAL:
+        break;
+    }
+    if (!s->opened_once && reason == OVL_CLOSE_CONNECT_FAILED)
+        atomic_fetch_add(&run->failed, 1);
+    /* --churn: a connection that ended in good order is replaced on this worker. */
+    if (run->options->churn && s->shut && reason == OVL_CLOSE_PEER && !owed && !stopping)
+        start_connect(run, s, w);
+    atomic_fetch_sub(&run->live, 1);
+}
+
+/* Start a connection for slot s (from the main thread, or from a worker for churn). */
+static void start_connect(struct load_run *run, struct load_slot *s, struct load_worker *w)
+{
+    s->generation++;
+    s->seed = (s->index * 37u + s->generation * 11u) % PATTERN_PERIOD;
+    s->connect_started = load_now_ns();
+    atomic_fetch_add(&run->live, 1);
+    int rc = ovl_connect(run->engine, run->target, &run->callbacks, s);
+    if (rc < 0) {
+        atomic_fetch_sub(&run->live, 1);
+        if (rc == -ESHUTDOWN || phase_of(run) == PHASE_STOPPING)
+            return;
+        count_error(run, w, LOAD_ERR_CONNECT, "connect %s: %s", ovl_target_name(run->target), ovl_strerror(rc));
+        if (!s->opened_once)
+            atomic_fetch_add(&run->failed, 1);
+    }
+}
+
+/* ---- the open-loop clock ---- */
+
+static void clock_open(ovl_conn *conn, void *user)
+{
+    struct load_worker *w = user;
+    /* Tell the ticker whose clock this is: the worker index, 2 bytes. */
+    unsigned index = (unsigned)(w - w->run->workers);
+    unsigned char id[2] = {(unsigned char)(index & 0xff), (unsigned char)(index >> 8)};
+    ovl_send(conn, id, sizeof id);
+}
+
+static void clock_data(ovl_conn *conn, ovl_buf *buf)
+{
+    ovl_buf_release(buf);
+    struct load_worker *w = ovl_conn_user(conn);
+    run_schedule(w, load_now_ns());
+}
+
+static void clock_close(ovl_conn *conn, ovl_close_reason reason, int err)
+{
+    struct load_worker *w = ovl_conn_user(conn);
+    if (phase_of(w->run) == PHASE_STOPPING || reason == OVL_CLOSE_ENGINE_STOP)
+        return;
+    count_error(w->run, w, LOAD_ERR_IO, "open-loop clock connection: %s%s%s", ovl_close_reason_name(reason),
+                err ? ": " : "", err ? ovl_strerror(err) : "");
+}
+
+static int socket_nonblocking(load_socket fd)
+{
+#ifdef _WIN32
+    u_long on = 1;
+    return ioctlsocket(fd, FIONBIO, &on) == 0 ? 0 : -1;
+#else
+    int flags = fcntl(fd, F_GETFL);
+    return flags >= 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 ? 0 : -1;
+#endif
+}
+
+/* Accept new clock connections and read the worker index of those that have sent it. */
+static void accept_clocks(struct load_run *run, struct ticker *t)
+{
+    while (t->count < MAX_CLOCKS) {
+        load_socket fd = accept(t->listen_fd, NULL, NULL);
+        if (fd == LOAD_NO_SOCKET)
+            break;
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, (const char *)&one, sizeof one);
+        socket_nonblocking(fd);
+        t->clocks[t->count++] = (struct clock_end){.fd = fd, .worker = -1, .poked = UINT64_MAX};
+    }
+    for (int i = 0; i < t->count; i++) {
+        struct clock_end *c = &t->clocks[i];
+        unsigned char id[2];
+        if (c->worker >= 0 || recv(c->fd, (char *)id, sizeof id, MSG_PEEK) != (int)sizeof id)
+            continue;
+        recv(c->fd, (char *)id, sizeof id, 0);
+        int index = id[0] | id[1] << 8;
+        if (index < run->worker_count) {
+            c->worker = index;
+            t->identified++;
+        }
+    }
+}
+
+static void poke(struct clock_end *c)
+{
+    send(c->fd, "t", 1, LOAD_SEND_FLAGS); /* a full socket means the worker is behind anyway */
+}
+
+/* The ticker sleeps until the earliest worker's next event (at least 50 us apart, at most 10 ms, so that new
+ * clocks and the stop are seen), and writes a byte to a worker's clock only when that worker's event has come and
+ * the worker has not run its schedule since (under load, echo arrivals run it and no byte is needed). */
+static void *ticker_main(void *arg)
+{
+    struct load_run *run = arg;
+    struct ticker *t = &run->ticker;
+#ifdef __linux__
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* the default 50 us slack would be added to every wakeup */
+#endif
+    bool stop_poked = false;
+    uint64_t oversleep = 0, accepted_at = 0;
+    while (!atomic_load(&t->stop)) {
+        uint64_t now = load_now_ns();
+        /* Until every worker's clock is known, look for new ones every millisecond (not on every wakeup). */
+        if (t->identified < run->worker_count && now - accepted_at >= 1000000) {
+            accept_clocks(run, t);
+            accepted_at = now;
+        }
+        uint64_t wake = now + 10000000;
+        uint64_t base = atomic_load(&run->base_ns);
+        if (!base || now < base) {
+            sleep_until(now + 1000000);
+            continue;
+        }
+        if (phase_of(run) == PHASE_STOPPING) {
+            /* Once: every worker ends its idle connections (run_schedule's stop sweep). */
+            if (!stop_poked)
+                for (int i = 0; i < t->count; i++)
+                    poke(&t->clocks[i]);
+            stop_poked = true;
+            sleep_until(now + 1000000);
+            continue;
+        }
+        for (int i = 0; i < t->count; i++) {
+            struct clock_end *c = &t->clocks[i];
+            if (c->worker < 0) {
+                if (now + 1000000 < wake)
+                    wake = now + 1000000;
+                continue;
+            }
+            uint64_t next = atomic_load_explicit(&run->workers[c->worker].next_event_ns, memory_order_relaxed);
+            if (next <= now) {
+                /* Once per event; again after 1 ms in case the worker published the same value anew (0). */
+                if (c->poked != next || now - c->poked_at > 1000000) {
+                    poke(c);
+                    c->poked = next;
+                    c->poked_at = now;
+                }
+                /* Look again at the schedule's next instant (of any worker): waking every 50 us to see whether this
+                 * one has caught up would cost more than the sends (a timer wakeup in a VM is tens of us). */
+                next = base + (uint64_t)((double)((uint64_t)((double)(now - base) / run->ns_per_msg) + 1) *
+                                         run->ns_per_msg);
+            }
+            if (next < wake)
+                wake = next;
+        }
+        if (wake < now + MIN_TICK_NS)
+            wake = now + MIN_TICK_NS;
+        /* Timer wakeups come late (in a VM by 100 us and more), and every microsecond late is charged to the
+         * server as latency. So, when the event is far enough ahead: sleep until `oversleep` (learnt) before it,
+         * then spin the rest (about the wakeup jitter). When it is closer than that, spinning would take a whole
+         * core at high rates: sleep, and be late (echo arrivals run the schedule on time there anyway). */
+        uint64_t sleep_to = wake > now + oversleep + SPIN_MAX_NS ? wake - oversleep : wake;
+        if (sleep_to == wake && wake <= now + SPIN_MAX_NS)
+            sleep_to = now; /* close enough: spin only */
+        if (sleep_to > now) {
+            sleep_until(sleep_to);
+            uint64_t woke = load_now_ns();
+            uint64_t late = woke > sleep_to ? woke - sleep_to : 0;
+            if (late > 1000000)
+                late = 1000000;
+            oversleep = (oversleep * 7 + late) / 8;
+        }
+        while (load_now_ns() < wake && !atomic_load_explicit(&t->stop, memory_order_relaxed)) {
+        }
+    }
+    return NULL;
+}
+
+/* Listen on loopback for the clock connections and start the ticker. Returns 0 or -1 (reason in first_error). */
+static int ticker_start(struct load_run *run)
+{
+    struct ticker *t = &run->ticker;
+    t->listen_fd = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+    struct sockaddr_in address;
+    memset(&address, 0, sizeof address);
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t address_len = sizeof address;
+    if (t->listen_fd == LOAD_NO_SOCKET || bind(t->listen_fd, (struct sockaddr *)&address, sizeof address) != 0 ||
+        listen(t->listen_fd, 64) != 0 || getsockname(t->listen_fd, (struct sockaddr *)&address, &address_len) != 0 ||
+        socket_nonblocking(t->listen_fd) != 0) {
+        snprintf(run->first_error, sizeof run->first_error, "open-loop clock: cannot listen on 127.0.0.1");
+        return -1;
+    }
+    char port[8];
+    snprintf(port, sizeof port, "%u", (unsigned)ntohs(address.sin_port));
+    ovl_error_info err;
+    memset(&err, 0, sizeof err);
+    if (ovl_target_resolve(&run->clock_target, "127.0.0.1", port, &err) < 0) {
+        snprintf(run->first_error, sizeof run->first_error, "open-loop clock: %s: %s", err.what, err.text);
+        return -1;
+    }
+    if (pthread_create(&t->thread, NULL, ticker_main, run) != 0) {
+        snprintf(run->first_error, sizeof run->first_error, "open-loop clock: cannot start its thread");
+        return -1;
+    }
+    t->started = true;
+    return 0;
+}
+
+static void ticker_stop(struct load_run *run)
+{
+    struct ticker *t = &run->ticker;
+    if (t->started) {
+        atomic_store(&t->stop, 1);
+        pthread_join(t->thread, NULL);
+        t->started = false;
+    }
+    for (int i = 0; i < t->count; i++)
+        load_socket_close(t->clocks[i].fd);
+    t->count = 0;
+    if (t->listen_fd != LOAD_NO_SOCKET)
+        load_socket_close(t->listen_fd);
+    t->listen_fd = LOAD_NO_SOCKET;
+}
+
+/* ---- the run ---- */
+
+static void sum_counters(struct load_run *run, struct load_result *r)
+{
+    r->msgs = r->bytes = r->connects = r->window_connects = 0;
+    for (int k = 0; k < LOAD_ERR_KINDS; k++)
+        r->errors[k] = atomic_load(&run->main_errors[k]);
+    for (int i = 0; i < run->worker_count; i++) {
+        struct load_worker *w = &run->workers[i];
+        r->msgs += peek(&w->msgs);
+        r->bytes += peek(&w->bytes);
+        r->connects += peek(&w->connects);
+        r->window_connects += peek(&w->window_connects);
+        for (int k = 0; k < LOAD_ERR_KINDS; k++)
+            r->errors[k] += peek(&w->errors[k]);
+    }
+}
+
+static uint64_t published_p99(struct load_run *run)
+{
+    uint64_t p99 = 0;
+    for (int i = 0; i < run->worker_count; i++) {
+        uint64_t p = peek(&run->workers[i].p99_ns);
+        if (p > p99)
+            p99 = p;
+    }
+    return p99;
+}
+
+/* One progress line on stderr: the rates over the last interval. */
+struct progress {
+    bool enabled;
+    uint64_t start_ns, last_ns, last_msgs, last_bytes;
+};
+
+static void progress_tick(struct load_run *run, struct progress *p, struct load_result *scratch, uint64_t now,
+                          const char *label)
+{
+    if (!p->enabled)
+        return;
+    sum_counters(run, scratch);
+    uint64_t msgs = 0, bytes = 0;
+    for (int i = 0; i < run->worker_count; i++) {
+        msgs += peek(&run->workers[i].all_msgs);
+        bytes += peek(&run->workers[i].all_bytes);
+    }
+    double interval = (double)(now - p->last_ns) / 1e9;
+    struct load_progress line = {
+        .elapsed = (double)(now - p->start_ns) / 1e9,
+        .label = label,
+        .msgs_per_s = interval > 0 ? (double)(msgs - p->last_msgs) / interval : 0,
+        .mb_per_s = interval > 0 ? (double)(bytes - p->last_bytes) / interval / 1e6 : 0,
+        .p99_ns = published_p99(run),
+        .errors = load_result_errors(scratch),
+        .connections = (uint64_t)atomic_load(&run->live),
+    };
+    load_report_progress(stderr, &line);
+    p->last_ns = now;
+    p->last_msgs = msgs;
+    p->last_bytes = bytes;
+}
+
+/* A new phase: elapsed time and the next line's rates start from here. */
+static void progress_restart(struct load_run *run, struct progress *p, uint64_t now)
+{
+    p->start_ns = p->last_ns = now;
+    p->last_msgs = p->last_bytes = 0;
+    for (int i = 0; i < run->worker_count; i++) {
+        p->last_msgs += peek(&run->workers[i].all_msgs);
+        p->last_bytes += peek(&run->workers[i].all_bytes);
+    }
+}
+
+/* Sleep until `end`, printing a progress line every second. */
+static void wait_with_progress(struct load_run *run, struct progress *p, struct load_result *scratch, uint64_t end,
+                               const char *label)
+{
+    for (;;) {
+        uint64_t now = load_now_ns();
+        if (now >= end)
+            return;
+        uint64_t next = p->enabled ? p->last_ns + 1000000000ull : end;
+        if (next > end)
+            next = end;
+        sleep_until(next);
+        now = load_now_ns();
+        if (p->enabled && now >= p->last_ns + 1000000000ull)
+            progress_tick(run, p, scratch, now, label);
+    }
+}
+
+static int setup(struct load_run *run, const struct load_options *o, double rate, struct load_result *result)
+{
+    run->options = o;
+    run->rate = rate;
+    run->ns_per_msg = rate > 0 ? 1e9 / rate : 0;
+    run->ticker.listen_fd = LOAD_NO_SOCKET;
+    ovl_error_info err;
+    memset(&err, 0, sizeof err);
+    if (ovl_target_resolve(&run->target, o->host, o->port, &err) < 0) {
+        snprintf(result->first_error, sizeof result->first_error, "%s: %s", err.what, err.text);
+        return -1;
+    }
+    snprintf(result->target, sizeof result->target, "%s", ovl_target_name(run->target));
+    ovl_config config;
+    ovl_config_init(&config);
+    config.threads = o->threads;
+    config.backend = o->backend;
+    config.drain_timeout_ms = 500; /* by engine stop, every connection has ended or been given its grace */
+    if (ovl_engine_create(&run->engine, &config, &err) < 0 || ovl_engine_start(run->engine, &err) < 0) {
+        snprintf(result->first_error, sizeof result->first_error, "%s: %s", err.what, err.text);
+        return -1;
+    }
+    run->worker_count = ovl_engine_threads(run->engine);
+    result->threads = run->worker_count;
+    snprintf(result->backend, sizeof result->backend, "%s", ovl_engine_backend(run->engine));
+    const char *notice = ovl_engine_notice(run->engine);
+    snprintf(result->notice, sizeof result->notice, "%s", notice ? notice : "");
+
+    run->workers = load_zalloc((size_t)run->worker_count * sizeof *run->workers);
+    run->table = load_zalloc(PATTERN_PERIOD + (size_t)o->size);
+    run->slots = load_zalloc((size_t)o->connections * sizeof *run->slots);
+    if (!run->workers || !run->table || !run->slots) {
+        snprintf(result->first_error, sizeof result->first_error, "out of memory");
+        return -1;
+    }
+    for (size_t k = 0; k < PATTERN_PERIOD + (size_t)o->size; k++)
+        run->table[k] = (unsigned char)(((k % PATTERN_PERIOD) * 97u + 31u) % PATTERN_PERIOD);
+    for (int i = 0; i < run->worker_count; i++) {
+        run->workers[i].run = run;
+        load_histogram_init(&run->workers[i].latency);
+        load_histogram_init(&run->workers[i].connect_latency);
+        load_histogram_init(&run->workers[i].send_lag);
+    }
+    /* Rounded to whole cache lines: slots of different workers never share one. */
+    size_t slot_size = (sizeof(struct load_slot) + o->pipeline * sizeof(uint64_t) + 63) / 64 * 64;
+    for (uint32_t i = 0; i < o->connections; i++) {
+        run->slots[i] = load_zalloc(slot_size);
+        if (!run->slots[i]) {
+            snprintf(result->first_error, sizeof result->first_error, "out of memory");
+            return -1;
+        }
+        run->slots[i]->run = run;
+        run->slots[i]->index = i;
+    }
+    run->callbacks = (ovl_callbacks){.on_open = on_open, .on_data = on_data, .on_close = on_close};
+    run->clock_callbacks = (ovl_callbacks){.on_open = clock_open, .on_data = clock_data, .on_close = clock_close};
+    if (rate > 0 && ticker_start(run) < 0) {
+        snprintf(result->first_error, sizeof result->first_error, "%s", run->first_error);
+        return -1;
+    }
+    return 0;
+}
+
+static void teardown(struct load_run *run)
+{
+    if (run->engine)
+        ovl_engine_destroy(run->engine); /* stops it first if it still runs */
+    ticker_stop(run);
+    ovl_target_free(run->clock_target);
+    ovl_target_free(run->target);
+    if (run->workers)
+        for (int i = 0; i < run->worker_count; i++)
+            load_free(run->workers[i].slots);
+    if (run->slots)
+        for (uint32_t i = 0; i < run->options->connections; i++)
+            load_free(run->slots[i]);
+    load_free(run->slots);
+    load_free(run->workers);
+    load_free(run->table);
+}
+
+/* Stop: wait (up to the grace period) for every connection to finish, then stop the engine. */
+static void stop_all(struct load_run *run)
+{
+    atomic_store(&run->phase, PHASE_STOPPING);
+    uint64_t deadline = load_now_ns() + GRACE_NS;
+    while (atomic_load(&run->live) > 0 && load_now_ns() < deadline)
+        sleep_until(load_now_ns() + 1000000);
+    /* The clock's sockets close first, so its connections end at once instead of waiting out the drain. */
+    ticker_stop(run);
+    ovl_engine_stop(run->engine);
+}
+
+int load_run(const struct load_options *o, double rate, struct load_result *result)
+{
+    memset(result, 0, sizeof *result);
+    load_histogram_init(&result->latency);
+    load_histogram_init(&result->connect_latency);
+    load_histogram_init(&result->send_lag);
+    result->rate = rate;
+    struct load_run *run = load_zalloc(sizeof *run);
+    struct load_result *scratch = load_zalloc(sizeof *scratch);
+    if (!run || !scratch) {
+        snprintf(result->first_error, sizeof result->first_error, "out of memory");
+        load_free(run);
+        load_free(scratch);
+        return -1;
+    }
+    int status = 0;
+    if (setup(run, o, rate, result) < 0) {
+        status = -1;
+        goto out;
+    }
+
+    struct progress progress = {.enabled = o->progress};
+#ifdef _WIN32
+    progress.enabled = progress.enabled || _isatty(2);
+#else
+    progress.enabled = progress.enabled || isatty(2);
+#endif
+    uint64_t begin = load_now_ns();
+    progress.start_ns = progress.last_ns = begin;
+
+    /* Open the connections, at most --connect-rate per second, and wait until each has opened or failed. */
+    for (uint32_t i = 0; i < o->connections; i++) {
+        if (o->connect_rate > 0) {
+            uint64_t at = begin + (uint64_t)((double)i * 1e9 / o->connect_rate);
+            wait_with_progress(run, &progress, scratch, at, "connect");
+        }
+        start_connect(run, run->slots[i], NULL);
+    }
+    uint64_t deadline = load_now_ns() + OPEN_TIMEOUT_NS;
+    while (atomic_load(&run->opened) + atomic_load(&run->failed) < o->connections && load_now_ns() < deadline)
+        sleep_until(load_now_ns() + 1000000);
+    if (atomic_load(&run->opened) == 0) {
+        stop_all(run);
+        if (run->first_error[0])
+            snprintf(result->first_error, sizeof result->first_error, "%s", run->first_error);
+        else
+            snprintf(result->first_error, sizeof result->first_error, "connect %s: no connection within %.0f s",
+                     ovl_target_name(run->target), (double)OPEN_TIMEOUT_NS / 1e9);
+        status = -1;
+        goto out;
+    }
+
+    /* Warm up, then measure. The open-loop schedule starts with the warmup. */
+    uint64_t now = load_now_ns();
+    atomic_store(&run->base_ns, now);
+    atomic_store(&run->phase, PHASE_WARMUP);
+    progress_restart(run, &progress, now);
+    wait_with_progress(run, &progress, scratch, now + (uint64_t)(o->warmup * 1e9), "warmup");
+
+    double user0, system0, user1, system1;
+    cpu_times(&user0, &system0);
+    uint64_t start = load_now_ns();
+    atomic_store(&run->phase, PHASE_MEASURE);
+    progress_restart(run, &progress, start);
+    wait_with_progress(run, &progress, scratch, start + (uint64_t)(o->duration * 1e9), "");
+    uint64_t stop = load_now_ns();
+    cpu_times(&user1, &system1);
+    stop_all(run);
+
+    /* The engine has stopped: the workers' histograms are quiet and every counter is final. */
+    sum_counters(run, result);
+    result->seconds = (double)(stop - start) / 1e9;
+    result->cpu_user = user1 - user0;
+    result->cpu_system = system1 - system0;
+    for (int i = 0; i < run->worker_count; i++) {
+        load_histogram_merge(&result->latency, &run->workers[i].latency);
+        load_histogram_merge(&result->connect_latency, &run->workers[i].connect_latency);
+        load_histogram_merge(&result->send_lag, &run->workers[i].send_lag);
+    }
+    snprintf(result->first_error, sizeof result->first_error, "%s", run->first_error);
+    ovl_stats stats;
+    ovl_engine_stats(run->engine, &stats);
+    result->reuse_ok = stats.reuse_ok;
+    result->reuse_fallback = stats.reuse_fallback;
+    result->context_updates = stats.context_updates;
+out:
+    teardown(run);
+    load_free(run);
+    load_free(scratch);
+    return status;
+}
+
+/* ---- --once: the seed tutorial's client ---- */
+
+static const char once_message[] = "this is a test";
+
+struct once_state {
+    _Atomic int done;
+    ovl_close_reason reason;
+    int err;
+    size_t received;
+    bool mismatch;
+};
+
+static void once_open(ovl_conn *conn, void *user)
+{
+    (void)user;
+    if (ovl_send_ref(conn, once_message, sizeof once_message - 1) == 0)
+        printf("Bytes Sent: %zu\n", sizeof once_message - 1);
+    ovl_shutdown(conn);
+}
+
+static void once_data(ovl_conn *conn, ovl_buf *buf)
+{
+    struct once_state *state = ovl_conn_user(conn);
+    size_t len = ovl_buf_len(buf);
+    const char *data = ovl_buf_data(buf);
+    for (size_t i = 0; i < len; i++)
+        if (state->received + i >= sizeof once_message - 1 || data[i] != once_message[state->received + i])
+            state->mismatch = true;
+    state->received += len;
+    printf("Bytes received: %zu\n", len);
+    ovl_buf_release(buf);
+}
+
+static void once_close(ovl_conn *conn, ovl_close_reason reason, int err)
+{
+    struct once_state *state = ovl_conn_user(conn);
+    state->reason = reason;
+    state->err = err;
+    if (reason == OVL_CLOSE_PEER)
+        printf("Connection closed\n");
+    atomic_store(&state->done, 1);
+}
+
+int load_once(const struct load_options *o)
+{
+    ovl_error_info err;
+    memset(&err, 0, sizeof err);
+    ovl_target *target = NULL;
+    if (ovl_target_resolve(&target, o->host, o->port, &err) < 0) {
+        fprintf(stderr, "overlap-load: %s: %s\n", err.what, err.text);
+        return 1;
+    }
+    ovl_config config;
+    ovl_config_init(&config);
+    config.threads = 1;
+    config.backend = o->backend;
+    ovl_engine *engine = NULL;
+    if (ovl_engine_create(&engine, &config, &err) < 0 || ovl_engine_start(engine, &err) < 0) {
+        fprintf(stderr, "overlap-load: %s: %s\n", err.what, err.text);
+        ovl_engine_destroy(engine);
+        ovl_target_free(target);
+        return 1;
+    }
+    struct once_state state;
+    memset(&state, 0, sizeof state);
+    static const ovl_callbacks callbacks = {.on_open = once_open, .on_data = once_data, .on_close = once_close};
+    int rc = ovl_connect(engine, target, &callbacks, &state);
+    uint64_t deadline = load_now_ns() + 10000000000ull;
+    while (rc == 0 && !atomic_load(&state.done) && load_now_ns() < deadline)
+        sleep_until(load_now_ns() + 1000000);
+    bool done = rc == 0 && atomic_load(&state.done);
+    ovl_engine_stop(engine); /* after this the callbacks are over and state is stable */
+    fflush(stdout);
+    int status = 1;
+    if (rc < 0)
+        fprintf(stderr, "overlap-load: connect %s: %s\n", ovl_target_name(target), ovl_strerror(rc));
+    else if (!done)
+        fprintf(stderr, "overlap-load: %s: the server did not close the connection within 10 s\n",
+                ovl_target_name(target));
+    else if (state.reason == OVL_CLOSE_CONNECT_FAILED)
+        fprintf(stderr, "overlap-load: connect %s: %s\n", ovl_target_name(target), ovl_strerror(state.err));
+    else if (state.reason != OVL_CLOSE_PEER)
+        fprintf(stderr, "overlap-load: %s: %s%s%s\n", ovl_target_name(target), ovl_close_reason_name(state.reason),
+                state.err ? ": " : "", state.err ? ovl_strerror(state.err) : "");
+    else if (state.mismatch || state.received != sizeof once_message - 1)
+        fprintf(stderr, "overlap-load: %s: the echo differs from what was sent (%zu bytes back)\n",
+                ovl_target_name(target), state.received);
+    else
+        status = 0;
+    ovl_engine_destroy(engine);
+    ovl_target_free(target);
+    return status;
+}

@@ -1,0 +1,589 @@
+/*
+ * test_load.c - overlap-load ($OVERLAP_LOAD) run as a process against overlap-echo ($OVERLAP_ECHO) on an ephemeral
+ * loopback port, and against servers of this test written with plain sockets: one that flips a byte (must be
+ * caught, exit non-zero) and one that echoes in small pieces (normal TCP, must not be an error).
+ *
+ * Self-contained: the processes' output goes to temporary files, which the test reads; every process started here
+ * is ended here, by its PID. Every run is short (1 s or less measured, few connections): the machines that run
+ * this have 2 cores.
+ */
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define RUN_TIMEOUT_MS 60000
+#define START_TIMEOUT_MS 10000
+
+/* ---- processes ---- */
+
+struct proc {
+    pid_t pid;
+    int status;
+    bool exited;
+    char out_path[64], err_path[64];
+    char *out, *err;             /* the files' contents once read */
+};
+
+enum { MAX_PROCS = 8 };
+static pid_t started[MAX_PROCS];
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+static void end_children(void)
+{
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (started[i] > 0) {
+            kill(started[i], SIGKILL);
+            waitpid(started[i], NULL, 0);
+            started[i] = 0;
+        }
+}
+
+TestSuite(load, .fini = end_children, .timeout = 120);
+
+static char *program(const char *variable)
+{
+    char *path = getenv(variable);
+    cr_assert(path && access(path, X_OK) == 0, "%s is not set or not executable (run through meson test)", variable);
+    return path;
+}
+
+static char *read_file(const char *path)
+{
+    FILE *file = fopen(path, "rb");
+    cr_assert(file, "%s: %s", path, strerror(errno));
+    size_t size = 0, capacity = 4096;
+    char *text = malloc(capacity);
+    cr_assert(text);
+    size_t n;
+    while ((n = fread(text + size, 1, capacity - size - 1, file)) > 0) {
+        size += n;
+        if (capacity - size < 2) {
+            capacity *= 2;
+            text = realloc(text, capacity);
+            cr_assert(text);
+        }
+    }
+    fclose(file);
+    text[size] = '\0';
+    return text;
+}
+
+/* Start argv with stdout and stderr going to temporary files. */
+static void proc_start(struct proc *p, char *const argv[])
+{
+    memset(p, 0, sizeof *p);
+    snprintf(p->out_path, sizeof p->out_path, "/tmp/test-load-out-XXXXXX");
+    snprintf(p->err_path, sizeof p->err_path, "/tmp/test-load-err-XXXXXX");
+    int out = mkstemp(p->out_path), err = mkstemp(p->err_path);
+    cr_assert(out >= 0 && err >= 0, "mkstemp: %s", strerror(errno));
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out, 1);
+    posix_spawn_file_actions_adddup2(&actions, err, 2);
+    posix_spawn_file_actions_addclose(&actions, out);
+    posix_spawn_file_actions_addclose(&actions, err);
+    int rc = posix_spawn(&p->pid, argv[0], &actions, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    close(out);
+    close(err);
+    cr_assert(rc == 0, "posix_spawn %s: %s", argv[0], strerror(rc));
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (started[i] <= 0) {
+            started[i] = p->pid;
+            break;
+        }
+}
+
+static void forget(pid_t pid)
+{
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (started[i] == pid)
+            started[i] = 0;
+}
+
+/* Wait for the process to exit (SIGKILL after timeout_ms), then read its output. Returns false on timeout. */
+static bool proc_wait(struct proc *p, unsigned timeout_ms)
+{
+    uint64_t deadline = now_ms() + timeout_ms;
+    bool in_time = true;
+    for (;;) {
+        pid_t rc = waitpid(p->pid, &p->status, WNOHANG);
+        if (rc == p->pid)
+            break;
+        if (now_ms() > deadline) {
+            kill(p->pid, SIGKILL);
+            waitpid(p->pid, &p->status, 0);
+            in_time = false;
+            break;
+        }
+        sleep_ms(10);
+    }
+    forget(p->pid);
+    p->exited = true;
+    p->out = read_file(p->out_path);
+    p->err = read_file(p->err_path);
+    unlink(p->out_path);
+    unlink(p->err_path);
+    return in_time;
+}
+
+static int exit_code(const struct proc *p)
+{
+    return WIFEXITED(p->status) ? WEXITSTATUS(p->status) : 128 + WTERMSIG(p->status);
+}
+
+static void proc_free(struct proc *p)
+{
+    free(p->out);
+    free(p->err);
+    p->out = p->err = NULL;
+}
+
+/* ---- overlap-echo ---- */
+
+/* Start overlap-echo on 127.0.0.1, an ephemeral port; returns the port from its "listening on" line. */
+static int echo_start(struct proc *server)
+{
+    char *argv[] = {program("OVERLAP_ECHO"), "--host", "127.0.0.1", "--port", "0", "--threads", "1", NULL};
+    proc_start(server, argv);
+    uint64_t deadline = now_ms() + START_TIMEOUT_MS;
+    while (now_ms() < deadline) {
+        char *text = read_file(server->out_path);
+        const char *line = strstr(text, "listening on 127.0.0.1:");
+        int port = line ? atoi(line + strlen("listening on 127.0.0.1:")) : 0;
+        free(text);
+        if (port > 0)
+            return port;
+        cr_assert(waitpid(server->pid, &server->status, WNOHANG) == 0, "overlap-echo exited before listening");
+        sleep_ms(20);
+    }
+    cr_assert_fail("overlap-echo printed no 'listening on 127.0.0.1:' line in %d ms", START_TIMEOUT_MS);
+    return 0;
+}
+
+/* SIGTERM: overlap-echo finishes its connections and exits 0. */
+static void echo_stop(struct proc *server)
+{
+    kill(server->pid, SIGTERM);
+    cr_assert(proc_wait(server, 15000), "overlap-echo did not exit after SIGTERM");
+    cr_expect(exit_code(server) == 0, "overlap-echo exit %d; stderr: %s", exit_code(server), server->err);
+    proc_free(server);
+}
+
+/* ---- overlap-load ---- */
+
+/* Run overlap-load HOST --port PORT extra... to completion; returns its exit code, output in *run. */
+static int load(struct proc *run, const char *host, int port, const char *const extra[])
+{
+    char port_text[16];
+    snprintf(port_text, sizeof port_text, "%d", port);
+    char *argv[32];
+    int n = 0;
+    argv[n++] = program("OVERLAP_LOAD");
+    if (host)
+        argv[n++] = (char *)host;
+    if (port) {
+        argv[n++] = "--port";
+        argv[n++] = port_text;
+    }
+    for (int i = 0; extra[i] && n < 31; i++)
+        argv[n++] = (char *)extra[i];
+    argv[n] = NULL;
+    proc_start(run, argv);
+    cr_assert(proc_wait(run, RUN_TIMEOUT_MS), "overlap-load did not finish in %d ms; stdout %s stderr %s",
+              RUN_TIMEOUT_MS, run->out, run->err);
+    cr_log_info("overlap-load exit %d\nstdout: %s\nstderr: %s", exit_code(run), run->out, run->err);
+    return exit_code(run);
+}
+
+/* The number after `key` ("\"msgs\":") in the JSON text; the key must be there. */
+static double json_number(const char *json, const char *key)
+{
+    const char *at = strstr(json, key);
+    cr_assert(at, "'%s' not in %s", key, json);
+    return strtod(at + strlen(key), NULL);
+}
+
+/* The JSON parses with Python's json module and `check` (a Python expression over d) holds. */
+static void json_check(const char *json, const char *check)
+{
+    char path[] = "/tmp/test-load-json-XXXXXX", script[] = "/tmp/test-load-py-XXXXXX";
+    int fd = mkstemp(path), script_fd = mkstemp(script);
+    cr_assert(fd >= 0 && script_fd >= 0);
+    size_t len = strlen(json);
+    cr_assert(write(fd, json, len) == (ssize_t)len);
+    close(fd);
+    FILE *py = fdopen(script_fd, "w");
+    cr_assert(py);
+    fprintf(py, "import json, sys\nd = json.load(open(sys.argv[1]))\nsys.exit(0 if (%s) else 3)\n", check);
+    fclose(py);
+    char command[256];
+    snprintf(command, sizeof command, "python3 %s %s", script, path);
+    int rc = system(command);
+    unlink(path);
+    unlink(script);
+    cr_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "JSON check '%s' failed (status %d) on: %s", check, rc, json);
+}
+
+static void assert_clean(const struct proc *run, int code, double min_msgs)
+{
+    cr_assert(code == 0, "exit %d; stdout %s stderr %s", code, run->out, run->err);
+    cr_assert(json_number(run->out, "\"errors\":{\"total\":") == 0, "%s", run->out);
+    cr_assert(json_number(run->out, "\"msgs\":") >= min_msgs, "%s", run->out);
+}
+
+/* ---- a server of this test, plain sockets: echoes with one byte flipped, or in small pieces ---- */
+
+enum bad_mode { FLIP_ONE_BYTE, SMALL_PIECES };
+
+struct bad_server {
+    int listen_fd;
+    int port;
+    enum bad_mode mode;
+    uint64_t flip_at;            /* FLIP_ONE_BYTE: stream offset of the byte flipped, on the first connection */
+    _Atomic int stop;
+    _Atomic int flipped;
+    pthread_t thread;
+};
+
+static int send_all(int fd, const unsigned char *data, size_t len)
+{
+    while (len) {
+        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* One connection at a time (the tests give it one), blocking I/O with a poll so that stop is seen. */
+static void *bad_server_main(void *arg)
+{
+    struct bad_server *s = arg;
+    bool first = true;
+    while (!atomic_load(&s->stop)) {
+        struct pollfd listen_poll = {.fd = s->listen_fd, .events = POLLIN};
+        if (poll(&listen_poll, 1, 50) <= 0)
+            continue;
+        int fd = accept(s->listen_fd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        uint64_t offset = 0;
+        unsigned piece = 1;
+        while (!atomic_load(&s->stop)) {
+            struct pollfd conn_poll = {.fd = fd, .events = POLLIN};
+            if (poll(&conn_poll, 1, 50) <= 0)
+                continue;
+            unsigned char data[65536];
+            ssize_t n = recv(fd, data, sizeof data, 0);
+            if (n <= 0)
+                break;
+            if (s->mode == FLIP_ONE_BYTE) {
+                if (first && s->flip_at >= offset && s->flip_at < offset + (uint64_t)n) {
+                    data[s->flip_at - offset] ^= 0x20;
+                    atomic_store(&s->flipped, 1);
+                }
+                if (send_all(fd, data, (size_t)n) < 0)
+                    break;
+            } else {
+                /* 1..7 bytes at a time, each its own segment (TCP_NODELAY is not needed: the sleeps split them). */
+                size_t done = 0;
+                while (done < (size_t)n) {
+                    size_t len = piece < (size_t)n - done ? piece : (size_t)n - done;
+                    if (send_all(fd, data + done, len) < 0)
+                        break;
+                    done += len;
+                    piece = piece % 7 + 1;
+                    if (done < (size_t)n) {
+                        struct timespec pause = {.tv_sec = 0, .tv_nsec = 20000};
+                        nanosleep(&pause, NULL);
+                    }
+                }
+            }
+            offset += (uint64_t)n;
+        }
+        first = false;
+        close(fd);
+    }
+    return NULL;
+}
+
+static void bad_server_start(struct bad_server *s, enum bad_mode mode)
+{
+    memset(s, 0, sizeof *s);
+    s->mode = mode;
+    s->flip_at = 1000;
+    s->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(s->listen_fd >= 0);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof address;
+    cr_assert(bind(s->listen_fd, (struct sockaddr *)&address, sizeof address) == 0, "bind: %s", strerror(errno));
+    cr_assert(listen(s->listen_fd, 16) == 0);
+    cr_assert(getsockname(s->listen_fd, (struct sockaddr *)&address, &len) == 0);
+    s->port = ntohs(address.sin_port);
+    cr_assert(pthread_create(&s->thread, NULL, bad_server_main, s) == 0);
+}
+
+static void bad_server_stop(struct bad_server *s)
+{
+    atomic_store(&s->stop, 1);
+    pthread_join(s->thread, NULL);
+    close(s->listen_fd);
+}
+
+/* A port nothing listens on: bound, then closed (nobody else takes it in the moment the test needs). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof address;
+    cr_assert(bind(fd, (struct sockaddr *)&address, sizeof address) == 0);
+    cr_assert(getsockname(fd, (struct sockaddr *)&address, &len) == 0);
+    close(fd);
+    return ntohs(address.sin_port);
+}
+
+/* ---- the tests ---- */
+
+Test(load, ping_pong_is_clean_and_json_parses)
+{
+    struct proc server, run;
+    int port = echo_start(&server);
+    const char *args[] = {"--connections", "4", "--duration", "1", "--warmup", "0.2", "--json", NULL};
+    int code = load(&run, "127.0.0.1", port, args);
+    assert_clean(&run, code, 200);
+    json_check(run.out, "d['errors']['total'] == 0 and d['msgs'] > 200 and abs(d['bytes'] - 64 * d['msgs']) <= 4 * 64 and "
+                        "d['config']['connections'] == 4 and d['config']['pipeline'] == 1 and "
+                        "0 < d['latency_us']['p50'] <= d['latency_us']['p90'] <= d['latency_us']['p99'] <= "
+                        "d['latency_us']['p99_9'] <= d['latency_us']['max'] and d['latency_us']['samples'] == d['msgs'] "
+                        "and d['connects'] == 4 and abs(d['msgs_per_s'] * d['seconds'] - d['msgs']) < 2 and "
+                        "0.9 < d['seconds'] < 1.5");
+    /* The readable summary goes to stderr when stdout carries the JSON. */
+    cr_expect(strstr(run.err, "latency") && strstr(run.err, "p99.9"), "stderr: %s", run.err);
+    proc_free(&run);
+    echo_stop(&server);
+}
+
+Test(load, readable_summary_without_json)
+{
+    struct proc server, run;
+    int port = echo_start(&server);
+    const char *args[] = {"--connections", "2", "--duration", "0.5", "--warmup", "0", NULL};
+    int code = load(&run, "127.0.0.1", port, args);
+    cr_assert(code == 0, "exit %d: %s %s", code, run.out, run.err);
+    cr_assert(strstr(run.out, "msgs/s") && strstr(run.out, "p50") && strstr(run.out, "p99.9") &&
+                  strstr(run.out, "max") && strstr(run.out, "errors      0"),
+              "stdout: %s", run.out);
+    cr_assert(run.out[0] == 'o' && !strchr(run.out, '{'), "not the readable summary: %s", run.out);
+    proc_free(&run);
+    echo_stop(&server);
+}
+
+Test(load, pipelined_large_messages_are_clean)
+{
+    struct proc server, run;
+    int port = echo_start(&server);
+    const char *args[] = {"--connections", "2", "--size", "5000", "--pipeline", "8", "--duration", "1", "--warmup",
+                          "0.2", "--json", NULL};
+    int code = load(&run, "127.0.0.1", port, args);
+    assert_clean(&run, code, 100);
+    /* bytes counts what arrived in the window, msgs the messages completed in it: they differ by the partial
+     * messages at its edges, at most what is in flight. */
+    json_check(run.out, "abs(d['bytes'] - 5000 * d['msgs']) <= 2 * 8 * 5000 and d['config']['size'] == 5000 and "
+                        "d['config']['pipeline'] == 8 and d['mb_per_s'] > 0");
+    proc_free(&run);
+    echo_stop(&server);
+}
+
+Test(load, flipped_byte_is_a_verification_error)
+{
+    struct bad_server bad;
+    bad_server_start(&bad, FLIP_ONE_BYTE);
+    struct proc run;
+    const char *args[] = {"--connections", "1", "--size", "100", "--duration", "1", "--warmup", "0", "--json", NULL};
+    int code = load(&run, "127.0.0.1", bad.port, args);
+    bad_server_stop(&bad);
+    cr_assert(atomic_load(&bad.flipped), "the test server never reached byte %llu", (unsigned long long)bad.flip_at);
+    cr_assert(code != 0, "a corrupted echo passed: %s", run.out);
+    cr_assert(json_number(run.out, "\"mismatch\":") >= 1, "%s", run.out);
+    cr_assert(strstr(run.out, "echoed byte 1000 (message 10, byte 0)"), "the first error names the byte: %s", run.out);
+    cr_assert(strstr(run.err, "error"), "stderr: %s", run.err);
+    json_check(run.out, "d['errors']['mismatch'] >= 1 and d['errors']['total'] >= 1 and d['first_error']");
+    proc_free(&run);
+}
+
+Test(load, echo_in_small_pieces_is_not_an_error)
+{
+    struct bad_server pieces;
+    bad_server_start(&pieces, SMALL_PIECES);
+    struct proc run;
+    const char *args[] = {"--connections", "1", "--size", "300", "--pipeline", "3", "--duration", "1", "--warmup",
+                          "0", "--json", NULL};
+    int code = load(&run, "127.0.0.1", pieces.port, args);
+    bad_server_stop(&pieces);
+    assert_clean(&run, code, 10);
+    proc_free(&run);
+}
+
+Test(load, once_prints_the_seed_lines)
+{
+    struct proc server, run;
+    int port = echo_start(&server);
+    const char *args[] = {"--once", NULL};
+    int code = load(&run, "127.0.0.1", port, args);
+    cr_assert(code == 0, "exit %d: %s %s", code, run.out, run.err);
+    cr_assert_str_eq(run.out, "Bytes Sent: 14\nBytes received: 14\nConnection closed\n");
+    proc_free(&run);
+    echo_stop(&server);
+}
+
+Test(load, churn_reconnects_and_reports_connects)
+{
+    struct proc server, run;
+    int port = echo_start(&server);
+    const char *args[] = {"--connections", "2", "--churn", "3", "--duration", "1", "--warmup", "0.2", "--json", NULL};
+    int code = load(&run, "127.0.0.1", port, args);
+    assert_clean(&run, code, 30);
+    double connects = json_number(run.out, "\"connects\":");
+    double in_window = json_number(run.out, "\"connects_in_window\":");
+    cr_assert(connects > 20 && in_window > 10, "only %.0f connects (%.0f in the window): %s", connects, in_window,
+              run.out);
+    /* Each connection carries 3 echoes, so the connects in the window are about a third of the messages. */
+    double msgs = json_number(run.out, "\"msgs\":");
+    cr_assert(in_window * 3 > msgs * 0.8 && in_window * 3 < msgs * 1.2 + 10, "%.0f connects for %.0f messages",
+              in_window, msgs);
+    json_check(run.out, "d['connects_per_s'] > 10 and d['connect_latency_us']['samples'] == d['connects'] and "
+                        "d['connect_latency_us']['p99'] > 0");
+    proc_free(&run);
+    echo_stop(&server);
+}
+
+Test(load, open_loop_rate_is_kept)
+{
+    struct proc server, run;
+    int port = echo_start(&server);
+    const char *args[] = {"--connections", "4", "--rate", "2000", "--duration", "1", "--warmup", "0.2", "--json",
+                          NULL};
+    int code = load(&run, "127.0.0.1", port, args);
+    assert_clean(&run, code, 1000);
+    double rate = json_number(run.out, "\"msgs_per_s\":");
+    cr_assert(rate > 1800 && rate < 2200, "asked 2000 msgs/s, got %.0f: %s", rate, run.out);
+    json_check(run.out, "d['config']['rate'] == 2000 and d['latency_us']['p99'] > 0");
+    proc_free(&run);
+    echo_stop(&server);
+}
+
+Test(load, connect_rate_ramps_up)
+{
+    struct proc server, run;
+    int port = echo_start(&server);
+    const char *args[] = {"--connections", "5", "--connect-rate", "20", "--duration", "0.5", "--warmup", "0",
+                          "--json", NULL};
+    uint64_t begin = now_ms();
+    int code = load(&run, "127.0.0.1", port, args);
+    uint64_t took = now_ms() - begin;
+    assert_clean(&run, code, 10);
+    cr_assert(json_number(run.out, "\"connects\":") == 5, "%s", run.out);
+    /* 5 connections at 20/s: the last starts 200 ms after the first. */
+    cr_assert(took >= 700, "the run took %llu ms: the connections were not paced", (unsigned long long)took);
+    json_check(run.out, "d['connect_latency_us']['samples'] == 5 and d['config']['connect_rate'] == 20");
+    proc_free(&run);
+    echo_stop(&server);
+}
+
+Test(load, target_p99_search_reports_a_rate)
+{
+    struct proc server, run;
+    int port = echo_start(&server);
+    /* A 200 ms target: every rate below the ceiling meets it on loopback. */
+    const char *args[] = {"--connections", "2", "--target-p99", "200000", "--duration", "0.3", "--warmup", "0",
+                          "--json", NULL};
+    int code = load(&run, "127.0.0.1", port, args);
+    cr_assert(code == 0, "exit %d: %s %s", code, run.out, run.err);
+    json_check(run.out, "d['search']['best_rate'] > 0 and len(d['search']['trials']) >= 2 and "
+                        "d['search']['trials'][0]['rate'] == 0 and d['errors']['total'] == 0");
+    proc_free(&run);
+    echo_stop(&server);
+}
+
+Test(load, server_not_there_is_connection_refused)
+{
+    struct proc run;
+    int port = free_port();
+    const char *args[] = {"--connections", "2", "--duration", "1", NULL};
+    int code = load(&run, "localhost", port, args);
+    cr_assert(code != 0, "exit 0 without a server: %s", run.out);
+    char expected[128];
+    snprintf(expected, sizeof expected, "overlap-load: connect localhost:%d: Connection refused\n", port);
+    cr_assert(strstr(run.err, expected), "stderr: %s", run.err);
+    proc_free(&run);
+
+    const char *once[] = {"--once", NULL};
+    code = load(&run, "localhost", port, once);
+    cr_assert(code != 0);
+    cr_assert(strstr(run.err, expected), "stderr: %s", run.err);
+    proc_free(&run);
+}
+
+Test(load, bad_arguments_get_a_message_and_usage)
+{
+    static const char *const cases[][4] = {
+        {"--connections", "0", "--connections", NULL},
+        {"--size", "12x", "--size", NULL},
+        {"--pipeline", "-1", "--pipeline", NULL},
+        {"--duration", "soon", "--duration", NULL},
+        {"--rate", "0", "--rate", NULL},
+        {"--frobnicate", NULL, "unknown option '--frobnicate'", NULL},
+        {"--port", NULL, "--port needs a value", NULL},
+        {"--json=1", NULL, "--json takes no value", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct proc run;
+        const char *args[] = {cases[i][0], cases[i][1], NULL};
+        int code = load(&run, NULL, 0, args);
+        cr_assert(code == 2, "%s %s: exit %d", cases[i][0], cases[i][1] ? cases[i][1] : "", code);
+        cr_assert(strstr(run.err, "overlap-load: ") && strstr(run.err, cases[i][2]) && strstr(run.err, "usage:"),
+                  "%s: stderr %s", cases[i][0], run.err);
+        proc_free(&run);
+    }
+    struct proc help;
+    const char *args[] = {"--help", NULL};
+    cr_assert(load(&help, NULL, 0, args) == 0);
+    cr_assert(strstr(help.out, "--target-p99") && strstr(help.out, "--churn"), "%s", help.out);
+    proc_free(&help);
+}
