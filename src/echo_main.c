@@ -35,10 +35,27 @@ static void print_error(const ovl_error_info *err)
 #endif
 }
 
-static void print_stats_line(const ovl_stats *now, const ovl_stats *before, double seconds)
+static void print_stats_line(const ovl_stats *now, const ovl_stats *before, double seconds, bool json)
 {
     double msgs = (double)(now->msgs_in - before->msgs_in) / seconds;
     double megabytes = (double)(now->bytes_in - before->bytes_in) / seconds / 1e6;
+    if (json) {
+        /* Every counter, cumulative, plus the interval's rates: a collector can derive anything else. */
+        printf("{\"interval_s\":%.3f,\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,\"conns_open\":%llu,"
+               "\"conns_accepted\":%llu,\"conns_closed\":%llu,\"conns_refused\":%llu,\"resets\":%llu,"
+               "\"errors\":%llu,\"idle_closed\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,\"msgs_in\":%llu,"
+               "\"msgs_out\":%llu,\"recv_nobufs\":%llu,\"recv_pauses\":%llu,\"reuse_ok\":%llu,"
+               "\"reuse_fallback\":%llu}\n",
+               seconds, msgs, megabytes, (unsigned long long)now->conns_open,
+               (unsigned long long)now->conns_accepted, (unsigned long long)now->conns_closed,
+               (unsigned long long)now->conns_refused, (unsigned long long)now->resets,
+               (unsigned long long)now->errors, (unsigned long long)now->idle_closed,
+               (unsigned long long)now->bytes_in, (unsigned long long)now->bytes_out,
+               (unsigned long long)now->msgs_in, (unsigned long long)now->msgs_out,
+               (unsigned long long)now->recv_nobufs, (unsigned long long)now->recv_pauses,
+               (unsigned long long)now->reuse_ok, (unsigned long long)now->reuse_fallback);
+        return;
+    }
     printf("open %llu  accepted %llu  msgs/s %.0f  MB/s %.2f  resets %llu  errors %llu  idle closed %llu\n",
            (unsigned long long)now->conns_open, (unsigned long long)now->conns_accepted, msgs, megabytes,
            (unsigned long long)now->resets, (unsigned long long)now->errors,
@@ -124,7 +141,7 @@ int main(int argc, char **argv)
             ovl_stats now;
             ovl_engine_stats(engine, &now);
             double current = now_seconds();
-            print_stats_line(&now, &before, current - last);
+            print_stats_line(&now, &before, current - last, options.stats_json);
             before = now;
             last = current;
         }

@@ -20,6 +20,7 @@ const char echo_usage[] =
     "  --buffer-size B    bytes per receive buffer (default 16384)\n"
     "  --buffer-count N   receive buffers per worker thread (default 1024)\n"
     "  --max-pending B    stop reading a connection with B bytes not yet echoed (default 262144)\n"
+    "  --stats-format F   text (default) or json: one JSON object per line, for log collectors\n"
     "  --stats SECONDS    print a stats line every SECONDS\n"
     "  --drain-timeout S  on SIGINT/SIGTERM, finish echoing for at most S seconds (default 5)\n"
     "  --idle-timeout S   close connections that received and sent nothing for S seconds (default: never)\n"
@@ -134,6 +135,12 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
                 snprintf(error, error_size, "--stats: '%s' is not a number of seconds", value);
                 return -1;
             }
+        } else if (!strcmp(name, "--stats-format")) {
+            if (strcmp(value, "text") != 0 && strcmp(value, "json") != 0) {
+                snprintf(error, error_size, "--stats-format: '%s' is not text or json", value);
+                return -1;
+            }
+            options->stats_json = strcmp(value, "json") == 0;
         } else if (!strcmp(name, "--drain-timeout")) {
             if (parse_seconds(value, &options->drain_timeout)) {
                 snprintf(error, error_size, "--drain-timeout: '%s' is not a number of seconds", value);

@@ -17,6 +17,7 @@ struct echo_options {
     uint32_t buffer_count;   /* 0 = engine default */
     uint32_t max_pending;    /* 0 = engine default */
     double stats_interval;   /* seconds, 0 = no periodic stats */
+    bool stats_json;         /* --stats-format json: one JSON object per interval, for log collectors */
     double drain_timeout;    /* seconds, 0 = engine default */
     double idle_timeout;     /* seconds, 0 = never close idle connections */
     const char *backend;     /* NULL = best available */
