@@ -928,13 +928,12 @@ static void worker_run(struct ovl__worker *worker)
     struct iocp_worker *iw = state_of(worker);
     for (;;) {
         ovl__worker_flush(worker);
-        if (iw->ready_head) {
-            run_ready(worker);
-            continue;
-        }
-        if (ovl__worker_done(worker) && iw->accepts_armed == 0 && iw->retiring == 0)
+        if (ovl__worker_done(worker) && iw->accepts_armed == 0 && iw->retiring == 0 && !iw->ready_head)
             break;
+        /* next_timeout is 0 while the ready list holds work: the port is still polled every turn, so a socket
+         * whose receives keep completing at once cannot starve the others, the timers or the commands. */
         dequeue(worker, next_timeout(worker));
+        run_ready(worker);
         run_timers(worker);
         ovl__worker_run_commands(worker);
     }

@@ -125,13 +125,31 @@ static int ring_init(struct uring_worker *uw, ovl_error_info *err)
     return rc;
 }
 
+struct probe_result {
+    int rc;
+    const char *what;
+};
+
 static void *probe_main(void *arg)
 {
-    int *rc = arg;
+    struct probe_result *result = arg;
     struct io_uring probe;
-    *rc = io_uring_queue_init(2, &probe, 0);
-    if (*rc == 0)
-        io_uring_queue_exit(&probe);
+    result->what = "io_uring_setup";
+    result->rc = io_uring_queue_init(2, &probe, 0);
+    if (result->rc < 0)
+        return NULL;
+    /* Provided buffer rings (5.19) are required (buffers_init): a kernel with io_uring but without them must get
+     * epoll, not an ovl_engine_start that fails. */
+    void *ring = ovl__malloc_aligned(4096, 4096);
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof reg);
+    reg.ring_addr = (unsigned long)ring;
+    reg.ring_entries = 1;
+    reg.bgid = BUFFER_GROUP;
+    result->what = "io_uring_register_buf_ring (needs Linux 5.19)";
+    result->rc = ring ? io_uring_register_buf_ring(&probe, &reg, 0) : -ENOMEM;
+    io_uring_queue_exit(&probe);
+    ovl__free_aligned(ring);
     return NULL;
 }
 
@@ -142,16 +160,16 @@ static void *probe_main(void *arg)
  * Probing on the caller's thread made ovl_engine_create break the embedding program's next connect() or recv(). */
 static int available(ovl_error_info *err)
 {
-    int rc = 0;
+    struct probe_result result = {0, "io_uring_setup"};
     pthread_t thread;
-    int created = pthread_create(&thread, NULL, probe_main, &rc);
+    int created = pthread_create(&thread, NULL, probe_main, &result);
     if (created == 0)
         pthread_join(thread, NULL);
     else
-        probe_main(&rc); /* no thread to spare: probe here, at the price above */
-    if (rc < 0) {
-        ovl__error_set(err, rc, NULL, "io_uring_setup");
-        return rc;
+        probe_main(&result); /* no thread to spare: probe here, at the price above */
+    if (result.rc < 0) {
+        ovl__error_set(err, result.rc, NULL, "%s", result.what);
+        return result.rc;
     }
     return 0;
 }
@@ -222,7 +240,9 @@ static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
         return -ENOMEM;
     uw->wake_fd = -1;
     uw->multishot_recv = true;
-    uw->multishot_accept = true;
+    /* One-shot accepts: a multishot accept keeps its place at the head of the listening socket's exclusive wait
+     * queue, so the first worker to arm one would get every connection. A one-shot accept re-arms at the tail. */
+    uw->multishot_accept = false;
     worker->backend_state = uw;
     int rc = ring_init(uw, err);
     if (rc < 0) {
@@ -422,7 +442,12 @@ static void on_recv(struct ovl__worker *worker, ovl_conn *conn, const struct io_
              * for good. */
             rearm = true;
         } else if (res == -EAGAIN || res == -EWOULDBLOCK) {
-            ovl__conn_read_done(conn);
+            /* A drain read prepared before LINGER began (resume_if_drained after READ_DONE) must not end
+             * receiving: lingering reads on until the peer closes. */
+            if (conn->flags & OVL__C_LINGER)
+                rearm = true;
+            else
+                ovl__conn_read_done(conn);
         } else if (res == -EINVAL && uw->multishot_recv) {
             uw->multishot_recv = false; /* kernel before 6.0: one receive per submission */
             rearm = true;
@@ -445,8 +470,10 @@ static void send_start(ovl_conn *conn)
     struct io_uring_sqe *sqe = get_sqe(uw);
     ovl_buf *head = conn->queue_head;
     if (!head->next) {
-        io_uring_prep_send(sqe, conn->fd, head->data, head->len, MSG_NOSIGNAL);
-        conn->sending_bytes = head->len;
+        /* sqe->len is 32 bits: send a huge buffer in pieces (a short completion continues it). */
+        size_t len = head->len > (1u << 30) ? (1u << 30) : head->len;
+        io_uring_prep_send(sqe, conn->fd, head->data, len, MSG_NOSIGNAL);
+        conn->sending_bytes = len;
     } else {
         struct uring_conn *uc = conn_state(conn);
         size_t count = 0, bytes = 0;

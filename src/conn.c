@@ -12,6 +12,7 @@
 #include "alloc.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 static inline const struct ovl__backend *backend_of(const ovl_conn *conn)
@@ -319,6 +320,10 @@ static void conn_free(ovl_conn *conn)
 {
     struct ovl__worker *worker = conn->worker;
     const struct ovl__backend *backend = backend_of(conn);
+    /* on_close first: the socket is still open (ovl_conn_peer works there) and its descriptor number cannot have
+     * been reused yet. An outbound connection hears back even if it never opened (ovl_connect returned 0). */
+    if (((conn->flags & OVL__C_OPEN) || conn->target) && conn->callbacks.on_close)
+        conn->callbacks.on_close(conn, conn->close_reason, conn->close_err);
     if (conn->fd != OVL__NO_SOCKET && !(backend->socket_retire && backend->socket_retire(conn)))
         ovl__socket_close(conn->fd);
     if (conn->prev)
@@ -338,8 +343,6 @@ static void conn_free(ovl_conn *conn)
         ovl__uncount(&worker->counters.conns_open, 1);
         ovl__count(&worker->counters.conns_closed, 1);
     }
-    if (((conn->flags & OVL__C_OPEN) || conn->close_reason == OVL_CLOSE_CONNECT_FAILED) && conn->callbacks.on_close)
-        conn->callbacks.on_close(conn, conn->close_reason, conn->close_err);
     ovl__free(conn);
 }
 
@@ -481,9 +484,12 @@ int ovl_send_buf(ovl_conn *conn, ovl_buf *buf)
         return 0;
     }
     if (buf->kind == OVL__BUF_POOL && buf->worker != conn->worker) {
-        /* A pool slot must go back to its own worker's pool, on that worker's thread: copy instead. */
+        /* A pool slot must go back to its own worker's pool, on that worker's thread: copy, and let its owner
+         * release the slot (ovl__buf_free here would touch the other worker's pool and buffer ring). */
         int rc = ovl_send(conn, buf->data, buf->len);
-        ovl__buf_free(buf);
+        if (ovl__worker_release(buf->worker, buf) < 0)
+            fprintf(stderr, "overlap: out of memory; buffer slot %u of worker %d is lost\n", buf->slot,
+                    buf->worker->index);
         return rc;
     }
     return queue_push(conn, buf);

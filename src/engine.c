@@ -138,6 +138,7 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
         return -ENOMEM;
     }
     pthread_mutex_init(&engine->lock, NULL);
+    pthread_mutex_init(&engine->join_lock, NULL);
     pthread_mutex_init(&engine->start_lock, NULL);
     pthread_cond_init(&engine->start_cond, NULL);
     for (int i = 0; i < engine->thread_count; i++) {
@@ -208,6 +209,16 @@ int ovl__worker_adopt(struct ovl__worker *worker, struct ovl__listen_socket *soc
     return post(worker, command);
 }
 
+int ovl__worker_release(struct ovl__worker *worker, ovl_buf *buf)
+{
+    struct ovl__command *command = ovl__zalloc(sizeof *command);
+    if (!command)
+        return -ENOMEM;
+    command->kind = OVL__CMD_RELEASE;
+    command->buf = buf;
+    return post(worker, command);
+}
+
 static void begin_stop(struct ovl__worker *worker)
 {
     if (worker->stopping)
@@ -258,6 +269,9 @@ void ovl__worker_run_commands(struct ovl__worker *worker)
         }
         case OVL__CMD_STOP:
             begin_stop(worker);
+            break;
+        case OVL__CMD_RELEASE:
+            ovl__buf_free(command->buf);
             break;
         }
         ovl__free(command);
@@ -355,16 +369,23 @@ void ovl_engine_request_stop(ovl_engine *engine)
 
 void ovl_engine_wait(ovl_engine *engine)
 {
+    /* Not engine->lock while joining: a callback may be blocked on it in ovl_listen, and its worker would then
+     * never end. */
+    pthread_mutex_lock(&engine->join_lock);
     pthread_mutex_lock(&engine->lock);
-    if (engine->started && !engine->joined) {
+    bool join = engine->started && !engine->joined;
+    pthread_mutex_unlock(&engine->lock);
+    if (join) {
         for (int i = 0; i < engine->thread_count; i++)
             if (engine->workers[i].thread_started)
                 pthread_join(engine->workers[i].thread, NULL);
+        pthread_mutex_lock(&engine->lock);
         engine->joined = true;
         for (ovl_listener *listener = engine->listeners; listener; listener = listener->next)
             ovl__listener_close(listener);
+        pthread_mutex_unlock(&engine->lock);
     }
-    pthread_mutex_unlock(&engine->lock);
+    pthread_mutex_unlock(&engine->join_lock);
 }
 
 void ovl_engine_stop(ovl_engine *engine)
@@ -402,6 +423,7 @@ void ovl_engine_destroy(ovl_engine *engine)
         ovl__free(listener);
     }
     pthread_mutex_destroy(&engine->lock);
+    pthread_mutex_destroy(&engine->join_lock);
     pthread_mutex_destroy(&engine->start_lock);
     pthread_cond_destroy(&engine->start_cond);
     ovl__free(engine->workers);
@@ -476,11 +498,14 @@ int ovl_connect(ovl_engine *engine, const ovl_target *target, const ovl_callback
     conn->next_address = target->addresses;
     struct ovl__worker *worker = ovl__current_worker;
     if (worker && worker->engine == engine) {
+        /* Stopping: refuse now. Accepting it would promise an on_close, and an application that reconnects from
+         * on_close would then loop on this worker for ever. */
+        if (worker->stopping) {
+            ovl__conn_free_unattached(conn);
+            return -ESHUTDOWN;
+        }
         ovl__conn_attach(worker, conn);
-        if (worker->stopping)
-            ovl__conn_close(conn, OVL_CLOSE_ENGINE_STOP, -ESHUTDOWN);
-        else
-            ovl__conn_connect_next(conn, 0);
+        ovl__conn_connect_next(conn, 0);
         return 0;
     }
     uint32_t index = atomic_fetch_add_explicit(&engine->next_worker, 1, memory_order_relaxed);

@@ -138,9 +138,10 @@ struct ovl_conn {
 
 struct ovl__command {
     struct ovl__command *next;
-    enum { OVL__CMD_LISTEN, OVL__CMD_CONNECT, OVL__CMD_ADOPT, OVL__CMD_STOP } kind;
+    enum { OVL__CMD_LISTEN, OVL__CMD_CONNECT, OVL__CMD_ADOPT, OVL__CMD_STOP, OVL__CMD_RELEASE } kind;
     struct ovl__listen_socket *listen_socket;
     ovl_conn *conn;
+    ovl_buf *buf;                /* RELEASE: a pool slot of this worker, let go on another worker's thread */
     ovl__socket socket;          /* ADOPT: a socket accepted on another worker's behalf */
     char peer[64];
 };
@@ -177,7 +178,8 @@ struct ovl_engine {
     int thread_count;
     struct ovl__worker *workers;
     ovl_listener *listeners;
-    pthread_mutex_t lock;        /* listeners list, start/stop transitions */
+    pthread_mutex_t lock;        /* listeners list, start/stop transitions; never held while joining */
+    pthread_mutex_t join_lock;   /* serialises ovl_engine_wait callers (workers never take it) */
     _Atomic uint32_t open_conns; /* engine-wide, for max_conns */
     _Atomic uint32_t next_worker;
     _Atomic int stop_requested;
@@ -262,6 +264,8 @@ void ovl__worker_tick(struct ovl__worker *worker);
 void ovl__worker_run_commands(struct ovl__worker *worker);
 /* Hand a socket accepted by this thread to `worker` (which owns the socket's completion port). */
 int ovl__worker_adopt(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd, const char *peer);
+/* Give a pool slot back to its own worker's pool, from another thread (the pool is not thread-safe). */
+int ovl__worker_release(struct ovl__worker *worker, ovl_buf *buf);
 /* The loop may end: stop seen and no connection left (the backend adds its own outstanding work). */
 bool ovl__worker_done(const struct ovl__worker *worker);
 
