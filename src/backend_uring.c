@@ -66,6 +66,7 @@ struct uring_worker {
     unsigned accepts_armed;
     bool multishot_recv;
     bool multishot_accept;
+    unsigned accept_turn;     /* round robin over the workers for accepted connections */
     struct __kernel_timespec drain_deadline;
     struct __kernel_timespec tick;
 };
@@ -240,9 +241,7 @@ static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
         return -ENOMEM;
     uw->wake_fd = -1;
     uw->multishot_recv = true;
-    /* One-shot accepts: a multishot accept keeps its place at the head of the listening socket's exclusive wait
-     * queue, so the first worker to arm one would get every connection. A one-shot accept re-arms at the tail. */
-    uw->multishot_accept = false;
+    uw->multishot_accept = true;
     worker->backend_state = uw;
     int rc = ring_init(uw, err);
     if (rc < 0) {
@@ -311,9 +310,14 @@ static void arm_accept(struct uring_worker *uw, struct uring_accept *accept)
     uw->accepts_armed++;
 }
 
+/* A multishot accept keeps its place at the head of the listening socket's exclusive wait queue, so whichever
+ * worker armed one first would get every connection. Worker 0 alone accepts, and hands connections to the workers
+ * in turn through their command queues (one eventfd wake-up each); a lone worker keeps them all. */
 static void accept_start(struct ovl__worker *worker, struct ovl__listen_socket *socket)
 {
     struct uring_worker *uw = state_of(worker);
+    if (worker->index != 0)
+        return;
     struct uring_accept *accept = ovl__zalloc(sizeof *accept);
     if (!accept) {
         ovl__count(&worker->counters.errors, 1);
@@ -347,7 +351,14 @@ static void on_accept(struct ovl__worker *worker, struct uring_accept *accept, c
     }
     int res = cqe->res;
     if (res >= 0) {
-        ovl__worker_accepted(worker, accept->socket, res);
+        ovl_engine *engine = worker->engine;
+        struct ovl__worker *target = &engine->workers[uw->accept_turn++ % (unsigned)engine->thread_count];
+        if (target == worker || !atomic_load(&target->ready))
+            ovl__worker_accepted(worker, accept->socket, res);
+        else if (ovl__worker_adopt(target, accept->socket, res, NULL) < 0) {
+            close(res);
+            ovl__count(&worker->counters.errors, 1);
+        }
     } else if (res == -EINVAL && uw->multishot_accept) {
         uw->multishot_accept = false; /* kernel without multishot accept: one accept per submission */
     } else if (res != -ECANCELED) {
