@@ -108,6 +108,10 @@ typedef struct ovl_config {
                                   for this long; checked every quarter of it (at most every second), so a
                                   connection closes between 1 and 1.25 times this after its last byte (at most
                                   1 s late). Not while the engine stops. 0 = off */
+    int busy_poll_us;          /* io_uring: when completions have been arriving back to back, a worker spins up to
+                                  this long before it sleeps, which halves a lone connection's round trip on a VM;
+                                  after a longer wait it sleeps at once (an idle server uses no CPU). 0 = 50,
+                                  negative = never spin. Other backends ignore it. */
 } ovl_config;
 
 OVL_API void ovl_config_init(ovl_config *config);
@@ -214,6 +218,23 @@ OVL_API ovl_engine *ovl_conn_engine(const ovl_conn *conn);
 OVL_API int ovl_conn_worker(const ovl_conn *conn);
 /* Bytes queued for sending and not yet handed to the kernel. */
 OVL_API size_t ovl_conn_pending(const ovl_conn *conn);
+/* Stop receiving from the connection until ovl_recv_resume: on_data is not called again, except for at most one
+ * receive the engine had already completed (a proxy pauses the side whose bytes the other side cannot take yet).
+ * Returns 0, or -ENOTCONN when the connection is closing. Calls do not nest: one resume undoes any pauses. */
+OVL_API int ovl_recv_pause(ovl_conn *conn);
+OVL_API int ovl_recv_resume(ovl_conn *conn);
+/* Change this connection's max_pending (see ovl_config): the queued bytes at which the engine pauses receiving
+ * from it. 0 turns the automatic pause off, for applications whose sends on this connection are not caused by
+ * its own input (a proxy: pausing the receiver of a full queue could deadlock with a peer that waits to send);
+ * they pace themselves with ovl_recv_pause/ovl_recv_resume and on_drain. */
+OVL_API void ovl_conn_set_max_pending(ovl_conn *conn, size_t bytes);
+/* Run on_timer(conn) once, on the connection's worker, `delay_us` microseconds from now (never earlier; later by
+ * however long the worker is busy). A connection has one timer: arming it again moves the deadline, on_timer NULL
+ * cancels it, and a connection that starts closing loses it (on_timer never runs for a closing connection).
+ * Resolution: io_uring and epoll wait with nanosecond timeouts; IOCP waits in milliseconds (Windows' timer tick,
+ * ~1-16 ms, applies). Returns 0, -ENOTCONN (closing), -ENOMEM, -EINVAL. Owner thread only, like every ovl_conn_
+ * call; on_timer may send, close and re-arm. */
+OVL_API int ovl_conn_timer(ovl_conn *conn, uint64_t delay_us, void (*on_timer)(ovl_conn *conn));
 /* "[::1]:51234" - the peer's address. */
 OVL_API const char *ovl_conn_peer(const ovl_conn *conn);
 

@@ -13,6 +13,7 @@
 #define ovl__malloc(size) mi_malloc(size)
 #define ovl__zalloc(size) mi_zalloc(size)
 #define ovl__calloc(count, size) mi_calloc(count, size)
+#define ovl__realloc(pointer, size) mi_realloc(pointer, size)
 #define ovl__free(pointer) mi_free(pointer)
 #define ovl__malloc_aligned(size, alignment) mi_malloc_aligned(size, alignment)
 #define ovl__free_aligned(pointer) mi_free(pointer)
@@ -21,6 +22,7 @@
 #define ovl__malloc(size) malloc(size)
 #define ovl__zalloc(size) calloc(1, size)
 #define ovl__calloc(count, size) calloc(count, size)
+#define ovl__realloc(pointer, size) realloc(pointer, size)
 #define ovl__free(pointer) free(pointer)
 #ifdef _WIN32
 #include <malloc.h>

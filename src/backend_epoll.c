@@ -92,6 +92,7 @@ struct epoll_worker {
     uint32_t free_count;
     int64_t drain_at;         /* monotonic ns; 0 = disarmed */
     int64_t tick_at;          /* monotonic ns of the next idle sweep; 0 = idle timeout off */
+    bool pwait2;              /* epoll_pwait2 works here (not ENOSYS) */
     struct epoll_event events[EVENT_BATCH];
 };
 
@@ -150,6 +151,7 @@ static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
         return -ENOMEM;
     }
     ew->epoll_fd = -1;
+    ew->pwait2 = true;
     ew->wake_fd = -1;
     ew->ready.prev = ew->ready.next = &ew->ready;
     worker->backend_state = ew;
@@ -623,8 +625,9 @@ static void run_timers(struct ovl__worker *worker)
     }
 }
 
-/* epoll_wait's timeout: 0 when there is work that no event will announce, else until the nearest timer. */
-static int wait_timeout(struct ovl__worker *worker)
+/* The wait's timeout in nanoseconds: 0 when there is work that no event will announce, else until the nearest
+ * timer; -1 = none. */
+static int64_t wait_timeout_ns(struct ovl__worker *worker)
 {
     struct epoll_worker *ew = state_of(worker);
     if (ew->ready.next != &ew->ready)
@@ -639,10 +642,30 @@ static int wait_timeout(struct ovl__worker *worker)
     for (struct epoll_accept *accept = ew->accepts; accept; accept = accept->next)
         if (accept->retry_at && (!nearest || accept->retry_at < nearest))
             nearest = accept->retry_at;
+    int64_t user_timer = ovl__timers_wait_ns(worker);
+    if (user_timer == 0)
+        return 0;
+    int64_t now = now_ns();
+    if (user_timer > 0 && (!nearest || now + user_timer < nearest))
+        nearest = now + user_timer;
     if (!nearest)
         return -1;
-    int64_t ms = (nearest - now_ns() + 999999) / 1000000;
-    return ms <= 0 ? 0 : ms > INT_MAX ? INT_MAX : (int)ms;
+    return nearest <= now ? 0 : nearest - now;
+}
+
+/* epoll_pwait2 (5.11) waits with a nanosecond timeout, which ovl_conn_timer needs; epoll_wait's milliseconds are
+ * the fallback on older kernels (timers then fire up to 1 ms late). */
+static int wait_for_events(struct epoll_worker *ew, int64_t timeout_ns)
+{
+    if (ew->pwait2) {
+        struct timespec timeout = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
+        int count = epoll_pwait2(ew->epoll_fd, ew->events, EVENT_BATCH, timeout_ns < 0 ? NULL : &timeout, NULL);
+        if (count >= 0 || errno != ENOSYS)
+            return count;
+        ew->pwait2 = false;
+    }
+    int64_t ms = timeout_ns < 0 ? -1 : (timeout_ns + 999999) / 1000000;
+    return epoll_wait(ew->epoll_fd, ew->events, EVENT_BATCH, ms > INT_MAX ? INT_MAX : (int)ms);
 }
 
 static void run_ready(struct ovl__worker *worker)
@@ -692,12 +715,13 @@ static void worker_run(struct ovl__worker *worker)
         ovl__worker_flush(worker);
         if (ovl__worker_done(worker))
             break;
-        int count = epoll_wait(ew->epoll_fd, ew->events, EVENT_BATCH, wait_timeout(worker));
+        int count = wait_for_events(ew, wait_timeout_ns(worker));
         ovl__worker_clock(worker);
         if (count < 0) {
             int e = errno;
             if (e != EINTR) {
-                fprintf(stderr, "overlap: epoll_wait: %s (errno %d)\n", ovl_strerror(-e), e);
+                fprintf(stderr, "overlap: %s: %s (errno %d)\n", ew->pwait2 ? "epoll_pwait2" : "epoll_wait",
+                        ovl_strerror(-e), e);
                 ovl__worker_drain_expired(worker);
             }
             count = 0;
@@ -705,6 +729,7 @@ static void worker_run(struct ovl__worker *worker)
         for (int i = 0; i < count; i++)
             dispatch(worker, &ew->events[i]);
         run_timers(worker);
+        ovl__timers_run(worker);
         run_ready(worker);
         ovl__worker_run_commands(worker);
     }

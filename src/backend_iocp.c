@@ -871,6 +871,14 @@ static DWORD next_timeout(struct ovl__worker *worker)
     for (struct iocp_retire *retire = iw->retire_list; retire; retire = retire->next)
         if (!next || retire->deadline < next)
             next = retire->deadline;
+    int64_t user_timer = ovl__timers_wait_ns(worker);
+    if (user_timer == 0)
+        return 0;
+    if (user_timer > 0) {
+        ULONGLONG at = now + (ULONGLONG)((user_timer + 999999) / 1000000);
+        if (!next || at < next)
+            next = at;
+    }
     if (!next)
         return INFINITE;
     return next <= now ? 0 : (DWORD)(next - now);
@@ -935,6 +943,7 @@ static void worker_run(struct ovl__worker *worker)
         dequeue(worker, next_timeout(worker));
         run_ready(worker);
         run_timers(worker);
+        ovl__timers_run(worker);
         ovl__worker_run_commands(worker);
     }
 }

@@ -8,6 +8,13 @@
  *   - provided buffer rings (5.19) are required: without them every idle connection would pin a buffer.
  *   - multishot receive (6.0) and multishot accept (5.19): a -EINVAL completion switches the worker to one-shot
  *     operations that are re-armed after each completion.
+ *   - IORING_SETUP_TASKRUN_FLAG (5.19, with either task-run mode): the kernel raises IORING_SQ_TASKRUN in shared
+ *     memory when completions wait to be run, so a worker can spin briefly on it instead of sleeping (below).
+ *
+ * Adaptive spin: sleeping in io_uring_enter and being woken costs a lone ping-pong connection more than its round
+ * trip on a VM (scheduler wake-up, IPI). When the previous wait was short - completions arrive back to back - the
+ * worker submits, then spins up to spin_ns on IORING_SQ_TASKRUN before it sleeps. After a long wait it does not
+ * spin, so an idle server sleeps at once and costs no CPU, and a busy one (its waits return at once) pays nothing.
  *
  * Every submission is tagged in user_data: the low 3 bits say what it is, the rest points to its owner.
  */
@@ -69,6 +76,11 @@ struct uring_worker {
     unsigned accept_turn;     /* round robin over the workers for accepted connections */
     struct __kernel_timespec drain_deadline;
     struct __kernel_timespec tick;
+    bool taskrun_flag;        /* IORING_SQ_TASKRUN is maintained: spinning can see completions coming */
+    uint64_t spin_ns;         /* spin budget before sleeping; 0 = never spin */
+    uint64_t last_wait_ns;    /* how long the previous wait for completions took */
+    unsigned spin_skips;      /* waits left to sleep through without spinning, after spins that found nothing */
+    unsigned spin_misses;     /* spins in a row that found nothing */
 };
 
 static inline uint64_t tagged(const void *owner, enum tag tag)
@@ -106,8 +118,8 @@ static struct io_uring_sqe *get_sqe(struct uring_worker *uw)
 static int ring_init(struct uring_worker *uw, ovl_error_info *err)
 {
     static const unsigned flag_sets[] = {
-        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
-        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
+        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
         0,
     };
     int rc = -EINVAL;
@@ -117,8 +129,10 @@ static int ring_init(struct uring_worker *uw, ovl_error_info *err)
         params.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
         params.cq_entries = CQ_ENTRIES;
         rc = io_uring_queue_init_params(RING_ENTRIES, &uw->ring, &params);
-        if (rc == 0)
+        if (rc == 0) {
+            uw->taskrun_flag = (flag_sets[i] & IORING_SETUP_TASKRUN_FLAG) != 0;
             return 0;
+        }
         if (rc != -EINVAL)
             break; /* EPERM, ENOSYS, ENOMEM: no flag set will do better */
     }
@@ -264,6 +278,8 @@ static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
     arm_wake(uw, worker);
     if (worker->tick_ms)
         arm_tick(uw, worker);
+    int spin_us = worker->engine->config.busy_poll_us;
+    uw->spin_ns = uw->taskrun_flag && spin_us > 0 ? (uint64_t)spin_us * 1000u : 0;
     return 0;
 }
 
@@ -607,6 +623,86 @@ static void dispatch(struct ovl__worker *worker, const struct io_uring_cqe *cqe)
     }
 }
 
+static inline uint64_t monotonic_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Completions are waiting: posted already, or as task work the next kernel entry runs. */
+static inline bool completions_coming(struct uring_worker *uw)
+{
+    return io_uring_cq_ready(&uw->ring) > 0 || (IO_URING_READ_ONCE(*uw->ring.sq.kflags) & IORING_SQ_TASKRUN);
+}
+
+/* Spin only while it pays: the previous wait was short, and recent spins found something. A spin that finds
+ * nothing (the peer needs this very CPU to answer, as on a shared 2-core machine) makes the next ones wait
+ * exponentially longer before trying again, so an overloaded machine is not made worse. */
+static bool spin_worthwhile(struct ovl__worker *worker, struct uring_worker *uw)
+{
+    if (!uw->spin_ns || uw->last_wait_ns >= uw->spin_ns || worker->stopping)
+        return false;
+    if (uw->spin_skips > 0) {
+        uw->spin_skips--;
+        return false;
+    }
+    return true;
+}
+
+/* Submit what is queued and wait for at least one completion or the earliest ovl_conn_timer deadline; spin first
+ * when that is worthwhile. */
+static int wait_for_completions(struct ovl__worker *worker, struct uring_worker *uw)
+{
+    int64_t timer_ns = ovl__timers_wait_ns(worker);
+    if (timer_ns == 0)
+        return io_uring_submit_and_get_events(&uw->ring);
+    uint64_t start = monotonic_ns();
+    uint64_t spin_ns = timer_ns > 0 && (uint64_t)timer_ns < uw->spin_ns ? (uint64_t)timer_ns : uw->spin_ns;
+    int rc;
+    if (!completions_coming(uw) && spin_worthwhile(worker, uw)) {
+        if (io_uring_sq_ready(&uw->ring) > 0) {
+            rc = io_uring_submit(&uw->ring);
+            if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
+                return rc;
+        }
+        for (unsigned turn = 0; !completions_coming(uw); turn++) {
+            cpu_relax();
+            if ((turn & 15) == 15 && monotonic_ns() - start >= spin_ns)
+                break;
+        }
+        if (completions_coming(uw)) {
+            uw->spin_misses = 0;
+            uw->last_wait_ns = monotonic_ns() - start;
+            return io_uring_get_events(&uw->ring);
+        }
+        if (uw->spin_misses < 10)
+            uw->spin_misses++;
+        uw->spin_skips = 4u << uw->spin_misses;
+    }
+    if (timer_ns > 0) {
+        /* One io_uring_enter with IORING_ENTER_EXT_ARG (5.11); liburing queues a timeout request on older kernels,
+         * whose completion carries a user_data of all ones, tagged TAG_IGNORE. */
+        struct __kernel_timespec wait = {.tv_sec = timer_ns / 1000000000, .tv_nsec = timer_ns % 1000000000};
+        struct io_uring_cqe *cqe;
+        rc = io_uring_submit_and_wait_timeout(&uw->ring, &cqe, 1, &wait, NULL);
+    } else {
+        rc = io_uring_submit_and_wait(&uw->ring, 1);
+    }
+    if (uw->spin_ns)
+        uw->last_wait_ns = monotonic_ns() - start;
+    return rc;
+}
+
 static void worker_run(struct ovl__worker *worker)
 {
     struct uring_worker *uw = state_of(worker);
@@ -615,10 +711,10 @@ static void worker_run(struct ovl__worker *worker)
         if (ovl__worker_done(worker) && uw->accepts_armed == 0)
             break;
         publish_buffers(uw);
-        int rc = io_uring_submit_and_wait(&uw->ring, 1);
+        int rc = wait_for_completions(worker, uw);
         ovl__worker_clock(worker);
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
-            fprintf(stderr, "overlap: io_uring_submit_and_wait: %s (errno %d)\n", ovl_strerror(rc), -rc);
+            fprintf(stderr, "overlap: io_uring_enter: %s (errno %d)\n", ovl_strerror(rc), -rc);
             ovl__worker_drain_expired(worker);
         }
         unsigned head, seen = 0;
@@ -629,6 +725,7 @@ static void worker_run(struct ovl__worker *worker)
             seen++;
         }
         io_uring_cq_advance(&uw->ring, seen);
+        ovl__timers_run(worker);
         ovl__worker_run_commands(worker);
     }
 }

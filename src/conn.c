@@ -29,6 +29,7 @@ ovl_conn *ovl__conn_new(ovl_engine *engine, ovl__socket fd, const ovl_callbacks 
     if (callbacks)
         conn->callbacks = *callbacks;
     conn->user = user;
+    conn->max_pending = engine->config.max_pending;
     return conn;
 }
 
@@ -71,6 +72,7 @@ void ovl__conn_close(ovl_conn *conn, ovl_close_reason reason, int err)
     if (conn->flags & OVL__C_CLOSING)
         return;
     conn->flags |= OVL__C_CLOSING;
+    ovl__timer_remove(conn);
     conn->close_reason = reason;
     conn->close_err = err;
     if (conn->flags & (OVL__C_RECV_WAIT | OVL__C_PAUSED))
@@ -151,6 +153,8 @@ void ovl__conn_connected(ovl_conn *conn)
     ovl__conn_opened(conn);
 }
 
+static void stop_receiving(ovl_conn *conn);
+
 void ovl__conn_received(ovl_conn *conn, ovl_buf *buf)
 {
     struct ovl__counters *counters = &conn->worker->counters;
@@ -164,23 +168,41 @@ void ovl__conn_received(ovl_conn *conn, ovl_buf *buf)
     conn->callbacks.on_data(conn, buf);
     /* Backpressure: a peer that sends faster than it reads fills our send queue; stop reading from it (its
      * bytes wait in its own socket buffers) until the queue drains. Draining reads on regardless: it is bounded. */
-    if (conn->queue_bytes >= conn->worker->engine->config.max_pending &&
-        !(conn->flags & (OVL__C_PAUSED | OVL__C_CLOSING | OVL__C_DRAINING))) {
-        conn->flags |= OVL__C_PAUSED;
-        conn->worker->wait_dirty = conn->worker->wait_dirty || (conn->flags & OVL__C_RECV_WAIT);
+    if (conn->max_pending && conn->queue_bytes >= conn->max_pending &&
+        !(conn->flags & (OVL__C_PAUSE_QUEUE | OVL__C_CLOSING | OVL__C_DRAINING))) {
+        conn->flags |= OVL__C_PAUSE_QUEUE;
         ovl__count(&conn->worker->counters.recv_pauses, 1);
-        if (conn->flags & OVL__C_RECV_ARMED)
-            backend_of(conn)->recv_pause(conn);
+        stop_receiving(conn);
     }
 }
 
-static void resume_if_drained(ovl_conn *conn)
+/* The receive path is told to stop once, whatever the number of reasons; a receive in flight may still deliver. */
+static void stop_receiving(ovl_conn *conn)
 {
-    if (!(conn->flags & OVL__C_PAUSED) || conn->queue_bytes > conn->worker->engine->config.max_pending / 2)
+    if (conn->flags & OVL__C_PAUSED)
+        return;
+    conn->flags |= OVL__C_PAUSED;
+    conn->worker->wait_dirty = conn->worker->wait_dirty || (conn->flags & OVL__C_RECV_WAIT);
+    if (conn->flags & OVL__C_RECV_ARMED)
+        backend_of(conn)->recv_pause(conn);
+}
+
+/* The last reason to pause is gone. A receive still armed (its cancellation not yet completed) re-arms itself. */
+static void restart_receiving(ovl_conn *conn)
+{
+    if (!(conn->flags & OVL__C_PAUSED) || (conn->flags & (OVL__C_PAUSE_QUEUE | OVL__C_PAUSE_USER)))
         return;
     conn->flags &= ~OVL__C_PAUSED;
     if (!(conn->flags & (OVL__C_CLOSING | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT)))
         backend_of(conn)->recv_start(conn);
+}
+
+static void resume_if_drained(ovl_conn *conn)
+{
+    if (!(conn->flags & OVL__C_PAUSE_QUEUE) || (conn->max_pending && conn->queue_bytes > conn->max_pending / 2))
+        return;
+    conn->flags &= ~OVL__C_PAUSE_QUEUE;
+    restart_receiving(conn);
 }
 
 void ovl__conn_eof(ovl_conn *conn)
@@ -536,6 +558,34 @@ int ovl_conn_worker(const ovl_conn *conn)
 size_t ovl_conn_pending(const ovl_conn *conn)
 {
     return conn->queue_bytes;
+}
+
+int ovl_recv_pause(ovl_conn *conn)
+{
+    if (!conn)
+        return -EINVAL;
+    if (conn->flags & OVL__C_CLOSING)
+        return -ENOTCONN;
+    conn->flags |= OVL__C_PAUSE_USER;
+    stop_receiving(conn);
+    return 0;
+}
+
+int ovl_recv_resume(ovl_conn *conn)
+{
+    if (!conn)
+        return -EINVAL;
+    if (conn->flags & OVL__C_CLOSING)
+        return -ENOTCONN;
+    conn->flags &= ~OVL__C_PAUSE_USER;
+    restart_receiving(conn);
+    return 0;
+}
+
+void ovl_conn_set_max_pending(ovl_conn *conn, size_t bytes)
+{
+    conn->max_pending = bytes;
+    resume_if_drained(conn);
 }
 
 const char *ovl_conn_peer(const ovl_conn *conn)

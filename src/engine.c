@@ -18,6 +18,7 @@ enum {
     DEFAULT_BUFFER_COUNT = 1024,
     MAX_BUFFER_COUNT = 32768, /* io_uring buffer rings hold at most 2^15 entries */
     DEFAULT_DRAIN_MS = 5000,
+    DEFAULT_BUSY_POLL_US = 50,
     DEFAULT_MAX_PENDING = 256 * 1024
 };
 
@@ -79,7 +80,7 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
     }
     if (!out || config->threads < 0 || config->threads > 1024 || config->backlog < 0 ||
         (config->buffer_size && (config->buffer_size < 64 || config->buffer_size > (1u << 24))) ||
-        config->buffer_count > MAX_BUFFER_COUNT) {
+        config->buffer_count > MAX_BUFFER_COUNT || config->busy_poll_us > 100000) {
         ovl__error_set(err, -EINVAL, "threads 0..1024, buffer size 64..16777216, buffer count up to 32768",
                        "engine configuration");
         return -EINVAL;
@@ -129,6 +130,8 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
         engine->config.drain_timeout_ms = DEFAULT_DRAIN_MS;
     if (!engine->config.max_pending)
         engine->config.max_pending = DEFAULT_MAX_PENDING;
+    if (!engine->config.busy_poll_us)
+        engine->config.busy_poll_us = DEFAULT_BUSY_POLL_US;
     engine->backend = backend;
     engine->thread_count = engine->config.threads;
     engine->workers = ovl__calloc((size_t)engine->thread_count, sizeof *engine->workers);
@@ -404,6 +407,7 @@ void ovl_engine_destroy(ovl_engine *engine)
         if (worker->backend_state)
             engine->backend->worker_destroy(worker);
         ovl__pool_destroy(&worker->pool);
+        ovl__timers_destroy(worker);
         /* Commands never run (engine not started, or posted after the worker ended). */
         while (worker->command_head) {
             struct ovl__command *command = worker->command_head;

@@ -108,7 +108,9 @@ enum {
     OVL__C_LINGER = 1u << 11,      /* draining, our side shut: discard input until the peer closes */
     OVL__C_RECV_ARMED = 1u << 12,  /* a receive operation is in flight */
     OVL__C_RECV_WAIT = 1u << 13,   /* waiting for a pool slot before receiving again */
-    OVL__C_PAUSED = 1u << 14       /* too much queued for sending: receiving paused until it drains */
+    OVL__C_PAUSED = 1u << 14,      /* receiving is stopped for one of the reasons below; backends do not re-arm */
+    OVL__C_PAUSE_QUEUE = 1u << 15, /* too much queued for sending: paused until half of it drains */
+    OVL__C_PAUSE_USER = 1u << 16   /* ovl_recv_pause: paused until ovl_recv_resume */
 };
 
 struct ovl_conn {
@@ -127,10 +129,14 @@ struct ovl_conn {
     ovl_buf *queue_head, *queue_tail;
     size_t queue_bytes;
     size_t sending_bytes;        /* bytes of the send operation in flight */
+    size_t max_pending;          /* queued bytes that pause receiving (config.max_pending); 0 = never */
     const ovl_target *target;    /* outbound: addresses to try */
     const struct addrinfo *next_address;
     int last_error;
     uint64_t active_ms;          /* worker->now_ms when a byte was last received or sent (idle timeout) */
+    uint64_t timer_at_ns;        /* ovl_conn_timer: deadline (ovl__clock_ns) */
+    uint32_t timer_slot;         /* index + 1 in the worker's timer heap; 0 = no timer armed */
+    void (*on_timer)(ovl_conn *conn);
     char peer[64];
     /* backend-specific state follows (backend->conn_extra bytes) */
     _Alignas(16) unsigned char backend_data[];
@@ -144,6 +150,12 @@ struct ovl__command {
     ovl_buf *buf;                /* RELEASE: a pool slot of this worker, let go on another worker's thread */
     ovl__socket socket;          /* ADOPT: a socket accepted on another worker's behalf */
     char peer[64];
+};
+
+/* Connections with a timer armed, earliest deadline first (timer.c). */
+struct ovl__timer_heap {
+    ovl_conn **items;
+    uint32_t count, capacity;
 };
 
 struct ovl__worker {
@@ -164,6 +176,7 @@ struct ovl__worker {
     bool stopping;               /* stop command seen */
     uint32_t tick_ms;            /* idle timeout on: the backend calls ovl__worker_tick this often; 0 = no tick */
     uint64_t now_ms;             /* coarse clock (ovl__worker_clock), read once per loop turn, not per message */
+    struct ovl__timer_heap timers;
     pthread_mutex_t command_lock;
     struct ovl__command *command_head, *command_tail;
     _Atomic int command_pending;
@@ -206,6 +219,24 @@ static inline uint64_t ovl__clock_ms(void)
     struct timespec ts;
     clock_gettime(id, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+#endif
+}
+
+/* Monotonic nanoseconds, precise: for ovl_conn_timer deadlines. */
+static inline uint64_t ovl__clock_ns(void)
+{
+#ifdef _WIN32
+    static LARGE_INTEGER frequency;
+    LARGE_INTEGER count;
+    if (!frequency.QuadPart)
+        QueryPerformanceFrequency(&frequency);
+    QueryPerformanceCounter(&count);
+    return (uint64_t)(count.QuadPart / frequency.QuadPart) * 1000000000u +
+           (uint64_t)(count.QuadPart % frequency.QuadPart) * 1000000000u / (uint64_t)frequency.QuadPart;
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 #endif
 }
 
@@ -259,6 +290,13 @@ ovl_conn *ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_so
 void ovl__worker_flush(struct ovl__worker *worker);
 /* The periodic tick (every worker->tick_ms): close connections idle for idle_timeout_ms. */
 void ovl__worker_tick(struct ovl__worker *worker);
+
+/* timer.c: backends bound their wait by ovl__timers_wait_ns (-1 = no timer, else nanoseconds until the earliest)
+ * and call ovl__timers_run after handling what the wait brought. */
+int64_t ovl__timers_wait_ns(const struct ovl__worker *worker);
+void ovl__timers_run(struct ovl__worker *worker);
+void ovl__timer_remove(ovl_conn *conn);
+void ovl__timers_destroy(struct ovl__worker *worker);
 
 /* engine.c */
 void ovl__worker_run_commands(struct ovl__worker *worker);

@@ -1,0 +1,353 @@
+/*
+ * test_timer.c - ovl_conn_timer (deadlines, re-arming, cancelling, order, a closing connection's timer) and the
+ * application's receive flow control (ovl_recv_pause / ovl_recv_resume, ovl_conn_set_max_pending), on a real engine
+ * with one worker on an ephemeral loopback port, driven by blocking clients.
+ *
+ * Callbacks run on the worker thread and record into atomics or a mutex-guarded struct; assertions happen on the
+ * test's thread. Times are only asserted from below (a timer never fires early): how late it fires depends on the
+ * machine's load and is not a unit test's business.
+ */
+#include "overlap.h"
+#include "support.h"
+
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define IO_TIMEOUT_MS 10000
+#define MAX_CONNS 512
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* What the server does with each connection; one behaviour per test. */
+enum behaviour {
+    ARM_ONCE,            /* arm `delay_us` at open; on_timer sends "T" */
+    ARM_LATE_THEN_EARLY, /* arm 10 s, then move it to `delay_us`; on_timer sends "T" */
+    ARM_THEN_CANCEL,     /* arm `delay_us`, cancel at once */
+    ARM_ON_LAST_OPEN,    /* when `expected` connections are open, arm connection i at (expected - i) * delay_us */
+    ARM_RANDOM_REARM,    /* random delays up to delay_us, re-armed from on_timer until 3 fires */
+    PAUSE_ON_FIRST_DATA, /* echo; on the first bytes pause receiving and resume from a timer delay_us later */
+    NO_AUTO_PAUSE        /* echo with max_pending 0: receiving never pauses by itself */
+};
+
+struct per_conn {
+    ovl_conn *conn;
+    int index;
+    int fires;
+    uint64_t deadline_us;  /* the latest deadline armed */
+    bool early;            /* a fire came before its deadline */
+    bool paused_once;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    enum behaviour behaviour;
+    uint64_t delay_us;
+    int expected;
+    int opened;
+    struct per_conn conns[MAX_CONNS];
+    int order[MAX_CONNS];   /* connection indexes in firing order */
+    atomic_int fired;
+    atomic_int early;
+    _Atomic uint64_t resumed_at_us;
+    _Atomic uint64_t data_after_pause_us;
+    atomic_int timer_errors;
+} t = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static ovl_engine *engine;
+static int port;
+
+static const char *test_backend(void)
+{
+    const char *name = getenv("OVERLAP_TEST_BACKEND");
+    return name && *name ? name : NULL;
+}
+
+static void arm(struct per_conn *pc, uint64_t delay_us, void (*fn)(ovl_conn *))
+{
+    pc->deadline_us = now_us() + delay_us;
+    if (ovl_conn_timer(pc->conn, delay_us, fn) != 0)
+        atomic_fetch_add(&t.timer_errors, 1);
+}
+
+static void on_timer(ovl_conn *conn)
+{
+    struct per_conn *pc = ovl_conn_user(conn);
+    uint64_t now = now_us();
+    if (now < pc->deadline_us) {
+        pc->early = true;
+        atomic_fetch_add(&t.early, 1);
+    }
+    int position = atomic_fetch_add(&t.fired, 1);
+    if (position < MAX_CONNS)
+        t.order[position] = pc->index;
+    pc->fires++;
+    switch (t.behaviour) {
+    case ARM_RANDOM_REARM:
+        if (pc->fires < 3)
+            arm(pc, (uint64_t)rand() % (t.delay_us + 1), on_timer);
+        break;
+    case PAUSE_ON_FIRST_DATA:
+        atomic_store(&t.resumed_at_us, now);
+        if (ovl_recv_resume(conn) != 0)
+            atomic_fetch_add(&t.timer_errors, 1);
+        break;
+    default:
+        ovl_send(conn, "T", 1);
+        break;
+    }
+}
+
+static void on_open(ovl_conn *conn, void *user)
+{
+    (void)user;
+    pthread_mutex_lock(&t.lock);
+    int index = t.opened++;
+    struct per_conn *pc = &t.conns[index];
+    pc->conn = conn;
+    pc->index = index;
+    ovl_conn_set_user(conn, pc);
+    switch (t.behaviour) {
+    case ARM_ONCE:
+        arm(pc, t.delay_us, on_timer);
+        break;
+    case ARM_LATE_THEN_EARLY:
+        arm(pc, 10u * 1000 * 1000, on_timer);
+        arm(pc, t.delay_us, on_timer);
+        break;
+    case ARM_THEN_CANCEL:
+        arm(pc, t.delay_us, on_timer);
+        ovl_conn_timer(conn, 0, NULL);
+        break;
+    case ARM_ON_LAST_OPEN:
+        if (t.opened == t.expected)
+            for (int i = 0; i < t.expected; i++)
+                arm(&t.conns[i], (uint64_t)(t.expected - i) * t.delay_us, on_timer);
+        break;
+    case ARM_RANDOM_REARM:
+        arm(pc, (uint64_t)rand() % (t.delay_us + 1), on_timer);
+        break;
+    case NO_AUTO_PAUSE:
+        ovl_conn_set_max_pending(conn, 0);
+        break;
+    case PAUSE_ON_FIRST_DATA:
+        break;
+    }
+    pthread_mutex_unlock(&t.lock);
+}
+
+static void on_data(ovl_conn *conn, ovl_buf *buf)
+{
+    struct per_conn *pc = ovl_conn_user(conn);
+    if (t.behaviour == PAUSE_ON_FIRST_DATA) {
+        if (pc->paused_once && !atomic_load(&t.data_after_pause_us))
+            atomic_store(&t.data_after_pause_us, now_us());
+        if (!pc->paused_once) {
+            pc->paused_once = true;
+            if (ovl_recv_pause(conn) != 0)
+                atomic_fetch_add(&t.timer_errors, 1);
+            arm(pc, t.delay_us, on_timer);
+        }
+    }
+    ovl_send_buf(conn, buf);
+}
+
+static const ovl_callbacks callbacks = {.on_open = on_open, .on_data = on_data};
+
+static void start(enum behaviour behaviour, uint64_t delay_us, int expected)
+{
+    t.behaviour = behaviour;
+    t.delay_us = delay_us;
+    t.expected = expected;
+    srand(12345);
+    ovl_config config;
+    ovl_config_init(&config);
+    config.threads = 1; /* ARM_ON_LAST_OPEN arms other connections' timers: they must share the worker */
+    config.backend = test_backend();
+    ovl_error_info err = {0};
+    int rc = ovl_engine_create(&engine, &config, &err);
+    cr_assert_eq(rc, 0, "ovl_engine_create = %d: %s: %s", rc, err.what, err.text);
+    ovl_listener *listener;
+    rc = ovl_listen(engine, "127.0.0.1", "0", &callbacks, NULL, &listener, &err);
+    cr_assert_eq(rc, 0, "ovl_listen = %d: %s: %s", rc, err.what, err.text);
+    port = ovl_listener_port(listener);
+    rc = ovl_engine_start(engine, &err);
+    cr_assert_eq(rc, 0, "ovl_engine_start = %d: %s: %s", rc, err.what, err.text);
+}
+
+static void stop(void)
+{
+    if (engine)
+        ovl_engine_destroy(engine);
+    engine = NULL;
+}
+
+TestSuite(timer, .fini = stop, .timeout = 60);
+
+static int connect_client(void)
+{
+    int fd = sup_connect("127.0.0.1", port, IO_TIMEOUT_MS);
+    cr_assert(fd >= 0, "connect 127.0.0.1:%d: %s", port, strerror(-fd));
+    return fd;
+}
+
+static void expect_byte(int fd, char want, const char *what)
+{
+    char got = 0;
+    ssize_t n = sup_recv_exact(fd, &got, 1, NULL);
+    cr_assert_eq(n, 1, "%s: receive = %zd (%s)", what, n, n < 0 ? strerror((int)-n) : "EOF");
+    cr_assert_eq(got, want, "%s: got '%c', want '%c'", what, got, want);
+}
+
+static bool wait_fired(int want, int ms)
+{
+    int64_t end = sup_now_ms() + ms;
+    while (atomic_load(&t.fired) < want && sup_now_ms() < end)
+        sup_sleep_ms(2);
+    return atomic_load(&t.fired) >= want;
+}
+
+Test(timer, fires_once_not_before_its_deadline)
+{
+    start(ARM_ONCE, 30000, 1);
+    uint64_t before = now_us();
+    int fd = connect_client();
+    expect_byte(fd, 'T', "the timer's byte");
+    cr_assert_geq(now_us() - before, 30000, "the timer's byte came %llu us after connecting; armed for 30000",
+                  (unsigned long long)(now_us() - before));
+    sup_sleep_ms(100);
+    cr_assert_eq(atomic_load(&t.fired), 1, "a one-shot timer fired %d times", atomic_load(&t.fired));
+    cr_assert_eq(atomic_load(&t.early), 0, "the timer fired before its deadline");
+    cr_assert_eq(atomic_load(&t.timer_errors), 0);
+    close(fd);
+}
+
+Test(timer, arming_again_moves_the_deadline)
+{
+    start(ARM_LATE_THEN_EARLY, 20000, 1);
+    int fd = connect_client();
+    int64_t before = sup_now_ms();
+    expect_byte(fd, 'T', "the re-armed timer's byte (10 s deadline moved to 20 ms)");
+    cr_assert_lt(sup_now_ms() - before, 5000, "the earlier deadline did not replace the 10 s one");
+    cr_assert_eq(atomic_load(&t.fired), 1);
+    cr_assert_eq(atomic_load(&t.early), 0);
+    close(fd);
+}
+
+Test(timer, cancelled_timer_never_fires)
+{
+    start(ARM_THEN_CANCEL, 10000, 1);
+    int fd = connect_client();
+    /* The echo answers: the connection works, and 200 ms is twenty times the cancelled delay. */
+    cr_assert_eq(sup_exchange(fd, 7, 0, 100), 0);
+    sup_sleep_ms(200);
+    cr_assert_eq(atomic_load(&t.fired), 0, "a cancelled timer fired");
+    close(fd);
+}
+
+Test(timer, closing_connection_loses_its_timer)
+{
+    start(ARM_ONCE, 100000, 1);
+    int fd = connect_client();
+    close(fd); /* EOF: the server shuts down and closes long before the 100 ms deadline */
+    ovl_stats stats;
+    int64_t end = sup_now_ms() + IO_TIMEOUT_MS;
+    do {
+        sup_sleep_ms(5);
+        ovl_engine_stats(engine, &stats);
+    } while (stats.conns_closed < 1 && sup_now_ms() < end);
+    cr_assert_eq(stats.conns_closed, 1, "the server did not close the connection");
+    sup_sleep_ms(250);
+    cr_assert_eq(atomic_load(&t.fired), 0, "a closed connection's timer fired");
+}
+
+Test(timer, timers_fire_in_deadline_order)
+{
+    enum { CONNS = 24 };
+    start(ARM_ON_LAST_OPEN, 3000, CONNS);
+    int fds[CONNS];
+    for (int i = 0; i < CONNS; i++)
+        fds[i] = connect_client();
+    cr_assert(wait_fired(CONNS, IO_TIMEOUT_MS), "%d of %d timers fired", atomic_load(&t.fired), CONNS);
+    /* Connection i was armed at (CONNS - i) * 3 ms: the last opened fires first. */
+    for (int k = 0; k < CONNS; k++)
+        cr_assert_eq(t.order[k], CONNS - 1 - k, "fire %d was connection %d, want %d", k, t.order[k],
+                     CONNS - 1 - k);
+    cr_assert_eq(atomic_load(&t.early), 0);
+    for (int i = 0; i < CONNS; i++)
+        close(fds[i]);
+}
+
+Test(timer, many_random_timers_each_fire_exactly_as_armed)
+{
+    enum { CONNS = 300 };
+    sup_raise_nofile();
+    start(ARM_RANDOM_REARM, 20000, CONNS);
+    int fds[CONNS];
+    for (int i = 0; i < CONNS; i++)
+        fds[i] = connect_client();
+    cr_assert(wait_fired(3 * CONNS, IO_TIMEOUT_MS), "%d of %d fires", atomic_load(&t.fired), 3 * CONNS);
+    sup_sleep_ms(100);
+    pthread_mutex_lock(&t.lock);
+    for (int i = 0; i < CONNS; i++)
+        cr_assert_eq(t.conns[i].fires, 3, "connection %d: %d fires, want 3", i, t.conns[i].fires);
+    pthread_mutex_unlock(&t.lock);
+    cr_assert_eq(atomic_load(&t.fired), 3 * CONNS);
+    cr_assert_eq(atomic_load(&t.early), 0, "%d fires came before their deadline", atomic_load(&t.early));
+    cr_assert_eq(atomic_load(&t.timer_errors), 0);
+    for (int i = 0; i < CONNS; i++)
+        close(fds[i]);
+}
+
+Test(timer, recv_pause_holds_input_until_resume)
+{
+    start(PAUSE_ON_FIRST_DATA, 150000, 1);
+    int fd = connect_client();
+    cr_assert_eq(sup_send_all(fd, "a", 1), 0);
+    expect_byte(fd, 'a', "the first echo");
+    cr_assert_eq(sup_send_all(fd, "b", 1), 0);
+    expect_byte(fd, 'b', "the echo after the resume");
+    uint64_t resumed = atomic_load(&t.resumed_at_us), data = atomic_load(&t.data_after_pause_us);
+    cr_assert(resumed && data, "resume at %llu, data at %llu", (unsigned long long)resumed,
+              (unsigned long long)data);
+    cr_assert_geq(data, resumed, "on_data ran %llu us before ovl_recv_resume", (unsigned long long)(resumed - data));
+    cr_assert_eq(atomic_load(&t.timer_errors), 0);
+    close(fd);
+}
+
+Test(timer, max_pending_zero_never_pauses_by_itself)
+{
+    enum { TOTAL = 4 << 20 };
+    start(NO_AUTO_PAUSE, 0, 1);
+    int fd = connect_client();
+    int size = 256 << 10;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    /* Write 4 MiB - sixteen times the default max_pending - reading nothing until it is all sent. The server
+     * keeps receiving (its queue grows: the application asked for that), so the sends complete. */
+    unsigned char *out = malloc(TOTAL), *in = malloc(TOTAL);
+    cr_assert(out && in);
+    sup_pattern_fill(out, TOTAL, 3, 0);
+    cr_assert_eq(sup_send_all(fd, out, TOTAL), 0, "sending 4 MiB without reading");
+    ovl_stats stats;
+    ovl_engine_stats(engine, &stats);
+    cr_assert_eq(stats.recv_pauses, 0, "receiving paused %llu times with max_pending 0",
+                 (unsigned long long)stats.recv_pauses);
+    size_t got = 0;
+    cr_assert_eq(sup_recv_exact(fd, in, TOTAL, &got), TOTAL, "echo: %zu of %d bytes", got, TOTAL);
+    cr_assert_eq(sup_pattern_check(in, TOTAL, 3, 0), (size_t)TOTAL, "the echo differs");
+    free(out);
+    free(in);
+    close(fd);
+}
