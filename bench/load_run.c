@@ -17,9 +17,9 @@
  * total rate is `rate` and no two slots send at once. Latency is measured from the scheduled time, not from the
  * actual send, so a server that stalls is charged for every message it held up (no coordinated omission). A
  * message is sent when its time has come and fewer than --pipeline are in flight; one that cannot be sent then
- * waits, its clock already running. The engine has no timer, so a ticker thread (plain sockets) writes one byte at
- * each scheduled instant (at most every 50 us) to a "clock" connection that each worker opened to it; that
- * connection's on_data runs the worker's schedule. Echo arrivals run it as well.
+ * waits, its clock already running. Which of a slot's messages are due is arithmetic on the clock (due_by), so an
+ * echo arrival sends what is due at once; a per-connection engine timer (ovl_conn_timer) wakes the slot at its next
+ * scheduled instant when nothing else does.
  *
  * The end. When the measured window closes, connections stop sending, wait for what is in flight, verify it, and
  * shut their write side down; the server closes, and only then is the engine stopped. Bytes a server never echoes
@@ -82,11 +82,9 @@ typedef int load_socket;
 
 enum {
     PATTERN_PERIOD = 251,
-    MAX_CLOCKS = 1024,            /* one clock connection per worker, and --threads is at most 1024 */
 };
 
-#define MIN_TICK_NS 50000ull      /* the ticker wakes at most every 50 us */
-#define SPIN_MAX_NS 20000ull      /* and spins at most about this long to be on time */
+#define CHECK_NS 100000000ull     /* open loop: a slot looks at the run's phase at least this often */
 #define OPEN_TIMEOUT_NS 10000000000ull  /* initial connects still pending this long after the last was started */
 #define GRACE_NS 2000000000ull    /* after the window: time for echoes in flight to come back */
 #define PUBLISH_NS 250000000ull   /* how often a worker republishes its p99 for the progress line */
@@ -109,19 +107,8 @@ struct load_worker {
     _Atomic uint64_t all_msgs, all_bytes; /* warmup included, for the progress line */
     _Atomic uint64_t p99_ns;
     char pad2[64];
-    /* Open loop: the time of this worker's next scheduled event not yet run (0 = unknown, UINT64_MAX = none), for
-     * the ticker, which pokes the worker only when that time has come and no echo has run the schedule since. */
-    _Atomic uint64_t next_event_ns;
-    char pad3[64];
     uint64_t published_at;
     struct load_run *run;
-    /* Open loop: the slots this worker schedules, in slot index order, and where the schedule stands: the next
-     * event is message `round` of slots[cursor]. */
-    struct load_slot **slots;
-    uint32_t slot_count, slot_capacity, cursor;
-    uint64_t round;
-    bool clock_requested;
-    bool stop_swept;
     struct load_histogram latency;
     struct load_histogram connect_latency;
     struct load_histogram send_lag;
@@ -147,37 +134,17 @@ struct load_slot {
     uint64_t stamps[];            /* per message in flight (index msgs_sent % pipeline): latency start, ns */
 };
 
-/* The ticker's end of one worker's clock connection. */
-struct clock_end {
-    load_socket fd;
-    int worker;                   /* -1 until the worker's index (2 bytes, sent on open) has been read */
-    uint64_t poked;               /* the event time the last byte was written for */
-    uint64_t poked_at;            /* and when */
-};
-
-struct ticker {
-    pthread_t thread;
-    bool started;
-    load_socket listen_fd;
-    struct clock_end clocks[MAX_CLOCKS];
-    int count;
-    int identified;               /* clocks whose worker is known */
-    _Atomic int stop;
-};
-
 struct load_run {
     const struct load_options *options;
     double rate;
     double ns_per_msg;            /* open loop: 1e9 / rate */
     ovl_engine *engine;
     ovl_target *target;
-    ovl_target *clock_target;
     unsigned char *table;
     struct load_worker *workers;
     int worker_count;
     struct load_slot **slots;
     ovl_callbacks callbacks;
-    ovl_callbacks clock_callbacks;
     _Atomic int phase;
     _Atomic uint64_t base_ns;     /* open loop: the schedule's time zero; 0 until the warmup starts */
     _Atomic uint32_t opened, failed; /* slots whose first connection opened / never could */
@@ -185,7 +152,6 @@ struct load_run {
     _Atomic uint64_t main_errors[LOAD_ERR_KINDS]; /* errors seen on the main thread (no worker to count them) */
     _Atomic int error_claimed;
     char first_error[320];
-    struct ticker ticker;
 };
 
 uint64_t load_now_ns(void)
@@ -338,71 +304,49 @@ static void pump(struct load_slot *s, uint64_t now)
     finish_if_done(s);
 }
 
-/* Open loop: walk the worker's events that are due by `now`, in time order (slot index order within a round),
- * marking each slot's message due and sending what may go. Only due events are visited. */
-static void run_schedule(struct load_worker *w, uint64_t now)
+/* Open loop: how many of the slot's messages have their scheduled time at or before `now` (message k of slot i
+ * is due from base + (i + k N) / rate). */
+static uint64_t due_by(const struct load_slot *s, uint64_t base, uint64_t now)
 {
-    struct load_run *run = w->run;
-    uint64_t base = atomic_load_explicit(&run->base_ns, memory_order_relaxed);
-    if (!base)
-        return;
-    if (!w->slot_count) {
-        atomic_store_explicit(&w->next_event_ns, UINT64_MAX, memory_order_relaxed);
-        return;
-    }
-    if (phase_of(run) == PHASE_STOPPING) {
-        /* Once: end the slots that are idle now (nothing in flight, so no echo would wake them). */
-        if (!w->stop_swept) {
-            w->stop_swept = true;
-            for (uint32_t i = 0; i < w->slot_count; i++)
-                finish_if_done(w->slots[i]);
-        }
-        return;
-    }
-    for (;;) {
-        struct load_slot *s = w->slots[w->cursor];
-        uint64_t at = scheduled_at(run, base, s->index, w->round);
-        if (at > now) {
-            atomic_store_explicit(&w->next_event_ns, at, memory_order_relaxed);
-            break;
-        }
-        s->due = w->round + 1;
-        pump(s, now);
-        if (++w->cursor == w->slot_count) {
-            w->cursor = 0;
-            w->round++;
-        }
-    }
+    const struct load_run *run = s->run;
+    if (now < base)
+        return 0;
+    double position = (double)(now - base) / run->ns_per_msg - (double)s->index;
+    if (position < 0)
+        return 0;
+    return (uint64_t)(position / (double)run->options->connections) + 1;
 }
 
-/* Open loop: add a slot to its worker's schedule, in index order. A slot that joins late has the events the
- * cursor already passed counted as due, so its clock starts at the same place as everyone else's. */
-static int schedule_add(struct load_worker *w, struct load_slot *s)
+static void on_slot_timer(ovl_conn *conn);
+
+/* Open loop: mark what is due, send what may go, and set the connection's timer for the slot's next scheduled
+ * message (at most CHECK_NS ahead, so that the end of the run is seen even at very low rates). */
+static void slot_tick(struct load_slot *s, uint64_t now)
 {
-    if (w->slot_count == w->slot_capacity) {
-        uint32_t capacity = w->slot_capacity ? w->slot_capacity * 2 : 64;
-        struct load_slot **slots = load_realloc(w->slots, capacity * sizeof *slots);
-        if (!slots)
-            return -ENOMEM;
-        w->slots = slots;
-        w->slot_capacity = capacity;
+    struct load_run *run = s->run;
+    uint64_t base = atomic_load_explicit(&run->base_ns, memory_order_relaxed);
+    if (base) {
+        uint64_t due = due_by(s, base, now);
+        if (due > s->due)
+            s->due = due;
     }
-    uint32_t at = w->slot_count;
-    while (at > 0 && w->slots[at - 1]->index > s->index) {
-        w->slots[at] = w->slots[at - 1];
-        at--;
-    }
-    w->slots[at] = s;
-    w->slot_count++;
-    /* Slots before the cursor had this round's event already; the new one's comes earlier than theirs' did. */
-    if (at < w->cursor) {
-        s->due = w->round + 1;
-        w->cursor++;
-    } else {
-        s->due = w->round;
-    }
-    atomic_store_explicit(&w->next_event_ns, 0, memory_order_relaxed); /* the new slot's event may be earlier */
-    return 0;
+    pump(s, now);
+    if (!s->conn || s->shut || s->failed || phase_of(run) == PHASE_STOPPING)
+        return;
+    /* Before the schedule starts (connections still opening) look every millisecond, so no slot starts late. */
+    uint64_t next = base ? scheduled_at(run, base, s->index, s->due) : now + 1000000;
+    uint64_t delay_ns = next > now ? next - now : 0;
+    if (delay_ns > CHECK_NS)
+        delay_ns = CHECK_NS;
+    /* Rounded up: a timer that fires a fraction of a microsecond early would find nothing due. */
+    int rc = ovl_conn_timer(s->conn, (delay_ns + 999) / 1000, on_slot_timer);
+    if (rc < 0 && rc != -ENOTCONN)
+        count_error(run, s->worker, LOAD_ERR_IO, "connection %u: timer: %s", s->index, ovl_strerror(rc));
+}
+
+static void on_slot_timer(ovl_conn *conn)
+{
+    slot_tick(ovl_conn_user(conn), load_now_ns());
 }
 
 /* ---- verification ---- */
@@ -464,21 +408,11 @@ static void on_open(ovl_conn *conn, void *user)
     if (!s->opened_once) {
         s->opened_once = true;
         s->worker = w;
-        if (run->rate > 0 && schedule_add(w, s) < 0) {
-            count_error(run, w, LOAD_ERR_IO, "connection %u: out of memory", s->index);
-            s->failed = true;
-            ovl_close(conn);
-        }
         atomic_fetch_add(&run->opened, 1);
     }
-    /* Open loop: this worker needs its clock. Called from this worker, ovl_connect keeps it here. */
-    if (run->rate > 0 && !w->clock_requested && run->clock_target) {
-        w->clock_requested = true;
-        int rc = ovl_connect(run->engine, run->clock_target, &run->clock_callbacks, w);
-        if (rc < 0 && phase_of(run) != PHASE_STOPPING)
-            count_error(run, w, LOAD_ERR_IO, "open-loop clock connection: %s", ovl_strerror(rc));
-    }
-    if (!s->failed)
+    if (run->rate > 0)
+        slot_tick(s, now);
+    else
         pump(s, now);
 }
 
@@ -533,8 +467,9 @@ static void on_data(ovl_conn *conn, ovl_buf *buf)
             load_histogram_record(&w->latency, now > stamp ? now - stamp : 0);
     }
     if (run->rate > 0)
-        run_schedule(w, now);
-    pump(s, now);
+        slot_tick(s, now);
+    else
+        pump(s, now);
     if (measuring)
         publish_p99(w, now);
 }
@@ -603,203 +538,6 @@ static void start_connect(struct load_run *run, struct load_slot *s, struct load
         if (!s->opened_once)
             atomic_fetch_add(&run->failed, 1);
     }
-}
-
-/* ---- the open-loop clock ---- */
-
-static void clock_open(ovl_conn *conn, void *user)
-{
-    struct load_worker *w = user;
-    /* Tell the ticker whose clock this is: the worker index, 2 bytes. */
-    unsigned index = (unsigned)(w - w->run->workers);
-    unsigned char id[2] = {(unsigned char)(index & 0xff), (unsigned char)(index >> 8)};
-    ovl_send(conn, id, sizeof id);
-}
-
-static void clock_data(ovl_conn *conn, ovl_buf *buf)
-{
-    ovl_buf_release(buf);
-    struct load_worker *w = ovl_conn_user(conn);
-    run_schedule(w, load_now_ns());
-}
-
-static void clock_close(ovl_conn *conn, ovl_close_reason reason, int err)
-{
-    struct load_worker *w = ovl_conn_user(conn);
-    if (phase_of(w->run) == PHASE_STOPPING || reason == OVL_CLOSE_ENGINE_STOP)
-        return;
-    count_error(w->run, w, LOAD_ERR_IO, "open-loop clock connection: %s%s%s", ovl_close_reason_name(reason),
-                err ? ": " : "", err ? ovl_strerror(err) : "");
-}
-
-static int socket_nonblocking(load_socket fd)
-{
-#ifdef _WIN32
-    u_long on = 1;
-    return ioctlsocket(fd, FIONBIO, &on) == 0 ? 0 : -1;
-#else
-    int flags = fcntl(fd, F_GETFL);
-    return flags >= 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 ? 0 : -1;
-#endif
-}
-
-/* Accept new clock connections and read the worker index of those that have sent it. */
-static void accept_clocks(struct load_run *run, struct ticker *t)
-{
-    while (t->count < MAX_CLOCKS) {
-        load_socket fd = accept(t->listen_fd, NULL, NULL);
-        if (fd == LOAD_NO_SOCKET)
-            break;
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, (const char *)&one, sizeof one);
-        socket_nonblocking(fd);
-        t->clocks[t->count++] = (struct clock_end){.fd = fd, .worker = -1, .poked = UINT64_MAX};
-    }
-    for (int i = 0; i < t->count; i++) {
-        struct clock_end *c = &t->clocks[i];
-        unsigned char id[2];
-        if (c->worker >= 0 || recv(c->fd, (char *)id, sizeof id, MSG_PEEK) != (int)sizeof id)
-            continue;
-        recv(c->fd, (char *)id, sizeof id, 0);
-        int index = id[0] | id[1] << 8;
-        if (index < run->worker_count) {
-            c->worker = index;
-            t->identified++;
-        }
-    }
-}
-
-static void poke(struct clock_end *c)
-{
-    send(c->fd, "t", 1, LOAD_SEND_FLAGS); /* a full socket means the worker is behind anyway */
-}
-
-/* The ticker sleeps until the earliest worker's next event (at least 50 us apart, at most 10 ms, so that new
- * clocks and the stop are seen), and writes a byte to a worker's clock only when that worker's event has come and
- * the worker has not run its schedule since (under load, echo arrivals run it and no byte is needed). */
-static void *ticker_main(void *arg)
-{
-    struct load_run *run = arg;
-    struct ticker *t = &run->ticker;
-#ifdef __linux__
-    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* the default 50 us slack would be added to every wakeup */
-#endif
-    bool stop_poked = false;
-    uint64_t oversleep = 0, accepted_at = 0;
-    while (!atomic_load(&t->stop)) {
-        uint64_t now = load_now_ns();
-        /* Until every worker's clock is known, look for new ones every millisecond (not on every wakeup). */
-        if (t->identified < run->worker_count && now - accepted_at >= 1000000) {
-            accept_clocks(run, t);
-            accepted_at = now;
-        }
-        uint64_t wake = now + 10000000;
-        uint64_t base = atomic_load(&run->base_ns);
-        if (!base || now < base) {
-            sleep_until(now + 1000000);
-            continue;
-        }
-        if (phase_of(run) == PHASE_STOPPING) {
-            /* Once: every worker ends its idle connections (run_schedule's stop sweep). */
-            if (!stop_poked)
-                for (int i = 0; i < t->count; i++)
-                    poke(&t->clocks[i]);
-            stop_poked = true;
-            sleep_until(now + 1000000);
-            continue;
-        }
-        for (int i = 0; i < t->count; i++) {
-            struct clock_end *c = &t->clocks[i];
-            if (c->worker < 0) {
-                if (now + 1000000 < wake)
-                    wake = now + 1000000;
-                continue;
-            }
-            uint64_t next = atomic_load_explicit(&run->workers[c->worker].next_event_ns, memory_order_relaxed);
-            if (next <= now) {
-                /* Once per event; again after 1 ms in case the worker published the same value anew (0). */
-                if (c->poked != next || now - c->poked_at > 1000000) {
-                    poke(c);
-                    c->poked = next;
-                    c->poked_at = now;
-                }
-                /* Look again at the schedule's next instant (of any worker): waking every 50 us to see whether this
-                 * one has caught up would cost more than the sends (a timer wakeup in a VM is tens of us). */
-                next = base + (uint64_t)((double)((uint64_t)((double)(now - base) / run->ns_per_msg) + 1) *
-                                         run->ns_per_msg);
-            }
-            if (next < wake)
-                wake = next;
-        }
-        if (wake < now + MIN_TICK_NS)
-            wake = now + MIN_TICK_NS;
-        /* Timer wakeups come late (in a VM by 100 us and more), and every microsecond late is charged to the
-         * server as latency. So, when the event is far enough ahead: sleep until `oversleep` (learnt) before it,
-         * then spin the rest (about the wakeup jitter). When it is closer than that, spinning would take a whole
-         * core at high rates: sleep, and be late (echo arrivals run the schedule on time there anyway). */
-        uint64_t sleep_to = wake > now + oversleep + SPIN_MAX_NS ? wake - oversleep : wake;
-        if (sleep_to == wake && wake <= now + SPIN_MAX_NS)
-            sleep_to = now; /* close enough: spin only */
-        if (sleep_to > now) {
-            sleep_until(sleep_to);
-            uint64_t woke = load_now_ns();
-            uint64_t late = woke > sleep_to ? woke - sleep_to : 0;
-            if (late > 1000000)
-                late = 1000000;
-            oversleep = (oversleep * 7 + late) / 8;
-        }
-        while (load_now_ns() < wake && !atomic_load_explicit(&t->stop, memory_order_relaxed)) {
-        }
-    }
-    return NULL;
-}
-
-/* Listen on loopback for the clock connections and start the ticker. Returns 0 or -1 (reason in first_error). */
-static int ticker_start(struct load_run *run)
-{
-    struct ticker *t = &run->ticker;
-    t->listen_fd = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
-    struct sockaddr_in address;
-    memset(&address, 0, sizeof address);
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t address_len = sizeof address;
-    if (t->listen_fd == LOAD_NO_SOCKET || bind(t->listen_fd, (struct sockaddr *)&address, sizeof address) != 0 ||
-        listen(t->listen_fd, 64) != 0 || getsockname(t->listen_fd, (struct sockaddr *)&address, &address_len) != 0 ||
-        socket_nonblocking(t->listen_fd) != 0) {
-        snprintf(run->first_error, sizeof run->first_error, "open-loop clock: cannot listen on 127.0.0.1");
-        return -1;
-    }
-    char port[8];
-    snprintf(port, sizeof port, "%u", (unsigned)ntohs(address.sin_port));
-    ovl_error_info err;
-    memset(&err, 0, sizeof err);
-    if (ovl_target_resolve(&run->clock_target, "127.0.0.1", port, &err) < 0) {
-        snprintf(run->first_error, sizeof run->first_error, "open-loop clock: %s: %s", err.what, err.text);
-        return -1;
-    }
-    if (pthread_create(&t->thread, NULL, ticker_main, run) != 0) {
-        snprintf(run->first_error, sizeof run->first_error, "open-loop clock: cannot start its thread");
-        return -1;
-    }
-    t->started = true;
-    return 0;
-}
-
-static void ticker_stop(struct load_run *run)
-{
-    struct ticker *t = &run->ticker;
-    if (t->started) {
-        atomic_store(&t->stop, 1);
-        pthread_join(t->thread, NULL);
-        t->started = false;
-    }
-    for (int i = 0; i < t->count; i++)
-        load_socket_close(t->clocks[i].fd);
-    t->count = 0;
-    if (t->listen_fd != LOAD_NO_SOCKET)
-        load_socket_close(t->listen_fd);
-    t->listen_fd = LOAD_NO_SOCKET;
 }
 
 /* ---- the run ---- */
@@ -898,7 +636,6 @@ static int setup(struct load_run *run, const struct load_options *o, double rate
     run->options = o;
     run->rate = rate;
     run->ns_per_msg = rate > 0 ? 1e9 / rate : 0;
-    run->ticker.listen_fd = LOAD_NO_SOCKET;
     ovl_error_info err;
     memset(&err, 0, sizeof err);
     if (ovl_target_resolve(&run->target, o->host, o->port, &err) < 0) {
@@ -948,11 +685,6 @@ static int setup(struct load_run *run, const struct load_options *o, double rate
         run->slots[i]->index = i;
     }
     run->callbacks = (ovl_callbacks){.on_open = on_open, .on_data = on_data, .on_close = on_close};
-    run->clock_callbacks = (ovl_callbacks){.on_open = clock_open, .on_data = clock_data, .on_close = clock_close};
-    if (rate > 0 && ticker_start(run) < 0) {
-        snprintf(result->first_error, sizeof result->first_error, "%s", run->first_error);
-        return -1;
-    }
     return 0;
 }
 
@@ -960,12 +692,7 @@ static void teardown(struct load_run *run)
 {
     if (run->engine)
         ovl_engine_destroy(run->engine); /* stops it first if it still runs */
-    ticker_stop(run);
-    ovl_target_free(run->clock_target);
     ovl_target_free(run->target);
-    if (run->workers)
-        for (int i = 0; i < run->worker_count; i++)
-            load_free(run->workers[i].slots);
     if (run->slots)
         for (uint32_t i = 0; i < run->options->connections; i++)
             load_free(run->slots[i]);
@@ -981,8 +708,6 @@ static void stop_all(struct load_run *run)
     uint64_t deadline = load_now_ns() + GRACE_NS;
     while (atomic_load(&run->live) > 0 && load_now_ns() < deadline)
         sleep_until(load_now_ns() + 1000000);
-    /* The clock's sockets close first, so its connections end at once instead of waiting out the drain. */
-    ticker_stop(run);
     ovl_engine_stop(run->engine);
 }
 
