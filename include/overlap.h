@@ -185,8 +185,12 @@ OVL_API int ovl_listener_count(const ovl_listener *listener);
 OVL_API const char *ovl_listener_address(const ovl_listener *listener, int index);
 
 /* Resolved destination for outbound connections: every address getaddrinfo returns for host:port, in its order.
- * Resolving once and connecting many times keeps the resolver out of reconnect loops. */
+ * Resolving once and connecting many times keeps the resolver out of reconnect loops.
+ * Returns 0 and *out (free it with ovl_target_free once no ovl_connect attempt uses it any more), or a negative
+ * error with err filled ("resolve example.invalid:80", gai_strerror text). Any thread. */
 OVL_API int ovl_target_resolve(ovl_target **out, const char *host, const char *port, ovl_error_info *err);
+/* Free a target (NULL is fine). Not while a connection attempt to it may still be trying addresses: after the
+ * engine stopped, or after every on_open/on_close of the connections made to it. */
 OVL_API void ovl_target_free(ovl_target *target);
 /* "localhost:27015" as given to ovl_target_resolve. */
 OVL_API const char *ovl_target_name(const ovl_target *target);
@@ -211,6 +215,8 @@ OVL_API int ovl_shutdown(ovl_conn *conn);
 /* Close now: queued sends are dropped, on_close runs (OVL_CLOSE_LOCAL) once the engine has no operation left on it. */
 OVL_API void ovl_close(ovl_conn *conn);
 
+/* The connection's user pointer (set by ovl_listen/ovl_connect, changed with ovl_conn_set_user); the engine never
+ * dereferences it. ovl_conn_engine: the engine the connection belongs to. Owner thread only. */
 OVL_API void *ovl_conn_user(const ovl_conn *conn);
 OVL_API void ovl_conn_set_user(ovl_conn *conn, void *user);
 OVL_API ovl_engine *ovl_conn_engine(const ovl_conn *conn);
