@@ -1,7 +1,7 @@
 /*
  * fuzz_echo_options.c - libFuzzer target for overlap-echo's command line parser (src/echo_options.c).
  *
- * The input is split at NUL bytes into arguments (argv[0] is "overlap-echo"), the way a shell hands them over, so
+ * The input is split at NUL bytes into arguments (fuzz_argv.h; argv[0] is "overlap-echo"), the way a shell hands them over, so
  * the fuzzer reaches every option with any value, "--name=value" forms, missing values and stray arguments. Besides
  * what AddressSanitizer and UBSan catch, the result must make sense: -1 with a one-line message, or 0 with every
  * field inside the range the parser promises (a value it let through would reach the engine).
@@ -9,13 +9,13 @@
  */
 #include "echo_options.h"
 
+#include "fuzz_argv.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-enum { MAX_ARGS = 64 };
 
 static void check(int ok, const char *what)
 {
@@ -37,20 +37,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    /* A private NUL-terminated copy: the parser keeps pointers into argv, which must outlive it. */
-    char *text = malloc(size + 1);
-    if (!text)
+    char *text, *argv[FUZZ_MAX_ARGS + 1];
+    int argc = fuzz_split_args(data, size, "overlap-echo", &text, argv);
+    if (!argc)
         return 0;
-    memcpy(text, data, size);
-    text[size] = '\0';
-    char *argv[MAX_ARGS + 1];
-    int argc = 0;
-    argv[argc++] = "overlap-echo";
-    for (size_t start = 0; start <= size && argc < MAX_ARGS; ) {
-        argv[argc++] = text + start;
-        start += strlen(text + start) + 1;
-    }
-    argv[argc] = NULL;
 
     struct echo_options options;
     char error[256];

@@ -6,13 +6,13 @@
  */
 #include "load_options.h"
 
+#include "fuzz_argv.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-enum { MAX_ARGS = 64 };
 
 static void check(int ok, const char *what)
 {
@@ -26,19 +26,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char *text = malloc(size + 1);
-    if (!text)
+    char *text, *argv[FUZZ_MAX_ARGS + 1];
+    int argc = fuzz_split_args(data, size, "overlap-load", &text, argv);
+    if (!argc)
         return 0;
-    memcpy(text, data, size);
-    text[size] = '\0';
-    char *argv[MAX_ARGS + 1];
-    int argc = 0;
-    argv[argc++] = "overlap-load";
-    for (size_t start = 0; start <= size && argc < MAX_ARGS;) {
-        argv[argc++] = text + start;
-        start += strlen(text + start) + 1;
-    }
-    argv[argc] = NULL;
 
     struct load_options o;
     char error[256];
