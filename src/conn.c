@@ -142,7 +142,7 @@ void ovl__conn_opened(ovl_conn *conn)
         return;
     if (conn->worker->stopping)
         ovl__conn_begin_drain(conn);
-    else
+    else if (!(conn->flags & OVL__C_PAUSED)) /* on_open may have paused it (ovl_recv_pause) */
         backend_of(conn)->recv_start(conn);
 }
 

@@ -39,6 +39,7 @@ enum behaviour {
     ARM_ON_LAST_OPEN,    /* when `expected` connections are open, arm connection i at (expected - i) * delay_us */
     ARM_RANDOM_REARM,    /* random delays up to delay_us, re-armed from on_timer until 3 fires */
     PAUSE_ON_FIRST_DATA, /* echo; on the first bytes pause receiving and resume from a timer delay_us later */
+    PAUSE_ON_OPEN,       /* echo; pause receiving in on_open and resume from a timer delay_us later */
     NO_AUTO_PAUSE        /* echo with max_pending 0: receiving never pauses by itself */
 };
 
@@ -100,6 +101,7 @@ static void on_timer(ovl_conn *conn)
             arm(pc, (uint64_t)rand() % (t.delay_us + 1), on_timer);
         break;
     case PAUSE_ON_FIRST_DATA:
+    case PAUSE_ON_OPEN:
         atomic_store(&t.resumed_at_us, now);
         if (ovl_recv_resume(conn) != 0)
             atomic_fetch_add(&t.timer_errors, 1);
@@ -142,6 +144,12 @@ static void on_open(ovl_conn *conn, void *user)
     case NO_AUTO_PAUSE:
         ovl_conn_set_max_pending(conn, 0);
         break;
+    case PAUSE_ON_OPEN:
+        pc->paused_once = true;
+        if (ovl_recv_pause(conn) != 0)
+            atomic_fetch_add(&t.timer_errors, 1);
+        arm(pc, t.delay_us, on_timer);
+        break;
     case PAUSE_ON_FIRST_DATA:
         break;
     }
@@ -151,6 +159,8 @@ static void on_open(ovl_conn *conn, void *user)
 static void on_data(ovl_conn *conn, ovl_buf *buf)
 {
     struct per_conn *pc = ovl_conn_user(conn);
+    if (t.behaviour == PAUSE_ON_OPEN && !atomic_load(&t.data_after_pause_us))
+        atomic_store(&t.data_after_pause_us, now_us());
     if (t.behaviour == PAUSE_ON_FIRST_DATA) {
         if (pc->paused_once && !atomic_load(&t.data_after_pause_us))
             atomic_store(&t.data_after_pause_us, now_us());
@@ -353,5 +363,18 @@ Test(timer, max_pending_zero_never_pauses_by_itself)
     cr_assert_eq(sup_pattern_check(in, TOTAL, 3, 0), (size_t)TOTAL, "the echo differs");
     free(out);
     free(in);
+    close(fd);
+}
+
+Test(timer, recv_pause_in_on_open_holds_input_until_resume)
+{
+    start(PAUSE_ON_OPEN, 150000, 1);
+    int fd = connect_client();
+    cr_assert_eq(sup_send_all(fd, "a", 1), 0);
+    expect_byte(fd, 'a', "the echo after the resume");
+    uint64_t resumed = atomic_load(&t.resumed_at_us), data = atomic_load(&t.data_after_pause_us);
+    cr_assert(resumed && data, "resume at %llu, data at %llu", (unsigned long long)resumed,
+              (unsigned long long)data);
+    cr_assert_geq(data, resumed, "on_data ran %llu us before ovl_recv_resume", (unsigned long long)(resumed - data));
     close(fd);
 }
