@@ -1,0 +1,207 @@
+/*
+ * proxy_options.c - parse and validate overlap-proxy's arguments. Every value is checked fully (no atoi), so a typo
+ * names the option instead of starting a proxy that forwards to port 0.
+ */
+#include "proxy_options.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char proxy_usage[] =
+    "usage: overlap-proxy --listen PORT --to HOST:PORT [options]\n"
+    "  --listen PORT      TCP port to accept clients on (0 picks a free one)\n"
+    "  --to HOST:PORT     where each client connection is forwarded ([ADDR]:PORT for an IPv6 literal)\n"
+    "  --host H           address or name to listen on (default: every interface, IPv6 dual-stack)\n"
+    "  --threads N        worker threads (default: online CPUs)\n"
+    "  --max-conns N      client connections at most; more are closed at once (default: no limit)\n"
+    "  --buffer-size B    bytes per receive buffer (default 16384)\n"
+    "  --buffer-count N   receive buffers per worker thread (default 1024)\n"
+    "  --max-pending B    stop reading one side while B bytes wait to be sent to the other (default 131072)\n"
+    "  --idle-timeout S   close both connections of a pair silent for S seconds (default: never)\n"
+    "  --drain-timeout S  on SIGINT/SIGTERM, keep forwarding for at most S seconds (default 5)\n"
+    "  --stats SECONDS    print a stats line every SECONDS\n"
+    "  --help             this text\n"
+    "  --version          print the version\n";
+
+/* strtoull and strtod skip leading white space and take a sign: "--listen ' 80'" or "--threads -0" would pass. */
+static int parse_uint(const char *text, unsigned long long max, unsigned long long *out)
+{
+    if (!text || !isdigit((unsigned char)*text))
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (errno || *end || value > max)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+static int parse_seconds(const char *text, double *out)
+{
+    if (!text || !(isdigit((unsigned char)*text) || *text == '.'))
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    double value = strtod(text, &end);
+    if (errno || *end || !isfinite(value) || value < 0 || value > 86400)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+/* "host:port", "[v6]:port". A bare IPv6 literal is refused: its last colon would silently become the port. */
+static int parse_destination(const char *text, struct proxy_options *options, char *error, size_t error_size)
+{
+    const char *host = text, *host_end, *port;
+    if (*text == '[') {
+        host = text + 1;
+        host_end = strchr(host, ']');
+        if (!host_end || host_end[1] != ':') {
+            snprintf(error, error_size, "--to: '%s' is not [ADDRESS]:PORT", text);
+            return -1;
+        }
+        port = host_end + 2;
+    } else {
+        host_end = strrchr(text, ':');
+        if (!host_end) {
+            snprintf(error, error_size, "--to: '%s' has no port (HOST:PORT)", text);
+            return -1;
+        }
+        if (memchr(text, ':', (size_t)(host_end - text))) {
+            snprintf(error, error_size, "--to: '%s': write an IPv6 address as [ADDRESS]:PORT", text);
+            return -1;
+        }
+        port = host_end + 1;
+    }
+    size_t host_len = (size_t)(host_end - host);
+    if (host_len == 0 || host_len >= sizeof options->to_host) {
+        snprintf(error, error_size, "--to: '%s' has no host name or address", text);
+        return -1;
+    }
+    unsigned long long number = 0;
+    if (parse_uint(port, 65535, &number) || number == 0) {
+        snprintf(error, error_size, "--to: '%s' is not a port number (1-65535)", port);
+        return -1;
+    }
+    memcpy(options->to_host, host, host_len);
+    options->to_host[host_len] = '\0';
+    snprintf(options->to_port, sizeof options->to_port, "%llu", number);
+    options->to = text;
+    return 0;
+}
+
+int proxy_options_parse(int argc, char *const argv[], struct proxy_options *options, char *error, size_t error_size)
+{
+    memset(options, 0, sizeof *options);
+    options->max_pending = PROXY_DEFAULT_MAX_PENDING;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *value = NULL;
+        char name[32];
+        const char *eq = strchr(arg, '=');
+        size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
+        if (strncmp(arg, "--", 2) != 0 || name_len >= sizeof name) {
+            snprintf(error, error_size, "unexpected argument '%s'", arg);
+            return -1;
+        }
+        memcpy(name, arg, name_len);
+        name[name_len] = '\0';
+        if (!strcmp(name, "--help") || !strcmp(name, "--version")) {
+            if (eq) {
+                snprintf(error, error_size, "%s takes no value", name);
+                return -1;
+            }
+            if (!strcmp(name, "--help"))
+                options->help = true;
+            else
+                options->version = true;
+            continue;
+        }
+        if (eq) {
+            value = eq + 1;
+        } else if (i + 1 < argc) {
+            value = argv[++i];
+        } else {
+            snprintf(error, error_size, "%s needs a value", name);
+            return -1;
+        }
+        unsigned long long number = 0;
+        if (!strcmp(name, "--listen")) {
+            if (parse_uint(value, 65535, &number)) {
+                snprintf(error, error_size, "--listen: '%s' is not a port number (0-65535)", value);
+                return -1;
+            }
+            options->listen_port = value;
+        } else if (!strcmp(name, "--to")) {
+            if (parse_destination(value, options, error, error_size) < 0)
+                return -1;
+        } else if (!strcmp(name, "--host")) {
+            options->host = *value ? value : NULL;
+        } else if (!strcmp(name, "--threads")) {
+            if (parse_uint(value, 1024, &number)) {
+                snprintf(error, error_size, "--threads: '%s' is not a thread count (0-1024, 0 = CPUs)", value);
+                return -1;
+            }
+            options->threads = (int)number;
+        } else if (!strcmp(name, "--max-conns")) {
+            /* The engine counts both connections of a pair: the limit it gets is twice this. */
+            if (parse_uint(value, UINT32_MAX / 2, &number)) {
+                snprintf(error, error_size, "--max-conns: '%s' is not a count (0-%u)", value, UINT32_MAX / 2);
+                return -1;
+            }
+            options->max_conns = (uint32_t)number;
+        } else if (!strcmp(name, "--buffer-size")) {
+            if (parse_uint(value, 1u << 24, &number) || number < 64) {
+                snprintf(error, error_size, "--buffer-size: '%s' is not a size in bytes (64-16777216)", value);
+                return -1;
+            }
+            options->buffer_size = (uint32_t)number;
+        } else if (!strcmp(name, "--buffer-count")) {
+            if (parse_uint(value, 32768, &number) || number < 1) {
+                snprintf(error, error_size, "--buffer-count: '%s' is not a count (1-32768)", value);
+                return -1;
+            }
+            options->buffer_count = (uint32_t)number;
+        } else if (!strcmp(name, "--max-pending")) {
+            if (parse_uint(value, UINT32_MAX, &number) || number < 1) {
+                snprintf(error, error_size, "--max-pending: '%s' is not a size in bytes (1-4294967295)", value);
+                return -1;
+            }
+            options->max_pending = (uint32_t)number;
+        } else if (!strcmp(name, "--idle-timeout")) {
+            if (parse_seconds(value, &options->idle_timeout)) {
+                snprintf(error, error_size, "--idle-timeout: '%s' is not a number of seconds", value);
+                return -1;
+            }
+        } else if (!strcmp(name, "--drain-timeout")) {
+            if (parse_seconds(value, &options->drain_timeout)) {
+                snprintf(error, error_size, "--drain-timeout: '%s' is not a number of seconds", value);
+                return -1;
+            }
+        } else if (!strcmp(name, "--stats")) {
+            if (parse_seconds(value, &options->stats_interval)) {
+                snprintf(error, error_size, "--stats: '%s' is not a number of seconds", value);
+                return -1;
+            }
+        } else {
+            snprintf(error, error_size, "unknown option '%s'", name);
+            return -1;
+        }
+    }
+    if (options->help || options->version)
+        return 0;
+    if (!options->listen_port) {
+        snprintf(error, error_size, "--listen PORT is required");
+        return -1;
+    }
+    if (!options->to) {
+        snprintf(error, error_size, "--to HOST:PORT is required");
+        return -1;
+    }
+    return 0;
+}
