@@ -4,6 +4,7 @@
 #include "support.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -185,6 +186,52 @@ ssize_t sup_recv_to_eof(int fd, void *buf, size_t cap, size_t *got)
     if (got)
         *got = have;
     return result < 0 ? result : (ssize_t)have;
+}
+
+int sup_exchange(int fd, uint32_t seed, uint64_t offset, size_t len)
+{
+    char *out = malloc(len), *in = malloc(len);
+    if (!out || !in) {
+        free(out);
+        free(in);
+        return -ENOMEM;
+    }
+    sup_pattern_fill(out, len, seed, offset);
+    int rc = sup_send_all(fd, out, len);
+    size_t got = 0;
+    if (rc == 0) {
+        ssize_t n = sup_recv_exact(fd, in, len, &got);
+        if (n < 0)
+            rc = (int)n;
+        else if (got < len)
+            rc = -ECONNABORTED;
+        else if (sup_pattern_check(in, len, seed, offset) != len)
+            rc = -EPROTO;
+    }
+    free(out);
+    free(in);
+    return rc;
+}
+
+int sup_wait_closed(int fd, int ms, int64_t *took_ms)
+{
+    int64_t t0 = sup_now_ms();
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    int ready;
+    do
+        ready = poll(&p, 1, ms);
+    while (ready < 0 && errno == EINTR);
+    if (took_ms)
+        *took_ms = sup_now_ms() - t0;
+    if (ready == 0)
+        return -ETIMEDOUT;
+    char byte;
+    ssize_t n = recv(fd, &byte, 1, MSG_DONTWAIT);
+    if (n == 0)
+        return 0;
+    if (n > 0)
+        return -EPROTO;
+    return -errno;
 }
 
 void sup_close_reset(int fd)
@@ -518,4 +565,75 @@ int sup_proc_run(sup_proc *proc, char *const argv[], int timeout_ms)
     if (rc < 0)
         return rc;
     return sup_proc_wait(proc, timeout_ms);
+}
+
+long sup_rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -errno;
+    long kib = -ENOENT;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
+static bool comm_starts_with(pid_t pid, const char *name)
+{
+    char path[64], comm[64] = "";
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    bool ok = fgets(comm, sizeof comm, f) != NULL;
+    fclose(f);
+    return ok && strncmp(comm, name, strlen(name)) == 0;
+}
+
+/* The parent's PID from /proc/PID/stat ("pid (comm) state ppid ..."; comm may hold spaces and parentheses, so
+ * parse after the last ')'), or -1. */
+static pid_t parent_of(pid_t pid)
+{
+    char path[64], stat[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(stat, 1, sizeof stat - 1, f);
+    fclose(f);
+    stat[n] = '\0';
+    const char *close_paren = strrchr(stat, ')');
+    int ppid = -1;
+    if (!close_paren || sscanf(close_paren + 1, " %*c %d", &ppid) != 1)
+        return -1;
+    return (pid_t)ppid;
+}
+
+pid_t sup_find_process(pid_t root, const char *name)
+{
+    if (comm_starts_with(root, name))
+        return root;
+    DIR *dir = opendir("/proc");
+    if (!dir)
+        return -ESRCH;
+    pid_t found = -ESRCH;
+    struct dirent *entry;
+    while (found < 0 && (entry = readdir(dir))) {
+        pid_t pid = (pid_t)atoi(entry->d_name);
+        if (pid <= 0 || !comm_starts_with(pid, name))
+            continue;
+        /* A descendant: its chain of parents reaches root (bounded, in case a PID is reused meanwhile). */
+        pid_t up = pid;
+        for (int depth = 0; depth < 32 && up > 1 && found < 0; depth++) {
+            up = parent_of(up);
+            if (up == root)
+                found = pid;
+        }
+    }
+    closedir(dir);
+    return found;
 }

@@ -34,6 +34,12 @@ ssize_t sup_recv_exact(int fd, void *buf, size_t len, size_t *got);
 /* Receive until the peer closes. Returns the count (at most cap), -EMSGSIZE if more than cap bytes came, or -errno;
  * *got (if not NULL) is always the count stored in buf. */
 ssize_t sup_recv_to_eof(int fd, void *buf, size_t cap, size_t *got);
+/* One request/response on an open connection: len bytes of pattern `seed` from `offset`, sent, then read back and
+ * checked. Returns 0, -errno, -ECONNABORTED (EOF before the whole echo) or -EPROTO (the echo differs). */
+int sup_exchange(int fd, uint32_t seed, uint64_t offset, size_t len);
+/* Wait up to ms for the peer to end the connection: 0 (EOF), -ECONNRESET, -ETIMEDOUT, or -EPROTO when data came
+ * instead. *took_ms (if not NULL) is the time waited. */
+int sup_wait_closed(int fd, int ms, int64_t *took_ms);
 /* Close with SO_LINGER {1, 0}: the kernel sends RST instead of FIN. */
 void sup_close_reset(int fd);
 /* Raise the RLIMIT_NOFILE soft limit to the hard limit; returns the new soft limit. */
@@ -84,5 +90,13 @@ const char *sup_proc_describe(const sup_proc *proc);
 /* Run argv to completion (at most timeout_ms) capturing its output. Returns 0 or -errno / -ETIMEDOUT; the
  * caller frees proc. */
 int sup_proc_run(sup_proc *proc, char *const argv[], int timeout_ms);
+
+/* VmRSS of a process in KiB (/proc/PID/status), or -errno. */
+long sup_rss_kib(pid_t pid);
+/* `root` itself, or the first of its descendants, whose /proc/PID/comm starts with `name` (comm holds at most 15
+ * characters: "overlap-echo.ex"). Under Wine the spawned `wine` script execs the loader, which becomes the
+ * Windows program's process, but a wrapper may start it as a child instead: this finds it either way. Returns the
+ * PID or -ESRCH. */
+pid_t sup_find_process(pid_t root, const char *name);
 
 #endif

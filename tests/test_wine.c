@@ -1,8 +1,9 @@
 /*
  * test_wine.c - the Windows (IOCP) programs, cross-built with mingw-w64, run for real under Wine and driven over
  * loopback from Linux: echoing, the seed flow, connect/disconnect cycles through the socket reuse pool (with the
- * fallback Wine forces), SO_UPDATE_ACCEPT_CONTEXT applied on every accept, graceful stop on Ctrl+C, and the
- * load client in both directions.
+ * fallback Wine forces), SO_UPDATE_ACCEPT_CONTEXT applied on every accept, graceful stop on Ctrl+C, the load
+ * client in both directions, and the faults of test_faults.c against the Windows server (fault_*: slow reader,
+ * resets, half-close, --max-conns flood, idle timeout, Ctrl+C under load).
  *
  * $OVERLAP_WIN_DIR holds overlap-echo.exe and overlap-load.exe (scripts/test builds them in build-win/); Wine runs
  * with a private prefix under that directory. A missing Windows build fails the tests: never a silent skip.
@@ -13,7 +14,9 @@
 #include <criterion/logging.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,12 +71,21 @@ static char *wine_path(void)
     return NULL;
 }
 
-/* Start `wine overlap-echo.exe` on 127.0.0.1, an ephemeral port; returns the port. */
-static int start_windows_echo_with(sup_proc *proc, const char *threads, const char *zero_byte)
+/* Start `wine overlap-echo.exe --host 127.0.0.1 --port 0` with `extra` options (NULL-terminated); returns the port
+ * from its "listening on" line. */
+static int start_windows_echo_args(sup_proc *proc, char *const extra[])
 {
     wine_environment();
-    char *argv[] = {wine_path(), win_program("overlap-echo.exe"), "--host", "127.0.0.1", "--port", "0",
-                    "--threads", (char *)threads, "--zero-byte-recv", (char *)zero_byte, NULL};
+    char *argv[32];
+    size_t n = 0;
+    char *fixed[] = {wine_path(), win_program("overlap-echo.exe"), "--host", "127.0.0.1", "--port", "0"};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        argv[n++] = fixed[i];
+    for (size_t i = 0; extra && extra[i]; i++) {
+        cr_assert(n < sizeof argv / sizeof argv[0] - 1, "too many options");
+        argv[n++] = extra[i];
+    }
+    argv[n] = NULL;
     int rc = sup_proc_spawn(proc, argv);
     cr_assert(rc == 0, "spawn wine: %s", strerror(-rc));
     char line[256];
@@ -88,6 +100,12 @@ static int start_windows_echo_with(sup_proc *proc, const char *threads, const ch
     }
     cr_assert_fail("overlap-echo.exe did not start within %d ms", WINE_START_TIMEOUT_MS);
     return 0;
+}
+
+static int start_windows_echo_with(sup_proc *proc, const char *threads, const char *zero_byte)
+{
+    return start_windows_echo_args(proc, (char *[]){"--threads", (char *)threads, "--zero-byte-recv",
+                                                    (char *)zero_byte, NULL});
 }
 
 static int start_windows_echo(sup_proc *proc, const char *threads)
@@ -375,4 +393,650 @@ Test(wine, windows_once_against_windows_server)
     sup_proc_free(&run);
     stop_windows_echo(&server);
     sup_proc_free(&server);
+}
+
+/* ==== Faults (as in test_faults.c, against the IOCP server under Wine) ====
+ *
+ * Each test below is the Windows counterpart of a test in test_faults.c and asserts the same outcome; the
+ * server's side is read from its summary line (the in-process engine's counters are not reachable here) and its
+ * memory from /proc. Wine is slower than the Linux servers, so sizes are smaller and time bounds a little wider;
+ * each says why. */
+
+/* The summary counter `label` ("refused", "bytes out"): the number after it in the "overlap-echo: stopped" line. */
+static unsigned long long summary_counter(const sup_proc *proc, const char *label)
+{
+    const char *summary = strstr(proc->out, "overlap-echo: stopped");
+    cr_assert(summary, "no summary line in: %s", proc->out);
+    char key[48];
+    snprintf(key, sizeof key, " %s ", label);
+    const char *at = strstr(summary, key);
+    cr_assert(at, "'%s' not in the summary: %s", label, summary);
+    return strtoull(at + strlen(key), NULL, 10);
+}
+
+static void expect_exchange(int fd, const char *what, uint32_t seed, uint64_t offset, size_t len)
+{
+    int rc = sup_exchange(fd, seed, offset, len);
+    cr_assert(rc == 0, "%s: echo of %zu bytes failed: %s", what, len,
+              rc == -EPROTO ? "bytes differ" : rc == -ECONNABORTED ? "EOF" : strerror(-rc));
+}
+
+/* ---- streaming clients: one thread sends a pattern, another receives and checks it ---- */
+
+struct stream {
+    int fd;
+    uint32_t seed;
+    uint64_t limit;              /* bytes to send, then shut the write side; UINT64_MAX = until sending fails */
+    bool shut_on_eof;            /* receiver: on EOF shut our write side too, which ends a blocked sender */
+    int pace_us;                 /* pause after each chunk sent; 0 = as fast as the connection takes it */
+    _Atomic uint64_t sent, received;
+    _Atomic uint64_t attempted;  /* sent + the chunk being sent */
+    int send_err, recv_err;      /* errno, 0 = none */
+    uint64_t bad_at;             /* offset of the first wrong echoed byte, UINT64_MAX = none */
+    bool eof;
+    int64_t ended_ms;            /* when the receiver saw EOF or an error (sup_now_ms) */
+    pthread_t sender, receiver;
+};
+
+static void *stream_send(void *arg)
+{
+    struct stream *s = arg;
+    /* Sizes that line up with neither the engine's buffers nor each other. */
+    static const size_t sizes[] = {65536, 7, 100003, 4097, 262144, 1, 31337};
+    char *chunk = malloc(262144);
+    if (!chunk) {
+        s->send_err = ENOMEM;
+        return NULL;
+    }
+    uint64_t sent = 0;
+    for (unsigned k = 0; sent < s->limit; k++) {
+        size_t n = sizes[k % (sizeof sizes / sizeof sizes[0])];
+        if (n > s->limit - sent)
+            n = (size_t)(s->limit - sent);
+        sup_pattern_fill(chunk, n, s->seed, sent);
+        atomic_store(&s->attempted, sent + n);
+        int rc = sup_send_all(s->fd, chunk, n);
+        if (rc < 0) {
+            s->send_err = -rc;
+            break;
+        }
+        sent += n;
+        atomic_store(&s->sent, sent);
+        if (s->pace_us)
+            usleep((useconds_t)s->pace_us);
+    }
+    if (sent == s->limit)
+        shutdown(s->fd, SHUT_WR);
+    free(chunk);
+    return NULL;
+}
+
+static void *stream_receive(void *arg)
+{
+    struct stream *s = arg;
+    size_t cap = 1 << 18;
+    char *buf = malloc(cap);
+    if (!buf) {
+        s->recv_err = ENOMEM;
+        return NULL;
+    }
+    uint64_t received = 0;
+    for (;;) {
+        ssize_t n = recv(s->fd, buf, cap, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            s->recv_err = errno;
+            break;
+        }
+        if (n == 0) {
+            s->eof = true;
+            if (s->shut_on_eof)
+                shutdown(s->fd, SHUT_WR);
+            break;
+        }
+        size_t bad = sup_pattern_check(buf, (size_t)n, s->seed, received);
+        if (bad != (size_t)n) {
+            s->bad_at = received + bad;
+            shutdown(s->fd, SHUT_RDWR); /* unblock the sender */
+            break;
+        }
+        received += (uint64_t)n;
+        atomic_store(&s->received, received);
+    }
+    s->ended_ms = sup_now_ms();
+    free(buf);
+    return NULL;
+}
+
+static void stream_init(struct stream *s, int port, uint32_t seed, uint64_t limit, int timeout_ms)
+{
+    memset(s, 0, sizeof *s);
+    s->seed = seed;
+    s->limit = limit;
+    s->bad_at = UINT64_MAX;
+    s->fd = sup_connect("127.0.0.1", port, timeout_ms);
+    cr_assert(s->fd >= 0, "connect: %s", strerror(-s->fd));
+}
+
+static void stream_start(struct stream *s, int port, uint32_t seed, uint64_t limit, bool shut_on_eof, int pace_us)
+{
+    stream_init(s, port, seed, limit, IO_TIMEOUT_MS);
+    s->shut_on_eof = shut_on_eof;
+    s->pace_us = pace_us;
+    cr_assert(pthread_create(&s->receiver, NULL, stream_receive, s) == 0);
+    cr_assert(pthread_create(&s->sender, NULL, stream_send, s) == 0);
+}
+
+static void stream_join(struct stream *s)
+{
+    pthread_join(s->sender, NULL);
+    pthread_join(s->receiver, NULL);
+}
+
+/* A stream that must have come back whole: every byte right, then EOF, no error either way. */
+static void expect_stream_intact(struct stream *s, const char *what)
+{
+    cr_assert(s->bad_at == UINT64_MAX, "%s: the echo differs at byte %llu", what, (unsigned long long)s->bad_at);
+    cr_assert(s->eof && !s->recv_err && !s->send_err, "%s: eof %d, receive %s, send %s", what, s->eof,
+              strerror(s->recv_err), strerror(s->send_err));
+    cr_assert(atomic_load(&s->received) == s->limit, "%s: %llu of %llu bytes back", what,
+              (unsigned long long)atomic_load(&s->received), (unsigned long long)s->limit);
+}
+
+/* The process that runs overlap-echo.exe: the spawned `wine` (a shell script) execs Wine's loader, which becomes
+ * the Windows program's process ("overlap-echo.ex" in /proc/PID/comm); sup_find_process also finds it should a
+ * Wine version start it as a child. */
+static pid_t windows_echo_pid(const sup_proc *server)
+{
+    pid_t pid = sup_find_process(server->pid, "overlap-echo");
+    cr_assert(pid > 0, "no overlap-echo.exe process under pid %d", (int)server->pid);
+    return pid;
+}
+
+/* ---- a peer that writes and does not read ---- */
+
+/* test_faults.c slow_reader_bounded_memory against the IOCP server: 64 MiB (not 256: Wine echoes a few tens of
+ * MB/s here) through one connection whose client reads nothing for 3 s. IOCP does not cancel the posted receive
+ * when max_pending (256 KiB) is reached; it does not post the next one, so the client's writes block and the
+ * server's memory stays flat. Then the client reads and every byte comes back intact. The bound is that of
+ * test_faults.c (64 MiB) although Wine's own DLLs add about 10 MiB to VmRSS: the pool (16 MiB for one worker) and
+ * 256 KiB of queue still fit, a server buffering the stream does not. */
+#define SLOW_READER_TOTAL (64ull << 20)
+#define SLOW_READER_RSS_BOUND_KIB (64 * 1024)
+
+Test(wine, fault_slow_reader_bounded_memory)
+{
+    sup_proc server = {0};
+    int port = start_windows_echo_args(&server, (char *[]){"--threads", "1", NULL});
+    pid_t pid = windows_echo_pid(&server);
+    long rss_start = sup_rss_kib(pid);
+    cr_assert(rss_start > 0, "cannot read VmRSS of overlap-echo.exe (pid %d): %s", (int)pid, strerror((int)-rss_start));
+
+    struct stream s;
+    stream_init(&s, port, 0x51041, SLOW_READER_TOTAL, 30000); /* the sender must block through the pause */
+    int64_t t0 = sup_now_ms();
+    cr_assert(pthread_create(&s.sender, NULL, stream_send, &s) == 0);
+
+    long rss_max = rss_start;
+    uint64_t sent_at_2s = 0;
+    for (int ms = 0; ms < 3000; ms += 50) {
+        sup_sleep_ms(50);
+        long rss = sup_rss_kib(pid);
+        if (rss > rss_max)
+            rss_max = rss;
+        if (ms + 50 == 2000)
+            sent_at_2s = atomic_load(&s.sent);
+    }
+    uint64_t sent_at_3s = atomic_load(&s.sent);
+    long rss_paused = rss_max;
+    cr_log_info("wine slow reader: after 3 s without reading the client had written %llu bytes (%llu at 2 s); "
+                "overlap-echo.exe (pid %d) VmRSS %ld KiB at start, at most %ld KiB", (unsigned long long)sent_at_3s,
+                (unsigned long long)sent_at_2s, (int)pid, rss_start, rss_max);
+    cr_assert(sent_at_3s < SLOW_READER_TOTAL / 2, "the client wrote %llu of %llu bytes without reading a byte: "
+              "nothing pushed back", (unsigned long long)sent_at_3s, (unsigned long long)SLOW_READER_TOTAL);
+    cr_assert(sent_at_3s == sent_at_2s, "the client's writes did not block: %llu bytes at 2 s, %llu at 3 s",
+              (unsigned long long)sent_at_2s, (unsigned long long)sent_at_3s);
+    cr_assert(rss_max < SLOW_READER_RSS_BOUND_KIB, "server VmRSS %ld KiB while the client did not read (bound %d)",
+              rss_max, SLOW_READER_RSS_BOUND_KIB);
+
+    /* Now read everything back, sampling the server's memory every 4 MiB. */
+    size_t cap = 1 << 20;
+    char *buf = malloc(cap);
+    cr_assert(buf);
+    uint64_t received = 0, next_sample = 0;
+    int recv_err = 0;
+    while (received < SLOW_READER_TOTAL) {
+        ssize_t n = recv(s.fd, buf, cap, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            recv_err = n < 0 ? errno : 0;
+            break;
+        }
+        size_t bad = sup_pattern_check(buf, (size_t)n, s.seed, received);
+        if (bad != (size_t)n) {
+            s.bad_at = received + bad;
+            break;
+        }
+        received += (uint64_t)n;
+        if (received >= next_sample) {
+            long rss = sup_rss_kib(pid);
+            if (rss > rss_max)
+                rss_max = rss;
+            next_sample += 4u << 20;
+        }
+    }
+    if (received < SLOW_READER_TOTAL)
+        shutdown(s.fd, SHUT_RDWR);
+    pthread_join(s.sender, NULL);
+    int64_t took = sup_now_ms() - t0;
+    free(buf);
+    cr_assert(s.bad_at == UINT64_MAX, "the echo differs at byte %llu", (unsigned long long)s.bad_at);
+    cr_assert(received == SLOW_READER_TOTAL, "received %llu of %llu bytes (%s; sender: %s)",
+              (unsigned long long)received, (unsigned long long)SLOW_READER_TOTAL,
+              recv_err ? strerror(recv_err) : "EOF", s.send_err ? strerror(s.send_err) : "ok");
+    cr_assert(s.send_err == 0, "send: %s", strerror(s.send_err));
+    char tail;
+    cr_assert(recv(s.fd, &tail, 1, 0) == 0, "no EOF after the whole echo");
+    cr_log_info("wine slow reader: %llu MiB echoed intact in %lld ms (3 s of it paused); VmRSS at most %ld KiB "
+                "(%ld KiB while paused, bound %d KiB)", (unsigned long long)(SLOW_READER_TOTAL >> 20),
+                (long long)took, rss_max, rss_paused, SLOW_READER_RSS_BOUND_KIB);
+    cr_assert(rss_max < SLOW_READER_RSS_BOUND_KIB, "server VmRSS reached %ld KiB (bound %d KiB)", rss_max,
+              SLOW_READER_RSS_BOUND_KIB);
+    close(s.fd);
+    stop_windows_echo(&server);
+    cr_assert(summary_counter(&server, "bytes out") == SLOW_READER_TOTAL, "%s", server.out);
+    cr_assert(summary_counter(&server, "errors") == 0, "%s", server.out);
+    sup_proc_free(&server);
+}
+
+/* ---- resets ---- */
+
+/* Four clients reset their connections (SO_LINGER 0: RST, with echoes in flight) while six others stream 4 MiB
+ * each through a 2-worker server with 4 KiB buffers: the six complete intact, the server counts four resets and
+ * no error, and a connection made afterwards is served. */
+Test(wine, fault_resets_mid_stream_leave_others_intact)
+{
+    enum { STREAMS = 6, VICTIMS = 4 };
+    const uint64_t each = 4u << 20;
+    sup_proc server = {0};
+    int port = start_windows_echo_args(&server, (char *[]){"--threads", "2", "--buffer-size", "4096", NULL});
+
+    struct stream s[STREAMS];
+    for (int i = 0; i < STREAMS; i++)
+        stream_start(&s[i], port, 0xa000u + (uint32_t)i, each, false, 0);
+
+    size_t len = 1 << 20;
+    char *data = malloc(len);
+    cr_assert(data);
+    for (int v = 0; v < VICTIMS; v++) {
+        int fd = sup_connect("127.0.0.1", port, 2000);
+        cr_assert(fd >= 0, "victim %d: connect: %s", v, strerror(-fd));
+        sup_pattern_fill(data, len, 0xdead0u + (uint32_t)v, 0);
+        /* Stops short (send timeout) once the unread echoes fill the buffers: the stream is busy either way. */
+        int rc = sup_send_all(fd, data, len);
+        cr_assert(rc == 0 || rc == -EAGAIN, "victim %d: send: %s", v, strerror(-rc));
+        size_t got = 0;
+        sup_recv_exact(fd, data, 4096, &got);
+        cr_assert(got == 4096, "victim %d got %zu echoed bytes before its reset", v, got);
+        cr_assert(sup_pattern_check(data, 4096, 0xdead0u + (uint32_t)v, 0) == 4096, "victim %d: echo differs", v);
+        sup_close_reset(fd);
+        sup_sleep_ms(50);
+    }
+    free(data);
+
+    for (int i = 0; i < STREAMS; i++)
+        stream_join(&s[i]);
+    for (int i = 0; i < STREAMS; i++) {
+        char what[32];
+        snprintf(what, sizeof what, "stream %d", i);
+        expect_stream_intact(&s[i], what);
+        close(s[i].fd);
+    }
+    /* The server keeps serving: a new connection after the resets. */
+    int fresh = sup_connect("127.0.0.1", port, IO_TIMEOUT_MS);
+    cr_assert(fresh >= 0, "connect after the resets: %s", strerror(-fresh));
+    expect_exchange(fresh, "a new connection after the resets", 0xf00d, 0, 100000);
+    close(fresh);
+    sup_sleep_ms(300); /* the server sees the last closes before the stop (a reset during the drain counts too) */
+    stop_windows_echo(&server);
+    cr_log_info("wine resets mid-stream: %s", server.out);
+    cr_assert(summary_counter(&server, "accepted") == STREAMS + VICTIMS + 1, "%s", server.out);
+    cr_assert(summary_counter(&server, "resets") == VICTIMS, "want %d resets: %s", VICTIMS, server.out);
+    cr_assert(summary_counter(&server, "errors") == 0, "%s", server.out);
+    sup_proc_free(&server);
+}
+
+/* ---- half-close ---- */
+
+/* Both directions with the echo server. The client's: it sends 128 KiB and shuts its write side before reading a
+ * byte, and gets every echo and then EOF; a 16 MiB stream whose sender shuts at the end completes intact too.
+ * The server's: on Ctrl+C overlap-echo shuts its write side first (after echoing what it had) and keeps receiving
+ * until the client's FIN, discarding: the client sees EOF, its next 1 MiB is taken without a reset, and the
+ * server exits only once the client closes (well before --drain-timeout 10). */
+Test(wine, fault_half_close_both_directions)
+{
+    sup_proc server = {0};
+    int port = start_windows_echo_args(&server, (char *[]){"--threads", "1", "--drain-timeout", "10", NULL});
+
+    const size_t len = 128 * 1024;
+    char *out = malloc(len), *in = malloc(len);
+    cr_assert(out && in);
+    int fd = sup_connect("127.0.0.1", port, IO_TIMEOUT_MS);
+    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+    sup_pattern_fill(out, len, 0x4a1f, 0);
+    cr_assert(sup_send_all(fd, out, len) == 0);
+    cr_assert(shutdown(fd, SHUT_WR) == 0, "shutdown: %s", strerror(errno));
+    sup_sleep_ms(300); /* the server sees the data and the FIN before we read */
+    size_t got = 0;
+    ssize_t n = sup_recv_to_eof(fd, in, len, &got);
+    cr_assert(n >= 0, "after our half-close: receive failed after %zu of %zu bytes: %s", got, len, strerror((int)-n));
+    cr_assert(got == len, "after our half-close: %zu of %zu bytes back, then EOF", got, len);
+    cr_assert(sup_pattern_check(in, len, 0x4a1f, 0) == len, "the echo differs");
+    close(fd);
+    free(out);
+    free(in);
+
+    struct stream s;
+    stream_start(&s, port, 0x4a20, 16u << 20, false, 0);
+    stream_join(&s);
+    expect_stream_intact(&s, "16 MiB stream, shut at the end");
+    close(s.fd);
+
+    /* The server's half-close first. */
+    int late = sup_connect("127.0.0.1", port, IO_TIMEOUT_MS);
+    cr_assert(late >= 0, "connect: %s", strerror(-late));
+    expect_exchange(late, "before Ctrl+C", 0x4a21, 0, 1000);
+    cr_assert(sup_proc_kill(&server, SIGINT) == 0);
+    int64_t took = 0;
+    int rc = sup_wait_closed(late, 10000, &took);
+    cr_assert(rc == 0, "after Ctrl+C: %s after %lld ms, want the server's FIN",
+              rc == -ETIMEDOUT ? "still open" : rc == -EPROTO ? "data came" : strerror(-rc), (long long)took);
+    char *more = calloc(1, 1 << 20);
+    cr_assert(more);
+    cr_assert(sup_send_all(late, more, 1 << 20) == 0, "sending after the server's half-close failed");
+    sup_sleep_ms(500);
+    /* Had the server closed its socket, the bytes above would have drawn a RST and this would fail. */
+    int again = sup_send_all(late, more, 1);
+    cr_assert(again == 0, "the server reset the connection after its half-close: %s", strerror(-again));
+    char byte;
+    ssize_t after = recv(late, &byte, 1, MSG_DONTWAIT);
+    cr_assert(after == 0, "after the server's FIN: recv = %zd (%s), want EOF again", after,
+              after < 0 ? strerror(errno) : "data");
+    cr_assert(sup_proc_wait(&server, 100) == -ETIMEDOUT, "the server exited before our FIN: %s",
+              sup_proc_describe(&server));
+    free(more);
+    int64_t closed_at = sup_now_ms();
+    cr_assert(shutdown(late, SHUT_WR) == 0);
+    cr_assert(sup_proc_wait(&server, EXIT_TIMEOUT_MS) == 0, "overlap-echo.exe still runs after our FIN");
+    int64_t exit_ms = sup_now_ms() - closed_at;
+    close(late);
+    cr_assert(sup_proc_exit_code(&server) == 0, "%s; stderr %s", sup_proc_describe(&server), server.err);
+    cr_log_info("wine half-close: the server exited %lld ms after the client's FIN; %s", (long long)exit_ms,
+                server.out);
+    cr_assert(exit_ms < 5000, "the server exited %lld ms after the client's FIN (drain timeout 10 s)",
+              (long long)exit_ms);
+    cr_assert(summary_counter(&server, "resets") == 0, "%s", server.out);
+    cr_assert(summary_counter(&server, "errors") == 0, "%s", server.out);
+    cr_assert(summary_counter(&server, "bytes out") == len + (16u << 20) + 1000, "%s", server.out);
+    sup_proc_free(&server);
+}
+
+/* ---- connection flood past --max-conns ---- */
+
+/* --max-conns 10: ten clients echo, 40 more connect and are each ended at once (EOF or reset within 2 s of
+ * connecting: 1 s on Linux, doubled for Wine on a loaded machine); the ten go on echoing, a freed place is taken
+ * again, and the summary counts every refusal. */
+Test(wine, fault_flood_past_max_conns)
+{
+    enum { LIMIT = 10, FLOOD = 50, CLOSE_WITHIN_MS = 2000 };
+    sup_proc server = {0};
+    int port = start_windows_echo_args(&server, (char *[]){"--threads", "2", "--max-conns", "10", NULL});
+
+    int keep[LIMIT];
+    for (int i = 0; i < LIMIT; i++) {
+        keep[i] = sup_connect("127.0.0.1", port, IO_TIMEOUT_MS);
+        cr_assert(keep[i] >= 0, "connect #%d: %s", i, strerror(-keep[i]));
+        expect_exchange(keep[i], "one of the first 10", 100u + (uint32_t)i, 0, 1000);
+    }
+    int extra[FLOOD - LIMIT];
+    int64_t connected_at[FLOOD - LIMIT];
+    for (int i = 0; i < FLOOD - LIMIT; i++) {
+        extra[i] = sup_connect("127.0.0.1", port, IO_TIMEOUT_MS);
+        connected_at[i] = sup_now_ms();
+        cr_assert(extra[i] >= 0, "connect #%d: %s (the listener must accept and close, not refuse to connect)",
+                  LIMIT + i, strerror(-extra[i]));
+    }
+    int64_t slowest = 0;
+    int eofs = 0, resets = 0;
+    for (int i = 0; i < FLOOD - LIMIT; i++) {
+        int64_t left = connected_at[i] + CLOSE_WITHIN_MS - sup_now_ms();
+        int rc = sup_wait_closed(extra[i], left > 0 ? (int)left : 0, NULL);
+        cr_assert(rc == 0 || rc == -ECONNRESET, "connection #%d past the limit: %s within %d ms of connecting",
+                  LIMIT + i, rc == -ETIMEDOUT ? "still open" : rc == -EPROTO ? "data came" : strerror(-rc),
+                  CLOSE_WITHIN_MS);
+        int64_t since = sup_now_ms() - connected_at[i];
+        if (since > slowest)
+            slowest = since;
+        if (rc == 0)
+            eofs++;
+        else
+            resets++;
+        close(extra[i]);
+    }
+    for (int i = 0; i < LIMIT; i++)
+        expect_exchange(keep[i], "one of the first 10, after the flood", 100u + (uint32_t)i, 1000, 5000);
+
+    /* A freed place is taken again once the server has seen the close; attempts before that are refused and
+     * counted. */
+    close(keep[0]);
+    int refused_retries = 0, fresh = -1;
+    for (int64_t deadline = sup_now_ms() + 5000; sup_now_ms() < deadline;) {
+        fresh = sup_connect("127.0.0.1", port, IO_TIMEOUT_MS);
+        cr_assert(fresh >= 0, "connect after freeing a place: %s", strerror(-fresh));
+        if (sup_exchange(fresh, 777, 0, 1000) == 0)
+            break;
+        refused_retries++;
+        close(fresh);
+        fresh = -1;
+        sup_sleep_ms(20);
+    }
+    cr_assert(fresh >= 0, "no new connection was served within 5 s of closing one of the 10");
+    close(fresh);
+    for (int i = 1; i < LIMIT; i++)
+        close(keep[i]);
+    stop_windows_echo(&server);
+    unsigned long long refused = summary_counter(&server, "refused");
+    cr_log_info("wine flood: %d connections past --max-conns 10 ended within %lld ms of connecting (%d EOF, %d "
+                "reset); %d refused retries; summary: %s", FLOOD - LIMIT, (long long)slowest, eofs, resets,
+                refused_retries, server.out);
+    cr_assert(refused == (unsigned long long)(FLOOD - LIMIT + refused_retries), "the summary says refused %llu, "
+              "want %d", refused, FLOOD - LIMIT + refused_retries);
+    cr_assert(summary_counter(&server, "accepted") == LIMIT + 1, "%s", server.out);
+    cr_assert(summary_counter(&server, "errors") == 0, "%s", server.out);
+    sup_proc_free(&server);
+}
+
+/* ---- idle connections ---- */
+
+struct active_client {
+    int fd;
+    int64_t duration_ms;
+    int result;                  /* 0, or the first exchange's error */
+    int exchanges;
+    int64_t last_ms;             /* when the last exchange finished */
+};
+
+static void *active_main(void *arg)
+{
+    struct active_client *a = arg;
+    int64_t end = sup_now_ms() + a->duration_ms;
+    for (uint64_t offset = 0; sup_now_ms() < end; offset += 100) {
+        a->result = sup_exchange(a->fd, 0xac71, offset, 100);
+        a->last_ms = sup_now_ms();
+        if (a->result < 0)
+            break;
+        a->exchanges++;
+        sup_sleep_ms(200);
+    }
+    return NULL;
+}
+
+/* --idle-timeout 1: three silent connections end (EOF) about 1 s after they opened; one that exchanges 100 bytes
+ * every 200 ms for 3 s stays open and ends about 1 s after it falls silent too. The window is 950-3000 ms
+ * (2500 on Linux): Wine adds scheduling delay on a loaded machine, a missing or much late timeout still fails. */
+Test(wine, fault_idle_timeout_closes_idle_keeps_active)
+{
+    enum { IDLE = 3, LOW_MS = 950, HIGH_MS = 3000 };
+    sup_proc server = {0};
+    int port = start_windows_echo_args(&server, (char *[]){"--threads", "2", "--idle-timeout", "1", NULL});
+
+    struct active_client active = {.duration_ms = 3000};
+    active.fd = sup_connect("127.0.0.1", port, IO_TIMEOUT_MS);
+    cr_assert(active.fd >= 0, "connect: %s", strerror(-active.fd));
+    int idle[IDLE];
+    int64_t opened[IDLE];
+    for (int i = 0; i < IDLE; i++) {
+        idle[i] = sup_connect("127.0.0.1", port, IO_TIMEOUT_MS);
+        cr_assert(idle[i] >= 0, "connect: %s", strerror(-idle[i]));
+        opened[i] = sup_now_ms();
+    }
+    pthread_t thread;
+    cr_assert(pthread_create(&thread, NULL, active_main, &active) == 0);
+    int64_t lifetimes[IDLE];
+    for (int i = 0; i < IDLE; i++) {
+        int64_t left = opened[i] + 6000 - sup_now_ms();
+        int rc = sup_wait_closed(idle[i], left > 0 ? (int)left : 0, NULL);
+        lifetimes[i] = sup_now_ms() - opened[i];
+        cr_assert(rc == 0, "idle connection %d: %s after %lld ms, want EOF", i,
+                  rc == -ETIMEDOUT ? "still open" : strerror(-rc), (long long)lifetimes[i]);
+        close(idle[i]);
+    }
+    pthread_join(thread, NULL);
+    cr_log_info("wine idle: silent connections closed after %lld, %lld, %lld ms (timeout 1000); the active one "
+                "made %d exchanges in 3 s", (long long)lifetimes[0], (long long)lifetimes[1],
+                (long long)lifetimes[2], active.exchanges);
+    for (int i = 0; i < IDLE; i++)
+        cr_assert(lifetimes[i] >= LOW_MS && lifetimes[i] <= HIGH_MS, "idle connection %d closed after %lld ms "
+                  "(--idle-timeout 1, checked every 250 ms)", i, (long long)lifetimes[i]);
+    cr_assert(active.result == 0, "the active connection failed after %d exchanges: %s", active.exchanges,
+              active.result == -ECONNABORTED ? "EOF" : strerror(-active.result));
+    cr_assert(active.exchanges >= 10, "only %d exchanges in 3 s", active.exchanges);
+
+    int rc = sup_wait_closed(active.fd, 6000, NULL);
+    int64_t silent = sup_now_ms() - active.last_ms;
+    cr_assert(rc == 0, "the formerly active connection: %s, want EOF", rc == -ETIMEDOUT ? "still open" : strerror(-rc));
+    cr_assert(silent >= LOW_MS && silent <= HIGH_MS, "closed %lld ms after its last exchange", (long long)silent);
+    close(active.fd);
+    stop_windows_echo(&server);
+    cr_assert(strstr(server.out, "overlap-echo: 4 idle connections closed"), "no idle line in: %s", server.out);
+    cr_assert(summary_counter(&server, "errors") == 0, "%s", server.out);
+    sup_proc_free(&server);
+}
+
+/* ---- Ctrl+C while clients stream ---- */
+
+struct stop_outcome {
+    int64_t streams_ended_ms;    /* from Ctrl+C until the last stream ended */
+    int64_t exited_ms;           /* from Ctrl+C until overlap-echo.exe exited */
+    int eofs, resets;
+    uint64_t received;           /* bytes echoed intact, all streams */
+    unsigned long long bytes_out, bytes_in; /* the server's summary */
+};
+
+/* Six clients stream with verification through a 2-worker server, each shutting its side on EOF; Ctrl+C once each
+ * has 1 MiB back. Asserted whatever the pace: every byte a client received is right and in order, every stream
+ * ends (EOF, or a reset) instead of hanging, the server exits 0 with errors 0, and it never sent more than the
+ * clients received. */
+static void stop_under_streams(int pace_us, const char *drain_timeout, struct stop_outcome *out)
+{
+    enum { STREAMS = 6 };
+    sup_proc server = {0};
+    int port = start_windows_echo_args(&server, (char *[]){"--threads", "2", "--drain-timeout",
+                                                           (char *)drain_timeout, NULL});
+    struct stream s[STREAMS];
+    for (int i = 0; i < STREAMS; i++)
+        stream_start(&s[i], port, 0x5700u + (uint32_t)i, UINT64_MAX, true, pace_us);
+    int64_t deadline = sup_now_ms() + 20000;
+    for (int i = 0; i < STREAMS; i++)
+        while (atomic_load(&s[i].received) < (1u << 20) && sup_now_ms() < deadline)
+            sup_sleep_ms(10);
+    for (int i = 0; i < STREAMS; i++)
+        cr_assert(atomic_load(&s[i].received) >= (1u << 20), "stream %d: only %llu bytes back before Ctrl+C", i,
+                  (unsigned long long)atomic_load(&s[i].received));
+
+    int64_t t0 = sup_now_ms();
+    cr_assert(sup_proc_kill(&server, SIGINT) == 0);
+    for (int i = 0; i < STREAMS; i++)
+        stream_join(&s[i]);
+    memset(out, 0, sizeof *out);
+    out->streams_ended_ms = sup_now_ms() - t0;
+    int exited = sup_proc_wait(&server, EXIT_TIMEOUT_MS);
+    out->exited_ms = sup_now_ms() - t0;
+    /* Everything is logged before the first assertion, so that a failure comes with the whole picture. */
+    for (int i = 0; i < STREAMS; i++) {
+        out->received += atomic_load(&s[i].received);
+        cr_log_info("wine Ctrl+C (pace %d us): stream %d: %llu bytes back, %llu sent, ended %lld ms after Ctrl+C "
+                    "with %s", pace_us, i, (unsigned long long)atomic_load(&s[i].received),
+                    (unsigned long long)atomic_load(&s[i].sent), (long long)(s[i].ended_ms - t0),
+                    s[i].eof ? "EOF" : s[i].recv_err ? strerror(s[i].recv_err) : "a wrong byte");
+    }
+    cr_log_info("wine Ctrl+C (pace %d us, --drain-timeout %s): %llu bytes echoed to 6 streams, all ended %lld ms "
+                "after Ctrl+C, server exited after %lld ms; %s %s", pace_us, drain_timeout,
+                (unsigned long long)out->received, (long long)out->streams_ended_ms, (long long)out->exited_ms,
+                server.out, server.err);
+    for (int i = 0; i < STREAMS; i++) {
+        uint64_t received = atomic_load(&s[i].received);
+        cr_assert(s[i].bad_at == UINT64_MAX, "stream %d: byte %llu of the echo is wrong", i,
+                  (unsigned long long)s[i].bad_at);
+        cr_assert(s[i].eof || s[i].recv_err == ECONNRESET, "stream %d: ended with %s after %llu bytes", i,
+                  s[i].recv_err ? strerror(s[i].recv_err) : "nothing", (unsigned long long)received);
+        cr_assert(received <= atomic_load(&s[i].attempted), "stream %d: %llu bytes back, at most %llu sent", i,
+                  (unsigned long long)received, (unsigned long long)atomic_load(&s[i].attempted));
+        if (s[i].eof)
+            out->eofs++;
+        else
+            out->resets++;
+        close(s[i].fd);
+    }
+    cr_assert(exited == 0, "overlap-echo.exe still runs %d ms after Ctrl+C", EXIT_TIMEOUT_MS);
+    cr_assert(sup_proc_exit_code(&server) == 0, "%s; stderr %s", sup_proc_describe(&server), server.err);
+    out->bytes_out = summary_counter(&server, "bytes out");
+    out->bytes_in = summary_counter(&server, "bytes in");
+    cr_assert(out->bytes_out >= out->received && out->bytes_in >= out->bytes_out,
+              "bytes in %llu, bytes out %llu, received by the clients %llu", out->bytes_in, out->bytes_out,
+              (unsigned long long)out->received);
+    cr_assert(summary_counter(&server, "errors") == 0, "%s", server.out);
+    sup_proc_free(&server);
+}
+
+/* Clients that pause 50 ms between chunks (about 1.3 MB/s each: the 1 ms of test_faults.c stop_during_load
+ * outruns the server under Wine, which makes it the firehose case below). The drain finds their sockets empty
+ * soon, so every connection ends in EOF well before the 8 s deadline, and nothing is lost: the bytes the server
+ * says it sent are exactly the bytes the clients received (what it read after the drain began is discarded,
+ * never half-sent). */
+Test(wine, fault_stop_during_load_loses_nothing)
+{
+    struct stop_outcome out;
+    stop_under_streams(50000, "8", &out);
+    cr_assert(out.resets == 0, "%d of 6 streams ended in a reset, not EOF", out.resets);
+    cr_assert(out.bytes_out == out.received, "the server sent %llu bytes, the clients received %llu",
+              out.bytes_out, (unsigned long long)out.received);
+    cr_assert(out.streams_ended_ms < 6000, "the streams ended %lld ms after Ctrl+C although each client closes "
+              "on EOF (drain timeout 8 s)", (long long)out.streams_ended_ms);
+}
+
+/* Clients that never pause (test_faults.c stop_during_firehose). The drain reads until a socket is momentarily
+ * empty, which a client that keeps sending puts off until the deadline; the connections still open then are
+ * closed with unread input, and their peers may see a reset. What must hold anyway: no wrong byte, no hang, the
+ * stop bounded by the deadline, and resets only once it was reached. */
+Test(wine, fault_stop_during_firehose_bounded)
+{
+    struct stop_outcome out;
+    stop_under_streams(0, "2", &out);
+    cr_assert(out.exited_ms < 2000 + 3000, "overlap-echo.exe exited %lld ms after Ctrl+C with --drain-timeout 2",
+              (long long)out.exited_ms);
+    cr_assert(out.resets == 0 || out.streams_ended_ms >= 1900, "%d streams ended in a reset although they ended "
+              "%lld ms after Ctrl+C (before the drain deadline)", out.resets, (long long)out.streams_ended_ms);
 }
