@@ -4,13 +4,39 @@
  */
 #include "echo_options.h"
 #include "overlap.h"
+#include "service_notify.h"
 #include "stop_signal.h"
+#ifdef _WIN32
+#include "service_win.h"
+#endif
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* Where the server's lines go: stdout (reports) and stderr (problems), or both into the --log-file. A stream per
+ * kind rather than freopen: a Windows service has no standard handles, and the C runtime cannot reopen stdout
+ * there (Wine's freopen refuses a stream without a descriptor). */
+static FILE *report_stream, *problem_stream;
+
+/* Every line is flushed at once: a reader (a test, a log shipper, a tail -f) sees it as it happens, and nothing is
+ * lost when the process is ended. */
+#if defined(__MINGW32__)
+__attribute__((format(__MINGW_PRINTF_FORMAT, 2, 3)))
+#elif defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static void emit(FILE *stream, const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    vfprintf(stream, format, args);
+    va_end(args);
+    fflush(stream);
+}
 
 static void echo_data(ovl_conn *conn, ovl_buf *buf)
 {
@@ -29,9 +55,9 @@ static double now_seconds(void)
 static void print_error(const ovl_error_info *err)
 {
 #ifdef _WIN32
-    fprintf(stderr, "overlap-echo: %s: %s (error %d)\n", err->what, err->text, -err->code);
+    emit(problem_stream, "overlap-echo: %s: %s (error %d)\n", err->what, err->text, -err->code);
 #else
-    fprintf(stderr, "overlap-echo: %s: %s (errno %d)\n", err->what, err->text, -err->code);
+    emit(problem_stream, "overlap-echo: %s: %s (errno %d)\n", err->what, err->text, -err->code);
 #endif
 }
 
@@ -41,30 +67,157 @@ static void print_stats_line(const ovl_stats *now, const ovl_stats *before, doub
     double megabytes = (double)(now->bytes_in - before->bytes_in) / seconds / 1e6;
     if (json) {
         /* Every counter, cumulative, plus the interval's rates: a collector can derive anything else. */
-        printf("{\"interval_s\":%.3f,\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,\"conns_open\":%llu,"
-               "\"conns_accepted\":%llu,\"conns_closed\":%llu,\"conns_refused\":%llu,\"resets\":%llu,"
-               "\"errors\":%llu,\"idle_closed\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,\"msgs_in\":%llu,"
-               "\"msgs_out\":%llu,\"recv_nobufs\":%llu,\"recv_pauses\":%llu,\"reuse_ok\":%llu,"
-               "\"reuse_fallback\":%llu}\n",
-               seconds, msgs, megabytes, (unsigned long long)now->conns_open,
-               (unsigned long long)now->conns_accepted, (unsigned long long)now->conns_closed,
-               (unsigned long long)now->conns_refused, (unsigned long long)now->resets,
-               (unsigned long long)now->errors, (unsigned long long)now->idle_closed,
-               (unsigned long long)now->bytes_in, (unsigned long long)now->bytes_out,
-               (unsigned long long)now->msgs_in, (unsigned long long)now->msgs_out,
-               (unsigned long long)now->recv_nobufs, (unsigned long long)now->recv_pauses,
-               (unsigned long long)now->reuse_ok, (unsigned long long)now->reuse_fallback);
+        emit(report_stream, "{\"interval_s\":%.3f,\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,\"conns_open\":%llu,"
+             "\"conns_accepted\":%llu,\"conns_closed\":%llu,\"conns_refused\":%llu,\"resets\":%llu,"
+             "\"errors\":%llu,\"idle_closed\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,\"msgs_in\":%llu,"
+             "\"msgs_out\":%llu,\"recv_nobufs\":%llu,\"recv_pauses\":%llu,\"reuse_ok\":%llu,"
+             "\"reuse_fallback\":%llu}\n",
+             seconds, msgs, megabytes, (unsigned long long)now->conns_open,
+             (unsigned long long)now->conns_accepted, (unsigned long long)now->conns_closed,
+             (unsigned long long)now->conns_refused, (unsigned long long)now->resets,
+             (unsigned long long)now->errors, (unsigned long long)now->idle_closed,
+             (unsigned long long)now->bytes_in, (unsigned long long)now->bytes_out,
+             (unsigned long long)now->msgs_in, (unsigned long long)now->msgs_out,
+             (unsigned long long)now->recv_nobufs, (unsigned long long)now->recv_pauses,
+             (unsigned long long)now->reuse_ok, (unsigned long long)now->reuse_fallback);
         return;
     }
-    printf("open %llu  accepted %llu  msgs/s %.0f  MB/s %.2f  resets %llu  errors %llu  idle closed %llu\n",
-           (unsigned long long)now->conns_open, (unsigned long long)now->conns_accepted, msgs, megabytes,
-           (unsigned long long)now->resets, (unsigned long long)now->errors,
-           (unsigned long long)now->idle_closed);
+    emit(report_stream,
+         "open %llu  accepted %llu  msgs/s %.0f  MB/s %.2f  resets %llu  errors %llu  idle closed %llu\n",
+         (unsigned long long)now->conns_open, (unsigned long long)now->conns_accepted, msgs, megabytes,
+         (unsigned long long)now->resets, (unsigned long long)now->errors,
+         (unsigned long long)now->idle_closed);
+}
+
+/* "listening on A, B" for the service manager's status line. */
+static void describe_listeners(const ovl_listener *listener, char *out, size_t cap)
+{
+    size_t used = (size_t)snprintf(out, cap, "listening on");
+    for (int i = 0; i < ovl_listener_count(listener) && used < cap; i++)
+        used += (size_t)snprintf(out + used, cap - used, "%s %s", i ? "," : "", ovl_listener_address(listener, i));
+}
+
+/* Run the server until `wait_stop` reports a stop request (a signal, Ctrl+C, or the Windows SCM), drain, and
+ * return the exit code. */
+static int serve(const struct echo_options *options, int (*wait_stop)(double seconds),
+                 const char *(*stop_name)(int which))
+{
+    ovl_config config;
+    ovl_config_init(&config);
+    config.threads = options->threads;
+    config.max_conns = options->max_conns;
+    config.buffer_size = options->buffer_size;
+    config.buffer_count = options->buffer_count;
+    config.max_pending = options->max_pending;
+    config.backend = options->backend;
+    config.zero_byte_receive = options->zero_byte_receive;
+    config.drain_timeout_ms = (uint32_t)(options->drain_timeout * 1000.0);
+    /* Rounded up (no libm): a tiny positive value must not turn into 0, which means "off". At most 86400 s. */
+    double idle_ms = options->idle_timeout * 1000.0;
+    config.idle_timeout_ms = (uint32_t)idle_ms;
+    if ((double)config.idle_timeout_ms < idle_ms)
+        config.idle_timeout_ms++;
+
+    ovl_error_info err;
+    memset(&err, 0, sizeof err);
+    ovl_engine *engine = NULL;
+    if (ovl_engine_create(&engine, &config, &err) < 0) {
+        print_error(&err);
+        return 1;
+    }
+    static const ovl_callbacks echo_callbacks = {.on_data = echo_data};
+    ovl_listener *listener = NULL;
+    if (ovl_listen(engine, options->host, options->port, &echo_callbacks, NULL, &listener, &err) < 0) {
+        print_error(&err);
+        ovl_engine_destroy(engine);
+        return 1;
+    }
+    if (ovl_engine_start(engine, &err) < 0) {
+        print_error(&err);
+        ovl_engine_destroy(engine);
+        return 1;
+    }
+    if (ovl_engine_notice(engine))
+        emit(problem_stream, "overlap-echo: %s\n", ovl_engine_notice(engine));
+    emit(report_stream, "overlap-echo %s: %s backend, %d worker thread%s\n", ovl_version(),
+         ovl_engine_backend(engine),
+         ovl_engine_threads(engine), ovl_engine_threads(engine) == 1 ? "" : "s");
+    for (int i = 0; i < ovl_listener_count(listener); i++)
+        emit(report_stream, "listening on %s\n", ovl_listener_address(listener, i));
+    char status[512];
+    describe_listeners(listener, status, sizeof status);
+    /* Only now: every listener accepts, so a unit ordered after this one can connect at once. */
+    service_notify_ready(status);
+
+    double started = now_seconds(), last = started;
+    ovl_stats before;
+    ovl_engine_stats(engine, &before);
+    int signal_number = 0;
+    while (!signal_number) {
+        double wait = options->stats_interval > 0 ? options->stats_interval - (now_seconds() - last) : 3600;
+        int which = wait_stop(wait);
+        if (which) {
+            signal_number = which;
+        } else if (options->stats_interval > 0 && now_seconds() - last >= options->stats_interval) {
+            ovl_stats now;
+            ovl_engine_stats(engine, &now);
+            double current = now_seconds();
+            print_stats_line(&now, &before, current - last, options->stats_json);
+            snprintf(status, sizeof status, "open %llu, accepted %llu, msgs/s %.0f",
+                     (unsigned long long)now.conns_open, (unsigned long long)now.conns_accepted,
+                     (double)(now.msgs_in - before.msgs_in) / (current - last));
+            service_notify_status(status);
+            before = now;
+            last = current;
+        }
+    }
+
+    emit(problem_stream, "overlap-echo: %s: stopping, finishing open connections\n", stop_name(signal_number));
+    ovl_stats at_stop;
+    ovl_engine_stats(engine, &at_stop);
+    snprintf(status, sizeof status, "%s: draining %llu open connection%s", stop_name(signal_number),
+             (unsigned long long)at_stop.conns_open, at_stop.conns_open == 1 ? "" : "s");
+    /* drain_timeout_ms 0 means the engine's default, 5 s (overlap.h). */
+    service_notify_stopping(status, config.drain_timeout_ms ? config.drain_timeout_ms / 1000.0 : 5.0);
+    ovl_engine_stop(engine);
+    ovl_stats total;
+    ovl_engine_stats(engine, &total);
+    emit(report_stream, "overlap-echo: stopped after %.1f s: accepted %llu, refused %llu, resets %llu, errors %llu, "
+         "msgs in %llu, bytes in %llu, bytes out %llu\n",
+         now_seconds() - started, (unsigned long long)total.conns_accepted,
+         (unsigned long long)total.conns_refused, (unsigned long long)total.resets,
+         (unsigned long long)total.errors, (unsigned long long)total.msgs_in,
+         (unsigned long long)total.bytes_in, (unsigned long long)total.bytes_out);
+    if (total.idle_closed)
+        emit(report_stream, "overlap-echo: %llu idle connection%s closed\n", (unsigned long long)total.idle_closed,
+             total.idle_closed == 1 ? "" : "s");
+    if (total.reuse_ok || total.reuse_fallback || total.context_updates)
+        emit(report_stream,
+             "overlap-echo: socket reuse: %llu reused, %llu fallbacks to a fresh socket, %llu context updates\n",
+             (unsigned long long)total.reuse_ok, (unsigned long long)total.reuse_fallback,
+             (unsigned long long)total.context_updates);
+    ovl_engine_destroy(engine);
+    return 0;
+}
+
+/* --log-file: one stream for reports and problems, so their lines keep their order. Opened in append mode: an
+ * operator's earlier runs stay, and a restarted service continues the same file. */
+static int open_log_file(const char *path)
+{
+    FILE *log = fopen(path, "a");
+    if (!log) {
+        int code = errno;
+        fprintf(stderr, "overlap-echo: --log-file %s: %s (errno %d)\n", path, strerror(code), code);
+        return -1;
+    }
+    report_stream = problem_stream = log;
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    report_stream = stdout;
+    problem_stream = stderr;
     struct echo_options options;
     char reason[256];
     if (echo_options_parse(argc, argv, &options, reason, sizeof reason) < 0) {
@@ -79,91 +232,34 @@ int main(int argc, char **argv)
         printf("overlap-echo %s\n", ovl_version());
         return 0;
     }
+#ifdef _WIN32
+    if (options.command == ECHO_COMMAND_INSTALL)
+        return service_win_install(argc, argv, &options);
+    if (options.command == ECHO_COMMAND_UNINSTALL)
+        return service_win_uninstall();
+#else
+    if (options.command != ECHO_COMMAND_SERVE || options.service) {
+        const char *what = options.command == ECHO_COMMAND_INSTALL     ? "install"
+                           : options.command == ECHO_COMMAND_UNINSTALL ? "uninstall"
+                                                                       : "--service";
+        fprintf(stderr, "overlap-echo: %s: the Windows service is only on Windows; on Linux run overlap-echo as a "
+                        "systemd service: use contrib/overlap-echo.service (docs/OPERATING.md)\n", what);
+        return 2;
+    }
+#endif
+    /* install's own output stays on the console; the server's goes to the file from here on. */
+    if (options.log_file && open_log_file(options.log_file) < 0)
+        return 1;
+#ifdef _WIN32
+    /* The SCM's stop and shutdown controls take the place of Ctrl+C; a service has no console. */
+    if (options.service)
+        return service_win_run(&options, serve, problem_stream);
+#endif
 
     /* The stop request (SIGINT/SIGTERM, Ctrl+C) is taken by this thread; the workers never see it. */
     if (stop_signal_install() < 0) {
-        fprintf(stderr, "overlap-echo: cannot install the stop signal handlers\n");
+        emit(problem_stream, "overlap-echo: cannot install the stop signal handlers\n");
         return 1;
     }
-
-    ovl_config config;
-    ovl_config_init(&config);
-    config.threads = options.threads;
-    config.max_conns = options.max_conns;
-    config.buffer_size = options.buffer_size;
-    config.buffer_count = options.buffer_count;
-    config.max_pending = options.max_pending;
-    config.backend = options.backend;
-    config.zero_byte_receive = options.zero_byte_receive;
-    config.drain_timeout_ms = (uint32_t)(options.drain_timeout * 1000.0);
-    /* Rounded up (no libm): a tiny positive value must not turn into 0, which means "off". At most 86400 s. */
-    double idle_ms = options.idle_timeout * 1000.0;
-    config.idle_timeout_ms = (uint32_t)idle_ms;
-    if ((double)config.idle_timeout_ms < idle_ms)
-        config.idle_timeout_ms++;
-
-    ovl_error_info err;
-    memset(&err, 0, sizeof err);
-    ovl_engine *engine = NULL;
-    if (ovl_engine_create(&engine, &config, &err) < 0) {
-        print_error(&err);
-        return 1;
-    }
-    static const ovl_callbacks echo_callbacks = {.on_data = echo_data};
-    ovl_listener *listener = NULL;
-    if (ovl_listen(engine, options.host, options.port, &echo_callbacks, NULL, &listener, &err) < 0) {
-        print_error(&err);
-        ovl_engine_destroy(engine);
-        return 1;
-    }
-    if (ovl_engine_start(engine, &err) < 0) {
-        print_error(&err);
-        ovl_engine_destroy(engine);
-        return 1;
-    }
-    if (ovl_engine_notice(engine))
-        fprintf(stderr, "overlap-echo: %s\n", ovl_engine_notice(engine));
-    printf("overlap-echo %s: %s backend, %d worker thread%s\n", ovl_version(), ovl_engine_backend(engine),
-           ovl_engine_threads(engine), ovl_engine_threads(engine) == 1 ? "" : "s");
-    for (int i = 0; i < ovl_listener_count(listener); i++)
-        printf("listening on %s\n", ovl_listener_address(listener, i));
-
-    double started = now_seconds(), last = started;
-    ovl_stats before;
-    ovl_engine_stats(engine, &before);
-    int signal_number = 0;
-    while (!signal_number) {
-        double wait = options.stats_interval > 0 ? options.stats_interval - (now_seconds() - last) : 3600;
-        int which = stop_signal_wait(wait);
-        if (which) {
-            signal_number = which;
-        } else if (options.stats_interval > 0 && now_seconds() - last >= options.stats_interval) {
-            ovl_stats now;
-            ovl_engine_stats(engine, &now);
-            double current = now_seconds();
-            print_stats_line(&now, &before, current - last, options.stats_json);
-            before = now;
-            last = current;
-        }
-    }
-
-    fprintf(stderr, "overlap-echo: %s: stopping, finishing open connections\n", stop_signal_name(signal_number));
-    ovl_engine_stop(engine);
-    ovl_stats total;
-    ovl_engine_stats(engine, &total);
-    printf("overlap-echo: stopped after %.1f s: accepted %llu, refused %llu, resets %llu, errors %llu, "
-           "msgs in %llu, bytes in %llu, bytes out %llu\n",
-           now_seconds() - started, (unsigned long long)total.conns_accepted,
-           (unsigned long long)total.conns_refused, (unsigned long long)total.resets,
-           (unsigned long long)total.errors, (unsigned long long)total.msgs_in,
-           (unsigned long long)total.bytes_in, (unsigned long long)total.bytes_out);
-    if (total.idle_closed)
-        printf("overlap-echo: %llu idle connection%s closed\n", (unsigned long long)total.idle_closed,
-               total.idle_closed == 1 ? "" : "s");
-    if (total.reuse_ok || total.reuse_fallback || total.context_updates)
-        printf("overlap-echo: socket reuse: %llu reused, %llu fallbacks to a fresh socket, %llu context updates\n",
-               (unsigned long long)total.reuse_ok, (unsigned long long)total.reuse_fallback,
-               (unsigned long long)total.context_updates);
-    ovl_engine_destroy(engine);
-    return 0;
+    return serve(&options, stop_signal_wait, stop_signal_name);
 }

@@ -13,6 +13,8 @@
 
 const char echo_usage[] =
     "usage: overlap-echo [options]\n"
+    "       overlap-echo install [--start auto|demand] [options]   Windows: register the overlap-echo service\n"
+    "       overlap-echo uninstall                                 Windows: stop (drain) and remove it\n"
     "  --host H           address or name to listen on (default: every interface, IPv6 dual-stack)\n"
     "  --port P           TCP port (default 27015; 0 picks a free one)\n"
     "  --threads N        worker threads (default: online CPUs)\n"
@@ -26,6 +28,9 @@ const char echo_usage[] =
     "  --idle-timeout S   close connections that received and sent nothing for S seconds (default: never)\n"
     "  --zero-byte-recv M IOCP: auto (default: above 1024 connections per thread), on, off\n"
     "  --backend NAME     io_uring (default; epoll where io_uring is forbidden), epoll; iocp on Windows\n"
+    "  --log-file FILE    append the output to FILE instead of the console (a Windows service has none)\n"
+    "  --service          Windows: run under the Service Control Manager (install puts it in the command)\n"
+    "  --start M          install: auto (default: at boot) or demand (sc start overlap-echo)\n"
     "  --help             this text\n"
     "  --version          print the version\n";
 
@@ -60,7 +65,20 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
 {
     memset(options, 0, sizeof *options);
     options->port = "27015";
-    for (int i = 1; i < argc; i++) {
+    options->first_server_arg = 1;
+    /* The service commands are words, not options, so that "overlap-echo install --port 7" reads as it acts. */
+    if (argc > 1 && !strcmp(argv[1], "install")) {
+        options->command = ECHO_COMMAND_INSTALL;
+        options->first_server_arg = 2;
+    } else if (argc > 1 && !strcmp(argv[1], "uninstall")) {
+        options->command = ECHO_COMMAND_UNINSTALL;
+        options->first_server_arg = 2;
+        if (argc > 2) {
+            snprintf(error, error_size, "uninstall takes no options (got '%s')", argv[2]);
+            return -1;
+        }
+    }
+    for (int i = options->first_server_arg; i < argc; i++) {
         const char *arg = argv[i];
         const char *value = NULL;
         char name[32];
@@ -72,15 +90,23 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
         }
         memcpy(name, arg, name_len);
         name[name_len] = '\0';
-        if (!strcmp(name, "--help") || !strcmp(name, "--version")) {
+        if (!strcmp(name, "--help") || !strcmp(name, "--version") || !strcmp(name, "--service")) {
             if (eq) {
                 snprintf(error, error_size, "%s takes no value", name);
                 return -1;
             }
-            if (!strcmp(name, "--help"))
+            if (!strcmp(name, "--help")) {
                 options->help = true;
-            else
+            } else if (!strcmp(name, "--version")) {
                 options->version = true;
+            } else {
+                /* install writes --service into the service's command line itself; twice would be a typo. */
+                if (options->command == ECHO_COMMAND_INSTALL) {
+                    snprintf(error, error_size, "--service: install adds it to the service's command line itself");
+                    return -1;
+                }
+                options->service = true;
+            }
             continue;
         }
         if (eq) {
@@ -164,6 +190,22 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
             }
         } else if (!strcmp(name, "--backend")) {
             options->backend = value;
+        } else if (!strcmp(name, "--log-file")) {
+            if (!*value) {
+                snprintf(error, error_size, "--log-file: the file name is empty");
+                return -1;
+            }
+            options->log_file = value;
+        } else if (!strcmp(name, "--start")) {
+            if (options->command != ECHO_COMMAND_INSTALL) {
+                snprintf(error, error_size, "--start: only with install (overlap-echo install --start %s ...)", value);
+                return -1;
+            }
+            if (strcmp(value, "auto") != 0 && strcmp(value, "demand") != 0) {
+                snprintf(error, error_size, "--start: '%s' is not auto or demand", value);
+                return -1;
+            }
+            options->start_on_demand = strcmp(value, "demand") == 0;
         } else {
             snprintf(error, error_size, "unknown option '%s'", name);
             return -1;

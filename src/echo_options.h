@@ -8,7 +8,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* What the command line asks for: serve (the default), or register/remove the Windows service. */
+enum echo_command {
+    ECHO_COMMAND_SERVE = 0,
+    ECHO_COMMAND_INSTALL,   /* overlap-echo install [--start auto|demand] [options] */
+    ECHO_COMMAND_UNINSTALL  /* overlap-echo uninstall */
+};
+
 struct echo_options {
+    enum echo_command command;
     const char *host;        /* NULL = every interface */
     const char *port;        /* "27015" */
     int threads;             /* 0 = online CPUs */
@@ -22,6 +30,10 @@ struct echo_options {
     double idle_timeout;     /* seconds, 0 = never close idle connections */
     const char *backend;     /* NULL = best available */
     int zero_byte_receive;   /* IOCP: 1 on, -1 off, 0 automatic */
+    const char *log_file;    /* NULL = the console; else append stdout and stderr to it */
+    bool service;            /* --service: run under the Windows Service Control Manager */
+    bool start_on_demand;    /* install --start demand (default auto: at boot) */
+    int first_server_arg;    /* argv index of the first option after the command word (1 when there is none) */
     bool help;
     bool version;
 };

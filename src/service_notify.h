@@ -1,0 +1,29 @@
+/*
+ * service_notify.h - tell the service manager how overlap-echo is doing: systemd through sd_notify
+ * (service_notify_systemd.c, when built with libsystemd), the Windows Service Control Manager through
+ * SetServiceStatus (service_win.c, when started with --service). Where neither applies the calls do nothing: a
+ * build without libsystemd compiles them away, and outside a service they return at once.
+ */
+#ifndef OVL_SERVICE_NOTIFY_H
+#define OVL_SERVICE_NOTIFY_H
+
+#if defined(OVL_HAVE_SYSTEMD) || defined(_WIN32)
+/* Every listener is up and the workers run: systemd READY=1, Windows SERVICE_RUNNING. `status` is one line
+ * ("listening on 127.0.0.1:27015"). */
+void service_notify_ready(const char *status);
+/* A line for `systemctl status` (STATUS=); the SCM has no such field. */
+void service_notify_status(const char *status);
+/* The graceful drain starts and takes at most `drain_seconds`: systemd STOPPING=1 (with the stop timeout extended
+ * to cover the drain), Windows SERVICE_STOP_PENDING with a wait hint and a checkpoint that advances while it runs. */
+void service_notify_stopping(const char *status, double drain_seconds);
+#else
+static inline void service_notify_ready(const char *status) { (void)status; }
+static inline void service_notify_status(const char *status) { (void)status; }
+static inline void service_notify_stopping(const char *status, double drain_seconds)
+{
+    (void)status;
+    (void)drain_seconds;
+}
+#endif
+
+#endif

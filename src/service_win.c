@@ -1,0 +1,505 @@
+/*
+ * service_win.c - overlap-echo under the Windows Service Control Manager.
+ *
+ * "overlap-echo --service": the main thread becomes the SCM dispatcher (StartServiceCtrlDispatcher) and the server
+ * runs in the service's main function. Stop and shutdown controls do what Ctrl+C does in a console: the control
+ * handler only records the control and signals an event the server's loop waits on, and the server drains as
+ * usual. Meanwhile the SCM sees SERVICE_STOP_PENDING with a wait hint covering --drain-timeout and a checkpoint
+ * that advances every second, then SERVICE_STOPPED with the exit code.
+ *
+ * "overlap-echo install [--start auto|demand] [options]" and "overlap-echo uninstall" register and remove the
+ * service. Every failure prints the call, the Win32 code and its FormatMessage text.
+ */
+#include "service_win.h"
+
+#include "echo_options.h"
+#include "service_notify.h"
+
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
+#include <shellapi.h>
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <wchar.h>
+
+#define SERVICE_NAME L"overlap-echo"
+#define SERVICE_DISPLAY_NAME L"overlap-echo TCP echo server"
+#define SERVICE_DESCRIPTION_TEXT                                                                                   \
+    L"Echoes every byte received on each TCP connection (liboverlap, IOCP). Stopping it finishes the open "         \
+    L"connections first."
+/* The least privileged built-in account that may use the network: the counterpart of systemd's DynamicUser. */
+#define SERVICE_ACCOUNT L"NT AUTHORITY\\LocalService"
+/* The SCM gives up on a service that stays START_PENDING past the hint; starting is an engine and a bind. */
+#define START_WAIT_HINT_MS 10000
+/* Headroom over the drain for the summary, freeing the engine and exiting. */
+#define STOP_MARGIN_MS 5000
+#define CHECKPOINT_INTERVAL_MS 1000
+/* overlap.h: drain_timeout_ms 0 means 5 s. */
+#define DEFAULT_DRAIN_SECONDS 5.0
+
+/* ---- errors ---- */
+
+/* Win32 codes get their system text here. ovl_strerror is not used: it reads codes below 200 as C runtime errno
+ * values, and ERROR_ACCESS_DENIED (5) or ERROR_INVALID_PARAMETER (87) would come out as the wrong text. */
+static FILE *problem_stream; /* stderr, or the --log-file while running as the service */
+
+static void print_win_error(const char *what, DWORD code)
+{
+    char text[256];
+    DWORD length = FormatMessageA(FORMAT_MESSAGE_FROM_SYSTEM | FORMAT_MESSAGE_IGNORE_INSERTS, NULL, code,
+                                  MAKELANGID(LANG_NEUTRAL, SUBLANG_DEFAULT), text, sizeof text, NULL);
+    while (length > 0 && (text[length - 1] == '\n' || text[length - 1] == '\r' || text[length - 1] == '.'))
+        text[--length] = '\0';
+    if (length == 0)
+        snprintf(text, sizeof text, "Windows error %lu", (unsigned long)code);
+    fprintf(problem_stream ? problem_stream : stderr, "overlap-echo: %s: %s (error %lu)\n", what, text,
+            (unsigned long)code);
+    fflush(problem_stream ? problem_stream : stderr);
+}
+
+static double drain_seconds(const struct echo_options *options)
+{
+    return options->drain_timeout > 0 ? options->drain_timeout : DEFAULT_DRAIN_SECONDS;
+}
+
+/* ---- running as the service ---- */
+
+static struct {
+    SERVICE_STATUS_HANDLE handle; /* NULL unless running under the SCM: the notify calls then do nothing */
+    SERVICE_STATUS status;        /* guarded by lock: the control handler, the timer and the server report */
+    CRITICAL_SECTION lock;
+    HANDLE stop_event;
+    volatile LONG stop_control;   /* the control that asked to stop, + 1 (0: none yet) */
+    HANDLE checkpoint_timer;
+    const struct echo_options *options;
+    echo_serve_fn serve;
+    int exit_code;
+} service;
+
+/* With lock held. Pending states advance the checkpoint on every report, which tells the SCM the service is
+ * making progress; the final states reset it, as the SCM expects. */
+static void report_status_locked(DWORD state, DWORD wait_hint)
+{
+    service.status.dwCurrentState = state;
+    service.status.dwWaitHint = wait_hint;
+    bool pending = state == SERVICE_START_PENDING || state == SERVICE_STOP_PENDING;
+    service.status.dwCheckPoint = pending ? service.status.dwCheckPoint + 1 : 0;
+    /* A stop can only be carried out once the listeners are up (serve owns the engine from then on). */
+    service.status.dwControlsAccepted =
+        state == SERVICE_RUNNING || state == SERVICE_STOP_PENDING ? SERVICE_ACCEPT_STOP | SERVICE_ACCEPT_SHUTDOWN : 0;
+    if (!SetServiceStatus(service.handle, &service.status))
+        print_win_error("SetServiceStatus", GetLastError());
+}
+
+static VOID CALLBACK advance_checkpoint(PVOID context, BOOLEAN timer_fired)
+{
+    (void)context;
+    (void)timer_fired;
+    EnterCriticalSection(&service.lock);
+    if (service.status.dwCurrentState == SERVICE_STOP_PENDING)
+        report_status_locked(SERVICE_STOP_PENDING, service.status.dwWaitHint);
+    LeaveCriticalSection(&service.lock);
+}
+
+void service_notify_ready(const char *status)
+{
+    (void)status;
+    if (!service.handle)
+        return;
+    EnterCriticalSection(&service.lock);
+    report_status_locked(SERVICE_RUNNING, 0);
+    LeaveCriticalSection(&service.lock);
+}
+
+void service_notify_status(const char *status)
+{
+    /* The SCM has no free-form status; the stats lines go to --log-file. */
+    (void)status;
+}
+
+void service_notify_stopping(const char *status, double drain)
+{
+    (void)status;
+    if (!service.handle)
+        return;
+    EnterCriticalSection(&service.lock);
+    report_status_locked(SERVICE_STOP_PENDING, (DWORD)(drain * 1000.0) + STOP_MARGIN_MS);
+    /* The drain blocks the server thread in ovl_engine_stop; a pool timer keeps the checkpoint moving meanwhile.
+     * Without it the SCM (and "sc query") would see a stop that looks stuck. */
+    if (!service.checkpoint_timer &&
+        !CreateTimerQueueTimer(&service.checkpoint_timer, NULL, advance_checkpoint, NULL, CHECKPOINT_INTERVAL_MS,
+                               CHECKPOINT_INTERVAL_MS, WT_EXECUTEDEFAULT)) {
+        service.checkpoint_timer = NULL;
+        print_win_error("CreateTimerQueueTimer", GetLastError());
+    }
+    LeaveCriticalSection(&service.lock);
+}
+
+static DWORD WINAPI on_service_control(DWORD control, DWORD event_type, LPVOID event_data, LPVOID context)
+{
+    (void)event_type;
+    (void)event_data;
+    (void)context;
+    switch (control) {
+    case SERVICE_CONTROL_STOP:
+    case SERVICE_CONTROL_SHUTDOWN:
+        InterlockedCompareExchange(&service.stop_control, (LONG)control + 1, 0);
+        /* Answer at once (the SCM waits for this handler); the server confirms when its drain begins. */
+        service_notify_stopping("stop requested", drain_seconds(service.options));
+        SetEvent(service.stop_event);
+        return NO_ERROR;
+    case SERVICE_CONTROL_INTERROGATE:
+        return NO_ERROR;
+    default:
+        return ERROR_CALL_NOT_IMPLEMENTED;
+    }
+}
+
+static int service_stop_wait(double seconds)
+{
+    DWORD ms = seconds <= 0 ? 0 : seconds > 86400.0 ? 86400000u : (DWORD)(seconds * 1000.0);
+    if (WaitForSingleObject(service.stop_event, ms) == WAIT_OBJECT_0)
+        return (int)InterlockedCompareExchange(&service.stop_control, 0, 0);
+    return 0;
+}
+
+static const char *service_stop_name(int which)
+{
+    switch (which - 1) {
+    case SERVICE_CONTROL_STOP: return "service stop";
+    case SERVICE_CONTROL_SHUTDOWN: return "system shutdown";
+    default: return "stop requested";
+    }
+}
+
+static void WINAPI service_main(DWORD argc, LPWSTR *argv)
+{
+    /* The options come from the command line install registered; arguments given to "sc start" are not used. */
+    service.handle = RegisterServiceCtrlHandlerExW(argc > 0 ? argv[0] : SERVICE_NAME, on_service_control, NULL);
+    if (!service.handle) {
+        print_win_error("RegisterServiceCtrlHandlerEx", GetLastError());
+        service.exit_code = 1;
+        return;
+    }
+    service.status.dwServiceType = SERVICE_WIN32_OWN_PROCESS;
+    EnterCriticalSection(&service.lock);
+    report_status_locked(SERVICE_START_PENDING, START_WAIT_HINT_MS);
+    LeaveCriticalSection(&service.lock);
+
+    int code = service.serve(service.options, service_stop_wait, service_stop_name);
+
+    /* INVALID_HANDLE_VALUE: wait for a running callback, so none reports STOP_PENDING after STOPPED. */
+    if (service.checkpoint_timer && !DeleteTimerQueueTimer(NULL, service.checkpoint_timer, INVALID_HANDLE_VALUE))
+        print_win_error("DeleteTimerQueueTimer", GetLastError());
+    service.checkpoint_timer = NULL;
+    service.exit_code = code;
+    EnterCriticalSection(&service.lock);
+    /* A non-zero exit (bind failed, ...) is a service-specific error: "sc query" shows 1066 and our code, and the
+     * failure actions install configured (restart) apply. */
+    service.status.dwWin32ExitCode = code ? ERROR_SERVICE_SPECIFIC_ERROR : NO_ERROR;
+    service.status.dwServiceSpecificExitCode = (DWORD)code;
+    report_status_locked(SERVICE_STOPPED, 0);
+    LeaveCriticalSection(&service.lock);
+}
+
+int service_win_run(const struct echo_options *options, echo_serve_fn serve, FILE *problems)
+{
+    static wchar_t service_name[] = SERVICE_NAME;
+    problem_stream = problems;
+    service.options = options;
+    service.serve = serve;
+    service.exit_code = 1;
+    InitializeCriticalSection(&service.lock);
+    service.stop_event = CreateEventW(NULL, TRUE, FALSE, NULL);
+    if (!service.stop_event) {
+        print_win_error("--service: CreateEvent", GetLastError());
+        return 1;
+    }
+    SERVICE_TABLE_ENTRYW table[] = {{service_name, service_main}, {NULL, NULL}};
+    if (!StartServiceCtrlDispatcherW(table)) {
+        DWORD code = GetLastError();
+        print_win_error("--service: StartServiceCtrlDispatcher", code);
+        if (code == ERROR_FAILED_SERVICE_CONTROLLER_CONNECT) {
+            fprintf(problems, "overlap-echo: --service is for the Service Control Manager: start the installed "
+                              "service with 'sc start overlap-echo', or run overlap-echo without --service\n");
+            fflush(problems);
+        }
+        return 1;
+    }
+    return service.exit_code;
+}
+
+/* ---- install ---- */
+
+/* The service's command line, as CreateService stores it (at most 32767 characters, like any command line). */
+struct command_line {
+    wchar_t text[32768];
+    size_t length;
+    bool overflow;
+};
+
+static void put_char(struct command_line *line, wchar_t c)
+{
+    if (line->length + 1 >= sizeof line->text / sizeof line->text[0]) {
+        line->overflow = true;
+        return;
+    }
+    line->text[line->length++] = c;
+    line->text[line->length] = L'\0';
+}
+
+static void put_backslashes(struct command_line *line, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        put_char(line, L'\\');
+}
+
+/* Append one argument so that CommandLineToArgvW and the C runtime split it back out unchanged: quoted when it
+ * has blanks or quotes, with backslashes doubled only where they precede a quote (the Windows rules). */
+static void put_argument(struct command_line *line, const wchar_t *arg)
+{
+    if (line->length)
+        put_char(line, L' ');
+    if (*arg && !wcspbrk(arg, L" \t\n\v\"")) {
+        for (; *arg; arg++)
+            put_char(line, *arg);
+        return;
+    }
+    put_char(line, L'"');
+    for (const wchar_t *at = arg;; at++) {
+        size_t backslashes = 0;
+        while (*at == L'\\') {
+            backslashes++;
+            at++;
+        }
+        if (!*at) {
+            put_backslashes(line, backslashes * 2); /* the closing quote follows */
+            break;
+        }
+        if (*at == L'"') {
+            put_backslashes(line, backslashes * 2 + 1);
+        } else {
+            put_backslashes(line, backslashes);
+        }
+        put_char(line, *at);
+    }
+    put_char(line, L'"');
+}
+
+/* "<this exe>" --service <the server options given to install, without --start>. */
+static int build_service_command(int argc, const struct echo_options *options, struct command_line *line)
+{
+    static wchar_t exe[32768];
+    DWORD length = GetModuleFileNameW(NULL, exe, sizeof exe / sizeof exe[0]);
+    if (length == 0 || length >= sizeof exe / sizeof exe[0]) {
+        print_win_error("install: GetModuleFileName", length ? ERROR_INSUFFICIENT_BUFFER : GetLastError());
+        return -1;
+    }
+    /* The options are taken in UTF-16 from the process command line, so a path in --log-file keeps characters
+     * the ANSI code page of argv cannot hold. */
+    int wide_count = 0;
+    LPWSTR *wide = CommandLineToArgvW(GetCommandLineW(), &wide_count);
+    if (!wide) {
+        print_win_error("install: CommandLineToArgvW", GetLastError());
+        return -1;
+    }
+    if (wide_count != argc) {
+        fprintf(stderr, "overlap-echo: install: the command line splits into %d arguments for Windows and %d for "
+                        "the C runtime; write the options without unusual quoting\n", wide_count, argc);
+        LocalFree(wide);
+        return -1;
+    }
+    memset(line, 0, sizeof *line);
+    put_argument(line, exe);
+    put_argument(line, L"--service");
+    for (int i = options->first_server_arg; i < wide_count; i++) {
+        /* --start is for install itself; argument parsing already checked that it has its value. */
+        if (!wcscmp(wide[i], L"--start")) {
+            i++;
+            continue;
+        }
+        if (!wcsncmp(wide[i], L"--start=", 8))
+            continue;
+        put_argument(line, wide[i]);
+    }
+    LocalFree(wide);
+    if (line->overflow) {
+        fprintf(stderr, "overlap-echo: install: the service command line would pass 32767 characters\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Description, and restart on failure (the counterpart of systemd's Restart=on-failure): after 1 s, 5 s, then
+ * 30 s, counting failures over a day. The flag makes a non-zero exit code a failure too, not only a crash. */
+static int configure_service(SC_HANDLE handle)
+{
+    SERVICE_DESCRIPTIONW description = {.lpDescription = (LPWSTR)SERVICE_DESCRIPTION_TEXT};
+    if (!ChangeServiceConfig2W(handle, SERVICE_CONFIG_DESCRIPTION, &description)) {
+        print_win_error("install: ChangeServiceConfig2 (description)", GetLastError());
+        return -1;
+    }
+    SC_ACTION restarts[] = {{SC_ACTION_RESTART, 1000}, {SC_ACTION_RESTART, 5000}, {SC_ACTION_RESTART, 30000}};
+    SERVICE_FAILURE_ACTIONSW failure_actions = {.dwResetPeriod = 86400, .cActions = 3, .lpsaActions = restarts};
+    if (!ChangeServiceConfig2W(handle, SERVICE_CONFIG_FAILURE_ACTIONS, &failure_actions)) {
+        print_win_error("install: ChangeServiceConfig2 (failure actions: restart)", GetLastError());
+        return -1;
+    }
+    SERVICE_FAILURE_ACTIONS_FLAG on_exit_code = {.fFailureActionsOnNonCrashFailures = TRUE};
+    if (!ChangeServiceConfig2W(handle, SERVICE_CONFIG_FAILURE_ACTIONS_FLAG, &on_exit_code)) {
+        DWORD code = GetLastError();
+        print_win_error("install: ChangeServiceConfig2 (failure actions on a non-zero exit code)", code);
+        /* Wine 8.0 knows only the older levels (ERROR_INVALID_LEVEL): the service then restarts after a crash
+         * but not after a failed start. Worth a warning, not worth refusing the install. */
+        if (code != ERROR_INVALID_LEVEL)
+            return -1;
+        fprintf(stderr, "overlap-echo: install: warning: this system restarts the service only when it crashes, "
+                        "not when it exits with an error\n");
+    }
+    return 0;
+}
+
+int service_win_install(int argc, char **argv, const struct echo_options *options)
+{
+    (void)argv;
+    static struct command_line line;
+    if (build_service_command(argc, options, &line) < 0)
+        return 1;
+    SC_HANDLE manager = OpenSCManagerW(NULL, NULL, SC_MANAGER_CONNECT | SC_MANAGER_CREATE_SERVICE);
+    if (!manager) {
+        DWORD code = GetLastError();
+        print_win_error("install: OpenSCManager", code);
+        if (code == ERROR_ACCESS_DENIED)
+            fprintf(stderr, "overlap-echo: install needs an administrator: run it from an elevated prompt\n");
+        return 1;
+    }
+    DWORD start_type = options->start_on_demand ? SERVICE_DEMAND_START : SERVICE_AUTO_START;
+    /* SERVICE_START: restart failure actions may only be set through a handle that can start the service. */
+    SC_HANDLE handle = CreateServiceW(manager, SERVICE_NAME, SERVICE_DISPLAY_NAME,
+                                      SERVICE_CHANGE_CONFIG | SERVICE_START | DELETE, SERVICE_WIN32_OWN_PROCESS,
+                                      start_type, SERVICE_ERROR_NORMAL, line.text, NULL, NULL, NULL,
+                                      SERVICE_ACCOUNT, L"");
+    if (!handle) {
+        DWORD code = GetLastError();
+        print_win_error("install: CreateService overlap-echo", code);
+        if (code == ERROR_SERVICE_EXISTS)
+            fprintf(stderr, "overlap-echo: to change its options: overlap-echo uninstall, then install again\n");
+        CloseServiceHandle(manager);
+        return 1;
+    }
+    if (configure_service(handle) < 0) {
+        /* Half a configuration is worse than none: take the service out again. */
+        if (!DeleteService(handle))
+            print_win_error("install: DeleteService (undoing the install)", GetLastError());
+        CloseServiceHandle(handle);
+        CloseServiceHandle(manager);
+        return 1;
+    }
+    CloseServiceHandle(handle);
+    CloseServiceHandle(manager);
+    printf("overlap-echo: installed service overlap-echo (start %s, account %ls, restart on failure)\n",
+           options->start_on_demand ? "on demand" : "automatic", SERVICE_ACCOUNT);
+    printf("overlap-echo: command: %ls\n", line.text);
+    printf("overlap-echo: start it with: sc start overlap-echo\n");
+    return 0;
+}
+
+/* ---- uninstall ---- */
+
+static const char *state_name(DWORD state)
+{
+    switch (state) {
+    case SERVICE_STOPPED: return "stopped";
+    case SERVICE_START_PENDING: return "start pending";
+    case SERVICE_STOP_PENDING: return "stop pending";
+    case SERVICE_RUNNING: return "running";
+    case SERVICE_CONTINUE_PENDING: return "continue pending";
+    case SERVICE_PAUSE_PENDING: return "pause pending";
+    case SERVICE_PAUSED: return "paused";
+    default: return "unknown state";
+    }
+}
+
+static int query_status(SC_HANDLE handle, SERVICE_STATUS_PROCESS *status)
+{
+    DWORD needed = 0;
+    if (!QueryServiceStatusEx(handle, SC_STATUS_PROCESS_INFO, (BYTE *)status, sizeof *status, &needed)) {
+        print_win_error("uninstall: QueryServiceStatusEx", GetLastError());
+        return -1;
+    }
+    return 0;
+}
+
+/* Wait for SERVICE_STOPPED the way the SCM judges progress: a stop may take as long as it likes while its
+ * checkpoint advances, but not longer than its wait hint without progress. */
+static int wait_until_stopped(SC_HANDLE handle, SERVICE_STATUS_PROCESS *status)
+{
+    DWORD checkpoint = status->dwCheckPoint;
+    ULONGLONG progress_deadline = GetTickCount64() + status->dwWaitHint + STOP_MARGIN_MS;
+    while (status->dwCurrentState != SERVICE_STOPPED) {
+        Sleep(250);
+        if (query_status(handle, status) < 0)
+            return -1;
+        if (status->dwCheckPoint != checkpoint) {
+            checkpoint = status->dwCheckPoint;
+            progress_deadline = GetTickCount64() + status->dwWaitHint + STOP_MARGIN_MS;
+        } else if (status->dwCurrentState != SERVICE_STOPPED && GetTickCount64() > progress_deadline) {
+            fprintf(stderr, "overlap-echo: uninstall: the service is still %s with no progress past its wait hint "
+                            "(%lu ms); not removing it\n", state_name(status->dwCurrentState),
+                    (unsigned long)status->dwWaitHint);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int service_win_uninstall(void)
+{
+    SC_HANDLE manager = OpenSCManagerW(NULL, NULL, SC_MANAGER_CONNECT);
+    if (!manager) {
+        DWORD code = GetLastError();
+        print_win_error("uninstall: OpenSCManager", code);
+        if (code == ERROR_ACCESS_DENIED)
+            fprintf(stderr, "overlap-echo: uninstall needs an administrator: run it from an elevated prompt\n");
+        return 1;
+    }
+    SC_HANDLE handle = OpenServiceW(manager, SERVICE_NAME, SERVICE_STOP | SERVICE_QUERY_STATUS | DELETE);
+    if (!handle) {
+        print_win_error("uninstall: OpenService overlap-echo", GetLastError());
+        CloseServiceHandle(manager);
+        return 1;
+    }
+    int rc = 1;
+    SERVICE_STATUS_PROCESS status;
+    if (query_status(handle, &status) < 0)
+        goto done;
+    if (status.dwCurrentState != SERVICE_STOPPED) {
+        printf("overlap-echo: stopping service overlap-echo (%s; it finishes its open connections first)\n",
+               state_name(status.dwCurrentState));
+        SERVICE_STATUS control_status;
+        if (status.dwCurrentState != SERVICE_STOP_PENDING &&
+            !ControlService(handle, SERVICE_CONTROL_STOP, &control_status)) {
+            DWORD code = GetLastError();
+            if (code != ERROR_SERVICE_NOT_ACTIVE) {
+                print_win_error("uninstall: ControlService (stop)", code);
+                goto done;
+            }
+        }
+        if (query_status(handle, &status) < 0 || wait_until_stopped(handle, &status) < 0)
+            goto done;
+        printf("overlap-echo: service stopped (exit code %lu, service exit code %lu)\n",
+               (unsigned long)status.dwWin32ExitCode, (unsigned long)status.dwServiceSpecificExitCode);
+    }
+    if (!DeleteService(handle)) {
+        print_win_error("uninstall: DeleteService overlap-echo", GetLastError());
+        goto done;
+    }
+    printf("overlap-echo: removed service overlap-echo\n");
+    rc = 0;
+done:
+    CloseServiceHandle(handle);
+    CloseServiceHandle(manager);
+    return rc;
+}

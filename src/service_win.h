@@ -1,0 +1,29 @@
+/*
+ * service_win.h - overlap-echo as a Windows service: "overlap-echo --service" runs under the Service Control
+ * Manager (stop and shutdown controls start the same graceful drain as Ctrl+C), "overlap-echo install [options]"
+ * registers it, "overlap-echo uninstall" stops and removes it. Windows only; Linux uses
+ * contrib/overlap-echo.service.
+ */
+#ifndef OVL_SERVICE_WIN_H
+#define OVL_SERVICE_WIN_H
+
+#include <stdio.h>
+
+struct echo_options;
+
+/* The server of echo_main.c: runs until wait_stop returns non-zero (the stop request; stop_name describes it),
+ * drains, and returns the exit code (0 after a graceful stop). */
+typedef int (*echo_serve_fn)(const struct echo_options *options, int (*wait_stop)(double seconds),
+                             const char *(*stop_name)(int which));
+
+/* Hand the main thread to the SCM dispatcher and run `serve` as the service; its own errors go to `problems` (the
+ * --log-file, or stderr). Returns the exit code: serve's, or 1 when the process was not started by the SCM
+ * (StartServiceCtrlDispatcher fails with 1063). */
+int service_win_run(const struct echo_options *options, echo_serve_fn serve, FILE *problems);
+/* CreateService "overlap-echo": this executable, --service and the server options of argv (everything after
+ * "install" except --start). Returns 0, or 1 with the error printed. */
+int service_win_install(int argc, char **argv, const struct echo_options *options);
+/* Stop the service if it runs (waiting for its drain), then DeleteService. Returns 0, or 1 with the error printed. */
+int service_win_uninstall(void);
+
+#endif
