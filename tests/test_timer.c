@@ -87,6 +87,7 @@ static void on_timer(ovl_conn *conn)
 {
     struct per_conn *pc = ovl_conn_user(conn);
     uint64_t now = now_us();
+    pthread_mutex_lock(&t.lock); /* the test thread reads the per-connection records under it */
     if (now < pc->deadline_us) {
         pc->early = true;
         atomic_fetch_add(&t.early, 1);
@@ -110,6 +111,7 @@ static void on_timer(ovl_conn *conn)
         ovl_send(conn, "T", 1);
         break;
     }
+    pthread_mutex_unlock(&t.lock);
 }
 
 static void on_open(ovl_conn *conn, void *user)
@@ -296,9 +298,12 @@ Test(timer, timers_fire_in_deadline_order)
         fds[i] = connect_client();
     cr_assert(wait_fired(CONNS, IO_TIMEOUT_MS), "%d of %d timers fired", atomic_load(&t.fired), CONNS);
     /* Connection i was armed at (CONNS - i) * 3 ms: the last opened fires first. */
+    int order[CONNS];
+    pthread_mutex_lock(&t.lock);
+    memcpy(order, t.order, sizeof order);
+    pthread_mutex_unlock(&t.lock);
     for (int k = 0; k < CONNS; k++)
-        cr_assert_eq(t.order[k], CONNS - 1 - k, "fire %d was connection %d, want %d", k, t.order[k],
-                     CONNS - 1 - k);
+        cr_assert_eq(order[k], CONNS - 1 - k, "fire %d was connection %d, want %d", k, order[k], CONNS - 1 - k);
     cr_assert_eq(atomic_load(&t.early), 0);
     for (int i = 0; i < CONNS; i++)
         close(fds[i]);
