@@ -224,9 +224,11 @@ OVL_API ovl_engine *ovl_conn_engine(const ovl_conn *conn);
 OVL_API int ovl_conn_worker(const ovl_conn *conn);
 /* Bytes queued for sending and not yet handed to the kernel. */
 OVL_API size_t ovl_conn_pending(const ovl_conn *conn);
-/* Stop receiving from the connection until ovl_recv_resume: on_data is not called again, except for at most one
- * receive the engine had already completed (a proxy pauses the side whose bytes the other side cannot take yet).
- * Returns 0, or -ENOTCONN when the connection is closing. Calls do not nest: one resume undoes any pauses. */
+/* Stop receiving from the connection until ovl_recv_resume: on_data (and on_eof) is not called for it meanwhile.
+ * Bytes the engine had already received are held, and delivered in order after the resume, before anything newer
+ * (a proxy pauses the side whose bytes the other side cannot take yet). Returns 0, or -ENOTCONN when the
+ * connection is closing. Calls do not nest: one resume undoes any pauses. While the engine stops (graceful drain),
+ * pausing is ignored: the drain reads what is buffered, bounded by drain_timeout_ms. */
 OVL_API int ovl_recv_pause(ovl_conn *conn);
 OVL_API int ovl_recv_resume(ovl_conn *conn);
 /* Change this connection's max_pending (see ovl_config): the queued bytes at which the engine pauses receiving

@@ -155,12 +155,9 @@ void ovl__conn_connected(ovl_conn *conn)
 
 static void stop_receiving(ovl_conn *conn);
 
-void ovl__conn_received(ovl_conn *conn, ovl_buf *buf)
+/* Hand received bytes to the application; then apply the engine's own backpressure. */
+static void deliver(ovl_conn *conn, ovl_buf *buf)
 {
-    struct ovl__counters *counters = &conn->worker->counters;
-    conn->active_ms = conn->worker->now_ms;
-    ovl__count(&counters->msgs_in, 1);
-    ovl__count(&counters->bytes_in, buf->len);
     if ((conn->flags & (OVL__C_CLOSING | OVL__C_LINGER)) || !conn->callbacks.on_data) {
         ovl__buf_free(buf);
         return;
@@ -176,6 +173,40 @@ void ovl__conn_received(ovl_conn *conn, ovl_buf *buf)
     }
 }
 
+static void hold(ovl_conn *conn, ovl_buf *buf)
+{
+    buf->next = NULL;
+    if (conn->held_tail)
+        conn->held_tail->next = buf;
+    else
+        conn->held_head = buf;
+    conn->held_tail = buf;
+}
+
+void ovl__conn_received(ovl_conn *conn, ovl_buf *buf)
+{
+    struct ovl__counters *counters = &conn->worker->counters;
+    conn->active_ms = conn->worker->now_ms;
+    ovl__count(&counters->msgs_in, 1);
+    ovl__count(&counters->bytes_in, buf->len);
+    /* Paused by the application, or older input still waiting for delivery: keep the order, hold it. */
+    if (!(conn->flags & (OVL__C_CLOSING | OVL__C_LINGER)) &&
+        (conn->held_head || (conn->flags & OVL__C_PAUSE_USER))) {
+        hold(conn, buf);
+        return;
+    }
+    deliver(conn, buf);
+}
+
+static void queue_held(ovl_conn *conn)
+{
+    if (conn->flags & OVL__C_HELD_QUEUED)
+        return;
+    conn->flags |= OVL__C_HELD_QUEUED;
+    conn->held_next = conn->worker->held_head;
+    conn->worker->held_head = conn;
+}
+
 /* The receive path is told to stop once, whatever the number of reasons; a receive in flight may still deliver. */
 static void stop_receiving(ovl_conn *conn)
 {
@@ -187,12 +218,17 @@ static void stop_receiving(ovl_conn *conn)
         backend_of(conn)->recv_pause(conn);
 }
 
-/* The last reason to pause is gone. A receive still armed (its cancellation not yet completed) re-arms itself. */
+/* The last reason to pause is gone. Held input is delivered first, from the next flush (not from inside the
+ * caller's callback); a receive still armed (its cancellation not yet completed) re-arms itself. */
 static void restart_receiving(ovl_conn *conn)
 {
     if (!(conn->flags & OVL__C_PAUSED) || (conn->flags & (OVL__C_PAUSE_QUEUE | OVL__C_PAUSE_USER)))
         return;
     conn->flags &= ~OVL__C_PAUSED;
+    if (conn->held_head) {
+        queue_held(conn);
+        return;
+    }
     if (!(conn->flags & (OVL__C_CLOSING | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT)))
         backend_of(conn)->recv_start(conn);
 }
@@ -205,11 +241,8 @@ static void resume_if_drained(ovl_conn *conn)
     restart_receiving(conn);
 }
 
-void ovl__conn_eof(ovl_conn *conn)
+static void eof_now(ovl_conn *conn)
 {
-    conn->flags |= OVL__C_EOF_IN;
-    if (conn->flags & OVL__C_CLOSING)
-        return;
     if (conn->flags & OVL__C_LINGER) {
         ovl__conn_close(conn, OVL_CLOSE_ENGINE_STOP, 0);
         return;
@@ -223,13 +256,63 @@ void ovl__conn_eof(ovl_conn *conn)
     maybe_finish(conn);
 }
 
+void ovl__conn_eof(ovl_conn *conn)
+{
+    conn->flags |= OVL__C_EOF_IN;
+    if (conn->flags & OVL__C_CLOSING)
+        return;
+    if (conn->held_head) {
+        conn->flags |= OVL__C_HOLD_EOF; /* on_eof must not overtake the input before it */
+        return;
+    }
+    eof_now(conn);
+}
+
+static void read_done_now(ovl_conn *conn)
+{
+    ovl_shutdown(conn);
+    maybe_finish(conn);
+}
+
 void ovl__conn_read_done(ovl_conn *conn)
 {
     conn->flags |= OVL__C_READ_DONE;
     if (conn->flags & OVL__C_CLOSING)
         return;
-    ovl_shutdown(conn);
-    maybe_finish(conn);
+    if (conn->held_head) {
+        conn->flags |= OVL__C_HOLD_READ_DONE; /* shutting down now would refuse the held input's echoes */
+        return;
+    }
+    read_done_now(conn);
+}
+
+/* Deliver held input of connections that resumed (or started draining), in order, then what came behind it. */
+static void deliver_held(struct ovl__worker *worker)
+{
+    while (worker->held_head) {
+        ovl_conn *conn = worker->held_head;
+        worker->held_head = conn->held_next;
+        conn->flags &= ~OVL__C_HELD_QUEUED;
+        while (conn->held_head && !(conn->flags & (OVL__C_PAUSE_USER | OVL__C_CLOSING))) {
+            ovl_buf *buf = conn->held_head;
+            conn->held_head = buf->next;
+            if (!conn->held_head)
+                conn->held_tail = NULL;
+            buf->next = NULL;
+            deliver(conn, buf);
+        }
+        if (conn->held_head || (conn->flags & OVL__C_CLOSING))
+            continue; /* paused again: the rest waits for the next resume; closing: conn_free drops it */
+        if (conn->flags & OVL__C_HOLD_EOF) {
+            conn->flags &= ~OVL__C_HOLD_EOF;
+            eof_now(conn);
+        } else if (conn->flags & OVL__C_HOLD_READ_DONE) {
+            conn->flags &= ~OVL__C_HOLD_READ_DONE;
+            read_done_now(conn);
+        } else if (!(conn->flags & (OVL__C_PAUSED | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT))) {
+            backend_of(conn)->recv_start(conn);
+        }
+    }
 }
 
 void ovl__conn_wait_for_slot(ovl_conn *conn)
@@ -305,6 +388,13 @@ void ovl__conn_begin_drain(ovl_conn *conn)
         return;
     }
     conn->flags |= OVL__C_DRAINING;
+    /* Stopping overrides every pause: the drain reads what is buffered, bounded by its deadline. Held input goes
+     * first; an EOF held behind it finishes the connection once it is delivered. */
+    conn->flags &= ~(OVL__C_PAUSE_USER | OVL__C_PAUSE_QUEUE | OVL__C_PAUSED);
+    if (conn->held_head)
+        queue_held(conn);
+    if (conn->flags & OVL__C_HOLD_EOF)
+        return;
     if (conn->flags & OVL__C_EOF_IN) {
         conn->flags |= OVL__C_READ_DONE;
         ovl_shutdown(conn);
@@ -361,6 +451,17 @@ static void conn_free(ovl_conn *conn)
         conn->queue_head = head->next;
         ovl__buf_free(head);
     }
+    while (conn->held_head) {
+        ovl_buf *held = conn->held_head;
+        conn->held_head = held->next;
+        ovl__buf_free(held);
+    }
+    if (conn->flags & OVL__C_HELD_QUEUED)
+        for (ovl_conn **link = &worker->held_head; *link; link = &(*link)->held_next)
+            if (*link == conn) {
+                *link = conn->held_next;
+                break;
+            }
     if (conn->flags & OVL__C_OPEN) {
         ovl__uncount(&worker->counters.conns_open, 1);
         ovl__count(&worker->counters.conns_closed, 1);
@@ -409,8 +510,9 @@ void ovl__worker_flush(struct ovl__worker *worker)
     /* Sends and frees give pool slots back (a readiness backend completes sends right here), so the wait list is
      * walked again after each round, until a round changes nothing. */
     for (;;) {
+        deliver_held(worker);
         walk_wait_list(worker);
-        if (!worker->kick_head && !worker->dead_head)
+        if (!worker->kick_head && !worker->dead_head && !worker->held_head)
             break;
         while (worker->kick_head) {
             ovl_conn *conn = worker->kick_head;
@@ -566,6 +668,8 @@ int ovl_recv_pause(ovl_conn *conn)
         return -EINVAL;
     if (conn->flags & OVL__C_CLOSING)
         return -ENOTCONN;
+    if (conn->flags & OVL__C_DRAINING)
+        return 0; /* the engine is stopping: the drain reads on, bounded by its deadline */
     conn->flags |= OVL__C_PAUSE_USER;
     stop_receiving(conn);
     return 0;
@@ -584,6 +688,8 @@ int ovl_recv_resume(ovl_conn *conn)
 
 void ovl_conn_set_max_pending(ovl_conn *conn, size_t bytes)
 {
+    if (!conn)
+        return;
     conn->max_pending = bytes;
     resume_if_drained(conn);
 }

@@ -110,7 +110,10 @@ enum {
     OVL__C_RECV_WAIT = 1u << 13,   /* waiting for a pool slot before receiving again */
     OVL__C_PAUSED = 1u << 14,      /* receiving is stopped for one of the reasons below; backends do not re-arm */
     OVL__C_PAUSE_QUEUE = 1u << 15, /* too much queued for sending: paused until half of it drains */
-    OVL__C_PAUSE_USER = 1u << 16   /* ovl_recv_pause: paused until ovl_recv_resume */
+    OVL__C_PAUSE_USER = 1u << 16,  /* ovl_recv_pause: paused until ovl_recv_resume */
+    OVL__C_HELD_QUEUED = 1u << 17, /* on the worker's list of connections whose held input is to be delivered */
+    OVL__C_HOLD_EOF = 1u << 18,    /* the peer's EOF came behind held input: reported once that is delivered */
+    OVL__C_HOLD_READ_DONE = 1u << 19 /* draining found the end behind held input: likewise */
 };
 
 struct ovl_conn {
@@ -130,6 +133,10 @@ struct ovl_conn {
     size_t queue_bytes;
     size_t sending_bytes;        /* bytes of the send operation in flight */
     size_t max_pending;          /* queued bytes that pause receiving (config.max_pending); 0 = never */
+    /* Input that arrived after ovl_recv_pause (receives the kernel had already completed, e.g. the rest of a
+     * multishot receive), delivered in order after ovl_recv_resume, before anything newer. */
+    ovl_buf *held_head, *held_tail;
+    ovl_conn *held_next;         /* worker's list of connections with held input to deliver */
     const ovl_target *target;    /* outbound: addresses to try */
     const struct addrinfo *next_address;
     int last_error;
@@ -172,6 +179,7 @@ struct ovl__worker {
     ovl_conn *kick_head;
     ovl_conn *dead_head;
     ovl_conn *wait_head;         /* connections waiting for a free pool slot before receiving */
+    ovl_conn *held_head;         /* connections whose held input is delivered at the next flush */
     bool wait_dirty;             /* a waiting connection closed: walk the wait list */
     bool stopping;               /* stop command seen */
     uint32_t tick_ms;            /* idle timeout on: the backend calls ovl__worker_tick this often; 0 = no tick */
@@ -226,10 +234,8 @@ static inline uint64_t ovl__clock_ms(void)
 static inline uint64_t ovl__clock_ns(void)
 {
 #ifdef _WIN32
-    static LARGE_INTEGER frequency;
-    LARGE_INTEGER count;
-    if (!frequency.QuadPart)
-        QueryPerformanceFrequency(&frequency);
+    LARGE_INTEGER frequency, count;
+    QueryPerformanceFrequency(&frequency); /* fixed at boot; reading it is cheap and needs no shared state */
     QueryPerformanceCounter(&count);
     return (uint64_t)(count.QuadPart / frequency.QuadPart) * 1000000000u +
            (uint64_t)(count.QuadPart % frequency.QuadPart) * 1000000000u / (uint64_t)frequency.QuadPart;

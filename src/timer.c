@@ -12,6 +12,8 @@
 
 #include <errno.h>
 
+#define MAX_WAIT_NS (3600ull * 1000000000ull)
+
 static bool earlier(const ovl_conn *a, const ovl_conn *b)
 {
     return a->timer_at_ns < b->timer_at_ns;
@@ -108,7 +110,10 @@ int64_t ovl__timers_wait_ns(const struct ovl__worker *worker)
     if (!worker->timers.count)
         return -1;
     uint64_t at = worker->timers.items[0]->timer_at_ns, now = ovl__clock_ns();
-    return at <= now ? 0 : (int64_t)(at - now);
+    /* At most an hour: the backends add this to their clocks and round it, which a far deadline (ovl_conn_timer
+     * accepts centuries) would overflow; waking once an hour to look again costs nothing. */
+    uint64_t wait = at <= now ? 0 : at - now;
+    return wait > MAX_WAIT_NS ? (int64_t)MAX_WAIT_NS : (int64_t)wait;
 }
 
 void ovl__timers_run(struct ovl__worker *worker)
