@@ -27,6 +27,8 @@ const char load_usage[] =
     "  --connect-rate N     open the connections at most N per second (ramp-up)\n"
     "  --target-p99 US      find the highest --rate whose p99 latency stays under US microseconds\n"
     "  --backend NAME       engine backend: io_uring, epoll (iocp on Windows); default: the best available\n"
+    "  --busy-poll US       io_uring: spin up to US microseconds for the next echo before sleeping (default 50;\n"
+    "                       0 = always sleep)\n"
     "  --json               print the result as one JSON object on stdout\n"
     "  --progress           a progress line every second on stderr (default: only when stderr is a terminal)\n"
     "  --once               send \"this is a test\", shut down the write side, print what comes back\n"
@@ -77,7 +79,7 @@ static bool is_valued(const char *name)
 {
     static const char *const valued[] = {"--host", "--port", "--connections", "--threads", "--size", "--pipeline",
                                          "--duration", "--warmup", "--rate", "--churn", "--connect-rate",
-                                         "--target-p99", "--backend"};
+                                         "--target-p99", "--backend", "--busy-poll"};
     for (size_t i = 0; i < sizeof valued / sizeof valued[0]; i++)
         if (!strcmp(name, valued[i]))
             return true;
@@ -170,6 +172,12 @@ static int set_value(const char *name, const char *value, struct load_options *o
             snprintf(error, error_size, "--target-p99: '%s' is not a latency in microseconds (1-60000000)", value);
             return -1;
         }
+    } else if (!strcmp(name, "--busy-poll")) {
+        if (parse_uint(value, 0, 100000, &n)) {
+            snprintf(error, error_size, "--busy-poll: '%s' is not a number of microseconds (0-100000)", value);
+            return -1;
+        }
+        o->busy_poll_us = (int)n;
     } else if (!strcmp(name, "--backend")) {
         if (!*value) {
             snprintf(error, error_size, "--backend: the name is empty");
@@ -188,6 +196,7 @@ int load_options_parse(int argc, char *const argv[], struct load_options *o, cha
     memset(o, 0, sizeof *o);
     o->host = "localhost";
     o->port = "27015";
+    o->busy_poll_us = -1;
     o->connections = 50;
     o->threads = 1;
     o->size = 64;

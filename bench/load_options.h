@@ -23,6 +23,7 @@ struct load_options {
     double connect_rate;       /* initial connections opened per second at most; 0 = all at once */
     double target_p99_us;      /* search the highest rate whose p99 stays under this; 0 = no search */
     const char *backend;       /* engine backend; NULL = the best available */
+    int busy_poll_us;          /* io_uring spin before sleeping: -1 = engine default, 0 = never */
     bool json;
     bool once;
     bool progress;             /* the progress line even when stderr is not a terminal */

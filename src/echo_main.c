@@ -111,6 +111,7 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
     config.max_pending = options->max_pending;
     config.backend = options->backend;
     config.zero_byte_receive = options->zero_byte_receive;
+    config.busy_poll_us = options->busy_poll_us < 0 ? 0 : options->busy_poll_us == 0 ? -1 : options->busy_poll_us;
     config.drain_timeout_ms = (uint32_t)(options->drain_timeout * 1000.0);
     /* Rounded up (no libm): a tiny positive value must not turn into 0, which means "off". At most 86400 s. */
     double idle_ms = options->idle_timeout * 1000.0;

@@ -28,6 +28,8 @@ const char echo_usage[] =
     "  --idle-timeout S   close connections that received and sent nothing for S seconds (default: never)\n"
     "  --zero-byte-recv M IOCP: auto (default: above 1024 connections per thread), on, off\n"
     "  --backend NAME     io_uring (default; epoll where io_uring is forbidden), epoll; iocp on Windows\n"
+    "  --busy-poll US     io_uring: spin up to US microseconds for the next completion while they come back to\n"
+    "                     back, before sleeping (default 50; 0 = always sleep, for machines shared with others)\n"
     "  --log-file FILE    append the output to FILE instead of the console (a Windows service has none)\n"
     "  --service          Windows: run under the Service Control Manager (install puts it in the command)\n"
     "  --start M          install: auto (default: at boot) or demand (sc start overlap-echo)\n"
@@ -65,6 +67,7 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
 {
     memset(options, 0, sizeof *options);
     options->port = "27015";
+    options->busy_poll_us = -1;
     options->first_server_arg = 1;
     /* The service commands are words, not options, so that "overlap-echo install --port 7" reads as it acts. */
     if (argc > 1 && !strcmp(argv[1], "install")) {
@@ -132,6 +135,12 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
                 return -1;
             }
             options->threads = (int)number;
+        } else if (!strcmp(name, "--busy-poll")) {
+            if (parse_uint(value, 100000, &number)) {
+                snprintf(error, error_size, "--busy-poll: '%s' is not a number of microseconds (0-100000)", value);
+                return -1;
+            }
+            options->busy_poll_us = (int)number;
         } else if (!strcmp(name, "--max-conns")) {
             if (parse_uint(value, UINT32_MAX, &number)) {
                 snprintf(error, error_size, "--max-conns: '%s' is not a count", value);

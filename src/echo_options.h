@@ -30,6 +30,7 @@ struct echo_options {
     double idle_timeout;     /* seconds, 0 = never close idle connections */
     const char *backend;     /* NULL = best available */
     int zero_byte_receive;   /* IOCP: 1 on, -1 off, 0 automatic */
+    int busy_poll_us;        /* io_uring spin before sleeping: -1 = engine default, 0 = never */
     const char *log_file;    /* NULL = the console; else append stdout and stderr to it */
     bool service;            /* --service: run under the Windows Service Control Manager */
     bool start_on_demand;    /* install --start demand (default auto: at boot) */

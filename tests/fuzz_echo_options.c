@@ -66,6 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < sizeof seconds / sizeof seconds[0]; i++)
             check(isfinite(seconds[i]) && seconds[i] >= 0 && seconds[i] <= 86400, "seconds outside 0-86400");
         check(options.zero_byte_receive >= -1 && options.zero_byte_receive <= 1, "zero-byte mode");
+        check(options.busy_poll_us >= -1 && options.busy_poll_us <= 100000, "busy-poll outside 0-100000");
     }
     free(text);
     return 0;

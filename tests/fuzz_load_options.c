@@ -51,6 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < sizeof values / sizeof values[0]; i++)
             check(isfinite(values[i]) && values[i] >= 0, "a negative or non-finite number accepted");
         check(o.duration > 0, "zero duration");
+        check(o.busy_poll_us >= -1 && o.busy_poll_us <= 100000, "busy-poll outside 0-100000");
     }
     free(text);
     return 0;
