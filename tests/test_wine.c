@@ -1040,3 +1040,34 @@ Test(wine, fault_stop_during_firehose_bounded)
     cr_assert(out.resets == 0 || out.streams_ended_ms >= 1900, "%d streams ended in a reset although they ended "
               "%lld ms after Ctrl+C (before the drain deadline)", out.resets, (long long)out.streams_ended_ms);
 }
+
+/* The DLL build: examples/embed_echo.c linked against liboverlap.dll (build-win/dll/embed-echo-dll.exe, next to the
+ * DLL) echoes under Wine. It prints its port, serves for the seconds given, and exits 0. */
+Test(wine, embedding_program_runs_on_the_dll)
+{
+    wine_environment();
+    char exe[600];
+    snprintf(exe, sizeof exe, "%s/dll/embed-echo-dll.exe", win_dir());
+    cr_assert(access(exe, R_OK) == 0, "%s: %s (the Windows build makes it next to liboverlap.dll)", exe,
+              strerror(errno));
+    sup_proc proc;
+    int rc = sup_proc_spawn(&proc, (char *[]){wine_path(), exe, "20", NULL});
+    cr_assert(rc == 0, "spawn wine: %s", strerror(-rc));
+    char line[64];
+    rc = sup_proc_read_line(&proc, line, sizeof line, WINE_START_TIMEOUT_MS);
+    cr_assert(rc == 0, "embed-echo-dll.exe printed no port (%s); stderr: %s", strerror(-rc), proc.err);
+    int port = atoi(line);
+    cr_assert(port > 0 && port < 65536, "not a port: '%s'", line);
+    int fd = sup_connect("127.0.0.1", port, 10000);
+    cr_assert(fd >= 0, "connect 127.0.0.1:%d: %s", port, strerror(-fd));
+    unsigned char out[4096], in[4096];
+    sup_pattern_fill(out, sizeof out, 42, 0);
+    cr_assert_eq(sup_send_all(fd, out, sizeof out), 0);
+    size_t got = 0;
+    cr_assert_eq(sup_recv_exact(fd, in, sizeof in, &got), (ssize_t)sizeof in, "echo: %zu of %zu bytes", got,
+                 sizeof in);
+    cr_assert_eq(sup_pattern_check(in, sizeof in, 42, 0), sizeof in, "the echo through the DLL differs");
+    close(fd);
+    sup_proc_kill(&proc, SIGKILL);
+    sup_proc_free(&proc);
+}
