@@ -7,15 +7,28 @@
  * echo path copies no bytes in user space, and a buffer returns to its pool when the send that carried it completes.
  *
  * Errors are returned as negative numbers: -errno on POSIX (-ECONNREFUSED, ...), the negated WSA/Win32 code on
- * Windows. ovl_strerror() turns any of them into text.
+ * Windows for what the system reports (-WSAECONNREFUSED, ...; -EINVAL, -ENOMEM and the like where the library itself
+ * finds the problem). ovl_strerror() turns any of them into text. Each comment below lists the codes a function
+ * returns itself; errors of the system calls it makes (socket, bind, getaddrinfo, ...) are passed on unchanged.
+ *
+ * Pointers: an argument must not be NULL unless its function's comment says what NULL does (the accessors do not
+ * check). An ovl_error_info *err may always be NULL. What the engine is given is copied (config, callbacks, host and
+ * port strings) unless a comment says otherwise (ovl_send_ref's data, ovl_connect's target). Strings the engine
+ * returns belong to it: each comment says how long they live.
  *
  * Thread-safety, in short:
- *   - ovl_engine_* (create, start, stop, request_stop, wait, stats, destroy), ovl_listen, ovl_listener_*, ovl_connect,
- *     ovl_target_*, ovl_strerror and ovl_version may be called from any thread (create/destroy not concurrently with
- *     anything else on the same engine). ovl_engine_stop and ovl_engine_wait must not be called from a worker thread
- *     (they wait for the workers); use ovl_engine_request_stop there.
- *   - ovl_conn_* and ovl_send*, ovl_shutdown, ovl_close, ovl_buf_* act on a connection or buffer and must be called
- *     on the thread that owns it: from inside one of its callbacks, or from another callback on the same worker.
+ *   - ovl_engine_* (create, start, stop, request_stop, wait, stats, destroy and the getters), ovl_listen,
+ *     ovl_listener_*, ovl_connect, ovl_target_*, ovl_config_init, ovl_strerror, ovl_close_reason_name and
+ *     ovl_version may be called from any thread (create/destroy not concurrently with anything else on the same
+ *     engine, ovl_target_free not while the target is in use). ovl_engine_stop, ovl_engine_wait and
+ *     ovl_engine_destroy must not be called from a worker thread (they wait for the workers); use
+ *     ovl_engine_request_stop there.
+ *   - ovl_conn_* and ovl_send*, ovl_shutdown, ovl_close, ovl_recv_*, ovl_buf_* act on a connection or buffer and
+ *     must be called on the thread that owns it: from inside one of its callbacks, or from another callback on the
+ *     same worker. One exception: a buffer from on_data may be handed to another worker's thread to be passed to
+ *     ovl_send_buf there (see ovl_send_buf).
+ *   - No callback runs inside an ovl_ call: what a call causes (sends, on_drain, on_close, held input, timers)
+ *     happens later, from the worker's loop.
  */
 #ifndef OVERLAP_H
 #define OVERLAP_H
@@ -40,11 +53,13 @@ extern "C" {
 #define OVL_API
 #endif
 
-/* "0.1.0": the version of the library actually linked, which may differ from OVL_VERSION_STRING. */
+/* "0.1.0": the version of the library actually linked, which may differ from OVL_VERSION_STRING. A static string. */
 OVL_API const char *ovl_version(void);
 
-/* Text for an error code returned by any ovl_ function (negative errno / negative WSA code). Never NULL. The
- * returned pointer stays valid until the next call on the same thread. */
+/* Text for an error code returned by any ovl_ function or passed to on_close (negative errno / negative WSA code;
+ * the sign is ignored, 0 gives "Success"). Never NULL. The text may live in a per-thread buffer: it stays valid until
+ * the next ovl_strerror call on the same thread (ovl_engine_create, ovl_engine_start, ovl_listen and
+ * ovl_target_resolve make one when they fill an ovl_error_info); copy it to keep it. */
 OVL_API const char *ovl_strerror(int err);
 
 typedef struct ovl_engine ovl_engine;
@@ -53,19 +68,22 @@ typedef struct ovl_conn ovl_conn;
 typedef struct ovl_buf ovl_buf;
 typedef struct ovl_target ovl_target;
 
-/* Why a connection closed; passed to on_close. */
+/* Why a connection closed; passed to on_close with `err` (0 for a normal end, else a negative error). */
 typedef enum ovl_close_reason {
-    OVL_CLOSE_PEER = 1,        /* the peer closed its side (EOF) and ours was finished: a normal end */
-    OVL_CLOSE_RESET,           /* the peer reset the connection (ECONNRESET, EPIPE) */
+    OVL_CLOSE_PEER = 1,        /* the peer closed its side (EOF) and ours was finished: a normal end; err is 0 */
+    OVL_CLOSE_RESET,           /* the peer reset the connection; err is -ECONNRESET, -EPIPE or -ECONNABORTED */
     OVL_CLOSE_ERROR,           /* another I/O error; the code is in on_close's err */
-    OVL_CLOSE_LOCAL,           /* ovl_close() was called */
-    OVL_CLOSE_ENGINE_STOP,     /* the engine stopped (graceful drain finished or its deadline passed) */
+    OVL_CLOSE_LOCAL,           /* ovl_close() was called; err is 0 */
+    OVL_CLOSE_ENGINE_STOP,     /* the engine stopped (graceful drain finished: err 0; its deadline passed: -ETIMEDOUT;
+                                  an ovl_connect the stop overtook: 0 or -ESHUTDOWN) */
     OVL_CLOSE_CONNECT_FAILED,  /* ovl_connect: no address accepted the connection; err is the last attempt's error */
-    OVL_CLOSE_REFUSED,         /* accepted past max_conns and closed at once (only counted, on_close is not called) */
+    OVL_CLOSE_REFUSED,         /* accepted past max_conns (or while stopping) and closed at once (only counted in
+                                  conns_refused; never passed to on_close) */
     OVL_CLOSE_IDLE             /* no byte received or sent for idle_timeout_ms; err is -ETIMEDOUT */
 } ovl_close_reason;
 
-/* Text for a close reason: "peer closed", "reset", ... */
+/* Text for a close reason: "peer closed", "reset by peer", ...; "unknown" for a value outside the enum. A static
+ * string. */
 OVL_API const char *ovl_close_reason_name(ovl_close_reason reason);
 
 /*
@@ -73,14 +91,20 @@ OVL_API const char *ovl_close_reason_name(ovl_close_reason reason);
  *
  * on_open   - the connection is established. `user` is the pointer given to ovl_listen/ovl_connect; it is also the
  *             connection's initial user pointer (ovl_conn_user), which on_open may replace with ovl_conn_set_user.
- * on_data   - bytes arrived. The callback owns `buf` and must, now or later on this worker thread, either pass it to
- *             ovl_send_buf (any connection of the same worker) or give it back with ovl_buf_release. Buffers held
- *             back stall receiving once the worker's pool runs dry (that is the engine's backpressure).
+ *             Receiving starts when it returns, unless it called ovl_recv_pause or ovl_close.
+ * on_data   - bytes arrived (buf is never empty). The callback owns `buf` and must, now or later on this worker
+ *             thread, either pass it to ovl_send_buf (a connection of the same worker; another worker's is possible,
+ *             see ovl_send_buf) or give it back with ovl_buf_release. Buffers held back stall receiving once the
+ *             worker's pool runs dry (that is the engine's backpressure). NULL: received bytes are discarded.
  * on_eof    - the peer shut down its write side. NULL means: shut our write side down once queued sends are done
  *             (ovl_shutdown), which then closes the connection with OVL_CLOSE_PEER. A non-NULL callback decides itself.
- * on_drain  - everything queued with ovl_send* has been handed to the kernel.
- * on_close  - the last callback; the connection is freed when it returns. Buffers from on_data that the application
- *             still holds stay valid (they belong to the worker, not to the connection).
+ *             Not called while the engine stops: the drain then shuts our side down itself.
+ * on_drain  - the send queue became empty: everything queued with ovl_send* has been handed to the kernel. Runs after
+ *             the send completion that empties it, not on a closing connection.
+ * on_close  - the last callback; the connection is freed when it returns (ovl_conn_user and ovl_conn_peer still work
+ *             inside it). An accepted connection gets it only after on_open; an outbound one always, even when it
+ *             never opened. Buffers from on_data that the application still holds stay valid (they belong to the
+ *             worker, not to the connection).
  */
 typedef struct ovl_callbacks {
     void (*on_open)(ovl_conn *conn, void *user);
@@ -90,61 +114,84 @@ typedef struct ovl_callbacks {
     void (*on_close)(ovl_conn *conn, ovl_close_reason reason, int err);
 } ovl_callbacks;
 
-/* Engine configuration. Start from ovl_config_init(), then change what you need. */
+/* Engine configuration. Start from ovl_config_init(), then change what you need. Out-of-range values make
+ * ovl_engine_create fail with -EINVAL. */
 typedef struct ovl_config {
-    int threads;               /* worker threads; 0 = number of online CPUs */
-    uint32_t buffer_size;      /* bytes per receive buffer; 0 = 16384 */
-    uint32_t buffer_count;     /* receive buffers per worker, rounded up to a power of two; 0 = 1024 */
-    uint32_t max_conns;        /* open connections the engine accepts at most (outbound included); 0 = no limit */
-    int backlog;               /* listen backlog; 0 = SOMAXCONN */
+    int threads;               /* worker threads, 0..1024; 0 = number of online CPUs */
+    uint32_t buffer_size;      /* bytes per receive buffer, 64..16777216; 0 = 16384 */
+    uint32_t buffer_count;     /* receive buffers per worker, rounded up to a power of two, at most 32768; 0 = 1024 */
+    uint32_t max_conns;        /* open connections at most: an accept beyond it is closed at once (conns_refused);
+                                  outbound connections count toward it but are never refused. 0 = no limit */
+    int backlog;               /* listen backlog, not negative; 0 = SOMAXCONN */
     uint32_t drain_timeout_ms; /* graceful stop: how long connections may keep echoing; 0 = 5000 */
     uint32_t max_pending;      /* per connection: when this many bytes are queued for sending and not yet sent,
                                   receiving pauses until half of them are; a peer that sends but never reads
-                                  cannot hog memory or the buffer pool. 0 = 262144 */
-    const char *backend;       /* "io_uring", "epoll", "iocp" or NULL for the best this system supports */
+                                  cannot hog memory or the buffer pool. 0 = 262144; per connection
+                                  ovl_conn_set_max_pending overrides it */
+    const char *backend;       /* "io_uring" (or "uring"), "epoll", "iocp", or NULL / "" for the best this system
+                                  supports. Not kept after ovl_engine_create */
     int zero_byte_receive;     /* IOCP: post 0-byte receives so an idle connection holds no buffer; 1 = always,
                                   -1 = never, 0 = automatic: when a worker has more than 1024 connections */
     uint32_t idle_timeout_ms;  /* close an open connection (OVL_CLOSE_IDLE) when no byte was received or sent on it
-                                  for this long; checked every quarter of it (at most every second), so a
-                                  connection closes between 1 and 1.25 times this after its last byte (at most
-                                  1 s late). Not while the engine stops. 0 = off */
+                                  for this long; checked every quarter of it (at least every 10 ms, at most every
+                                  second), so a connection closes between 1 and 1.25 times this after its last byte
+                                  (at most 1 s late; timeouts under 40 ms up to 10 ms late). Not while the engine
+                                  stops, not while an outbound connection is still connecting. 0 = off */
     int busy_poll_us;          /* io_uring: when completions have been arriving back to back, a worker spins up to
                                   this long before it sleeps, which halves a lone connection's round trip on a VM;
                                   after a longer wait it sleeps at once (an idle server uses no CPU). 0 = 50,
-                                  negative = never spin. Other backends ignore it. */
+                                  negative = never spin, at most 100000. Only where the ring reports pending
+                                  completions (IORING_SETUP_TASKRUN_FLAG, Linux 5.19+); other backends ignore it. */
 } ovl_config;
 
+/* Set every field to 0, which means its default. */
 OVL_API void ovl_config_init(ovl_config *config);
 
 /* Where a failed call went wrong, for messages like "bind [::]:27015: Address already in use (errno 98)".
  * `code` is the negative error; `what` names the operation and address ("bind [::]:27015"), `text` explains the
- * code (strerror, gai_strerror or FormatMessage text). */
+ * code (strerror, gai_strerror or FormatMessage text); both are NUL-terminated, cut to fit. Filled only when a call
+ * fails, and not on every failure (-ENOMEM and the cases its function's comment names leave it as it was): zero it
+ * before the call if you print it whatever happens. */
 typedef struct ovl_error_info {
     int code;
     char what[128];
     char text[160];
 } ovl_error_info;
 
-/* Create an engine (no threads yet). Returns 0 or a negative error (-EINVAL for a bad config, -ENOTSUP when the
- * named backend is not built in or cannot run here; err says which). */
+/* Create an engine (no threads yet) from `config` (NULL = every default), which is copied. With backend NULL or ""
+ * the preferred backend is taken if it can run here, else the next one (ovl_engine_notice says why). Returns 0 and
+ * *out, or a negative error with err filled: -EINVAL (out NULL, or a config field out of range), -ENOTSUP (`backend`
+ * names one not built into this library), the probe's error (-EPERM, -ENOSYS, -ENOMEM, ...) when the backend named
+ * cannot run here, -ENOMEM (err not filled); on Windows WSAStartup's error. */
 OVL_API int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info *err);
-/* Start the worker threads. Listeners added before start begin accepting now. */
+/* Start the worker threads; each sets up its backend (ring, epoll instance or completion port) and its buffer pool
+ * before this returns. Listeners and connects added before start begin now. Returns 0, -EALREADY when the engine
+ * was started before (err not filled), or the error of a thread or worker that could not start (-EAGAIN from
+ * pthread_create, -ENOMEM, io_uring_setup's error, ...) with err filled. After a failure the engine is stopped for
+ * good: only ovl_engine_destroy is left to call. */
 OVL_API int ovl_engine_start(ovl_engine *engine, ovl_error_info *err);
-/* Name of the backend in use: "io_uring", "epoll", "iocp". */
+/* Name of the backend in use: "io_uring", "epoll", "iocp". A static string. */
 OVL_API const char *ovl_engine_backend(const ovl_engine *engine);
 /* NULL, or one line saying why the default backend is not the preferred one ("io_uring unavailable
- * (io_uring_setup: Operation not permitted), using epoll"), for the program to show. */
+ * (io_uring_setup: Operation not permitted), using epoll"), for the program to show. It belongs to the engine and
+ * lives until ovl_engine_destroy. */
 OVL_API const char *ovl_engine_notice(const ovl_engine *engine);
-/* Number of worker threads. */
+/* Number of worker threads (config threads, 0 resolved to the CPU count). */
 OVL_API int ovl_engine_threads(const ovl_engine *engine);
 /* Graceful stop, without waiting: stop accepting, let every connection finish echoing what it already received
- * (up to drain_timeout_ms), close them all with OVL_CLOSE_ENGINE_STOP. Safe from any thread, callbacks included. */
+ * (up to drain_timeout_ms), close them all with OVL_CLOSE_ENGINE_STOP (connects still in progress at once). From
+ * then on ovl_listen and ovl_connect fail with -ESHUTDOWN. Only the first call counts; before ovl_engine_start it
+ * makes the workers end as soon as they start. Safe from any thread, callbacks included. */
 OVL_API void ovl_engine_request_stop(ovl_engine *engine);
-/* Wait until every worker has finished after a stop request. Not from a worker thread. */
+/* Wait until every worker has ended, which they do only after a stop request (waiting without one blocks until some
+ * thread or callback makes it), then close the listening sockets. Returns at once if the engine never started.
+ * Not from a worker thread (it would wait for itself). */
 OVL_API void ovl_engine_wait(ovl_engine *engine);
-/* ovl_engine_request_stop + ovl_engine_wait. */
+/* ovl_engine_request_stop + ovl_engine_wait. Not from a worker thread. */
 OVL_API void ovl_engine_stop(ovl_engine *engine);
-/* Free the engine (stopping it first if it runs), its listeners and its buffers. */
+/* Free the engine (stopping it first if it runs, so not from a worker thread), its listeners, its buffers (those the
+ * application still holds included) and every string it returned. NULL is fine. ovl_connect attempts no worker ever
+ * ran (engine never started) are freed without on_close. Targets are not the engine's: ovl_target_free them. */
 OVL_API void ovl_engine_destroy(ovl_engine *engine);
 
 /* Counters, summed over workers. Readable at any time from any thread (each counter is read atomically; the
@@ -153,13 +200,14 @@ typedef struct ovl_stats {
     uint64_t conns_open;        /* connections open now */
     uint64_t conns_accepted;    /* accepted since start */
     uint64_t conns_connected;   /* outbound connections established */
-    uint64_t conns_closed;      /* closed (any reason) */
-    uint64_t conns_refused;     /* accepted past max_conns and closed at once */
+    uint64_t conns_closed;      /* closed after on_open (any reason) */
+    uint64_t conns_refused;     /* accepted past max_conns, or while the engine stopped, and closed at once */
     uint64_t connect_failures;  /* ovl_connect attempts where no address worked */
     uint64_t resets;            /* connections ended by a peer reset */
-    uint64_t errors;            /* connections ended by another I/O error, plus accept errors */
+    uint64_t errors;            /* connections ended by another I/O error, plus accept errors and accepted sockets
+                                   that could not be set up */
     uint64_t bytes_in, bytes_out;
-    uint64_t msgs_in;           /* receive completions delivered to on_data */
+    uint64_t msgs_in;           /* receive completions (buffers delivered or discarded) */
     uint64_t msgs_out;          /* send completions */
     uint64_t recv_nobufs;       /* times a receive waited because the buffer pool was empty */
     uint64_t recv_pauses;       /* times a connection stopped receiving because max_pending bytes were queued */
@@ -170,49 +218,74 @@ typedef struct ovl_stats {
     uint64_t idle_closed;       /* connections closed by idle_timeout_ms */
 } ovl_stats;
 
+/* Fill *out (all zero before start). */
 OVL_API void ovl_engine_stats(ovl_engine *engine, ovl_stats *out);
 
 /* Listen on host:port. host NULL or "" = every interface (IPv6 dual-stack where the OS allows it, IPv4 otherwise);
- * a name or literal binds every address getaddrinfo returns for it. port "0" picks a free port (the same one on
- * every address). Connections accepted get `callbacks` and start with user pointer `user`.
- * Returns 0 and *out, or a negative error with err filled ("bind [::1]:27015", "Address already in use"). */
+ * a name or literal binds every address getaddrinfo returns for it (the first 8). port "0" picks a free port (the
+ * same one on every address). Connections accepted get (a copy of) `callbacks` and start with user pointer `user`.
+ * Before or after ovl_engine_start; the listener lives until ovl_engine_destroy (ovl_engine_wait closes its sockets;
+ * there is no closing one alone). `out` may be NULL.
+ * Returns 0 and *out, or a negative error with err filled ("bind [::1]:27015", "Address already in use"): -EINVAL
+ * (engine, port or callbacks NULL), -ESHUTDOWN (a stop was requested), the socket/bind/listen error (-EADDRINUSE,
+ * -EACCES, ...), -EHOSTUNREACH (unknown host), -EADDRNOTAVAIL (another resolver failure, or no IPv4/IPv6 address;
+ * on Windows the resolver's WSA code instead of both), -ENOMEM (err not filled). Any thread, callbacks included. */
 OVL_API int ovl_listen(ovl_engine *engine, const char *host, const char *port, const ovl_callbacks *callbacks,
                        void *user, ovl_listener **out, ovl_error_info *err);
 /* Port the listener is bound to (useful after port "0"). */
 OVL_API int ovl_listener_port(const ovl_listener *listener);
-/* Number of sockets (addresses) the listener has, and each one as "[::]:27015" / "127.0.0.1:27015". */
+/* Number of sockets (addresses, 1..8) the listener has, and each one as "[::]:27015" / "127.0.0.1:27015" (NULL for
+ * an index out of range). The string belongs to the listener and lives until ovl_engine_destroy. */
 OVL_API int ovl_listener_count(const ovl_listener *listener);
 OVL_API const char *ovl_listener_address(const ovl_listener *listener, int index);
 
-/* Resolved destination for outbound connections: every address getaddrinfo returns for host:port, in its order.
- * Resolving once and connecting many times keeps the resolver out of reconnect loops.
+/* Resolved destination for outbound connections: every address getaddrinfo returns for host:port, in its order
+ * (host NULL or "" = "localhost"). Resolving once and connecting many times keeps the resolver out of reconnect
+ * loops. A target belongs to no engine and is read-only once made: any connects, threads and engines may share it.
+ * Blocks while the resolver works.
  * Returns 0 and *out (free it with ovl_target_free once no ovl_connect attempt uses it any more), or a negative
- * error with err filled ("resolve example.invalid:80", gai_strerror text). Any thread. */
+ * error: -EINVAL (out or port NULL) and -ENOMEM with err not filled; -EHOSTUNREACH (unknown host), -EADDRNOTAVAIL
+ * (another resolver failure; on Windows the resolver's WSA code instead of both) with err filled ("resolve
+ * example.invalid:80", gai_strerror text). Any thread. */
 OVL_API int ovl_target_resolve(ovl_target **out, const char *host, const char *port, ovl_error_info *err);
 /* Free a target (NULL is fine). Not while a connection attempt to it may still be trying addresses: after the
  * engine stopped, or after every on_open/on_close of the connections made to it. */
 OVL_API void ovl_target_free(ovl_target *target);
-/* "localhost:27015" as given to ovl_target_resolve. */
+/* "localhost:27015": host:port as given to ovl_target_resolve (cut to 127 bytes). It belongs to the target and
+ * lives until ovl_target_free. */
 OVL_API const char *ovl_target_name(const ovl_target *target);
 
 /* Open an outbound connection to `target` (which must outlive the attempt; the engine does not copy it). Every
  * address is tried in order until one connects; on success on_open runs, otherwise on_close runs with
- * OVL_CLOSE_CONNECT_FAILED and the last error. Called from a worker thread, the connection belongs to that worker;
- * otherwise workers take turns. Returns 0 or a negative error (-ENOMEM, -ESHUTDOWN when the engine is stopping). */
+ * OVL_CLOSE_CONNECT_FAILED and the last error (-ECONNREFUSED, ...); a stop that overtakes the attempt closes it
+ * with OVL_CLOSE_ENGINE_STOP. After a 0 return on_close always comes (later, never inside this call), unless no
+ * worker ever ran the attempt (see ovl_engine_destroy). `callbacks` is copied. Called from a worker thread of this
+ * engine, the connection belongs to that worker; otherwise workers take turns. Before ovl_engine_start the attempt
+ * waits for the start. Returns 0 or a negative error: -EINVAL (engine, target or callbacks NULL), -ESHUTDOWN (a stop
+ * was requested), -ENOMEM. Any thread, callbacks included. */
 OVL_API int ovl_connect(ovl_engine *engine, const ovl_target *target, const ovl_callbacks *callbacks, void *user);
 
-/* Queue bytes for sending, in call order. They are sent even if the peer half-closed; sends after ovl_shutdown or
- * on a closing connection fail with -EPIPE (and ovl_send_buf releases the buffer).
+/* Queue bytes for sending, in call order; they leave from the worker's loop, and on_drain tells when the queue is
+ * empty. They are sent even if the peer half-closed; sends after ovl_shutdown or on a closing connection fail with
+ * -EPIPE. Other errors: -EINVAL (conn NULL, or data NULL with len > 0), -ENOMEM. Nothing to send (len 0, an empty
+ * buffer) returns 0 and does nothing.
  *   ovl_send     copies data (convenient, one allocation).
- *   ovl_send_ref sends from caller memory without copying; it must stay valid and unchanged until the connection
- *                closes or on_drain reports the queue empty.
- *   ovl_send_buf sends a buffer from on_data as it is (zero copy); the buffer returns to its pool when done. */
+ *   ovl_send_ref sends from caller memory without copying; it must stay valid and unchanged until on_drain reports
+ *                the queue empty (or ovl_conn_pending returns 0) or on_close runs. After an error it is not used.
+ *   ovl_send_buf sends a buffer from on_data as it is (zero copy); the buffer returns to its pool when done. The call
+ *                takes the buffer whatever it returns (on an error it is released), except -EINVAL (conn or buf
+ *                NULL). A buffer of another worker is copied and its slot given back to that worker, so a proxy may
+ *                hand a buffer to the thread of a connection on another worker and send it there. */
 OVL_API int ovl_send(ovl_conn *conn, const void *data, size_t len);
 OVL_API int ovl_send_ref(ovl_conn *conn, const void *data, size_t len);
 OVL_API int ovl_send_buf(ovl_conn *conn, ovl_buf *buf);
-/* Shut down our write side once every queued send is done (like shutdown(SD_SEND)). Receiving goes on. */
+/* Shut down our write side once every queued send is done (like shutdown(SD_SEND)): the peer sees EOF. Receiving
+ * goes on; when the peer's EOF has come too, the connection closes with OVL_CLOSE_PEER. Later sends fail with -EPIPE.
+ * Returns 0 (repeated calls too), -ENOTCONN when the connection is closing, -EINVAL for NULL. */
 OVL_API int ovl_shutdown(ovl_conn *conn);
-/* Close now: queued sends are dropped, on_close runs (OVL_CLOSE_LOCAL) once the engine has no operation left on it. */
+/* Close now: queued sends are dropped, input not yet delivered is discarded, the timer is cancelled; on_close runs
+ * (OVL_CLOSE_LOCAL) once the engine has no operation left on it. NULL, or a connection already closing, is ignored
+ * (the first reason stays). */
 OVL_API void ovl_close(ovl_conn *conn);
 
 /* The connection's user pointer (set by ovl_listen/ovl_connect, changed with ovl_conn_set_user); the engine never
@@ -222,34 +295,42 @@ OVL_API void ovl_conn_set_user(ovl_conn *conn, void *user);
 OVL_API ovl_engine *ovl_conn_engine(const ovl_conn *conn);
 /* Index of the owning worker, 0 .. threads-1. */
 OVL_API int ovl_conn_worker(const ovl_conn *conn);
-/* Bytes queued for sending and not yet handed to the kernel. */
+/* Bytes queued for sending whose send has not completed yet (a send in flight included). */
 OVL_API size_t ovl_conn_pending(const ovl_conn *conn);
 /* Stop receiving from the connection until ovl_recv_resume: on_data (and on_eof) is not called for it meanwhile.
- * Bytes the engine had already received are held, and delivered in order after the resume, before anything newer
- * (a proxy pauses the side whose bytes the other side cannot take yet). Returns 0, or -ENOTCONN when the
- * connection is closing. Calls do not nest: one resume undoes any pauses. While the engine stops (graceful drain),
- * pausing is ignored: the drain reads what is buffered, bounded by drain_timeout_ms. */
+ * Bytes the engine had already received are held, and delivered in order after the resume (from the worker's loop,
+ * not inside ovl_recv_resume), before anything newer (a proxy pauses the side whose bytes the other side cannot take
+ * yet). Returns 0, -ENOTCONN when the connection is closing, -EINVAL for NULL. Calls do not nest: one resume undoes
+ * any pauses; it does not lift the engine's own max_pending pause, which ends when the queue drains. While the
+ * engine stops (graceful drain), pausing is ignored: the drain reads what is buffered, bounded by drain_timeout_ms. */
 OVL_API int ovl_recv_pause(ovl_conn *conn);
 OVL_API int ovl_recv_resume(ovl_conn *conn);
 /* Change this connection's max_pending (see ovl_config): the queued bytes at which the engine pauses receiving
- * from it. 0 turns the automatic pause off, for applications whose sends on this connection are not caused by
- * its own input (a proxy: pausing the receiver of a full queue could deadlock with a peer that waits to send);
- * they pace themselves with ovl_recv_pause/ovl_recv_resume and on_drain. */
+ * from it, checked after each on_data. A connection its queue paused resumes at once if the queue is at most half
+ * the new value. 0 turns the automatic pause off (and resumes), for applications whose sends on this connection are
+ * not caused by its own input (a proxy: pausing the receiver of a full queue could deadlock with a peer that waits
+ * to send); they pace themselves with ovl_recv_pause/ovl_recv_resume and on_drain. NULL is ignored. */
 OVL_API void ovl_conn_set_max_pending(ovl_conn *conn, size_t bytes);
 /* Run on_timer(conn) once, on the connection's worker, `delay_us` microseconds from now (never earlier; later by
- * however long the worker is busy). A connection has one timer: arming it again moves the deadline, on_timer NULL
- * cancels it, and a connection that starts closing loses it (on_timer never runs for a closing connection).
+ * however long the worker is busy; 0 = its next loop turn). A connection has one timer: arming it again moves the
+ * deadline and replaces on_timer, on_timer NULL cancels it (and returns 0, even when closing), and a connection that
+ * starts closing loses it (on_timer never runs for a closing connection). Timers keep running during a graceful stop.
  * Resolution: io_uring and epoll wait with nanosecond timeouts; IOCP waits in milliseconds (Windows' timer tick,
- * ~1-16 ms, applies). Returns 0, -ENOTCONN (closing), -ENOMEM, -EINVAL. Owner thread only, like every ovl_conn_
- * call; on_timer may send, close and re-arm. */
+ * ~1-16 ms, applies). Returns 0, -ENOTCONN (closing), -ENOMEM (the worker's timer heap could not grow), -EINVAL
+ * (conn NULL, or delay_us above UINT64_MAX / 2000, ~292 years). Owner thread only, like every ovl_conn_ call;
+ * on_timer may send, close and re-arm. */
 OVL_API int ovl_conn_timer(ovl_conn *conn, uint64_t delay_us, void (*on_timer)(ovl_conn *conn));
-/* "[::1]:51234" - the peer's address. */
+/* "[::1]:51234" - the peer's address, or "(unknown)" when the socket cannot tell (an outbound connection that never
+ * connected, a peer that already reset). It belongs to the connection and lives until on_close returns. */
 OVL_API const char *ovl_conn_peer(const ovl_conn *conn);
 
-/* Bytes of a received buffer. Only the thread that owns it may use it. */
+/* Bytes of a received buffer (1 .. buffer_size of them), valid until the buffer is released or passed to
+ * ovl_send_buf. Only the thread that owns it may use it. */
 OVL_API const void *ovl_buf_data(const ovl_buf *buf);
 OVL_API size_t ovl_buf_len(const ovl_buf *buf);
-/* Give a buffer from on_data back to its pool. */
+/* Give a buffer from on_data back to its pool, on the worker that delivered it; it must not be used afterwards. NULL
+ * is ignored; releasing twice is a bug (reported on stderr and ignored while the slot is still free). Buffers still
+ * held when the workers have ended need no release: ovl_engine_destroy frees them. */
 OVL_API void ovl_buf_release(ovl_buf *buf);
 
 #ifdef __cplusplus

@@ -190,8 +190,10 @@ void ovl__listener_close(ovl_listener *listener)
 
 int ovl_target_resolve(ovl_target **out, const char *host, const char *port, ovl_error_info *err)
 {
-    if (!out || !port)
+    if (!out || !port) {
+        ovl__error_set(err, -EINVAL, NULL, "resolve: no %s", out ? "port" : "result pointer");
         return -EINVAL;
+    }
     if (!host || !host[0])
         host = "localhost";
     int rc = ovl__net_init();
@@ -202,6 +204,7 @@ int ovl_target_resolve(ovl_target **out, const char *host, const char *port, ovl
     ovl_target *target = ovl__zalloc(sizeof *target);
     if (!target) {
         ovl__net_cleanup();
+        ovl__error_set(err, -ENOMEM, NULL, "resolve %s:%s", host, port);
         return -ENOMEM;
     }
     snprintf(target->name, sizeof target->name, "%s:%s", host, port);

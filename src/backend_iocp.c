@@ -271,8 +271,10 @@ static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
         return winsock.error;
     }
     struct iocp_worker *iw = ovl__zalloc(sizeof *iw);
-    if (!iw)
+    if (!iw) {
+        ovl__error_set(err, -ENOMEM, NULL, "allocate the IOCP worker state");
         return -ENOMEM;
+    }
     iw->free_slots = ovl__calloc(worker->pool.slot_count, sizeof *iw->free_slots);
     iw->port = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, 1);
     if (!iw->free_slots || !iw->port) {

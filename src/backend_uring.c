@@ -208,8 +208,10 @@ static int buffers_init(struct ovl__worker *worker, struct uring_worker *uw, ovl
 {
     unsigned entries = worker->pool.slot_count;
     uw->buf_ring = ovl__malloc_aligned(entries * sizeof(struct io_uring_buf), 4096);
-    if (!uw->buf_ring)
+    if (!uw->buf_ring) {
+        ovl__error_set(err, -ENOMEM, NULL, "allocate a buffer ring of %u entries", entries);
         return -ENOMEM;
+    }
     io_uring_buf_ring_init(uw->buf_ring);
     struct io_uring_buf_reg reg;
     memset(&reg, 0, sizeof reg);
@@ -251,8 +253,10 @@ static void worker_destroy(struct ovl__worker *worker);
 static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
 {
     struct uring_worker *uw = ovl__zalloc(sizeof *uw);
-    if (!uw)
+    if (!uw) {
+        ovl__error_set(err, -ENOMEM, NULL, "allocate the io_uring worker state");
         return -ENOMEM;
+    }
     uw->wake_fd = -1;
     uw->multishot_recv = true;
     uw->multishot_accept = true;

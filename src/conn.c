@@ -225,7 +225,7 @@ static void restart_receiving(ovl_conn *conn)
     if (!(conn->flags & OVL__C_PAUSED) || (conn->flags & (OVL__C_PAUSE_QUEUE | OVL__C_PAUSE_USER)))
         return;
     conn->flags &= ~OVL__C_PAUSED;
-    if (conn->held_head) {
+    if (conn->held_head || (conn->flags & (OVL__C_HOLD_EOF | OVL__C_HOLD_READ_DONE))) {
         queue_held(conn);
         return;
     }
@@ -261,8 +261,8 @@ void ovl__conn_eof(ovl_conn *conn)
     conn->flags |= OVL__C_EOF_IN;
     if (conn->flags & OVL__C_CLOSING)
         return;
-    if (conn->held_head) {
-        conn->flags |= OVL__C_HOLD_EOF; /* on_eof must not overtake the input before it */
+    if (conn->held_head || (conn->flags & OVL__C_PAUSE_USER)) {
+        conn->flags |= OVL__C_HOLD_EOF; /* on_eof must not overtake held input, nor come while paused */
         return;
     }
     eof_now(conn);
@@ -391,7 +391,7 @@ void ovl__conn_begin_drain(ovl_conn *conn)
     /* Stopping overrides every pause: the drain reads what is buffered, bounded by its deadline. Held input goes
      * first; an EOF held behind it finishes the connection once it is delivered. */
     conn->flags &= ~(OVL__C_PAUSE_USER | OVL__C_PAUSE_QUEUE | OVL__C_PAUSED);
-    if (conn->held_head)
+    if (conn->held_head || (conn->flags & OVL__C_HOLD_EOF))
         queue_held(conn);
     if (conn->flags & OVL__C_HOLD_EOF)
         return;

@@ -115,6 +115,7 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
     ovl_engine *engine = ovl__zalloc(sizeof *engine);
     if (!engine) {
         ovl__net_cleanup();
+        ovl__error_set(err, -ENOMEM, NULL, "allocate the engine");
         return -ENOMEM;
     }
     engine->config = *config;
@@ -138,6 +139,7 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
     if (!engine->workers) {
         ovl__free(engine);
         ovl__net_cleanup();
+        ovl__error_set(err, -ENOMEM, NULL, "allocate the workers");
         return -ENOMEM;
     }
     pthread_mutex_init(&engine->lock, NULL);
@@ -270,15 +272,14 @@ void ovl__worker_run_commands(struct ovl__worker *worker)
                 memcpy(conn->peer, command->peer, sizeof conn->peer);
             break;
         }
-        case OVL__CMD_STOP:
-            begin_stop(worker);
-            break;
         case OVL__CMD_RELEASE:
             ovl__buf_free(command->buf);
             break;
         }
         ovl__free(command);
     }
+    if (!worker->stopping && atomic_load(&worker->engine->stop_requested))
+        begin_stop(worker);
 }
 
 bool ovl__worker_done(const struct ovl__worker *worker)
@@ -317,6 +318,10 @@ static void *worker_main(void *arg)
 
 int ovl_engine_start(ovl_engine *engine, ovl_error_info *err)
 {
+    if (!engine) {
+        ovl__error_set(err, -EINVAL, NULL, "start: no engine");
+        return -EINVAL;
+    }
     pthread_mutex_lock(&engine->lock);
     if (engine->started) {
         pthread_mutex_unlock(&engine->lock);
@@ -366,8 +371,14 @@ void ovl_engine_request_stop(ovl_engine *engine)
 {
     if (atomic_exchange(&engine->stop_requested, 1))
         return;
-    for (int i = 0; i < engine->thread_count; i++)
-        post_new(&engine->workers[i], OVL__CMD_STOP, NULL, NULL);
+    /* No command to allocate: a stop must work when memory has run out. Each worker sees the flag at its next look
+     * at its queue (seq_cst against worker_main's store of `ready`, as in post()). */
+    for (int i = 0; i < engine->thread_count; i++) {
+        struct ovl__worker *worker = &engine->workers[i];
+        atomic_store(&worker->command_pending, 1);
+        if (atomic_load(&worker->ready))
+            engine->backend->wake(worker);
+    }
 }
 
 void ovl_engine_wait(ovl_engine *engine)
@@ -449,8 +460,10 @@ int ovl_listen(ovl_engine *engine, const char *host, const char *port, const ovl
         return -ESHUTDOWN;
     }
     ovl_listener *listener = ovl__zalloc(sizeof *listener);
-    if (!listener)
+    if (!listener) {
+        ovl__error_set(err, -ENOMEM, NULL, "listen %s:%s", host ? host : "*", port);
         return -ENOMEM;
+    }
     listener->engine = engine;
     listener->callbacks = *callbacks;
     listener->user = user;

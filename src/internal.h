@@ -151,7 +151,7 @@ struct ovl_conn {
 
 struct ovl__command {
     struct ovl__command *next;
-    enum { OVL__CMD_LISTEN, OVL__CMD_CONNECT, OVL__CMD_ADOPT, OVL__CMD_STOP, OVL__CMD_RELEASE } kind;
+    enum { OVL__CMD_LISTEN, OVL__CMD_CONNECT, OVL__CMD_ADOPT, OVL__CMD_RELEASE } kind;
     struct ovl__listen_socket *listen_socket;
     ovl_conn *conn;
     ovl_buf *buf;                /* RELEASE: a pool slot of this worker, let go on another worker's thread */

@@ -70,6 +70,7 @@ static struct {
     atomic_bool paused_now;
     atomic_int data_while_paused;
     atomic_int closes;
+    _Atomic uint64_t eof_at_us;
     atomic_int close_reason, close_err;
     uint32_t buffer_size;   /* engine config, 0 = default */
     uint32_t drain_ms;      /* engine config, 0 = default */
@@ -201,7 +202,14 @@ static void on_close(ovl_conn *conn, ovl_close_reason reason, int err)
     atomic_fetch_add(&t.closes, 1);
 }
 
-static const ovl_callbacks callbacks = {.on_open = on_open, .on_data = on_data, .on_close = on_close};
+static void on_eof(ovl_conn *conn)
+{
+    atomic_store(&t.eof_at_us, now_us());
+    ovl_shutdown(conn);
+}
+
+static const ovl_callbacks callbacks = {.on_open = on_open, .on_data = on_data, .on_eof = on_eof,
+                                        .on_close = on_close};
 
 static void start(enum behaviour behaviour, uint64_t delay_us, int expected)
 {
@@ -477,5 +485,27 @@ Test(timer, farthest_timer_leaves_stop_and_deadlines_working)
     ovl_engine_stop(engine); /* the client never closes: only the 300 ms drain deadline ends the connection */
     cr_assert_eq(atomic_load(&t.closes), 1);
     cr_assert_eq(atomic_load(&t.fired), 0);
+    close(fd);
+}
+
+Test(timer, eof_waits_for_the_resume)
+{
+    /* One buffer's worth of bytes and the FIN right behind them: the first on_data pauses, and the end of input
+     * that io_uring may already have completed must not reach on_eof before ovl_recv_resume. */
+    enum { TOTAL = 64 };
+    t.buffer_size = 64;
+    start(PAUSE_ON_FIRST_DATA, 100000, 1);
+    int fd = connect_client();
+    unsigned char out[TOTAL], in[TOTAL];
+    sup_pattern_fill(out, TOTAL, 13, 0);
+    cr_assert_eq(sup_send_all(fd, out, TOTAL), 0);
+    cr_assert_eq(shutdown(fd, SHUT_WR), 0);
+    size_t got = 0;
+    cr_assert_eq(sup_recv_to_eof(fd, in, sizeof in, &got), (ssize_t)TOTAL, "echo before EOF: %zu bytes", got);
+    cr_assert_eq(sup_pattern_check(in, TOTAL, 13, 0), (size_t)TOTAL, "the echo differs");
+    uint64_t resumed = atomic_load(&t.resumed_at_us), eof = atomic_load(&t.eof_at_us);
+    cr_assert(resumed && eof, "resume at %llu, on_eof at %llu", (unsigned long long)resumed,
+              (unsigned long long)eof);
+    cr_assert_geq(eof, resumed, "on_eof ran %llu us before ovl_recv_resume", (unsigned long long)(resumed - eof));
     close(fd);
 }
