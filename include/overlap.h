@@ -162,13 +162,13 @@ typedef struct ovl_error_info {
  * the preferred backend is taken if it can run here, else the next one (ovl_engine_notice says why). Returns 0 and
  * *out, or a negative error with err filled: -EINVAL (out NULL, or a config field out of range), -ENOTSUP (`backend`
  * names one not built into this library), the probe's error (-EPERM, -ENOSYS, -ENOMEM, ...) when the backend named
- * cannot run here, -ENOMEM (err not filled); on Windows WSAStartup's error. */
+ * cannot run here, -ENOMEM; on Windows WSAStartup's error. err is filled in every case. */
 OVL_API int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info *err);
 /* Start the worker threads; each sets up its backend (ring, epoll instance or completion port) and its buffer pool
- * before this returns. Listeners and connects added before start begin now. Returns 0, -EALREADY when the engine
- * was started before (err not filled), or the error of a thread or worker that could not start (-EAGAIN from
- * pthread_create, -ENOMEM, io_uring_setup's error, ...) with err filled. After a failure the engine is stopped for
- * good: only ovl_engine_destroy is left to call. */
+ * before this returns. Listeners and connects added before start begin now. Returns 0, -EINVAL (engine NULL, err
+ * filled), -EALREADY when the engine was started before (err not filled), or the error of a thread or worker that
+ * could not start (-EAGAIN from pthread_create, -ENOMEM, io_uring_setup's error, ...) with err filled. After a
+ * failure the engine is stopped for good: only ovl_engine_destroy is left to call. */
 OVL_API int ovl_engine_start(ovl_engine *engine, ovl_error_info *err);
 /* Name of the backend in use: "io_uring", "epoll", "iocp". A static string. */
 OVL_API const char *ovl_engine_backend(const ovl_engine *engine);
@@ -229,7 +229,7 @@ OVL_API void ovl_engine_stats(ovl_engine *engine, ovl_stats *out);
  * Returns 0 and *out, or a negative error with err filled ("bind [::1]:27015", "Address already in use"): -EINVAL
  * (engine, port or callbacks NULL), -ESHUTDOWN (a stop was requested), the socket/bind/listen error (-EADDRINUSE,
  * -EACCES, ...), -EHOSTUNREACH (unknown host), -EADDRNOTAVAIL (another resolver failure, or no IPv4/IPv6 address;
- * on Windows the resolver's WSA code instead of both), -ENOMEM (err not filled). Any thread, callbacks included. */
+ * on Windows the resolver's WSA code instead of both), -ENOMEM. Any thread, callbacks included. */
 OVL_API int ovl_listen(ovl_engine *engine, const char *host, const char *port, const ovl_callbacks *callbacks,
                        void *user, ovl_listener **out, ovl_error_info *err);
 /* Port the listener is bound to (useful after port "0"). */
@@ -244,9 +244,9 @@ OVL_API const char *ovl_listener_address(const ovl_listener *listener, int index
  * loops. A target belongs to no engine and is read-only once made: any connects, threads and engines may share it.
  * Blocks while the resolver works.
  * Returns 0 and *out (free it with ovl_target_free once no ovl_connect attempt uses it any more), or a negative
- * error: -EINVAL (out or port NULL) and -ENOMEM with err not filled; -EHOSTUNREACH (unknown host), -EADDRNOTAVAIL
- * (another resolver failure; on Windows the resolver's WSA code instead of both) with err filled ("resolve
- * example.invalid:80", gai_strerror text). Any thread. */
+ * error with err filled: -EINVAL (out or port NULL), -ENOMEM, -EHOSTUNREACH (unknown host), -EADDRNOTAVAIL
+ * (another resolver failure; on Windows the resolver's WSA code instead of both) ("resolve example.invalid:80",
+ * gai_strerror text). Any thread. */
 OVL_API int ovl_target_resolve(ovl_target **out, const char *host, const char *port, ovl_error_info *err);
 /* Free a target (NULL is fine). Not while a connection attempt to it may still be trying addresses: after the
  * engine stopped, or after every on_open/on_close of the connections made to it. */
