@@ -1071,3 +1071,36 @@ Test(wine, embedding_program_runs_on_the_dll)
     sup_proc_kill(&proc, SIGKILL);
     sup_proc_free(&proc);
 }
+
+/* Open loop on IOCP: overlap-load.exe --rate paces its sends with ovl_conn_timer, which the IOCP backend serves
+ * through GetQueuedCompletionStatusEx's timeout. At 200 msgs/s nothing but the timers can send the next message on
+ * time (echoes come back long before it is due), so the count shows whether they fire: about rate x duration,
+ * and never more than was scheduled. */
+Test(wine, open_loop_rate_paced_by_iocp_timers)
+{
+    char *echo = getenv("OVERLAP_ECHO");
+    cr_assert(echo && access(echo, X_OK) == 0, "OVERLAP_ECHO is not set");
+    sup_proc linux_server = {0};
+    char *echo_argv[] = {echo, "--host", "127.0.0.1", "--port", "0", "--threads", "1", NULL};
+    cr_assert(sup_proc_spawn(&linux_server, echo_argv) == 0);
+    char line[256];
+    int port = 0;
+    while (!port) {
+        cr_assert(sup_proc_read_line(&linux_server, line, sizeof line, 10000) == 0, "overlap-echo did not start");
+        sscanf(line, "listening on 127.0.0.1:%d", &port);
+    }
+    char port_text[16];
+    snprintf(port_text, sizeof port_text, "%d", port);
+    wine_environment();
+    sup_proc run = {0};
+    char *argv[] = {wine_path(), win_program("overlap-load.exe"), "127.0.0.1", "--port", port_text,
+                    "--connections", "4", "--rate", "200", "--duration", "3", "--warmup", "0.5", "--json", NULL};
+    assert_clean_run(&run, run_client(&run, argv), 0.8 * 200 * 3);
+    double msgs = json_number(run.out, "\"msgs\":");
+    cr_assert(msgs <= 200 * 3 + 4 * 2, "%.0f messages in 3 s at --rate 200: more than were scheduled: %s", msgs,
+              run.out);
+    sup_proc_free(&run);
+    sup_proc_kill(&linux_server, SIGTERM);
+    cr_assert(sup_proc_wait(&linux_server, 10000) == 0 && sup_proc_exit_code(&linux_server) == 0);
+    sup_proc_free(&linux_server);
+}
