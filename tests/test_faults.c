@@ -10,6 +10,7 @@
  * own process, which is what lets the EMFILE test lower RLIMIT_NOFILE for itself alone. Every wait is bounded.
  */
 #include "overlap.h"
+#include "echo_client.h"
 #include "support.h"
 
 #include <criterion/criterion.h>
@@ -182,171 +183,17 @@ static const char *reasons_text(struct server *s)
 
 /* One request/response on an open connection; returns 0, or a negative error / -EPROTO (wrong bytes) /
  * -ECONNABORTED (EOF) with nothing asserted, so callers on other threads can use it too. */
-static int exchange(int fd, uint32_t seed, uint64_t offset, size_t len)
-{
-    char *out = malloc(len), *in = malloc(len);
-    if (!out || !in) {
-        free(out);
-        free(in);
-        return -ENOMEM;
-    }
-    sup_pattern_fill(out, len, seed, offset);
-    int rc = sup_send_all(fd, out, len);
-    size_t got = 0;
-    if (rc == 0) {
-        ssize_t n = sup_recv_exact(fd, in, len, &got);
-        if (n < 0)
-            rc = (int)n;
-        else if (got < len)
-            rc = -ECONNABORTED;
-        else if (sup_pattern_check(in, len, seed, offset) != len)
-            rc = -EPROTO;
-    }
-    free(out);
-    free(in);
-    return rc;
-}
-
-static void expect_exchange(int fd, const char *what, uint32_t seed, uint64_t offset, size_t len)
-{
-    int rc = exchange(fd, seed, offset, len);
-    cr_assert_eq(rc, 0, "%s: echo of %zu bytes failed: %s", what, len,
-                 rc == -EPROTO ? "bytes differ" : rc == -ECONNABORTED ? "EOF" : strerror(-rc));
-}
-
-/* Wait up to ms for the peer to end the connection: 0 (EOF), -ECONNRESET, -ETIMEDOUT, or -EPROTO when data came
- * instead. *took_ms is the time waited. */
-static int wait_closed(int fd, int ms, int64_t *took_ms)
-{
-    int64_t t0 = sup_now_ms();
-    struct pollfd p = { .fd = fd, .events = POLLIN };
-    int ready;
-    do
-        ready = poll(&p, 1, ms);
-    while (ready < 0 && errno == EINTR);
-    if (took_ms)
-        *took_ms = sup_now_ms() - t0;
-    if (ready == 0)
-        return -ETIMEDOUT;
-    char byte;
-    ssize_t n = recv(fd, &byte, 1, MSG_DONTWAIT);
-    if (n == 0)
-        return 0;
-    if (n > 0)
-        return -EPROTO;
-    return -errno;
-}
-
-/* ---- streaming clients: one thread sends a pattern, another receives and checks it ---- */
-
-struct stream {
-    int fd;
-    uint32_t seed;
-    uint64_t limit;              /* bytes to send, then shut the write side; UINT64_MAX = until sending fails */
-    bool shut_on_eof;            /* receiver: on EOF shut our write side too, which ends a blocked sender */
-    int pace_us;                 /* pause after each chunk sent; 0 = send as fast as the connection takes it */
-    _Atomic uint64_t sent, received;
-    _Atomic uint64_t attempted;  /* sent + the chunk being sent (part of it may have left when a send fails) */
-    int send_err, recv_err;      /* errno, 0 = none */
-    uint64_t bad_at;             /* offset of the first wrong echoed byte, UINT64_MAX = none */
-    bool eof;
-    pthread_t sender, receiver;
-};
-
-static void *stream_send(void *arg)
-{
-    struct stream *s = arg;
-    /* Sizes that line up with neither the engine's buffers nor each other. */
-    static const size_t sizes[] = { 65536, 7, 100003, 4097, 262144, 1, 31337 };
-    char *chunk = malloc(262144);
-    if (!chunk) {
-        s->send_err = ENOMEM;
-        return NULL;
-    }
-    uint64_t sent = 0;
-    for (unsigned k = 0; sent < s->limit; k++) {
-        size_t n = sizes[k % (sizeof sizes / sizeof sizes[0])];
-        if (n > s->limit - sent)
-            n = (size_t)(s->limit - sent);
-        sup_pattern_fill(chunk, n, s->seed, sent);
-        atomic_store(&s->attempted, sent + n);
-        int rc = sup_send_all(s->fd, chunk, n);
-        if (rc < 0) {
-            s->send_err = -rc;
-            break;
-        }
-        sent += n;
-        atomic_store(&s->sent, sent);
-        if (s->pace_us)
-            usleep((useconds_t)s->pace_us);
-    }
-    if (sent == s->limit)
-        shutdown(s->fd, SHUT_WR);
-    free(chunk);
-    return NULL;
-}
-
-static void *stream_receive(void *arg)
-{
-    struct stream *s = arg;
-    size_t cap = 1 << 18;
-    char *buf = malloc(cap);
-    if (!buf) {
-        s->recv_err = ENOMEM;
-        return NULL;
-    }
-    uint64_t received = 0;
-    for (;;) {
-        ssize_t n = recv(s->fd, buf, cap, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            s->recv_err = errno;
-            break;
-        }
-        if (n == 0) {
-            s->eof = true;
-            if (s->shut_on_eof)
-                shutdown(s->fd, SHUT_WR);
-            break;
-        }
-        size_t bad = sup_pattern_check(buf, (size_t)n, s->seed, received);
-        if (bad != (size_t)n) {
-            s->bad_at = received + bad;
-            shutdown(s->fd, SHUT_RDWR); /* unblock the sender */
-            break;
-        }
-        received += (uint64_t)n;
-        atomic_store(&s->received, received);
-    }
-    free(buf);
-    return NULL;
-}
-
+/* Both stream threads started at once; each test pace is its own. */
 static void stream_start_paced(struct stream *s, int port, uint32_t seed, uint64_t limit, bool shut_on_eof,
                                int pace_us)
 {
-    memset(s, 0, sizeof *s);
-    s->pace_us = pace_us;
-    s->seed = seed;
-    s->limit = limit;
-    s->shut_on_eof = shut_on_eof;
-    s->bad_at = UINT64_MAX;
-    s->fd = sup_connect("127.0.0.1", port, IO_TIMEOUT_MS);
-    cr_assert(s->fd >= 0, "connect: %s", strerror(-s->fd));
-    cr_assert_eq(pthread_create(&s->receiver, NULL, stream_receive, s), 0);
-    cr_assert_eq(pthread_create(&s->sender, NULL, stream_send, s), 0);
+    stream_init(s, port, seed, limit, IO_TIMEOUT_MS);
+    stream_run(s, shut_on_eof, pace_us);
 }
 
 static void stream_start(struct stream *s, int port, uint32_t seed, uint64_t limit, bool shut_on_eof)
 {
     stream_start_paced(s, port, seed, limit, shut_on_eof, 0);
-}
-
-static void stream_join(struct stream *s)
-{
-    pthread_join(s->sender, NULL);
-    pthread_join(s->receiver, NULL);
 }
 
 /* ---- overlap-echo as a process ---- */
@@ -415,22 +262,6 @@ static long long summary_counter(const sup_proc *proc, const char *name)
     return at ? atoll(at + strlen(key)) : -1;
 }
 
-/* VmRSS of a process in KiB, or -1. */
-static long rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    long kib = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    fclose(f);
-    return kib;
-}
-
 /* ---- a peer that writes and does not read ---- */
 
 /* 256 MiB through one connection whose client reads nothing for 3 s: the engine stops reading from it once
@@ -443,16 +274,11 @@ Test(faults, slow_reader_bounded_memory, .timeout = 120)
 {
     sup_proc p;
     int port = start_echo(&p, (char *[]){ "--threads", "1", NULL });
-    long rss_start = rss_kib(p.pid);
+    long rss_start = sup_rss_kib(p.pid);
     cr_assert(rss_start > 0, "cannot read VmRSS of overlap-echo (pid %d)", (int)p.pid);
 
     struct stream s;
-    memset(&s, 0, sizeof s);
-    s.seed = 0x51041;
-    s.limit = SLOW_READER_TOTAL;
-    s.bad_at = UINT64_MAX;
-    s.fd = sup_connect("127.0.0.1", port, 30000); /* the sender must block through the pause, not time out */
-    cr_assert(s.fd >= 0, "connect: %s", strerror(-s.fd));
+    stream_init(&s, port, 0x51041, SLOW_READER_TOTAL, 30000); /* the sender must block through the pause */
     int64_t t0 = sup_now_ms();
     cr_assert_eq(pthread_create(&s.sender, NULL, stream_send, &s), 0);
 
@@ -461,7 +287,7 @@ Test(faults, slow_reader_bounded_memory, .timeout = 120)
     uint64_t sent_at_2s = 0;
     for (int ms = 0; ms < 3000; ms += 50) {
         sup_sleep_ms(50);
-        long rss = rss_kib(p.pid);
+        long rss = sup_rss_kib(p.pid);
         if (rss > rss_max)
             rss_max = rss;
         if (ms + 50 == 2000)
@@ -500,7 +326,7 @@ Test(faults, slow_reader_bounded_memory, .timeout = 120)
         }
         received += (uint64_t)n;
         if (received >= next_sample) {
-            long rss = rss_kib(p.pid);
+            long rss = sup_rss_kib(p.pid);
             if (rss > rss_max)
                 rss_max = rss;
             next_sample += 8u << 20;
@@ -806,7 +632,7 @@ Test(faults, flood_past_max_conns, .timeout = 60)
     for (int i = 0; i < FLOOD - LIMIT; i++) {
         int64_t left = connected_at[i] + 1000 - sup_now_ms();
         int64_t took = 0;
-        int rc = wait_closed(extra[i], left > 0 ? (int)left : 0, &took);
+        int rc = sup_wait_closed(extra[i], left > 0 ? (int)left : 0, &took);
         cr_assert(rc == 0 || rc == -ECONNRESET, "connection #%d past the limit: %s within a second of connecting",
                   LIMIT + i, rc == -ETIMEDOUT ? "still open" : rc == -EPROTO ? "data came" : strerror(-rc));
         int64_t since = sup_now_ms() - connected_at[i];
@@ -828,7 +654,7 @@ Test(faults, flood_past_max_conns, .timeout = 60)
     for (int64_t deadline = sup_now_ms() + 3000; sup_now_ms() < deadline;) {
         fresh = sup_connect("127.0.0.1", port, IO_TIMEOUT_MS);
         cr_assert(fresh >= 0, "connect after freeing a place: %s", strerror(-fresh));
-        if (exchange(fresh, 777, 0, 1000) == 0)
+        if (sup_exchange(fresh, 777, 0, 1000) == 0)
             break;
         refused_retries++;
         close(fresh);
@@ -986,7 +812,7 @@ static void *active_main(void *arg)
     struct active_client *a = arg;
     int64_t end = sup_now_ms() + a->duration_ms;
     for (uint64_t offset = 0; sup_now_ms() < end; offset += 100) {
-        a->result = exchange(a->fd, 0xac71, offset, 100);
+        a->result = sup_exchange(a->fd, 0xac71, offset, 100);
         a->last_ms = sup_now_ms();
         if (a->result < 0)
             break;
@@ -1020,7 +846,7 @@ Test(faults, idle_connections_closed_active_kept, .timeout = 30)
     int64_t lifetimes[IDLE];
     for (int i = 0; i < IDLE; i++) {
         int64_t left = opened[i] + 5000 - sup_now_ms();
-        int rc = wait_closed(idle[i], left > 0 ? (int)left : 0, NULL);
+        int rc = sup_wait_closed(idle[i], left > 0 ? (int)left : 0, NULL);
         lifetimes[i] = sup_now_ms() - opened[i];
         cr_assert_eq(rc, 0, "idle connection %d: %s after %lld ms, want EOF", i,
                      rc == -ETIMEDOUT ? "still open" : strerror(-rc), (long long)lifetimes[i]);
@@ -1039,7 +865,7 @@ Test(faults, idle_connections_closed_active_kept, .timeout = 30)
 
     /* Silent now: it goes the same way. */
     int64_t took = 0;
-    int rc = wait_closed(active.fd, 5000, &took);
+    int rc = sup_wait_closed(active.fd, 5000, &took);
     int64_t silent = sup_now_ms() - active.last_ms;
     cr_assert_eq(rc, 0, "the formerly active connection: %s, want EOF", rc == -ETIMEDOUT ? "still open" : strerror(-rc));
     cr_assert(silent >= 950 && silent <= 2500, "closed %lld ms after its last exchange", (long long)silent);
@@ -1069,7 +895,7 @@ Test(faults, echo_idle_timeout_option, .timeout = 40)
     cr_assert(fd >= 0, "connect: %s", strerror(-fd));
     expect_exchange(fd, "before going silent", 5, 0, 1000);
     int64_t silent_from = sup_now_ms();
-    rc = wait_closed(fd, 5000, NULL);
+    rc = sup_wait_closed(fd, 5000, NULL);
     int64_t lifetime = sup_now_ms() - silent_from;
     cr_assert_eq(rc, 0, "%s after %lld ms, want EOF", rc == -ETIMEDOUT ? "still open" : strerror(-rc),
                  (long long)lifetime);

@@ -8,6 +8,7 @@
  * $OVERLAP_WIN_DIR holds overlap-echo.exe and overlap-load.exe (scripts/test builds them in build-win/); Wine runs
  * with a private prefix under that directory. A missing Windows build fails the tests: never a silent skip.
  */
+#include "echo_client.h"
 #include "support.h"
 
 #include <criterion/criterion.h>
@@ -414,134 +415,10 @@ static unsigned long long summary_counter(const sup_proc *proc, const char *labe
     return strtoull(at + strlen(key), NULL, 10);
 }
 
-static void expect_exchange(int fd, const char *what, uint32_t seed, uint64_t offset, size_t len)
-{
-    int rc = sup_exchange(fd, seed, offset, len);
-    cr_assert(rc == 0, "%s: echo of %zu bytes failed: %s", what, len,
-              rc == -EPROTO ? "bytes differ" : rc == -ECONNABORTED ? "EOF" : strerror(-rc));
-}
-
-/* ---- streaming clients: one thread sends a pattern, another receives and checks it ---- */
-
-struct stream {
-    int fd;
-    uint32_t seed;
-    uint64_t limit;              /* bytes to send, then shut the write side; UINT64_MAX = until sending fails */
-    bool shut_on_eof;            /* receiver: on EOF shut our write side too, which ends a blocked sender */
-    int pace_us;                 /* pause after each chunk sent; 0 = as fast as the connection takes it */
-    _Atomic uint64_t sent, received;
-    _Atomic uint64_t attempted;  /* sent + the chunk being sent */
-    int send_err, recv_err;      /* errno, 0 = none */
-    uint64_t bad_at;             /* offset of the first wrong echoed byte, UINT64_MAX = none */
-    bool eof;
-    int64_t ended_ms;            /* when the receiver saw EOF or an error (sup_now_ms) */
-    pthread_t sender, receiver;
-};
-
-static void *stream_send(void *arg)
-{
-    struct stream *s = arg;
-    /* Sizes that line up with neither the engine's buffers nor each other. */
-    static const size_t sizes[] = {65536, 7, 100003, 4097, 262144, 1, 31337};
-    char *chunk = malloc(262144);
-    if (!chunk) {
-        s->send_err = ENOMEM;
-        return NULL;
-    }
-    uint64_t sent = 0;
-    for (unsigned k = 0; sent < s->limit; k++) {
-        size_t n = sizes[k % (sizeof sizes / sizeof sizes[0])];
-        if (n > s->limit - sent)
-            n = (size_t)(s->limit - sent);
-        sup_pattern_fill(chunk, n, s->seed, sent);
-        atomic_store(&s->attempted, sent + n);
-        int rc = sup_send_all(s->fd, chunk, n);
-        if (rc < 0) {
-            s->send_err = -rc;
-            break;
-        }
-        sent += n;
-        atomic_store(&s->sent, sent);
-        if (s->pace_us)
-            usleep((useconds_t)s->pace_us);
-    }
-    if (sent == s->limit)
-        shutdown(s->fd, SHUT_WR);
-    free(chunk);
-    return NULL;
-}
-
-static void *stream_receive(void *arg)
-{
-    struct stream *s = arg;
-    size_t cap = 1 << 18;
-    char *buf = malloc(cap);
-    if (!buf) {
-        s->recv_err = ENOMEM;
-        return NULL;
-    }
-    uint64_t received = 0;
-    for (;;) {
-        ssize_t n = recv(s->fd, buf, cap, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            s->recv_err = errno;
-            break;
-        }
-        if (n == 0) {
-            s->eof = true;
-            if (s->shut_on_eof)
-                shutdown(s->fd, SHUT_WR);
-            break;
-        }
-        size_t bad = sup_pattern_check(buf, (size_t)n, s->seed, received);
-        if (bad != (size_t)n) {
-            s->bad_at = received + bad;
-            shutdown(s->fd, SHUT_RDWR); /* unblock the sender */
-            break;
-        }
-        received += (uint64_t)n;
-        atomic_store(&s->received, received);
-    }
-    s->ended_ms = sup_now_ms();
-    free(buf);
-    return NULL;
-}
-
-static void stream_init(struct stream *s, int port, uint32_t seed, uint64_t limit, int timeout_ms)
-{
-    memset(s, 0, sizeof *s);
-    s->seed = seed;
-    s->limit = limit;
-    s->bad_at = UINT64_MAX;
-    s->fd = sup_connect("127.0.0.1", port, timeout_ms);
-    cr_assert(s->fd >= 0, "connect: %s", strerror(-s->fd));
-}
-
 static void stream_start(struct stream *s, int port, uint32_t seed, uint64_t limit, bool shut_on_eof, int pace_us)
 {
     stream_init(s, port, seed, limit, IO_TIMEOUT_MS);
-    s->shut_on_eof = shut_on_eof;
-    s->pace_us = pace_us;
-    cr_assert(pthread_create(&s->receiver, NULL, stream_receive, s) == 0);
-    cr_assert(pthread_create(&s->sender, NULL, stream_send, s) == 0);
-}
-
-static void stream_join(struct stream *s)
-{
-    pthread_join(s->sender, NULL);
-    pthread_join(s->receiver, NULL);
-}
-
-/* A stream that must have come back whole: every byte right, then EOF, no error either way. */
-static void expect_stream_intact(struct stream *s, const char *what)
-{
-    cr_assert(s->bad_at == UINT64_MAX, "%s: the echo differs at byte %llu", what, (unsigned long long)s->bad_at);
-    cr_assert(s->eof && !s->recv_err && !s->send_err, "%s: eof %d, receive %s, send %s", what, s->eof,
-              strerror(s->recv_err), strerror(s->send_err));
-    cr_assert(atomic_load(&s->received) == s->limit, "%s: %llu of %llu bytes back", what,
-              (unsigned long long)atomic_load(&s->received), (unsigned long long)s->limit);
+    stream_run(s, shut_on_eof, pace_us);
 }
 
 /* The process that runs overlap-echo.exe: the spawned `wine` (a shell script) execs Wine's loader, which becomes
