@@ -3,6 +3,7 @@
  * names the option instead of starting a proxy that forwards to port 0.
  */
 #include "proxy_options.h"
+#include "option_values.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -26,33 +27,6 @@ const char proxy_usage[] =
     "  --stats SECONDS    print a stats line every SECONDS\n"
     "  --help             this text\n"
     "  --version          print the version\n";
-
-/* strtoull and strtod skip leading white space and take a sign: "--listen ' 80'" or "--threads -0" would pass. */
-static int parse_uint(const char *text, unsigned long long max, unsigned long long *out)
-{
-    if (!text || !isdigit((unsigned char)*text))
-        return -1;
-    char *end = NULL;
-    errno = 0;
-    unsigned long long value = strtoull(text, &end, 10);
-    if (errno || *end || value > max)
-        return -1;
-    *out = value;
-    return 0;
-}
-
-static int parse_seconds(const char *text, double *out)
-{
-    if (!text || !(isdigit((unsigned char)*text) || *text == '.'))
-        return -1;
-    char *end = NULL;
-    errno = 0;
-    double value = strtod(text, &end);
-    if (errno || *end || !isfinite(value) || value < 0 || value > 86400)
-        return -1;
-    *out = value;
-    return 0;
-}
 
 /* "host:port", "[v6]:port". A bare IPv6 literal is refused: its last colon would silently become the port. */
 static int parse_destination(const char *text, struct proxy_options *options, char *error, size_t error_size)
@@ -84,13 +58,13 @@ static int parse_destination(const char *text, struct proxy_options *options, ch
         return -1;
     }
     unsigned long long number = 0;
-    if (parse_uint(port, 65535, &number) || number == 0) {
+    if (option_parse_uint(port, 65535, &number) || number == 0) {
         snprintf(error, error_size, "--to: '%s' is not a port number (1-65535)", port);
         return -1;
     }
     memcpy(options->to_host, host, host_len);
     options->to_host[host_len] = '\0';
-    snprintf(options->to_port, sizeof options->to_port, "%llu", number);
+    snprintf(options->to_port, sizeof options->to_port, "%u", (unsigned)(number & 0xffff)); /* <= 65535 */
     options->to = text;
     return 0;
 }
@@ -132,7 +106,7 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
         }
         unsigned long long number = 0;
         if (!strcmp(name, "--listen")) {
-            if (parse_uint(value, 65535, &number)) {
+            if (option_parse_uint(value, 65535, &number)) {
                 snprintf(error, error_size, "--listen: '%s' is not a port number (0-65535)", value);
                 return -1;
             }
@@ -143,48 +117,48 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
         } else if (!strcmp(name, "--host")) {
             options->host = *value ? value : NULL;
         } else if (!strcmp(name, "--threads")) {
-            if (parse_uint(value, 1024, &number)) {
+            if (option_parse_uint(value, 1024, &number)) {
                 snprintf(error, error_size, "--threads: '%s' is not a thread count (0-1024, 0 = CPUs)", value);
                 return -1;
             }
             options->threads = (int)number;
         } else if (!strcmp(name, "--max-conns")) {
             /* The engine counts both connections of a pair: the limit it gets is twice this. */
-            if (parse_uint(value, UINT32_MAX / 2, &number)) {
+            if (option_parse_uint(value, UINT32_MAX / 2, &number)) {
                 snprintf(error, error_size, "--max-conns: '%s' is not a count (0-%u)", value, UINT32_MAX / 2);
                 return -1;
             }
             options->max_conns = (uint32_t)number;
         } else if (!strcmp(name, "--buffer-size")) {
-            if (parse_uint(value, 1u << 24, &number) || number < 64) {
+            if (option_parse_uint(value, 1u << 24, &number) || number < 64) {
                 snprintf(error, error_size, "--buffer-size: '%s' is not a size in bytes (64-16777216)", value);
                 return -1;
             }
             options->buffer_size = (uint32_t)number;
         } else if (!strcmp(name, "--buffer-count")) {
-            if (parse_uint(value, 32768, &number) || number < 1) {
+            if (option_parse_uint(value, 32768, &number) || number < 1) {
                 snprintf(error, error_size, "--buffer-count: '%s' is not a count (1-32768)", value);
                 return -1;
             }
             options->buffer_count = (uint32_t)number;
         } else if (!strcmp(name, "--max-pending")) {
-            if (parse_uint(value, UINT32_MAX, &number) || number < 1) {
+            if (option_parse_uint(value, UINT32_MAX, &number) || number < 1) {
                 snprintf(error, error_size, "--max-pending: '%s' is not a size in bytes (1-4294967295)", value);
                 return -1;
             }
             options->max_pending = (uint32_t)number;
         } else if (!strcmp(name, "--idle-timeout")) {
-            if (parse_seconds(value, &options->idle_timeout)) {
+            if (option_parse_seconds(value, &options->idle_timeout)) {
                 snprintf(error, error_size, "--idle-timeout: '%s' is not a number of seconds", value);
                 return -1;
             }
         } else if (!strcmp(name, "--drain-timeout")) {
-            if (parse_seconds(value, &options->drain_timeout)) {
+            if (option_parse_seconds(value, &options->drain_timeout)) {
                 snprintf(error, error_size, "--drain-timeout: '%s' is not a number of seconds", value);
                 return -1;
             }
         } else if (!strcmp(name, "--stats")) {
-            if (parse_seconds(value, &options->stats_interval)) {
+            if (option_parse_seconds(value, &options->stats_interval)) {
                 snprintf(error, error_size, "--stats: '%s' is not a number of seconds", value);
                 return -1;
             }

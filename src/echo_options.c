@@ -3,6 +3,7 @@
  * must produce a message naming the option, not a server on port 0.
  */
 #include "echo_options.h"
+#include "option_values.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -35,33 +36,6 @@ const char echo_usage[] =
     "  --start M          install: auto (default: at boot) or demand (sc start overlap-echo)\n"
     "  --help             this text\n"
     "  --version          print the version\n";
-
-/* strtoull and strtod skip leading white space and take a sign: "--port ' 80'" or "--threads -0" would pass. */
-static int parse_uint(const char *text, unsigned long long max, unsigned long long *out)
-{
-    if (!text || !isdigit((unsigned char)*text))
-        return -1;
-    char *end = NULL;
-    errno = 0;
-    unsigned long long value = strtoull(text, &end, 10);
-    if (errno || *end || value > max)
-        return -1;
-    *out = value;
-    return 0;
-}
-
-static int parse_seconds(const char *text, double *out)
-{
-    if (!text || !(isdigit((unsigned char)*text) || *text == '.'))
-        return -1;
-    char *end = NULL;
-    errno = 0;
-    double value = strtod(text, &end);
-    if (errno || *end || !isfinite(value) || value < 0 || value > 86400)
-        return -1;
-    *out = value;
-    return 0;
-}
 
 int echo_options_parse(int argc, char *const argv[], struct echo_options *options, char *error, size_t error_size)
 {
@@ -124,49 +98,49 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
         if (!strcmp(name, "--host")) {
             options->host = *value ? value : NULL;
         } else if (!strcmp(name, "--port")) {
-            if (parse_uint(value, 65535, &number)) {
+            if (option_parse_uint(value, 65535, &number)) {
                 snprintf(error, error_size, "--port: '%s' is not a port number (0-65535)", value);
                 return -1;
             }
             options->port = value;
         } else if (!strcmp(name, "--threads")) {
-            if (parse_uint(value, 1024, &number)) {
+            if (option_parse_uint(value, 1024, &number)) {
                 snprintf(error, error_size, "--threads: '%s' is not a thread count (0-1024, 0 = CPUs)", value);
                 return -1;
             }
             options->threads = (int)number;
         } else if (!strcmp(name, "--busy-poll")) {
-            if (parse_uint(value, 100000, &number)) {
+            if (option_parse_uint(value, 100000, &number)) {
                 snprintf(error, error_size, "--busy-poll: '%s' is not a number of microseconds (0-100000)", value);
                 return -1;
             }
             options->busy_poll_us = (int)number;
         } else if (!strcmp(name, "--max-conns")) {
-            if (parse_uint(value, UINT32_MAX, &number)) {
+            if (option_parse_uint(value, UINT32_MAX, &number)) {
                 snprintf(error, error_size, "--max-conns: '%s' is not a count", value);
                 return -1;
             }
             options->max_conns = (uint32_t)number;
         } else if (!strcmp(name, "--buffer-size")) {
-            if (parse_uint(value, 1u << 24, &number) || number < 64) {
+            if (option_parse_uint(value, 1u << 24, &number) || number < 64) {
                 snprintf(error, error_size, "--buffer-size: '%s' is not a size in bytes (64-16777216)", value);
                 return -1;
             }
             options->buffer_size = (uint32_t)number;
         } else if (!strcmp(name, "--buffer-count")) {
-            if (parse_uint(value, 32768, &number) || number < 1) {
+            if (option_parse_uint(value, 32768, &number) || number < 1) {
                 snprintf(error, error_size, "--buffer-count: '%s' is not a count (1-32768)", value);
                 return -1;
             }
             options->buffer_count = (uint32_t)number;
         } else if (!strcmp(name, "--max-pending")) {
-            if (parse_uint(value, UINT32_MAX, &number) || number < 1) {
+            if (option_parse_uint(value, UINT32_MAX, &number) || number < 1) {
                 snprintf(error, error_size, "--max-pending: '%s' is not a size in bytes (1-4294967295)", value);
                 return -1;
             }
             options->max_pending = (uint32_t)number;
         } else if (!strcmp(name, "--stats")) {
-            if (parse_seconds(value, &options->stats_interval)) {
+            if (option_parse_seconds(value, &options->stats_interval)) {
                 snprintf(error, error_size, "--stats: '%s' is not a number of seconds", value);
                 return -1;
             }
@@ -177,12 +151,12 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
             }
             options->stats_json = strcmp(value, "json") == 0;
         } else if (!strcmp(name, "--drain-timeout")) {
-            if (parse_seconds(value, &options->drain_timeout)) {
+            if (option_parse_seconds(value, &options->drain_timeout)) {
                 snprintf(error, error_size, "--drain-timeout: '%s' is not a number of seconds", value);
                 return -1;
             }
         } else if (!strcmp(name, "--idle-timeout")) {
-            if (parse_seconds(value, &options->idle_timeout)) {
+            if (option_parse_seconds(value, &options->idle_timeout)) {
                 snprintf(error, error_size, "--idle-timeout: '%s' is not a number of seconds", value);
                 return -1;
             }

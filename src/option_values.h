@@ -1,0 +1,14 @@
+/*
+ * option_values.h - strict parsing of command-line values, shared by overlap-echo and overlap-proxy: only digits
+ * (strtoull and strtod alone would skip leading white space and take a sign, so "--port ' 80'" or "--threads -0"
+ * would pass).
+ */
+#ifndef OVL_OPTION_VALUES_H
+#define OVL_OPTION_VALUES_H
+
+/* A decimal integer 0..max. Returns 0 and *out, or -1. */
+int option_parse_uint(const char *text, unsigned long long max, unsigned long long *out);
+/* Seconds, 0..86400, fractions allowed. Returns 0 and *out, or -1. */
+int option_parse_seconds(const char *text, double *out);
+
+#endif
