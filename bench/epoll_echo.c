@@ -5,7 +5,9 @@
  * does not read cannot make us buffer more than one read. Closes on EOF or error.
  *   epoll_echo PORT [HOST]     (HOST default 127.0.0.1)
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
