@@ -11,6 +11,12 @@
  *   - IORING_SETUP_TASKRUN_FLAG (5.19, with either task-run mode): the kernel raises IORING_SQ_TASKRUN in shared
  *     memory when completions wait to be run, so a worker can spin briefly on it instead of sleeping (below).
  *
+ * Buffer reuse: the kernel takes provided buffers in ring order, so a ring holding the whole pool would cycle every
+ * receive through all of it (16 MiB by default): each copy lands in cold cache and every slot ends up resident.
+ * Free slots are kept on a stack instead, most recently freed on top, and the ring is topped up before each wait to
+ * a window of published slots. The window starts small and doubles whenever a receive finds the ring empty while
+ * slots are free, so it settles at the demand the worker has seen and the slots in use stay few and warm.
+ *
  * Adaptive spin: sleeping in io_uring_enter and being woken costs a lone ping-pong connection more than its round
  * trip on a VM (scheduler wake-up, IPI). When the previous wait was short - completions arrive back to back - the
  * worker submits, then spins up to spin_ns on IORING_SQ_TASKRUN before it sleeps. After a long wait it does not
@@ -46,6 +52,7 @@ enum {
     CQ_ENTRIES = 16384,
     BUFFER_GROUP = 0,
     SEND_BATCH = 16,          /* queued buffers gathered into one sendmsg */
+    INITIAL_RING_WINDOW = 64, /* receive buffers in the ring at first (see "Buffer reuse") */
     ACCEPT_RETRY_MS = 100     /* pause after EMFILE/ENFILE so a full descriptor table does not spin the CPU */
 };
 
@@ -66,6 +73,10 @@ struct uring_worker {
     struct io_uring_buf_ring *buf_ring;
     unsigned buf_mask;
     unsigned buf_pending;     /* slots added to the ring but not yet published */
+    uint32_t *free_slots;     /* free slots not in the ring, most recently freed last (a stack) */
+    uint32_t free_count;
+    uint32_t in_ring;         /* slots published or pending in the ring and not yet taken by the kernel */
+    uint32_t ring_window;     /* how many slots publish_buffers keeps in the ring */
     bool buf_ring_registered;
     int wake_fd;
     uint64_t wake_value;
@@ -192,12 +203,27 @@ static int available(ovl_error_info *err)
 static void pool_put(struct ovl__worker *worker, ovl_buf *slot)
 {
     struct uring_worker *uw = state_of(worker);
-    io_uring_buf_ring_add(uw->buf_ring, slot->data, worker->pool.slot_size, (unsigned short)slot->slot,
-                          uw->buf_mask, (int)uw->buf_pending++);
+    uw->free_slots[uw->free_count++] = slot->slot;
 }
 
-static void publish_buffers(struct uring_worker *uw)
+static void grow_ring_window(struct ovl__worker *worker, struct uring_worker *uw)
 {
+    uint32_t limit = worker->pool.slot_count;
+    uw->ring_window = uw->ring_window < limit / 2 ? uw->ring_window * 2 : limit;
+}
+
+/* Tops the ring up to its window from the top of the free stack (the warmest slots), then publishes. A ring that
+ * came back more than three quarters empty is about to run dry under this load: the window doubles first. */
+static void publish_buffers(struct ovl__worker *worker, struct uring_worker *uw)
+{
+    if (uw->in_ring < uw->ring_window / 4 && uw->free_count > 0)
+        grow_ring_window(worker, uw);
+    while (uw->in_ring < uw->ring_window && uw->free_count > 0) {
+        uint32_t slot = uw->free_slots[--uw->free_count];
+        io_uring_buf_ring_add(uw->buf_ring, worker->pool.slots[slot].data, worker->pool.slot_size,
+                              (unsigned short)slot, uw->buf_mask, (int)uw->buf_pending++);
+        uw->in_ring++;
+    }
     if (uw->buf_pending) {
         io_uring_buf_ring_advance(uw->buf_ring, (int)uw->buf_pending);
         uw->buf_pending = 0;
@@ -225,9 +251,15 @@ static int buffers_init(struct ovl__worker *worker, struct uring_worker *uw, ovl
     }
     uw->buf_ring_registered = true;
     uw->buf_mask = io_uring_buf_ring_mask(entries);
-    for (unsigned i = 0; i < entries; i++)
-        pool_put(worker, &worker->pool.slots[i]);
-    publish_buffers(uw);
+    uw->free_slots = ovl__calloc(entries, sizeof *uw->free_slots);
+    if (!uw->free_slots) {
+        ovl__error_set(err, -ENOMEM, NULL, "allocate the free list of %u receive buffers", entries);
+        return -ENOMEM;
+    }
+    for (unsigned i = entries; i > 0; i--) /* slot 0 on top */
+        pool_put(worker, &worker->pool.slots[i - 1]);
+    uw->ring_window = entries < INITIAL_RING_WINDOW ? entries : INITIAL_RING_WINDOW;
+    publish_buffers(worker, uw);
     return 0;
 }
 
@@ -303,6 +335,7 @@ static void worker_destroy(struct ovl__worker *worker)
         ovl__free(accept);
     }
     ovl__free_aligned(uw->buf_ring);
+    ovl__free(uw->free_slots);
     ovl__free(uw);
     worker->backend_state = NULL;
 }
@@ -448,8 +481,10 @@ static void on_recv(struct ovl__worker *worker, ovl_conn *conn, const struct io_
     /* A completion that carries a buffer hands us that slot exactly once, whatever its result: deliver it or
      * give it back, never both. One without the flag owns no slot, so there is nothing to give back. */
     ovl_buf *buf = NULL;
-    if (cqe->flags & IORING_CQE_F_BUFFER)
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+        uw->in_ring--;
         buf = ovl__pool_take(&worker->pool, cqe->flags >> IORING_CQE_BUFFER_SHIFT, res > 0 ? (size_t)res : 0);
+    }
     bool rearm = false;
     if (res > 0 && buf) {
         ovl__conn_received(conn, buf);
@@ -463,7 +498,10 @@ static void on_recv(struct ovl__worker *worker, ovl_conn *conn, const struct io_
             if (!more)
                 ovl__conn_eof(conn);
         } else if (res == -ENOBUFS) {
-            /* Pool empty: the bytes stay in the socket; receive again once a slot comes back. */
+            /* Ring empty: the bytes stay in the socket; receive again once a slot comes back. With slots still free
+             * the window was too small for this worker's demand: the next top-up publishes twice as many. */
+            if (uw->free_count > 0)
+                grow_ring_window(worker, uw);
             if (!(conn->flags & OVL__C_CLOSING) && !more)
                 ovl__conn_wait_for_slot(conn);
         } else if (res == -ECANCELED) {
@@ -714,7 +752,7 @@ static void worker_run(struct ovl__worker *worker)
         ovl__worker_flush(worker);
         if (ovl__worker_done(worker) && uw->accepts_armed == 0)
             break;
-        publish_buffers(uw);
+        publish_buffers(worker, uw);
         int rc = wait_for_completions(worker, uw);
         ovl__worker_clock(worker);
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
