@@ -209,7 +209,8 @@ typedef struct ovl_stats {
     uint64_t bytes_in, bytes_out;
     uint64_t msgs_in;           /* receive completions (buffers delivered or discarded) */
     uint64_t msgs_out;          /* send completions */
-    uint64_t recv_nobufs;       /* times a receive waited because the buffer pool was empty */
+    uint64_t recv_nobufs;       /* times a receive waited for a buffer: the pool was empty (io_uring: or the window of
+                                   buffers it keeps in the kernel ring was still growing to the load) */
     uint64_t recv_pauses;       /* times a connection stopped receiving because max_pending bytes were queued */
     uint64_t reuse_ok;          /* IOCP: sockets reused after DisconnectEx(TF_REUSE_SOCKET) */
     uint64_t reuse_fallback;    /* IOCP: reused sockets the provider refused, replaced by fresh ones */

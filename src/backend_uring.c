@@ -13,9 +13,11 @@
  *
  * Buffer reuse: the kernel takes provided buffers in ring order, so a ring holding the whole pool would cycle every
  * receive through all of it (16 MiB by default): each copy lands in cold cache and every slot ends up resident.
- * Free slots are kept on a stack instead, most recently freed on top, and the ring is topped up before each wait to
- * a window of published slots. The window starts small and doubles whenever a receive finds the ring empty while
- * slots are free, so it settles at the demand the worker has seen and the slots in use stay few and warm.
+ * Free slots are kept on a stack instead and the ring is topped up, before each wait, to a window of slots taken
+ * from the top of the stack (the most recently used ones); slots deeper in the stack are never touched. The window
+ * starts at 64 and doubles, at most once per loop turn, when receives found the ring empty or it came back more than
+ * three quarters empty - and only while the window, not the supply of free slots, is what ran short. So it settles
+ * at the demand the worker has seen, and receives cycle through a small, cache-warm set of slots.
  *
  * Adaptive spin: sleeping in io_uring_enter and being woken costs a lone ping-pong connection more than its round
  * trip on a VM (scheduler wake-up, IPI). When the previous wait was short - completions arrive back to back - the
@@ -70,6 +72,7 @@ struct uring_accept {
 
 struct uring_worker {
     struct io_uring ring;
+    struct ovl__pool *pool;   /* the worker's receive pool, whose free slots feed the ring */
     struct io_uring_buf_ring *buf_ring;
     unsigned buf_mask;
     unsigned buf_pending;     /* slots added to the ring but not yet published */
@@ -77,6 +80,7 @@ struct uring_worker {
     uint32_t free_count;
     uint32_t in_ring;         /* slots published or pending in the ring and not yet taken by the kernel */
     uint32_t ring_window;     /* how many slots publish_buffers keeps in the ring */
+    bool ring_starved;        /* a receive found the ring empty since the window was last adapted */
     bool buf_ring_registered;
     int wake_fd;
     uint64_t wake_value;
@@ -109,11 +113,15 @@ static inline struct uring_conn *conn_state(ovl_conn *conn)
     return (struct uring_conn *)conn->backend_data;
 }
 
+static void publish_buffers(struct uring_worker *uw);
+
 static struct io_uring_sqe *get_sqe(struct uring_worker *uw)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&uw->ring);
     for (int attempt = 0; !sqe && attempt < 1000; attempt++) {
-        /* Submission queue full: hand what we have to the kernel, which frees every slot (no SQPOLL here). */
+        /* Submission queue full: hand what we have to the kernel, which frees every slot (no SQPOLL here). Top the
+         * buffer ring up first, or receives in this batch could find it empty while free slots wait on the stack. */
+        publish_buffers(uw);
         io_uring_submit(&uw->ring);
         sqe = io_uring_get_sqe(&uw->ring);
     }
@@ -206,22 +214,24 @@ static void pool_put(struct ovl__worker *worker, ovl_buf *slot)
     uw->free_slots[uw->free_count++] = slot->slot;
 }
 
-static void grow_ring_window(struct ovl__worker *worker, struct uring_worker *uw)
+/* Once per loop turn, before the top-up: double the window if the ring ran dry or nearly so, and the stack holds
+ * more free slots than the window lets through (when the application holds the slots, a wider window cannot help). */
+static void adapt_ring_window(struct uring_worker *uw)
 {
-    uint32_t limit = worker->pool.slot_count;
-    uw->ring_window = uw->ring_window < limit / 2 ? uw->ring_window * 2 : limit;
+    uint32_t limit = uw->pool->slot_count;
+    bool ran_short = uw->ring_starved || uw->in_ring < uw->ring_window / 4;
+    uw->ring_starved = false;
+    if (ran_short && uw->ring_window < limit && uw->free_count > uw->ring_window - uw->in_ring)
+        uw->ring_window = uw->ring_window < limit / 2 ? uw->ring_window * 2 : limit;
 }
 
-/* Tops the ring up to its window from the top of the free stack (the warmest slots), then publishes. A ring that
- * came back more than three quarters empty is about to run dry under this load: the window doubles first. */
-static void publish_buffers(struct ovl__worker *worker, struct uring_worker *uw)
+/* Tops the ring up to its window from the top of the free stack, then publishes. */
+static void publish_buffers(struct uring_worker *uw)
 {
-    if (uw->in_ring < uw->ring_window / 4 && uw->free_count > 0)
-        grow_ring_window(worker, uw);
     while (uw->in_ring < uw->ring_window && uw->free_count > 0) {
         uint32_t slot = uw->free_slots[--uw->free_count];
-        io_uring_buf_ring_add(uw->buf_ring, worker->pool.slots[slot].data, worker->pool.slot_size,
-                              (unsigned short)slot, uw->buf_mask, (int)uw->buf_pending++);
+        io_uring_buf_ring_add(uw->buf_ring, uw->pool->slots[slot].data, uw->pool->slot_size, (unsigned short)slot,
+                              uw->buf_mask, (int)uw->buf_pending++);
         uw->in_ring++;
     }
     if (uw->buf_pending) {
@@ -258,8 +268,9 @@ static int buffers_init(struct ovl__worker *worker, struct uring_worker *uw, ovl
     }
     for (unsigned i = entries; i > 0; i--) /* slot 0 on top */
         pool_put(worker, &worker->pool.slots[i - 1]);
+    uw->pool = &worker->pool;
     uw->ring_window = entries < INITIAL_RING_WINDOW ? entries : INITIAL_RING_WINDOW;
-    publish_buffers(worker, uw);
+    publish_buffers(uw);
     return 0;
 }
 
@@ -482,7 +493,8 @@ static void on_recv(struct ovl__worker *worker, ovl_conn *conn, const struct io_
      * give it back, never both. One without the flag owns no slot, so there is nothing to give back. */
     ovl_buf *buf = NULL;
     if (cqe->flags & IORING_CQE_F_BUFFER) {
-        uw->in_ring--;
+        if (uw->in_ring > 0) /* a slot reported that we never published (refused below) must not wrap the count */
+            uw->in_ring--;
         buf = ovl__pool_take(&worker->pool, cqe->flags >> IORING_CQE_BUFFER_SHIFT, res > 0 ? (size_t)res : 0);
     }
     bool rearm = false;
@@ -498,10 +510,9 @@ static void on_recv(struct ovl__worker *worker, ovl_conn *conn, const struct io_
             if (!more)
                 ovl__conn_eof(conn);
         } else if (res == -ENOBUFS) {
-            /* Ring empty: the bytes stay in the socket; receive again once a slot comes back. With slots still free
-             * the window was too small for this worker's demand: the next top-up publishes twice as many. */
-            if (uw->free_count > 0)
-                grow_ring_window(worker, uw);
+            /* Ring empty: the bytes stay in the socket; receive again once a slot comes back. The loop widens the
+             * window if free slots were waiting on the stack. */
+            uw->ring_starved = true;
             if (!(conn->flags & OVL__C_CLOSING) && !more)
                 ovl__conn_wait_for_slot(conn);
         } else if (res == -ECANCELED) {
@@ -752,7 +763,8 @@ static void worker_run(struct ovl__worker *worker)
         ovl__worker_flush(worker);
         if (ovl__worker_done(worker) && uw->accepts_armed == 0)
             break;
-        publish_buffers(worker, uw);
+        adapt_ring_window(uw);
+        publish_buffers(uw);
         int rc = wait_for_completions(worker, uw);
         ovl__worker_clock(worker);
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {

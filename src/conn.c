@@ -125,8 +125,11 @@ static void shutdown_now(ovl_conn *conn)
     if (conn->flags & OVL__C_SHUT_DONE)
         return;
     conn->flags |= OVL__C_SHUT_DONE;
-    /* ENOTCONN here means the peer already reset; the receive side reports that. */
-    shutdown(conn->fd, OVL__SHUT_WR);
+    /* With the peer's EOF already in, maybe_finish closes at once, and the close sends our FIN (nothing unread is
+     * left to turn it into a reset): a shutdown() first would only cost every short-lived connection a system
+     * call. ENOTCONN from shutdown() means the peer already reset; the receive side reports that. */
+    if (!(conn->flags & OVL__C_EOF_IN))
+        shutdown(conn->fd, OVL__SHUT_WR);
     maybe_finish(conn);
 }
 
@@ -415,7 +418,9 @@ ovl_conn *ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_so
         ovl__count(&worker->counters.conns_refused, 1);
         return NULL;
     }
-    ovl__set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+#ifdef _WIN32
+    ovl__set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1); /* Linux: inherited from the listening socket */
+#endif
     ovl_conn *conn = ovl__conn_new(engine, fd, &socket->listener->callbacks, socket->listener->user);
     if (!conn) {
         ovl__socket_close(fd);

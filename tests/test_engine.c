@@ -13,8 +13,12 @@
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -551,6 +555,41 @@ Test(engine, listen_ipv4_loopback, .timeout = 20)
     server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1 });
     expect_single_address(&server, "127.0.0.1");
     echo_roundtrip_once("127.0.0.1", server.port, 41, 100000);
+    server_destroy(&server);
+}
+
+/* The engine's accepted sockets have TCP_NODELAY (a request/response peer must not wait on Nagle; on Linux they get
+ * it from the listening socket). The engine runs in this process, so its sockets are among our descriptors: the
+ * ones connected from the server's port. */
+Test(engine, accepted_sockets_have_nodelay, .timeout = 20)
+{
+    struct echo_server server;
+    server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1 });
+    int client = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+    cr_assert(client >= 0, "connect: %s", strerror(-client));
+    echo_exchange(client, "first echo", 77, 0, 100);
+    int accepted = 0;
+    DIR *dir = opendir("/proc/self/fd");
+    cr_assert(dir != NULL, "/proc/self/fd: %s", strerror(errno));
+    for (struct dirent *entry; (entry = readdir(dir)) != NULL;) {
+        int fd = atoi(entry->d_name);
+        struct sockaddr_storage local;
+        socklen_t length = sizeof local;
+        int listening = 0;
+        socklen_t int_length = sizeof listening;
+        if (entry->d_name[0] == '.' || fd == client || getsockname(fd, (struct sockaddr *)&local, &length) != 0 ||
+            local.ss_family != AF_INET || ntohs(((struct sockaddr_in *)&local)->sin_port) != server.port ||
+            getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &int_length) != 0 || listening)
+            continue;
+        int nodelay = 0;
+        int_length = sizeof nodelay;
+        cr_assert_eq(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &int_length), 0);
+        cr_expect(nodelay != 0, "accepted socket %d has TCP_NODELAY off", fd);
+        accepted++;
+    }
+    closedir(dir);
+    cr_expect_eq(accepted, 1, "found %d accepted sockets on port %d, want 1", accepted, server.port);
+    close(client);
     server_destroy(&server);
 }
 
