@@ -2,7 +2,7 @@
  * echo_client.h - blocking test clients of an echo server, with Criterion assertions: one checked exchange, and
  * streaming clients (one thread sends a position-dependent pattern in uneven chunks, another receives and checks
  * every byte). Shared by the fault tests against the Linux server (test_faults.c) and against the Windows server
- * under Wine (test_wine.c).
+ * under Wine (test_wine.c), and the proxy tests (test_proxy.c, test_wine_proxy.c).
  */
 #ifndef OVL_TEST_ECHO_CLIENT_H
 #define OVL_TEST_ECHO_CLIENT_H

@@ -7,6 +7,7 @@
  *
  * Every child is started here and ends by its PID (support.c kills what a failed assertion leaves behind).
  */
+#include "echo_client.h"
 #include "support.h"
 
 #include <criterion/criterion.h>
@@ -176,52 +177,18 @@ static int client_connect(int port)
 
 /* ---- through a real overlap-echo ---- */
 
-struct writer {
-    int fd;
-    uint32_t seed;
-    size_t total;
-    int rc;
-};
-
-static void *write_stream(void *arg)
-{
-    struct writer *w = arg;
-    static unsigned char chunk[65536];
-    for (size_t offset = 0; offset < w->total && w->rc == 0; offset += sizeof chunk) {
-        size_t n = w->total - offset < sizeof chunk ? w->total - offset : sizeof chunk;
-        sup_pattern_fill(chunk, n, w->seed, offset);
-        w->rc = sup_send_all(w->fd, chunk, n);
-    }
-    if (w->rc == 0 && shutdown(w->fd, SHUT_WR) != 0)
-        w->rc = -errno;
-    return NULL;
-}
-
-/* Send `total` bytes from a thread while reading the echo here, then the half-close: every byte must come back,
+/* Send `total` bytes from one thread while another reads the echo, then the half-close: every byte must come back,
  * in order, followed by EOF (the FIN travels client -> proxy -> echo and back). */
 static void stream_through(int port, uint32_t seed, size_t total)
 {
-    int fd = client_connect(port);
-    struct writer w = {.fd = fd, .seed = seed, .total = total};
-    pthread_t thread;
-    cr_assert(pthread_create(&thread, NULL, write_stream, &w) == 0);
-    static unsigned char in[65536];
-    size_t received = 0;
-    for (;;) {
-        ssize_t n = recv(fd, in, sizeof in, 0);
-        if (n <= 0) {
-            cr_assert(n == 0, "after %zu bytes: recv: %s", received, strerror(errno));
-            break;
-        }
-        size_t bad = sup_pattern_check(in, (size_t)n, seed, received);
-        cr_assert(bad == (size_t)n, "byte %zu differs", received + bad);
-        received += (size_t)n;
-        cr_assert(received <= total, "more bytes came back than were sent");
-    }
-    pthread_join(thread, NULL);
-    cr_assert(w.rc == 0, "send: %s", strerror(-w.rc));
-    cr_assert(received == total, "%zu of %zu bytes came back before EOF", received, total);
-    close(fd);
+    struct stream s;
+    stream_init(&s, port, seed, total, IO_TIMEOUT_MS);
+    stream_run(&s, false, 0);
+    stream_join(&s);
+    char what[64];
+    snprintf(what, sizeof what, "%zu bytes through the proxy", total);
+    expect_stream_intact(&s, what);
+    close(s.fd);
 }
 
 Test(proxy, streams_arrive_intact_and_half_close_passes_through)
@@ -470,10 +437,10 @@ Test(proxy, bytes_sent_before_the_upstream_opens_are_held_and_delivered)
     long rss_before = rss_kib(proxy.pid);
 
     enum { TOTAL = 8 << 20 };
-    int client = client_connect(proxy_port);
-    struct writer w = {.fd = client, .seed = 9, .total = TOTAL};
-    pthread_t thread;
-    cr_assert(pthread_create(&thread, NULL, write_stream, &w) == 0);
+    struct stream w; /* only its sending side: the upstream end is read here */
+    stream_init(&w, proxy_port, 9, TOTAL, IO_TIMEOUT_MS);
+    int client = w.fd;
+    cr_assert(pthread_create(&w.sender, NULL, stream_send, &w) == 0);
     sup_sleep_ms(400);
     long rss_waiting = rss_kib(proxy.pid);
     /* Make room: accept whatever comes; the fillers are told apart by their port (their SYN retries race the
@@ -491,8 +458,8 @@ Test(proxy, bytes_sent_before_the_upstream_opens_are_held_and_delivered)
     static unsigned char in[TOTAL + 1];
     size_t got = 0;
     ssize_t rc = sup_recv_to_eof(upstream, in, sizeof in, &got);
-    pthread_join(thread, NULL);
-    cr_assert(w.rc == 0, "client send: %s", strerror(-w.rc));
+    pthread_join(w.sender, NULL);
+    cr_assert(w.send_err == 0, "client send: %s", strerror(w.send_err));
     cr_assert(rc == TOTAL, "upstream received %zd (%zu) of %d bytes before EOF", rc, got, TOTAL);
     size_t bad = sup_pattern_check(in, TOTAL, 9, 0);
     cr_assert(bad == TOTAL, "byte %zu differs", bad);

@@ -6,6 +6,7 @@
  * $OVERLAP_WIN_DIR holds the mingw-w64 build (examples/overlap-proxy.exe) and its Wine prefix (wineprefix/). A
  * missing Windows build fails the tests: never a silent skip.
  */
+#include "echo_client.h"
 #include "support.h"
 
 #include <criterion/criterion.h>
@@ -122,27 +123,6 @@ static unsigned long long summary_number(const char *text, const char *label)
     return strtoull(at + strlen(label), NULL, 10);
 }
 
-struct writer {
-    int fd;
-    uint32_t seed;
-    size_t total;
-    int rc;
-};
-
-static void *write_stream(void *arg)
-{
-    struct writer *w = arg;
-    static unsigned char chunk[65536];
-    for (size_t offset = 0; offset < w->total && w->rc == 0; offset += sizeof chunk) {
-        size_t n = w->total - offset < sizeof chunk ? w->total - offset : sizeof chunk;
-        sup_pattern_fill(chunk, n, w->seed, offset);
-        w->rc = sup_send_all(w->fd, chunk, n);
-    }
-    if (w->rc == 0 && shutdown(w->fd, SHUT_WR) != 0)
-        w->rc = -errno;
-    return NULL;
-}
-
 static double json_number(const char *json, const char *key)
 {
     const char *at = strstr(json, key);
@@ -157,27 +137,12 @@ Test(wine_proxy, forwards_to_the_linux_echo_intact)
 
     /* 2 MiB written from a thread while this one reads the echo, then the half-close comes back as EOF. */
     enum { TOTAL = 2 << 20 };
-    int fd = sup_connect("127.0.0.1", proxy_port, IO_TIMEOUT_MS);
-    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
-    struct writer w = {.fd = fd, .seed = 31, .total = TOTAL};
-    pthread_t thread;
-    cr_assert(pthread_create(&thread, NULL, write_stream, &w) == 0);
-    static unsigned char in[65536];
-    size_t received = 0;
-    for (;;) {
-        ssize_t n = recv(fd, in, sizeof in, 0);
-        if (n <= 0) {
-            cr_assert(n == 0, "after %zu bytes: recv: %s", received, strerror(errno));
-            break;
-        }
-        size_t bad = sup_pattern_check(in, (size_t)n, 31, received);
-        cr_assert(bad == (size_t)n, "byte %zu differs", received + bad);
-        received += (size_t)n;
-    }
-    pthread_join(thread, NULL);
-    cr_assert(w.rc == 0, "send: %s", strerror(-w.rc));
-    cr_assert(received == TOTAL, "%zu of %d bytes came back before EOF", received, TOTAL);
-    close(fd);
+    struct stream s;
+    stream_init(&s, proxy_port, 31, TOTAL, IO_TIMEOUT_MS);
+    stream_run(&s, false, 0);
+    stream_join(&s);
+    expect_stream_intact(&s, "2 MiB through overlap-proxy.exe");
+    close(s.fd);
 
     /* 50 connections open at once, each with its own bytes. */
     enum { CONNS = 50 };
