@@ -112,7 +112,9 @@ static void maybe_finish(ovl_conn *conn)
     if ((f & OVL__C_CLOSING) || !(f & OVL__C_SHUT_DONE))
         return;
     if (f & OVL__C_EOF_IN) {
-        ovl__conn_close(conn, (f & OVL__C_DRAINING) ? OVL_CLOSE_ENGINE_STOP : OVL_CLOSE_PEER, 0);
+        /* An EOF held behind paused input closes once that input is delivered (deliver_held -> eof_now). */
+        if (!(f & OVL__C_HOLD_EOF))
+            ovl__conn_close(conn, (f & OVL__C_DRAINING) ? OVL_CLOSE_ENGINE_STOP : OVL_CLOSE_PEER, 0);
     } else if ((f & OVL__C_READ_DONE) && !(f & OVL__C_LINGER)) {
         conn->flags |= OVL__C_LINGER;
         if (!(f & (OVL__C_RECV_ARMED | OVL__C_RECV_WAIT)))
@@ -125,11 +127,10 @@ static void shutdown_now(ovl_conn *conn)
     if (conn->flags & OVL__C_SHUT_DONE)
         return;
     conn->flags |= OVL__C_SHUT_DONE;
-    /* With the peer's EOF already in, maybe_finish closes at once, and the close sends our FIN (nothing unread is
-     * left to turn it into a reset): a shutdown() first would only cost every short-lived connection a system
-     * call. ENOTCONN from shutdown() means the peer already reset; the receive side reports that. */
-    if (!(conn->flags & OVL__C_EOF_IN))
-        shutdown(conn->fd, OVL__SHUT_WR);
+    /* Always a real shutdown, even when the close follows at once: close() sends no FIN while a forked child of
+     * the embedding program still holds the descriptor, and the peer would wait for our EOF. ENOTCONN here means
+     * the peer already reset; the receive side reports that. */
+    shutdown(conn->fd, OVL__SHUT_WR);
     maybe_finish(conn);
 }
 

@@ -72,6 +72,9 @@ static struct {
     atomic_int closes;
     _Atomic uint64_t eof_at_us;
     atomic_int close_reason, close_err;
+    bool shutdown_before_resume; /* PAUSE_ON_FIRST_DATA: ovl_shutdown from the timer, while input is held */
+    int open_delay_ms;      /* on_open blocks the worker this long, so the client's bytes and FIN are all in first */
+    _Atomic uint64_t bytes_delivered;
     uint32_t buffer_size;   /* engine config, 0 = default */
     uint32_t drain_ms;      /* engine config, 0 = default */
 } t = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -112,6 +115,8 @@ static void on_timer(ovl_conn *conn)
         break;
     case PAUSE_ON_FIRST_DATA:
     case PAUSE_ON_OPEN:
+        if (t.shutdown_before_resume && ovl_shutdown(conn) != 0)
+            atomic_fetch_add(&t.timer_errors, 1);
         atomic_store(&t.paused_now, false);
         atomic_store(&t.resumed_at_us, now);
         if (ovl_recv_resume(conn) != 0)
@@ -127,6 +132,8 @@ static void on_timer(ovl_conn *conn)
 static void on_open(ovl_conn *conn, void *user)
 {
     (void)user;
+    if (t.open_delay_ms)
+        sup_sleep_ms(t.open_delay_ms);
     pthread_mutex_lock(&t.lock);
     int index = t.opened++;
     atomic_fetch_add(&t.opened_atomic, 1);
@@ -176,6 +183,7 @@ static void on_open(ovl_conn *conn, void *user)
 static void on_data(ovl_conn *conn, ovl_buf *buf)
 {
     struct per_conn *pc = ovl_conn_user(conn);
+    atomic_fetch_add(&t.bytes_delivered, ovl_buf_len(buf));
     if (atomic_load(&t.paused_now))
         atomic_fetch_add(&t.data_while_paused, 1);
     if (t.behaviour == PAUSE_ON_OPEN && !atomic_load(&t.data_after_pause_us))
@@ -507,5 +515,34 @@ Test(timer, eof_waits_for_the_resume)
     cr_assert(resumed && eof, "resume at %llu, on_eof at %llu", (unsigned long long)resumed,
               (unsigned long long)eof);
     cr_assert_geq(eof, resumed, "on_eof ran %llu us before ovl_recv_resume", (unsigned long long)(resumed - eof));
+    close(fd);
+}
+
+Test(timer, shutdown_while_input_is_held_delivers_it_and_the_eof)
+{
+    /* Four buffers and the FIN; the first on_data pauses, and while the rest (and possibly the EOF) is held the
+     * application shuts its write side. ovl_shutdown must not end the connection under the held input: all of it
+     * still reaches on_data, then on_eof runs, then the connection closes. */
+    enum { TOTAL = 256 };
+    t.buffer_size = 64;
+    t.shutdown_before_resume = true;
+    t.open_delay_ms = 200; /* io_uring then completes all four buffers and the EOF in one batch, behind the pause */
+    start(PAUSE_ON_FIRST_DATA, 100000, 1);
+    int fd = connect_client();
+    unsigned char out[TOTAL], in[TOTAL];
+    sup_pattern_fill(out, TOTAL, 17, 0);
+    cr_assert_eq(sup_send_all(fd, out, TOTAL), 0);
+    cr_assert_eq(shutdown(fd, SHUT_WR), 0);
+    size_t got = 0;
+    ssize_t n = sup_recv_to_eof(fd, in, sizeof in, &got);
+    cr_assert(n >= 0, "recv: %s", strerror((int)-n));
+    cr_assert_eq(sup_pattern_check(in, got, 17, 0), got, "the echo before our shutdown differs");
+    for (int ms = 0; ms < 5000 && atomic_load(&t.closes) == 0; ms += 10)
+        sup_sleep_ms(10);
+    cr_assert_eq(atomic_load(&t.closes), 1, "the connection did not close");
+    cr_assert_eq(atomic_load(&t.bytes_delivered), (uint64_t)TOTAL, "on_data saw %llu of %d bytes",
+                 (unsigned long long)atomic_load(&t.bytes_delivered), TOTAL);
+    cr_assert(atomic_load(&t.eof_at_us) != 0, "on_eof never ran");
+    cr_assert_eq(atomic_load(&t.timer_errors), 0);
     close(fd);
 }
