@@ -560,14 +560,9 @@ Test(engine, listen_ipv4_loopback, .timeout = 20)
 
 /* The engine's accepted sockets have TCP_NODELAY (a request/response peer must not wait on Nagle; on Linux they get
  * it from the listening socket). The engine runs in this process, so its sockets are among our descriptors: the
- * ones connected from the server's port. */
-Test(engine, accepted_sockets_have_nodelay, .timeout = 20)
+ * ones whose local port is the server's, other than the listening sockets and the client's own. Counts them. */
+static int expect_accepted_nodelay(int port, int client)
 {
-    struct echo_server server;
-    server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1 });
-    int client = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
-    cr_assert(client >= 0, "connect: %s", strerror(-client));
-    echo_exchange(client, "first echo", 77, 0, 100);
     int accepted = 0;
     DIR *dir = opendir("/proc/self/fd");
     cr_assert(dir != NULL, "/proc/self/fd: %s", strerror(errno));
@@ -577,20 +572,48 @@ Test(engine, accepted_sockets_have_nodelay, .timeout = 20)
         socklen_t length = sizeof local;
         int listening = 0;
         socklen_t int_length = sizeof listening;
-        if (entry->d_name[0] == '.' || fd == client || getsockname(fd, (struct sockaddr *)&local, &length) != 0 ||
-            local.ss_family != AF_INET || ntohs(((struct sockaddr_in *)&local)->sin_port) != server.port ||
-            getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &int_length) != 0 || listening)
+        if (entry->d_name[0] == '.' || fd == client || getsockname(fd, (struct sockaddr *)&local, &length) != 0)
+            continue;
+        int local_port = local.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&local)->sin_port)
+                         : local.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&local)->sin6_port) : -1;
+        if (local_port != port || getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &int_length) != 0 ||
+            listening)
             continue;
         int nodelay = 0;
         int_length = sizeof nodelay;
         cr_assert_eq(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &int_length), 0);
-        cr_expect(nodelay != 0, "accepted socket %d has TCP_NODELAY off", fd);
+        cr_expect(nodelay != 0, "accepted socket %d (family %d) has TCP_NODELAY off", fd, local.ss_family);
         accepted++;
     }
     closedir(dir);
-    cr_expect_eq(accepted, 1, "found %d accepted sockets on port %d, want 1", accepted, server.port);
+    return accepted;
+}
+
+static void expect_nodelay_through(const char *server_host, const char *client_host)
+{
+    struct echo_server server;
+    server_start(&server, &(struct server_opts){ .host = server_host, .threads = 1 });
+    int client = sup_connect(client_host, server.port, IO_TIMEOUT_MS);
+    cr_assert(client >= 0, "connect %s: %s", client_host, strerror(-client));
+    echo_exchange(client, "first echo", 77, 0, 100);
+    int accepted = expect_accepted_nodelay(server.port, client);
+    cr_expect_eq(accepted, 1, "listening on %s, client from %s: found %d accepted sockets on port %d, want 1",
+                 server_host ? server_host : "every interface", client_host, accepted, server.port);
     close(client);
     server_destroy(&server);
+}
+
+Test(engine, accepted_sockets_have_nodelay, .timeout = 20)
+{
+    expect_nodelay_through("127.0.0.1", "127.0.0.1");
+}
+
+Test(engine, accepted_sockets_have_nodelay_ipv6_and_dual_stack, .timeout = 20)
+{
+    require_ipv6("engine::accepted_sockets_have_nodelay_ipv6_and_dual_stack");
+    expect_nodelay_through("::1", "::1");
+    expect_nodelay_through(NULL, "::1");       /* dual-stack listener, IPv6 peer */
+    expect_nodelay_through(NULL, "127.0.0.1"); /* dual-stack listener, IPv4-mapped peer */
 }
 
 Test(engine, listen_any_dual_stack, .timeout = 20)
