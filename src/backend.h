@@ -13,7 +13,7 @@
  *   - every operation started on a connection increments conn->inflight, and its completion calls
  *     ovl__conn_op_done() after reporting the result, so a connection is never freed under an operation;
  *   - a pool slot filled by the kernel is reported exactly once (ovl__conn_received) or given back exactly once
- *     (pool_put), never both.
+ *     (ovl__buf_free, onto the pool's free stack), never both.
  */
 #ifndef OVL_BACKEND_H
 #define OVL_BACKEND_H
@@ -50,8 +50,6 @@ struct ovl__backend {
     int (*connect_start)(ovl_conn *conn, const struct addrinfo *address);
     /* Cancel every operation in flight on the connection (their completions still arrive). */
     void (*cancel)(ovl_conn *conn);
-    /* Hand a pool slot back to the kernel / free list. */
-    void (*pool_put)(struct ovl__worker *worker, ovl_buf *slot);
     /* Optional: take over the socket of a connection being freed (IOCP: DisconnectEx(TF_REUSE_SOCKET) and a reuse
      * pool). Returns true if it did; otherwise the socket is closed. */
     bool (*socket_retire)(ovl_conn *conn);

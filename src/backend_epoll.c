@@ -88,8 +88,6 @@ struct epoll_worker {
     int wake_fd;
     struct epoll_accept *accepts;
     struct ready_link ready;  /* connections to read on the next turn without waiting for an edge */
-    uint32_t *free_slots;     /* indexes of FREE pool slots, a stack (the most recently used is warm in cache) */
-    uint32_t free_count;
     int64_t drain_at;         /* monotonic ns; 0 = disarmed */
     int64_t tick_at;          /* monotonic ns of the next idle sweep; 0 = idle timeout off */
     bool pwait2;              /* epoll_pwait2 works here (not ENOSYS) */
@@ -156,15 +154,7 @@ static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
     ew->ready.prev = ew->ready.next = &ew->ready;
     worker->backend_state = ew;
     int rc = 0;
-    ew->free_slots = ovl__calloc(worker->pool.slot_count, sizeof *ew->free_slots);
-    if (!ew->free_slots) {
-        rc = -ENOMEM;
-        ovl__error_set(err, rc, NULL, "allocate the free list of %u receive buffers", worker->pool.slot_count);
-    } else {
-        for (uint32_t i = worker->pool.slot_count; i > 0; i--)
-            ew->free_slots[ew->free_count++] = i - 1;
-    }
-    if (rc == 0 && (ew->epoll_fd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+    if ((ew->epoll_fd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
         rc = -errno;
         ovl__error_set(err, rc, NULL, "epoll_create1");
     }
@@ -202,7 +192,6 @@ static void worker_destroy(struct ovl__worker *worker)
         ew->accepts = accept->next;
         ovl__free(accept);
     }
-    ovl__free(ew->free_slots);
     ovl__free(ew);
     worker->backend_state = NULL;
 }
@@ -214,12 +203,6 @@ static void wake(struct ovl__worker *worker)
     if (ew && write(ew->wake_fd, &one, sizeof one) < 0) {
         /* EAGAIN: the counter is already non-zero, so the worker wakes anyway. */
     }
-}
-
-static void pool_put(struct ovl__worker *worker, ovl_buf *slot)
-{
-    struct epoll_worker *ew = state_of(worker);
-    ew->free_slots[ew->free_count++] = slot->slot;
 }
 
 /* ---- accepting ---- */
@@ -392,7 +375,8 @@ static void do_recv(struct ovl__worker *worker, ovl_conn *conn)
             ready_push(ew, ec);
             return;
         }
-        if (ew->free_count == 0) {
+        struct ovl__pool *pool = &worker->pool;
+        if (pool->free_count == 0) {
             /* Pool empty: the bytes stay in the socket and `readable` stays set; conn.c calls recv_start again
              * once a slot comes back. */
             recv_finish(conn);
@@ -400,12 +384,12 @@ static void do_recv(struct ovl__worker *worker, ovl_conn *conn)
             ovl__conn_op_done(conn);
             return;
         }
-        uint32_t slot = ew->free_slots[ew->free_count - 1];
-        size_t size = worker->pool.slot_size;
-        ssize_t n = recv(conn->fd, worker->pool.slab + (size_t)slot * size, size, 0);
+        uint32_t slot = pool->free_slots[pool->free_count - 1];
+        size_t size = pool->slot_size;
+        ssize_t n = recv(conn->fd, pool->slab + (size_t)slot * size, size, 0);
         if (n > 0) {
-            ew->free_count--;
-            ovl_buf *buf = ovl__pool_take(&worker->pool, slot, (size_t)n);
+            pool->free_count--;
+            ovl_buf *buf = ovl__pool_take(pool, slot, (size_t)n);
             if (!buf) {
                 recv_finish(conn);
                 ovl__conn_failed(conn, -EFAULT); /* the free list and the slot states disagree */
@@ -750,6 +734,5 @@ const struct ovl__backend ovl__backend_epoll = {
     .send_start = send_start,
     .connect_start = connect_start,
     .cancel = cancel,
-    .pool_put = pool_put,
     .drain_timer = drain_timer,
 };

@@ -95,8 +95,6 @@ struct reuse_pool {
 
 struct iocp_worker {
     HANDLE port;
-    uint32_t *free_slots;
-    uint32_t free_count;
     struct iocp_op *ready_head, *ready_tail;
     struct iocp_accept *accepts;
     unsigned accepts_armed;
@@ -257,12 +255,6 @@ static void reuse_put(struct iocp_worker *iw, int family, SOCKET socket)
 
 /* ---- set-up and tear-down ---- */
 
-static void pool_put(struct ovl__worker *worker, ovl_buf *slot)
-{
-    struct iocp_worker *iw = state_of(worker);
-    iw->free_slots[iw->free_count++] = slot->slot;
-}
-
 static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
 {
     pthread_once(&winsock.once, load_winsock);
@@ -275,22 +267,15 @@ static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
         ovl__error_set(err, -ENOMEM, NULL, "allocate the IOCP worker state");
         return -ENOMEM;
     }
-    iw->free_slots = ovl__calloc(worker->pool.slot_count, sizeof *iw->free_slots);
     iw->port = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, 1);
-    if (!iw->free_slots || !iw->port) {
-        int rc = iw->port ? -ENOMEM : -(int)GetLastError();
+    if (!iw->port) {
+        int rc = -(int)GetLastError();
         ovl__error_set(err, rc, NULL, "CreateIoCompletionPort");
-        if (iw->port)
-            CloseHandle(iw->port);
-        ovl__free(iw->free_slots);
         ovl__free(iw);
         return rc;
     }
     pthread_mutex_init(&iw->reuse.lock, NULL);
     worker->backend_state = iw;
-    /* Highest slot last, so slot 0 is used first (a warm cache line, and easy to read in a debugger). */
-    for (uint32_t i = worker->pool.slot_count; i-- > 0;)
-        pool_put(worker, &worker->pool.slots[i]);
     if (worker->tick_ms)
         iw->tick_at = GetTickCount64() + worker->tick_ms;
     return 0;
@@ -480,11 +465,12 @@ static void recv_start(ovl_conn *conn)
         after_post(iw, &ic->recv, rc == 0, bytes);
         return;
     }
-    if (iw->free_count == 0) {
+    struct ovl__pool *pool = &conn->worker->pool;
+    if (pool->free_count == 0) {
         ovl__conn_wait_for_slot(conn);
         return;
     }
-    ovl_buf *slot = ovl__pool_take(&conn->worker->pool, iw->free_slots[--iw->free_count], 0);
+    ovl_buf *slot = ovl__pool_take(pool, pool->free_slots[--pool->free_count], 0);
     if (!slot) {
         ovl__conn_failed(conn, -EFAULT);
         return;
@@ -550,7 +536,6 @@ static void on_recv(ovl_conn *conn, DWORD bytes, int error)
  * Nothing to read means: draining - the buffered input is all delivered; zero-byte - wait again. */
 static void read_now(ovl_conn *conn, int error)
 {
-    struct iocp_worker *iw = state_of(conn->worker);
     conn->flags &= ~OVL__C_RECV_ARMED;
     bool aborted = error == ERROR_OPERATION_ABORTED || error == WSA_OPERATION_ABORTED;
     if (error && !aborted) {
@@ -560,10 +545,11 @@ static void read_now(ovl_conn *conn, int error)
     } else if (!(conn->flags & OVL__C_CLOSING)) {
         u_long nonblocking = 1;
         ioctlsocket(conn->fd, FIONBIO, &nonblocking);
-        if (iw->free_count == 0) {
+        struct ovl__pool *pool = &conn->worker->pool;
+        if (pool->free_count == 0) {
             ovl__conn_wait_for_slot(conn);
         } else {
-            ovl_buf *slot = ovl__pool_take(&conn->worker->pool, iw->free_slots[--iw->free_count], 0);
+            ovl_buf *slot = ovl__pool_take(pool, pool->free_slots[--pool->free_count], 0);
             int n = slot ? recv(conn->fd, slot->data, (int)conn->worker->pool.slot_size, 0) : SOCKET_ERROR;
             error = n < 0 ? WSAGetLastError() : 0;
             if (n > 0) {
@@ -967,7 +953,6 @@ static void worker_destroy(struct ovl__worker *worker)
             closesocket(iw->reuse.sockets[f][--iw->reuse.count[f]]);
     pthread_mutex_destroy(&iw->reuse.lock);
     CloseHandle(iw->port);
-    ovl__free(iw->free_slots);
     ovl__free(iw);
     worker->backend_state = NULL;
 }
@@ -987,7 +972,6 @@ const struct ovl__backend ovl__backend_iocp = {
     .send_start = send_start,
     .connect_start = connect_start,
     .cancel = cancel,
-    .pool_put = pool_put,
     .socket_retire = socket_retire,
     .drain_timer = drain_timer,
 };

@@ -13,7 +13,7 @@
  *
  * Buffer reuse: the kernel takes provided buffers in ring order, so a ring holding the whole pool would cycle every
  * receive through all of it (16 MiB by default): each copy lands in cold cache and every slot ends up resident.
- * Free slots are kept on a stack instead and the ring is topped up, before each wait, to a window of slots taken
+ * Free slots wait on the pool's stack instead, and the ring is topped up, before each wait, to a window of slots taken
  * from the top of the stack (the most recently used ones); slots deeper in the stack are never touched. The window
  * starts at 64 and doubles, at most once per loop turn, when receives found the ring empty or it came back more than
  * three quarters empty - and only while the window, not the supply of free slots, is what ran short. So it settles
@@ -76,8 +76,6 @@ struct uring_worker {
     struct io_uring_buf_ring *buf_ring;
     unsigned buf_mask;
     unsigned buf_pending;     /* slots added to the ring but not yet published */
-    uint32_t *free_slots;     /* free slots not in the ring, most recently freed last (a stack) */
-    uint32_t free_count;
     uint32_t in_ring;         /* slots published or pending in the ring and not yet taken by the kernel */
     uint32_t ring_window;     /* how many slots publish_buffers keeps in the ring */
     bool ring_starved;        /* a receive found the ring empty since the window was last adapted */
@@ -208,12 +206,6 @@ static int available(ovl_error_info *err)
     return 0;
 }
 
-static void pool_put(struct ovl__worker *worker, ovl_buf *slot)
-{
-    struct uring_worker *uw = state_of(worker);
-    uw->free_slots[uw->free_count++] = slot->slot;
-}
-
 /* Once per loop turn, before the top-up: double the window if the ring ran dry or nearly so, and the stack holds
  * more free slots than the window lets through (when the application holds the slots, a wider window cannot help). */
 static void adapt_ring_window(struct uring_worker *uw)
@@ -221,16 +213,17 @@ static void adapt_ring_window(struct uring_worker *uw)
     uint32_t limit = uw->pool->slot_count;
     bool ran_short = uw->ring_starved || uw->in_ring < uw->ring_window / 4;
     uw->ring_starved = false;
-    if (ran_short && uw->ring_window < limit && uw->free_count > uw->ring_window - uw->in_ring)
+    if (ran_short && uw->ring_window < limit && uw->pool->free_count > uw->ring_window - uw->in_ring)
         uw->ring_window = uw->ring_window < limit / 2 ? uw->ring_window * 2 : limit;
 }
 
 /* Tops the ring up to its window from the top of the free stack, then publishes. */
 static void publish_buffers(struct uring_worker *uw)
 {
-    while (uw->in_ring < uw->ring_window && uw->free_count > 0) {
-        uint32_t slot = uw->free_slots[--uw->free_count];
-        io_uring_buf_ring_add(uw->buf_ring, uw->pool->slots[slot].data, uw->pool->slot_size, (unsigned short)slot,
+    struct ovl__pool *pool = uw->pool;
+    while (pool && uw->in_ring < uw->ring_window && pool->free_count > 0) {
+        uint32_t slot = pool->free_slots[--pool->free_count];
+        io_uring_buf_ring_add(uw->buf_ring, pool->slots[slot].data, pool->slot_size, (unsigned short)slot,
                               uw->buf_mask, (int)uw->buf_pending++);
         uw->in_ring++;
     }
@@ -261,13 +254,6 @@ static int buffers_init(struct ovl__worker *worker, struct uring_worker *uw, ovl
     }
     uw->buf_ring_registered = true;
     uw->buf_mask = io_uring_buf_ring_mask(entries);
-    uw->free_slots = ovl__calloc(entries, sizeof *uw->free_slots);
-    if (!uw->free_slots) {
-        ovl__error_set(err, -ENOMEM, NULL, "allocate the free list of %u receive buffers", entries);
-        return -ENOMEM;
-    }
-    for (unsigned i = entries; i > 0; i--) /* slot 0 on top */
-        pool_put(worker, &worker->pool.slots[i - 1]);
     uw->pool = &worker->pool;
     uw->ring_window = entries < INITIAL_RING_WINDOW ? entries : INITIAL_RING_WINDOW;
     publish_buffers(uw);
@@ -346,7 +332,6 @@ static void worker_destroy(struct ovl__worker *worker)
         ovl__free(accept);
     }
     ovl__free_aligned(uw->buf_ring);
-    ovl__free(uw->free_slots);
     ovl__free(uw);
     worker->backend_state = NULL;
 }
@@ -800,6 +785,5 @@ const struct ovl__backend ovl__backend_uring = {
     .send_start = send_start,
     .connect_start = connect_start,
     .cancel = cancel,
-    .pool_put = pool_put,
     .drain_timer = drain_timer,
 };

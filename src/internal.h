@@ -50,6 +50,8 @@ struct ovl__pool {
     uint32_t slot_size;
     uint32_t slot_count;
     uint32_t held;               /* slots currently outside the pool */
+    uint32_t *free_slots;        /* indexes of FREE slots, a stack: the most recently freed on top, warm in cache */
+    uint32_t free_count;
 };
 
 /* Counters of one worker. Only the worker writes them (plain load+store, no locked instruction); any thread reads. */
