@@ -309,22 +309,37 @@ Test(wine, linux_load_against_windows_server)
     sup_proc_free(&server);
 }
 
+/* The Linux overlap-echo ($OVERLAP_ECHO) on a free 127.0.0.1 port, for the Windows programs to reach; returns the
+ * port from its "listening on" line. */
+static int start_linux_echo(sup_proc *server)
+{
+    char *echo = getenv("OVERLAP_ECHO");
+    cr_assert(echo && access(echo, X_OK) == 0, "OVERLAP_ECHO is not set");
+    char *echo_argv[] = {echo, "--host", "127.0.0.1", "--port", "0", "--threads", "1", NULL};
+    cr_assert(sup_proc_spawn(server, echo_argv) == 0);
+    char line[256];
+    int port = 0;
+    while (!port) {
+        cr_assert(sup_proc_read_line(server, line, sizeof line, 10000) == 0, "overlap-echo did not start");
+        sscanf(line, "listening on 127.0.0.1:%d", &port);
+    }
+    return port;
+}
+
+/* SIGTERM, and a clean exit. */
+static void stop_linux_echo(sup_proc *server)
+{
+    sup_proc_kill(server, SIGTERM);
+    cr_assert(sup_proc_wait(server, 10000) == 0 && sup_proc_exit_code(server) == 0);
+    sup_proc_free(server);
+}
+
 Test(wine, windows_load_against_linux_and_windows_servers)
 {
     /* The Linux server, started here. */
-    char *echo = getenv("OVERLAP_ECHO");
-    cr_assert(echo && access(echo, X_OK) == 0, "OVERLAP_ECHO is not set");
     sup_proc linux_server = {0};
-    char *echo_argv[] = {echo, "--host", "127.0.0.1", "--port", "0", "--threads", "1", NULL};
-    cr_assert(sup_proc_spawn(&linux_server, echo_argv) == 0);
-    char line[256];
-    int linux_port = 0;
-    while (!linux_port) {
-        cr_assert(sup_proc_read_line(&linux_server, line, sizeof line, 10000) == 0, "overlap-echo did not start");
-        sscanf(line, "listening on 127.0.0.1:%d", &linux_port);
-    }
     char port_text[16];
-    snprintf(port_text, sizeof port_text, "%d", linux_port);
+    snprintf(port_text, sizeof port_text, "%d", start_linux_echo(&linux_server));
     wine_environment();
     sup_proc run = {0};
     char *argv[] = {wine_path(), win_program("overlap-load.exe"), "127.0.0.1", "--port", port_text,
@@ -333,9 +348,7 @@ Test(wine, windows_load_against_linux_and_windows_servers)
     /* Every ConnectEx got SO_UPDATE_CONNECT_CONTEXT. */
     cr_assert(json_number(run.out, "\"context_updates\":") == json_number(run.out, "\"connects\":"), "%s", run.out);
     sup_proc_free(&run);
-    sup_proc_kill(&linux_server, SIGTERM);
-    cr_assert(sup_proc_wait(&linux_server, 10000) == 0 && sup_proc_exit_code(&linux_server) == 0);
-    sup_proc_free(&linux_server);
+    stop_linux_echo(&linux_server);
 
     /* The Windows server. */
     sup_proc server = {0};
@@ -955,19 +968,9 @@ Test(wine, embedding_program_runs_on_the_dll)
  * and never more than was scheduled. */
 Test(wine, open_loop_rate_paced_by_iocp_timers)
 {
-    char *echo = getenv("OVERLAP_ECHO");
-    cr_assert(echo && access(echo, X_OK) == 0, "OVERLAP_ECHO is not set");
     sup_proc linux_server = {0};
-    char *echo_argv[] = {echo, "--host", "127.0.0.1", "--port", "0", "--threads", "1", NULL};
-    cr_assert(sup_proc_spawn(&linux_server, echo_argv) == 0);
-    char line[256];
-    int port = 0;
-    while (!port) {
-        cr_assert(sup_proc_read_line(&linux_server, line, sizeof line, 10000) == 0, "overlap-echo did not start");
-        sscanf(line, "listening on 127.0.0.1:%d", &port);
-    }
     char port_text[16];
-    snprintf(port_text, sizeof port_text, "%d", port);
+    snprintf(port_text, sizeof port_text, "%d", start_linux_echo(&linux_server));
     wine_environment();
     sup_proc run = {0};
     char *argv[] = {wine_path(), win_program("overlap-load.exe"), "127.0.0.1", "--port", port_text,
@@ -977,7 +980,5 @@ Test(wine, open_loop_rate_paced_by_iocp_timers)
     cr_assert(msgs <= 200 * 3 + 4 * 2, "%.0f messages in 3 s at --rate 200: more than were scheduled: %s", msgs,
               run.out);
     sup_proc_free(&run);
-    sup_proc_kill(&linux_server, SIGTERM);
-    cr_assert(sup_proc_wait(&linux_server, 10000) == 0 && sup_proc_exit_code(&linux_server) == 0);
-    sup_proc_free(&linux_server);
+    stop_linux_echo(&linux_server);
 }
