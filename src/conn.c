@@ -177,14 +177,15 @@ static void deliver(ovl_conn *conn, ovl_buf *buf)
     }
 }
 
-static void hold(ovl_conn *conn, ovl_buf *buf)
+/* Append to a singly linked buffer list kept as head and tail (the send queue, the held input). */
+static void buf_append(ovl_buf **head, ovl_buf **tail, ovl_buf *buf)
 {
     buf->next = NULL;
-    if (conn->held_tail)
-        conn->held_tail->next = buf;
+    if (*tail)
+        (*tail)->next = buf;
     else
-        conn->held_head = buf;
-    conn->held_tail = buf;
+        *head = buf;
+    *tail = buf;
 }
 
 void ovl__conn_received(ovl_conn *conn, ovl_buf *buf)
@@ -196,7 +197,7 @@ void ovl__conn_received(ovl_conn *conn, ovl_buf *buf)
     /* Paused by the application, or older input still waiting for delivery: keep the order, hold it. */
     if (!(conn->flags & (OVL__C_CLOSING | OVL__C_LINGER)) &&
         (conn->held_head || (conn->flags & OVL__C_PAUSE_USER))) {
-        hold(conn, buf);
+        buf_append(&conn->held_head, &conn->held_tail, buf);
         return;
     }
     deliver(conn, buf);
@@ -563,12 +564,7 @@ static int queue_push(ovl_conn *conn, ovl_buf *buf)
         ovl__buf_free(buf);
         return -EPIPE;
     }
-    buf->next = NULL;
-    if (conn->queue_tail)
-        conn->queue_tail->next = buf;
-    else
-        conn->queue_head = buf;
-    conn->queue_tail = buf;
+    buf_append(&conn->queue_head, &conn->queue_tail, buf);
     conn->queue_bytes += buf->len;
     kick(conn);
     return 0;

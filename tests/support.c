@@ -483,6 +483,32 @@ int sup_proc_read_line(sup_proc *proc, char *line, size_t cap, int timeout_ms)
     }
 }
 
+int sup_proc_listening_port(sup_proc *proc, char *line, size_t cap, int timeout_ms)
+{
+    char own[256];
+    if (!line || cap == 0) {
+        line = own;
+        cap = sizeof own;
+    }
+    int64_t deadline = sup_now_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - sup_now_ms();
+        int rc = sup_proc_read_line(proc, line, cap, left > 0 ? (int)left : 0);
+        if (rc < 0)
+            return rc;
+        if (strncmp(line, "listening on ", 13) != 0)
+            continue;
+        /* The port follows the last ':', which also holds for "[::1]:PORT"; a Windows program's line may end in
+         * "\r". */
+        const char *colon = strrchr(line, ':');
+        char *end = NULL;
+        long port = colon ? strtol(colon + 1, &end, 10) : 0;
+        if (!colon || end == colon + 1 || (*end != '\0' && *end != '\r' && *end != ' ') || port <= 0 || port > 65535)
+            return -EPROTO;
+        return (int)port;
+    }
+}
+
 int sup_proc_wait(sup_proc *proc, int timeout_ms)
 {
     int64_t deadline = sup_now_ms() + timeout_ms;

@@ -79,20 +79,12 @@ static int start_echo(sup_proc *proc, char *const args[], char *line, size_t cap
     build_argv(argv, 32, args);
     int rc = sup_proc_spawn(proc, argv);
     cr_assert_eq(rc, 0, "spawn %s: %s", argv[0], strerror(-rc));
-    for (;;) {
-        rc = sup_proc_read_line(proc, line, cap, START_TIMEOUT_MS);
-        if (rc < 0) {
-            sup_proc_wait(proc, 1000);
-            cr_assert_fail("no \"listening on\" line from overlap-echo (%s, %s); stdout: %s stderr: %s",
-                           strerror(-rc), sup_proc_describe(proc), proc->out, proc->err);
-        }
-        if (strncmp(line, "listening on ", 13) == 0)
-            break;
+    int port = sup_proc_listening_port(proc, line, cap, START_TIMEOUT_MS);
+    if (port < 0) {
+        sup_proc_wait(proc, 1000);
+        cr_assert_fail("no \"listening on\" line with a port from overlap-echo (%s, %s); stdout: %s stderr: %s",
+                       strerror(-port), sup_proc_describe(proc), proc->out, proc->err);
     }
-    const char *colon = strrchr(line, ':');
-    cr_assert(colon != NULL, "no port in \"%s\"", line);
-    int port = atoi(colon + 1);
-    cr_assert(port > 0 && port < 65536, "bad port in \"%s\"", line);
     return port;
 }
 

@@ -224,20 +224,13 @@ static int start_echo(sup_proc *proc, char *const args[])
     argv[n] = NULL;
     int rc = sup_proc_spawn(proc, argv);
     cr_assert_eq(rc, 0, "spawn %s: %s", argv[0], strerror(-rc));
-    char line[256];
-    for (;;) {
-        rc = sup_proc_read_line(proc, line, sizeof line, START_TIMEOUT_MS);
-        if (rc < 0) {
-            sup_proc_wait(proc, 1000);
-            cr_assert_fail("no \"listening on\" line from overlap-echo (%s, %s); stdout: %s stderr: %s",
-                           strerror(-rc), sup_proc_describe(proc), proc->out, proc->err);
-        }
-        if (strncmp(line, "listening on ", 13) == 0)
-            break;
+    int port = sup_proc_listening_port(proc, NULL, 0, START_TIMEOUT_MS);
+    if (port < 0) {
+        sup_proc_wait(proc, 1000);
+        cr_assert_fail("no \"listening on\" line with a port from overlap-echo (%s, %s); stdout: %s stderr: %s",
+                       strerror(-port), sup_proc_describe(proc), proc->out, proc->err);
     }
-    const char *colon = strrchr(line, ':');
-    cr_assert(colon != NULL, "no port in \"%s\"", line);
-    return atoi(colon + 1);
+    return port;
 }
 
 /* SIGTERM, then a clean exit with the summary line. */

@@ -50,18 +50,13 @@ static int start_listening(sup_proc *proc, char *const argv[])
 {
     int rc = sup_proc_spawn(proc, argv);
     cr_assert_eq(rc, 0, "spawn %s: %s", argv[0], strerror(-rc));
-    char line[256];
-    for (;;) {
-        rc = sup_proc_read_line(proc, line, sizeof line, START_TIMEOUT_MS);
-        if (rc < 0) {
-            sup_proc_wait(proc, 1000);
-            cr_assert_fail("no 'listening on' line from %s (%s, %s); stdout: %s stderr: %s", argv[0],
-                           strerror(-rc), sup_proc_describe(proc), proc->out, proc->err);
-        }
-        int port = 0;
-        if (sscanf(line, "listening on 127.0.0.1:%d", &port) == 1 && port > 0)
-            return port;
+    int port = sup_proc_listening_port(proc, NULL, 0, START_TIMEOUT_MS);
+    if (port < 0) {
+        sup_proc_wait(proc, 1000);
+        cr_assert_fail("no 'listening on' line with a port from %s (%s, %s); stdout: %s stderr: %s", argv[0],
+                       strerror(-port), sup_proc_describe(proc), proc->out, proc->err);
     }
+    return port;
 }
 
 static int start_echo(sup_proc *proc)

@@ -259,14 +259,9 @@ static void require_systemd_build(const char *test)
 
 static int read_listening_port(sup_proc *server)
 {
-    char line[256];
-    for (;;) {
-        int rc = sup_proc_read_line(server, line, sizeof line, START_TIMEOUT_MS);
-        cr_assert(rc == 0, "no \"listening on\" line (%s); stderr: %s", strerror(-rc), server->err);
-        int port = 0;
-        if (sscanf(line, "listening on 127.0.0.1:%d", &port) == 1)
-            return port;
-    }
+    int port = sup_proc_listening_port(server, NULL, 0, START_TIMEOUT_MS);
+    cr_assert(port > 0, "no \"listening on\" line with a port (%s); stderr: %s", strerror(-port), server->err);
+    return port;
 }
 
 static void expect_echo(int fd, uint32_t seed, size_t len)
@@ -520,14 +515,11 @@ Test(service, restart_on_the_same_port_with_connections_in_time_wait)
     sup_proc second = {0};
     server_argv(argv, (char *[]){"--host", "127.0.0.1", "--port", port_text, "--threads", "1", NULL});
     cr_assert(sup_proc_spawn(&second, argv) == 0);
-    char line[256];
-    int rc = sup_proc_read_line(&second, line, sizeof line, START_TIMEOUT_MS);
-    while (rc == 0 && strncmp(line, "listening on", 12) != 0)
-        rc = sup_proc_read_line(&second, line, sizeof line, START_TIMEOUT_MS);
-    if (rc != 0)
+    int rc = sup_proc_listening_port(&second, NULL, 0, START_TIMEOUT_MS);
+    if (rc < 0)
         sup_proc_wait(&second, 1000);
-    cr_assert(rc == 0, "restart on port %d with %d sockets in TIME_WAIT failed: %s; stderr: %s", port, waiting,
-              sup_proc_describe(&second), second.err);
+    cr_assert(rc == port, "restart on port %d with %d sockets in TIME_WAIT failed (%d): %s; stderr: %s", port,
+              waiting, rc, sup_proc_describe(&second), second.err);
     int fd = sup_connect("127.0.0.1", port, IO_TIMEOUT_MS);
     cr_assert(fd >= 0);
     expect_echo(fd, 30, 300);

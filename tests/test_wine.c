@@ -89,18 +89,10 @@ static int start_windows_echo_args(sup_proc *proc, char *const extra[])
     argv[n] = NULL;
     int rc = sup_proc_spawn(proc, argv);
     cr_assert(rc == 0, "spawn wine: %s", strerror(-rc));
-    char line[256];
-    int64_t deadline = sup_now_ms() + WINE_START_TIMEOUT_MS;
-    while (sup_now_ms() < deadline) {
-        rc = sup_proc_read_line(proc, line, sizeof line, (int)(deadline - sup_now_ms()));
-        cr_assert(rc == 0, "overlap-echo.exe printed no 'listening on' line (%s); stderr: %s", strerror(-rc),
-                  proc->err ? proc->err : "");
-        int port = 0;
-        if (sscanf(line, "listening on 127.0.0.1:%d", &port) == 1)
-            return port;
-    }
-    cr_assert_fail("overlap-echo.exe did not start within %d ms", WINE_START_TIMEOUT_MS);
-    return 0;
+    int port = sup_proc_listening_port(proc, NULL, 0, WINE_START_TIMEOUT_MS);
+    cr_assert(port > 0, "overlap-echo.exe printed no 'listening on' line with a port within %d ms (%s); stderr: %s",
+              WINE_START_TIMEOUT_MS, strerror(-port), proc->err ? proc->err : "");
+    return port;
 }
 
 static int start_windows_echo_with(sup_proc *proc, const char *threads, const char *zero_byte)
@@ -317,12 +309,9 @@ static int start_linux_echo(sup_proc *server)
     cr_assert(echo && access(echo, X_OK) == 0, "OVERLAP_ECHO is not set");
     char *echo_argv[] = {echo, "--host", "127.0.0.1", "--port", "0", "--threads", "1", NULL};
     cr_assert(sup_proc_spawn(server, echo_argv) == 0);
-    char line[256];
-    int port = 0;
-    while (!port) {
-        cr_assert(sup_proc_read_line(server, line, sizeof line, 10000) == 0, "overlap-echo did not start");
-        sscanf(line, "listening on 127.0.0.1:%d", &port);
-    }
+    int port = sup_proc_listening_port(server, NULL, 0, 10000);
+    cr_assert(port > 0, "overlap-echo printed no 'listening on' line with a port (%s); stderr: %s", strerror(-port),
+              server->err ? server->err : "");
     return port;
 }
 

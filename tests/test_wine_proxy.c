@@ -59,18 +59,10 @@ static char *wine_path(void)
 /* Read stdout up to "listening on 127.0.0.1:PORT"; returns PORT. */
 static int wait_listening(sup_proc *proc, const char *name, int timeout_ms)
 {
-    char line[256];
-    int64_t deadline = sup_now_ms() + timeout_ms;
-    while (sup_now_ms() < deadline) {
-        int rc = sup_proc_read_line(proc, line, sizeof line, (int)(deadline - sup_now_ms()));
-        cr_assert(rc == 0, "%s printed no 'listening on' line (%s); stderr: %s", name, strerror(-rc),
-                  proc->err ? proc->err : "");
-        int port = 0;
-        if (sscanf(line, "listening on 127.0.0.1:%d", &port) == 1 && port > 0)
-            return port;
-    }
-    cr_assert_fail("%s did not start within %d ms", name, timeout_ms);
-    return 0;
+    int port = sup_proc_listening_port(proc, NULL, 0, timeout_ms);
+    cr_assert(port > 0, "%s printed no 'listening on' line with a port within %d ms (%s); stderr: %s", name,
+              timeout_ms, strerror(-port), proc->err ? proc->err : "");
+    return port;
 }
 
 static int start_linux_echo(sup_proc *proc)
