@@ -498,6 +498,8 @@ int sup_proc_listening_port(sup_proc *proc, char *line, size_t cap, int timeout_
             return rc;
         if (strncmp(line, "listening on ", 13) != 0)
             continue;
+        if (strlen(line) == cap - 1)
+            return -EPROTO; /* cut short by cap: the port could be too */
         /* The port follows the last ':', which also holds for "[::1]:PORT"; a Windows program's line may end in
          * "\r". */
         const char *colon = strrchr(line, ':');

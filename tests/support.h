@@ -75,7 +75,8 @@ int sup_proc_spawn(sup_proc *proc, char *const argv[]);
 int sup_proc_read_line(sup_proc *proc, char *line, size_t cap, int timeout_ms);
 /* Read stdout lines up to the first "listening on ADDRESS:PORT" (overlap-echo, overlap-proxy and their .exe print
  * one per listener) and return PORT; the line goes to `line` unless it is NULL. timeout_ms bounds the whole wait.
- * Returns -ETIMEDOUT, -EPIPE when stdout closed first (the server exited), or -EPROTO for a line without a port. */
+ * Returns -ETIMEDOUT, -EPIPE when stdout closed first (the server exited), or -EPROTO for a line without a port
+ * (or one longer than cap - 1). */
 int sup_proc_listening_port(sup_proc *proc, char *line, size_t cap, int timeout_ms);
 /* Wait for the child to exit, collecting its output. Returns 0 (proc->status is set) or -ETIMEDOUT. */
 int sup_proc_wait(sup_proc *proc, int timeout_ms);

@@ -45,7 +45,8 @@ static char *program(const char *variable)
     return path;
 }
 
-/* Start a server and read its stdout up to "listening on 127.0.0.1:PORT"; returns PORT. */
+/* Start a server (on --host 127.0.0.1) and read its stdout up to its first "listening on ADDRESS:PORT";
+ * returns PORT. */
 static int start_listening(sup_proc *proc, char *const argv[])
 {
     int rc = sup_proc_spawn(proc, argv);

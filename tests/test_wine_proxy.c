@@ -56,7 +56,8 @@ static char *wine_path(void)
     return NULL;
 }
 
-/* Read stdout up to "listening on 127.0.0.1:PORT"; returns PORT. */
+/* Read stdout up to the first "listening on ADDRESS:PORT" (the servers here listen on 127.0.0.1 only);
+ * returns PORT. */
 static int wait_listening(sup_proc *proc, const char *name, int timeout_ms)
 {
     int port = sup_proc_listening_port(proc, NULL, 0, timeout_ms);
