@@ -217,6 +217,8 @@ typedef struct ovl_stats {
     uint64_t context_updates;   /* IOCP: SO_UPDATE_ACCEPT_CONTEXT / SO_UPDATE_CONNECT_CONTEXT applied (one per
                                    connection; Wine ignores them silently, so tests count them) */
     uint64_t idle_closed;       /* connections closed by idle_timeout_ms */
+    uint64_t recv_pool_pauses;  /* times a connection stopped receiving because it held its share of the worker's
+                                   receive buffers (a few), or any while the pool was down to its reserve */
 } ovl_stats;
 
 /* Fill *out (all zero before start). */

@@ -61,6 +61,7 @@ enum {
 struct uring_conn {
     struct msghdr msg;
     struct iovec iov[SEND_BATCH];
+    bool recv_cancelled;      /* a cancel for the armed receive is on its way: one is enough */
 };
 
 struct uring_accept {
@@ -435,13 +436,14 @@ static void recv_start(ovl_conn *conn)
     struct io_uring_sqe *sqe = get_sqe(uw);
     if ((conn->flags & OVL__C_DRAINING) && !(conn->flags & OVL__C_LINGER))
         io_uring_prep_recv(sqe, conn->fd, NULL, 0, MSG_DONTWAIT); /* only what is already buffered */
-    else if (uw->multishot_recv)
+    else if (uw->multishot_recv && !(conn->flags & OVL__C_RECV_ONE))
         io_uring_prep_recv_multishot(sqe, conn->fd, NULL, 0, 0);
     else
         io_uring_prep_recv(sqe, conn->fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = BUFFER_GROUP;
     io_uring_sqe_set_data64(sqe, tagged(conn, TAG_RECV));
+    conn_state(conn)->recv_cancelled = false;
     conn->flags |= OVL__C_RECV_ARMED;
     conn->inflight++;
 }
@@ -449,6 +451,9 @@ static void recv_start(ovl_conn *conn)
 static void recv_pause(ovl_conn *conn)
 {
     /* The multishot receive ends with -ECANCELED (after any data already in flight); it is not re-armed. */
+    if (conn_state(conn)->recv_cancelled)
+        return;
+    conn_state(conn)->recv_cancelled = true;
     struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
     io_uring_prep_cancel64(sqe, tagged(conn, TAG_RECV), 0);
     io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
@@ -486,6 +491,8 @@ static void on_recv(struct ovl__worker *worker, ovl_conn *conn, const struct io_
     if (res > 0 && buf) {
         ovl__conn_received(conn, buf);
         rearm = !more;
+        if (more && (conn->flags & OVL__C_RECV_ONE) && !(conn->flags & (OVL__C_CLOSING | OVL__C_PAUSED)))
+            recv_pause(conn); /* backlogged: end the multishot (-ECANCELED re-arms a single receive) */
     } else {
         if (buf)
             ovl__buf_free(buf);

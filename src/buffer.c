@@ -38,6 +38,10 @@ int ovl__pool_init(struct ovl__pool *pool, struct ovl__worker *worker, uint32_t 
         pool->free_slots[i] = slot_count - 1 - i; /* slot 0 on top: used first */
     }
     pool->free_count = slot_count;
+    /* A few buffers per connection keep a stream moving (the kernel's socket buffers hold far more); a quarter of
+     * the pool stays for connections that hold none, so a new request is always read. */
+    pool->share = slot_count < 16 ? (slot_count + 3) / 4 : 4;
+    pool->reserve = slot_count / 4;
     return 0;
 }
 
@@ -63,6 +67,8 @@ ovl_buf *ovl__pool_take(struct ovl__pool *pool, uint32_t slot, size_t len)
     buf->data = pool->slab + (size_t)slot * pool->slot_size;
     buf->len = len;
     buf->next = NULL;
+    buf->owner = NULL;
+    buf->queued = false;
     pool->held++;
     return buf;
 }
@@ -78,11 +84,25 @@ void ovl__buf_free(ovl_buf *buf)
         return;
     }
     struct ovl__worker *worker = buf->worker;
+    if (buf->owner) {
+        ovl__conn_slot_freed(buf->owner, buf->queued);
+        buf->owner = NULL;
+    }
+    buf->queued = false;
     buf->state = OVL__BUF_FREE;
     buf->data = worker->pool.slab + (size_t)buf->slot * worker->pool.slot_size;
     buf->len = 0;
     worker->pool.held--;
     worker->pool.free_slots[worker->pool.free_count++] = buf->slot;
+    if (worker->pool_paused && worker->pool.slot_count - worker->pool.held == worker->pool.reserve)
+        worker->pool_check = true; /* back to the reserve: connections paused below it may go on */
+}
+
+void ovl__pool_disown(struct ovl__pool *pool, const ovl_conn *owner)
+{
+    for (uint32_t i = 0; i < pool->slot_count; i++)
+        if (pool->slots[i].owner == owner)
+            pool->slots[i].owner = NULL;
 }
 
 const void *ovl_buf_data(const ovl_buf *buf)

@@ -159,6 +159,53 @@ void ovl__conn_connected(ovl_conn *conn)
 
 static void stop_receiving(ovl_conn *conn);
 
+/*
+ * The pool is shared fairly. Every pool slot is charged to the connection it was received on until it is free
+ * again. A connection with its share of slots waiting in send queues (its own, or a partner's in a proxy) stops
+ * receiving - its peer's further bytes wait in the kernel - and goes on once half of them have been sent. When fewer
+ * than the reserve are left, every connection with any slot queued stops, so the reserve is spent only by
+ * connections that have nothing queued: one slot each, which answers them. Peers that send and never read
+ * therefore hold a few slots each and cannot take a worker away from the others. Slots the application keeps
+ * (ovl_buf_release later) are its own to bound: the engine cannot know when it will let go of them.
+ */
+static inline uint32_t pool_free(const struct ovl__pool *pool)
+{
+    return pool->slot_count - pool->held;
+}
+
+static bool pool_may_resume(const ovl_conn *conn)
+{
+    const struct ovl__pool *pool = &conn->worker->pool;
+    return conn->slots_queued == 0 || (conn->slots_queued <= pool->share / 2 && pool_free(pool) >= pool->reserve);
+}
+
+static void pool_pause_if_due(ovl_conn *conn)
+{
+    const struct ovl__pool *pool = &conn->worker->pool;
+    if (!conn->slots_queued || (conn->flags & (OVL__C_PAUSE_POOL | OVL__C_CLOSING | OVL__C_DRAINING)) ||
+        (conn->slots_queued < pool->share && pool_free(pool) >= pool->reserve))
+        return;
+    struct ovl__worker *worker = conn->worker;
+    conn->flags |= OVL__C_PAUSE_POOL;
+    ovl__count(&worker->counters.recv_pool_pauses, 1);
+    if (!(conn->flags & OVL__C_POOL_LISTED)) {
+        conn->flags |= OVL__C_POOL_LISTED;
+        conn->pool_next = worker->pool_paused;
+        worker->pool_paused = conn;
+    }
+    stop_receiving(conn);
+}
+
+void ovl__conn_slot_freed(ovl_conn *owner, bool queued)
+{
+    owner->slots_held--;
+    if (!queued)
+        return;
+    owner->slots_queued--;
+    if (owner->flags & OVL__C_PAUSE_POOL)
+        owner->worker->pool_check = true;
+}
+
 /* Hand received bytes to the application; then apply the engine's own backpressure. */
 static void deliver(ovl_conn *conn, ovl_buf *buf)
 {
@@ -175,6 +222,7 @@ static void deliver(ovl_conn *conn, ovl_buf *buf)
         ovl__count(&conn->worker->counters.recv_pauses, 1);
         stop_receiving(conn);
     }
+    pool_pause_if_due(conn);
 }
 
 /* Append to a singly linked buffer list kept as head and tail (the send queue, the held input). */
@@ -188,9 +236,28 @@ static void buf_append(ovl_buf **head, ovl_buf **tail, ovl_buf *buf)
     *tail = buf;
 }
 
+/* A receive that lands while a send to the same peer is still in flight shows a peer that does not keep up (a
+ * send that completes at once has left before the next receive is seen). Such a connection receives one buffer
+ * per operation - io_uring: no multishot burst of dozens of buffers past max_pending or its share of the pool
+ * before the pause can act - until a run of receives finds it keeping up again. */
+static void note_backlog(ovl_conn *conn, const ovl_buf *buf)
+{
+    if ((conn->flags & OVL__C_SENDING) || buf->len == conn->worker->pool.slot_size) {
+        conn->flags |= OVL__C_RECV_ONE;
+        conn->clean_receives = 0;
+    } else if ((conn->flags & OVL__C_RECV_ONE) && ++conn->clean_receives >= 16) {
+        conn->flags &= ~OVL__C_RECV_ONE;
+    }
+}
+
 void ovl__conn_received(ovl_conn *conn, ovl_buf *buf)
 {
     struct ovl__counters *counters = &conn->worker->counters;
+    if (buf->kind == OVL__BUF_POOL) {
+        buf->owner = conn;
+        conn->slots_held++;
+        note_backlog(conn, buf);
+    }
     conn->active_ms = conn->worker->now_ms;
     ovl__count(&counters->msgs_in, 1);
     ovl__count(&counters->bytes_in, buf->len);
@@ -227,7 +294,7 @@ static void stop_receiving(ovl_conn *conn)
  * caller's callback); a receive still armed (its cancellation not yet completed) re-arms itself. */
 static void restart_receiving(ovl_conn *conn)
 {
-    if (!(conn->flags & OVL__C_PAUSED) || (conn->flags & (OVL__C_PAUSE_QUEUE | OVL__C_PAUSE_USER)))
+    if (!(conn->flags & OVL__C_PAUSED) || (conn->flags & (OVL__C_PAUSE_QUEUE | OVL__C_PAUSE_USER | OVL__C_PAUSE_POOL)))
         return;
     conn->flags &= ~OVL__C_PAUSED;
     if (conn->held_head || (conn->flags & (OVL__C_HOLD_EOF | OVL__C_HOLD_READ_DONE))) {
@@ -395,7 +462,7 @@ void ovl__conn_begin_drain(ovl_conn *conn)
     conn->flags |= OVL__C_DRAINING;
     /* Stopping overrides every pause: the drain reads what is buffered, bounded by its deadline. Held input goes
      * first; an EOF held behind it finishes the connection once it is delivered. */
-    conn->flags &= ~(OVL__C_PAUSE_USER | OVL__C_PAUSE_QUEUE | OVL__C_PAUSED);
+    conn->flags &= ~(OVL__C_PAUSE_USER | OVL__C_PAUSE_QUEUE | OVL__C_PAUSE_POOL | OVL__C_PAUSED);
     if (conn->held_head || (conn->flags & OVL__C_HOLD_EOF))
         queue_held(conn);
     if (conn->flags & OVL__C_HOLD_EOF)
@@ -469,6 +536,14 @@ static void conn_free(ovl_conn *conn)
                 *link = conn->held_next;
                 break;
             }
+    if (conn->flags & OVL__C_POOL_LISTED)
+        for (ovl_conn **link = &worker->pool_paused; *link; link = &(*link)->pool_next)
+            if (*link == conn) {
+                *link = conn->pool_next;
+                break;
+            }
+    if (conn->slots_held)
+        ovl__pool_disown(&worker->pool, conn);
     if (conn->flags & OVL__C_OPEN) {
         ovl__uncount(&worker->counters.conns_open, 1);
         ovl__count(&worker->counters.conns_closed, 1);
@@ -511,15 +586,39 @@ static void walk_wait_list(struct ovl__worker *worker)
     }
 }
 
+/* Connections paused for the pool whose share came back (or the pool back to its reserve) receive again. */
+static void resume_pool_paused(struct ovl__worker *worker)
+{
+    if (!worker->pool_check)
+        return;
+    worker->pool_check = false;
+    ovl_conn *list = worker->pool_paused;
+    worker->pool_paused = NULL;
+    while (list) {
+        ovl_conn *conn = list;
+        list = conn->pool_next;
+        bool paused = (conn->flags & OVL__C_PAUSE_POOL) && !(conn->flags & OVL__C_CLOSING);
+        if (paused && !pool_may_resume(conn)) {
+            conn->pool_next = worker->pool_paused;
+            worker->pool_paused = conn;
+            continue;
+        }
+        conn->flags &= ~(OVL__C_POOL_LISTED | OVL__C_PAUSE_POOL);
+        if (paused)
+            restart_receiving(conn);
+    }
+}
+
 void ovl__worker_flush(struct ovl__worker *worker)
 {
     const struct ovl__backend *backend = worker->engine->backend;
     /* Sends and frees give pool slots back (a readiness backend completes sends right here), so the wait list is
      * walked again after each round, until a round changes nothing. */
     for (;;) {
+        resume_pool_paused(worker);
         deliver_held(worker);
         walk_wait_list(worker);
-        if (!worker->kick_head && !worker->dead_head && !worker->held_head)
+        if (!worker->kick_head && !worker->dead_head && !worker->held_head && !worker->pool_check)
             break;
         while (worker->kick_head) {
             ovl_conn *conn = worker->kick_head;
@@ -566,6 +665,10 @@ static int queue_push(ovl_conn *conn, ovl_buf *buf)
     }
     buf_append(&conn->queue_head, &conn->queue_tail, buf);
     conn->queue_bytes += buf->len;
+    if (buf->owner && !buf->queued) {
+        buf->queued = true;
+        buf->owner->slots_queued++;
+    }
     kick(conn);
     return 0;
 }
@@ -580,6 +683,8 @@ int ovl_send(ovl_conn *conn, const void *data, size_t len)
     if (!buf)
         return -ENOMEM;
     buf->kind = OVL__BUF_HEAP;
+    buf->owner = NULL;
+    buf->queued = false;
     buf->data = (char *)(buf + 1);
     buf->len = len;
     memcpy(buf->data, data, len);
@@ -596,6 +701,8 @@ int ovl_send_ref(ovl_conn *conn, const void *data, size_t len)
     if (!buf)
         return -ENOMEM;
     buf->kind = OVL__BUF_REF;
+    buf->owner = NULL;
+    buf->queued = false;
     buf->data = (char *)data;
     buf->len = len;
     return queue_push(conn, buf);

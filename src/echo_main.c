@@ -70,8 +70,8 @@ static void print_stats_line(const ovl_stats *now, const ovl_stats *before, doub
         emit(report_stream, "{\"interval_s\":%.3f,\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,\"conns_open\":%llu,"
              "\"conns_accepted\":%llu,\"conns_closed\":%llu,\"conns_refused\":%llu,\"resets\":%llu,"
              "\"errors\":%llu,\"idle_closed\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,\"msgs_in\":%llu,"
-             "\"msgs_out\":%llu,\"recv_nobufs\":%llu,\"recv_pauses\":%llu,\"reuse_ok\":%llu,"
-             "\"reuse_fallback\":%llu}\n",
+             "\"msgs_out\":%llu,\"recv_nobufs\":%llu,\"recv_pauses\":%llu,\"recv_pool_pauses\":%llu,"
+             "\"reuse_ok\":%llu,\"reuse_fallback\":%llu}\n",
              seconds, msgs, megabytes, (unsigned long long)now->conns_open,
              (unsigned long long)now->conns_accepted, (unsigned long long)now->conns_closed,
              (unsigned long long)now->conns_refused, (unsigned long long)now->resets,
@@ -79,7 +79,8 @@ static void print_stats_line(const ovl_stats *now, const ovl_stats *before, doub
              (unsigned long long)now->bytes_in, (unsigned long long)now->bytes_out,
              (unsigned long long)now->msgs_in, (unsigned long long)now->msgs_out,
              (unsigned long long)now->recv_nobufs, (unsigned long long)now->recv_pauses,
-             (unsigned long long)now->reuse_ok, (unsigned long long)now->reuse_fallback);
+             (unsigned long long)now->recv_pool_pauses, (unsigned long long)now->reuse_ok,
+             (unsigned long long)now->reuse_fallback);
         return;
     }
     emit(report_stream,

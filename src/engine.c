@@ -558,6 +558,7 @@ void ovl_engine_stats(ovl_engine *engine, ovl_stats *out)
         OVL_SUM(context_updates);
         OVL_SUM(recv_pauses);
         OVL_SUM(idle_closed);
+        OVL_SUM(recv_pool_pauses);
 #undef OVL_SUM
     }
 }

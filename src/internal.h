@@ -38,9 +38,11 @@ struct ovl_buf {
     char *data;                  /* first byte not yet sent / delivered */
     size_t len;                  /* bytes from data on */
     struct ovl__worker *worker;  /* owner of a pool slot */
+    ovl_conn *owner;             /* pool slot: the connection it was received on, charged for it until it is free */
     uint32_t slot;               /* pool slot index */
     uint8_t kind;
     uint8_t state;
+    bool queued;                 /* pool slot in a send queue: counted in its owner's slots_queued */
 };
 
 /* Receive buffers of one worker: one slab cut into equal slots, plus a header per slot. */
@@ -52,13 +54,17 @@ struct ovl__pool {
     uint32_t held;               /* slots currently outside the pool */
     uint32_t *free_slots;        /* indexes of FREE slots, a stack: the most recently freed on top, warm in cache */
     uint32_t free_count;
+    /* Fairness (conn.c, "The pool is shared fairly"): a connection with `share` of its slots in send queues stops
+     * receiving, and once fewer than `reserve` slots are left, so does every connection with any there. */
+    uint32_t share;
+    uint32_t reserve;
 };
 
 /* Counters of one worker. Only the worker writes them (plain load+store, no locked instruction); any thread reads. */
 struct ovl__counters {
     _Atomic uint64_t conns_open, conns_accepted, conns_connected, conns_closed, conns_refused, connect_failures;
     _Atomic uint64_t resets, errors, bytes_in, bytes_out, msgs_in, msgs_out, recv_nobufs, reuse_ok, reuse_fallback;
-    _Atomic uint64_t context_updates, recv_pauses, idle_closed;
+    _Atomic uint64_t context_updates, recv_pauses, idle_closed, recv_pool_pauses;
 };
 
 static inline void ovl__count(_Atomic uint64_t *counter, uint64_t n)
@@ -115,7 +121,10 @@ enum {
     OVL__C_PAUSE_USER = 1u << 16,  /* ovl_recv_pause: paused until ovl_recv_resume */
     OVL__C_HELD_QUEUED = 1u << 17, /* on the worker's list of connections whose held input is to be delivered */
     OVL__C_HOLD_EOF = 1u << 18,    /* the peer's EOF came behind held input: reported once that is delivered */
-    OVL__C_HOLD_READ_DONE = 1u << 19 /* draining found the end behind held input: likewise */
+    OVL__C_HOLD_READ_DONE = 1u << 19, /* draining found the end behind held input: likewise */
+    OVL__C_PAUSE_POOL = 1u << 20,  /* holds its share of the receive pool: paused until it holds less */
+    OVL__C_POOL_LISTED = 1u << 21, /* on the worker's list of connections paused for the pool */
+    OVL__C_RECV_ONE = 1u << 22     /* backlogged: receive one buffer per operation, never a multishot burst */
 };
 
 struct ovl_conn {
@@ -135,6 +144,10 @@ struct ovl_conn {
     size_t queue_bytes;
     size_t sending_bytes;        /* bytes of the send operation in flight */
     size_t max_pending;          /* queued bytes that pause receiving (config.max_pending); 0 = never */
+    uint32_t slots_held;         /* pool slots received on this connection and not yet free, wherever they are */
+    uint32_t slots_queued;       /* of those, the ones waiting in a send queue (the pool's fairness rule) */
+    uint32_t clean_receives;     /* receives in a row that found it not backlogged (ends OVL__C_RECV_ONE) */
+    ovl_conn *pool_next;         /* worker's list of connections paused for the pool */
     /* Input that arrived after ovl_recv_pause (receives the kernel had already completed, e.g. the rest of a
      * multishot receive), delivered in order after ovl_recv_resume, before anything newer. */
     ovl_buf *held_head, *held_tail;
@@ -183,6 +196,8 @@ struct ovl__worker {
     ovl_conn *wait_head;         /* connections waiting for a free pool slot before receiving */
     ovl_conn *held_head;         /* connections whose held input is delivered at the next flush */
     bool wait_dirty;             /* a waiting connection closed: walk the wait list */
+    ovl_conn *pool_paused;       /* connections paused for their share of the pool (OVL__C_POOL_LISTED) */
+    bool pool_check;             /* a slot came back that may let one of them resume */
     bool stopping;               /* stop command seen */
     uint32_t tick_ms;            /* idle timeout on: the backend calls ovl__worker_tick this often; 0 = no tick */
     uint64_t now_ms;             /* coarse clock (ovl__worker_clock), read once per loop turn, not per message */
@@ -275,6 +290,9 @@ int ovl__pool_init(struct ovl__pool *pool, struct ovl__worker *worker, uint32_t 
 void ovl__pool_destroy(struct ovl__pool *pool);
 ovl_buf *ovl__pool_take(struct ovl__pool *pool, uint32_t slot, size_t len);
 void ovl__buf_free(ovl_buf *buf);
+/* A connection is freed while slots charged to it live on (a proxy's partner queue, the application): charge them
+ * to nobody. */
+void ovl__pool_disown(struct ovl__pool *pool, const ovl_conn *owner);
 
 /* conn.c: called by backends when operations complete, and by the engine */
 ovl_conn *ovl__conn_new(ovl_engine *engine, ovl__socket fd, const ovl_callbacks *callbacks, void *user);
@@ -294,6 +312,8 @@ void ovl__conn_connect_next(ovl_conn *conn, int err);
 void ovl__conn_begin_drain(ovl_conn *conn);
 /* A socket was accepted for this worker: refuse it (max_conns, stopping) or open a connection. */
 ovl_conn *ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd);
+/* A pool slot charged to `owner` came back (buffer.c). */
+void ovl__conn_slot_freed(ovl_conn *owner, bool queued);
 /* Run between completion batches: start queued sends, free closed connections. */
 void ovl__worker_flush(struct ovl__worker *worker);
 /* The periodic tick (every worker->tick_ms): close connections idle for idle_timeout_ms. */

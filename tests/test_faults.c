@@ -1029,3 +1029,155 @@ Test(faults, stop_during_firehose, .timeout = 60)
     cr_assert(out.resets == 0 || out.took_ms >= 1900, "%d streams ended in a reset although the stop took only "
               "%lld ms (before the drain deadline)", out.resets, (long long)out.took_ms);
 }
+
+/* ---- one client cannot take a worker from the others ---- */
+
+/* A client that sends and never reads. Small socket buffers keep what the kernel holds for it small, so that many
+ * of them fit on a test machine; the server sees the same thing as from any non-reader: its echoes stop leaving. */
+static int non_reader_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fd >= 0, "socket: %s", strerror(errno));
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert(connect(fd, (struct sockaddr *)&address, sizeof address) == 0, "connect: %s", strerror(errno));
+    return fd;
+}
+
+/* Send from every socket until `quiet_ms` pass without one byte taken (or max_ms in all). Returns bytes sent. */
+static uint64_t flood_until_stalled(const int *fds, int count, int quiet_ms, int max_ms)
+{
+    static char chunk[65536];
+    uint64_t total = 0;
+    int64_t start = sup_now_ms(), last_progress = start;
+    while (sup_now_ms() - last_progress < quiet_ms && sup_now_ms() - start < max_ms) {
+        bool moved = false;
+        for (int i = 0; i < count; i++) {
+            ssize_t n = send(fds[i], chunk, sizeof chunk, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n > 0) {
+                total += (uint64_t)n;
+                moved = true;
+            }
+        }
+        if (moved)
+            last_progress = sup_now_ms();
+        else
+            sup_sleep_ms(5);
+    }
+    return total;
+}
+
+/* The newest of overlap-echo's --stats-format json lines that arrive within ms, into line; false if none came. */
+static bool latest_stats_line(sup_proc *proc, char *line, size_t cap, int ms)
+{
+    char next[2048];
+    bool any = false;
+    int64_t deadline = sup_now_ms() + ms;
+    while (sup_now_ms() < deadline) {
+        if (sup_proc_read_line(proc, next, sizeof next, (int)(deadline - sup_now_ms())) != 0)
+            break;
+        if (next[0] == '{') {
+            snprintf(line, cap, "%s", next);
+            any = true;
+        }
+    }
+    return any;
+}
+
+/* "key"'s number in a JSON stats line, or -1. */
+static long long stat_of(const char *line, const char *key)
+{
+    char pattern[64];
+    snprintf(pattern, sizeof pattern, "\"%s\":", key);
+    const char *at = strstr(line, pattern);
+    return at ? atoll(at + strlen(pattern)) : -1;
+}
+
+static long long latest_stat(sup_proc *proc, const char *key, int ms)
+{
+    char line[2048];
+    return latest_stats_line(proc, line, sizeof line, ms) ? stat_of(line, key) : -1;
+}
+
+/* Clients that write and never read, more than a worker's pool could hold at --max-pending each (1024 x 16 KiB
+ * buffers, 256 KiB each: 64 would take it all), must not stop that worker from serving a client that does read:
+ * every one of its exchanges is answered. (How fast is for bench/isolation; the test asserts that it is served.) */
+#define NON_READERS 200
+
+Test(faults, non_readers_do_not_starve_a_reader, .timeout = 120)
+{
+    sup_raise_nofile();
+    sup_proc p;
+    char *args[] = {"--threads", "1", "--stats", "0.2", "--stats-format", "json", NULL};
+    int port = start_echo(&p, args);
+    static int fds[NON_READERS];
+    for (int i = 0; i < NON_READERS; i++)
+        fds[i] = non_reader_connect(port);
+    uint64_t sent = flood_until_stalled(fds, NON_READERS, 500, 20000);
+    int fd = sup_connect("127.0.0.1", port, 5000);
+    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+    int64_t worst = 0;
+    for (int i = 0; i < 100; i++) {
+        int64_t begin = sup_now_ms();
+        int rc = sup_exchange(fd, 77, (uint64_t)i * 64, 64);
+        cr_assert_eq(rc, 0, "exchange %d beside %d non-readers (%llu bytes sent by them): %s", i, NON_READERS,
+                     (unsigned long long)sent, strerror(-rc));
+        if (sup_now_ms() - begin > worst)
+            worst = sup_now_ms() - begin;
+    }
+    char line[2048] = "";
+    latest_stats_line(&p, line, sizeof line, 500);
+    long long nobufs = stat_of(line, "recv_nobufs"), pool_pauses = stat_of(line, "recv_pool_pauses");
+    cr_log_info("%d non-readers sent %llu bytes; 100 exchanges beside them, slowest %lld ms; recv_nobufs %lld, "
+                "recv_pool_pauses %lld", NON_READERS, (unsigned long long)sent, (long long)worst, nobufs, pool_pauses);
+    cr_assert(pool_pauses > 0, "no connection was paused for its share of the pool");
+    /* Closing them (with unread data: resets) frees what they held; the reader is still served. */
+    for (int i = 0; i < NON_READERS; i++)
+        close(fds[i]);
+    long long open = -1;
+    for (int64_t deadline = sup_now_ms() + 10000; sup_now_ms() < deadline && open != 1;)
+        open = latest_stat(&p, "conns_open", 300);
+    cr_assert_eq(open, 1, "%lld connections open after the non-readers closed, want 1 (the reader)", open);
+    cr_assert_eq(sup_exchange(fd, 77, 100 * 64, 64), 0);
+    close(fd);
+    stop_echo(&p);
+    sup_proc_free(&p);
+}
+
+/* A connection stops being read at --max-pending bytes not yet echoed, within one receive buffer, on every backend
+ * (a multishot receive must not land dozens of buffers past it). 8 non-readers, --max-pending 16384 with 4 KiB
+ * buffers: each may hold at most 16384 + 4096 bytes. */
+Test(faults, max_pending_holds_within_one_buffer, .timeout = 60)
+{
+    sup_proc p;
+    char *args[] = {"--threads", "1", "--max-pending", "16384", "--buffer-size", "4096", "--stats", "0.2",
+                    "--stats-format", "json", NULL};
+    int port = start_echo(&p, args);
+    enum { COUNT = 8, LIMIT = 16384 + 4096 };
+    int fds[COUNT];
+    for (int i = 0; i < COUNT; i++)
+        fds[i] = non_reader_connect(port);
+    flood_until_stalled(fds, COUNT, 500, 20000);
+    long long in = -1, out = -1;
+    char line[2048] = "";
+    for (int round = 0; round < 10; round++) {
+        long long before = in;
+        latest_stats_line(&p, line, sizeof line, 300);
+        in = stat_of(line, "bytes_in");
+        out = stat_of(line, "bytes_out");
+        if (in == before)
+            break;
+    }
+    cr_assert(in > 0 && out >= 0, "no stats lines: %s", p.out);
+    long long held = in - out;
+    cr_log_info("%d non-readers: %lld bytes received and not yet echoed (%lld each)", COUNT, held, held / COUNT);
+    cr_assert(held <= (long long)COUNT * LIMIT, "%lld bytes held for %d connections: more than --max-pending 16384 "
+              "+ one 4096-byte buffer each (%lld each)", held, COUNT, held / COUNT);
+    for (int i = 0; i < COUNT; i++)
+        close(fds[i]);
+    stop_echo(&p);
+    sup_proc_free(&p);
+}
