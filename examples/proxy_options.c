@@ -4,6 +4,7 @@
  */
 #include "proxy_options.h"
 #include "option_values.h"
+#include "overlap.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -17,14 +18,14 @@ const char proxy_usage[] =
     "  --listen PORT      TCP port to accept clients on (0 picks a free one)\n"
     "  --to HOST:PORT     where each client connection is forwarded ([ADDR]:PORT for an IPv6 literal)\n"
     "  --host H           address or name to listen on (default: every interface, IPv6 dual-stack)\n"
-    "  --threads N        worker threads (default: online CPUs)\n"
+    "  --threads N        worker threads, at most 256 (default: online CPUs)\n"
     "  --max-conns N      client connections at most; more are closed at once (default: no limit)\n"
     "  --buffer-size B    bytes per receive buffer (default 16384)\n"
-    "  --buffer-count N   receive buffers per worker thread (default 1024)\n"
+    "  --buffer-count N   receive buffers per worker thread (default 1024; size x count at most 256 MiB)\n"
     "  --max-pending B    stop reading one side while B bytes wait to be sent to the other (default 131072)\n"
     "  --idle-timeout S   close both connections of a pair silent for S seconds (default: never)\n"
     "  --drain-timeout S  on SIGINT/SIGTERM, keep forwarding for at most S seconds (default 5)\n"
-    "  --stats SECONDS    print a stats line every SECONDS\n"
+    "  --stats SECONDS    print a stats line every SECONDS (at least 0.1)\n"
     "  --help             this text\n"
     "  --version          print the version\n";
 
@@ -117,15 +118,17 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
         } else if (!strcmp(name, "--host")) {
             options->host = *value ? value : NULL;
         } else if (!strcmp(name, "--threads")) {
-            if (option_parse_uint(value, 1024, &number)) {
-                snprintf(error, error_size, "--threads: '%s' is not a thread count (0-1024, 0 = CPUs)", value);
+            if (option_parse_uint(value, OVL_MAX_THREADS, &number)) {
+                snprintf(error, error_size, "--threads: '%s' is not a thread count (0-%d, 0 = CPUs)", value,
+                         OVL_MAX_THREADS);
                 return -1;
             }
             options->threads = (int)number;
         } else if (!strcmp(name, "--max-conns")) {
             /* The engine counts both connections of a pair: the limit it gets is twice this. */
-            if (option_parse_uint(value, UINT32_MAX / 2, &number)) {
-                snprintf(error, error_size, "--max-conns: '%s' is not a count (0-%u)", value, UINT32_MAX / 2);
+            if (option_parse_uint(value, UINT32_MAX / 2, &number) || number < 1) {
+                snprintf(error, error_size, "--max-conns: '%s' is not a count (1-%u; leave it out for no limit)",
+                         value, UINT32_MAX / 2);
                 return -1;
             }
             options->max_conns = (uint32_t)number;
@@ -158,8 +161,8 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
                 return -1;
             }
         } else if (!strcmp(name, "--stats")) {
-            if (option_parse_seconds(value, &options->stats_interval)) {
-                snprintf(error, error_size, "--stats: '%s' is not a number of seconds", value);
+            if (option_parse_seconds(value, &options->stats_interval) || options->stats_interval < 0.1) {
+                snprintf(error, error_size, "--stats: '%s' is not a number of seconds (at least 0.1)", value);
                 return -1;
             }
         } else {
@@ -177,5 +180,5 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
         snprintf(error, error_size, "--to HOST:PORT is required");
         return -1;
     }
-    return 0;
+    return option_check_pool(options->buffer_size, options->buffer_count, error, error_size);
 }

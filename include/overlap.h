@@ -114,12 +114,21 @@ typedef struct ovl_callbacks {
     void (*on_close)(ovl_conn *conn, ovl_close_reason reason, int err);
 } ovl_callbacks;
 
+/* Limits ovl_engine_create holds a configuration to (programs check their options against the same numbers). */
+#define OVL_MAX_THREADS 256
+#define OVL_DEFAULT_BUFFER_SIZE 16384u
+#define OVL_DEFAULT_BUFFER_COUNT 1024u
+/* buffer_size x buffer_count (the count rounded up to a power of two): one worker's receive pool */
+#define OVL_MAX_POOL_BYTES (256ull << 20)
+
 /* Engine configuration. Start from ovl_config_init(), then change what you need. Out-of-range values make
  * ovl_engine_create fail with -EINVAL. */
 typedef struct ovl_config {
-    int threads;               /* worker threads, 0..1024; 0 = number of online CPUs */
+    int threads;               /* worker threads, 0..OVL_MAX_THREADS; 0 = number of online CPUs (at most
+                                  OVL_MAX_THREADS) */
     uint32_t buffer_size;      /* bytes per receive buffer, 64..16777216; 0 = 16384 */
-    uint32_t buffer_count;     /* receive buffers per worker, rounded up to a power of two, at most 32768; 0 = 1024 */
+    uint32_t buffer_count;     /* receive buffers per worker, rounded up to a power of two, at most 32768; 0 = 1024.
+                                  buffer_size x buffer_count at most OVL_MAX_POOL_BYTES */
     uint32_t max_conns;        /* open connections at most: an accept beyond it is closed at once (conns_refused);
                                   outbound connections count toward it but are never refused. 0 = no limit */
     int backlog;               /* listen backlog, not negative; 0 = SOMAXCONN */

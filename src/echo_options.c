@@ -4,6 +4,7 @@
  */
 #include "echo_options.h"
 #include "option_values.h"
+#include "overlap.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -18,13 +19,13 @@ const char echo_usage[] =
     "       overlap-echo uninstall                                 Windows: stop (drain) and remove it\n"
     "  --host H           address or name to listen on (default: every interface, IPv6 dual-stack)\n"
     "  --port P           TCP port (default 27015; 0 picks a free one)\n"
-    "  --threads N        worker threads (default: online CPUs)\n"
+    "  --threads N        worker threads, at most 256 (default: online CPUs)\n"
     "  --max-conns N      refuse connections past N open ones (default: no limit)\n"
     "  --buffer-size B    bytes per receive buffer (default 16384)\n"
-    "  --buffer-count N   receive buffers per worker thread (default 1024)\n"
+    "  --buffer-count N   receive buffers per worker thread (default 1024; size x count at most 256 MiB)\n"
     "  --max-pending B    stop reading a connection with B bytes not yet echoed (default 262144)\n"
     "  --stats-format F   text (default) or json: one JSON object per line, for log collectors\n"
-    "  --stats SECONDS    print a stats line every SECONDS\n"
+    "  --stats SECONDS    print a stats line every SECONDS (at least 0.1)\n"
     "  --drain-timeout S  on SIGINT/SIGTERM, finish echoing for at most S seconds (default 5)\n"
     "  --idle-timeout S   close connections that received and sent nothing for S seconds (default: never)\n"
     "  --zero-byte-recv M IOCP: auto (default: above 1024 connections per thread), on, off\n"
@@ -104,8 +105,9 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
             }
             options->port = value;
         } else if (!strcmp(name, "--threads")) {
-            if (option_parse_uint(value, 1024, &number)) {
-                snprintf(error, error_size, "--threads: '%s' is not a thread count (0-1024, 0 = CPUs)", value);
+            if (option_parse_uint(value, OVL_MAX_THREADS, &number)) {
+                snprintf(error, error_size, "--threads: '%s' is not a thread count (0-%d, 0 = CPUs)", value,
+                         OVL_MAX_THREADS);
                 return -1;
             }
             options->threads = (int)number;
@@ -116,8 +118,9 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
             }
             options->busy_poll_us = (int)number;
         } else if (!strcmp(name, "--max-conns")) {
-            if (option_parse_uint(value, UINT32_MAX, &number)) {
-                snprintf(error, error_size, "--max-conns: '%s' is not a count", value);
+            if (option_parse_uint(value, UINT32_MAX, &number) || number < 1) {
+                snprintf(error, error_size, "--max-conns: '%s' is not a count (1-%u; leave it out for no limit)",
+                         value, UINT32_MAX);
                 return -1;
             }
             options->max_conns = (uint32_t)number;
@@ -140,8 +143,8 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
             }
             options->max_pending = (uint32_t)number;
         } else if (!strcmp(name, "--stats")) {
-            if (option_parse_seconds(value, &options->stats_interval)) {
-                snprintf(error, error_size, "--stats: '%s' is not a number of seconds", value);
+            if (option_parse_seconds(value, &options->stats_interval) || options->stats_interval < 0.1) {
+                snprintf(error, error_size, "--stats: '%s' is not a number of seconds (at least 0.1)", value);
                 return -1;
             }
         } else if (!strcmp(name, "--stats-format")) {
@@ -194,5 +197,5 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
             return -1;
         }
     }
-    return 0;
+    return option_check_pool(options->buffer_size, options->buffer_count, error, error_size);
 }

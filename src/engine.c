@@ -14,8 +14,8 @@
 _Thread_local struct ovl__worker *ovl__current_worker;
 
 enum {
-    DEFAULT_BUFFER_SIZE = 16384,
-    DEFAULT_BUFFER_COUNT = 1024,
+    DEFAULT_BUFFER_SIZE = OVL_DEFAULT_BUFFER_SIZE,
+    DEFAULT_BUFFER_COUNT = OVL_DEFAULT_BUFFER_COUNT,
     MAX_BUFFER_COUNT = 32768, /* io_uring buffer rings hold at most 2^15 entries */
     DEFAULT_DRAIN_MS = 5000,
     DEFAULT_BUSY_POLL_US = 50,
@@ -78,11 +78,18 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
         ovl_config_init(&defaults);
         config = &defaults;
     }
-    if (!out || config->threads < 0 || config->threads > 1024 || config->backlog < 0 ||
+    if (!out || config->threads < 0 || config->threads > OVL_MAX_THREADS || config->backlog < 0 ||
         (config->buffer_size && (config->buffer_size < 64 || config->buffer_size > (1u << 24))) ||
         config->buffer_count > MAX_BUFFER_COUNT || config->busy_poll_us > 100000) {
-        ovl__error_set(err, -EINVAL, "threads 0..1024, buffer size 64..16777216, buffer count up to 32768",
+        ovl__error_set(err, -EINVAL, "threads 0..256, buffer size 64..16777216, buffer count up to 32768",
                        "engine configuration");
+        return -EINVAL;
+    }
+    uint64_t pool_bytes = (uint64_t)(config->buffer_size ? config->buffer_size : DEFAULT_BUFFER_SIZE) *
+                          round_up_power_of_two(config->buffer_count ? config->buffer_count : DEFAULT_BUFFER_COUNT);
+    if (pool_bytes > OVL_MAX_POOL_BYTES) {
+        ovl__error_set(err, -EINVAL, "at most 256 MiB per worker", "receive pool of %llu MiB (buffer size x count)",
+                       (unsigned long long)(pool_bytes >> 20));
         return -EINVAL;
     }
     const struct ovl__backend *backend = ovl__backend_find(config->backend);
@@ -122,7 +129,7 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
     engine->config.backend = backend->name;
     memcpy(engine->notice, notice, sizeof notice);
     if (!engine->config.threads)
-        engine->config.threads = ovl__cpu_count();
+        engine->config.threads = ovl__cpu_count() < OVL_MAX_THREADS ? ovl__cpu_count() : OVL_MAX_THREADS;
     if (!engine->config.buffer_size)
         engine->config.buffer_size = DEFAULT_BUFFER_SIZE;
     engine->config.buffer_count = round_up_power_of_two(config->buffer_count ? config->buffer_count

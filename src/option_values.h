@@ -6,9 +6,16 @@
 #ifndef OVL_OPTION_VALUES_H
 #define OVL_OPTION_VALUES_H
 
+#include <stddef.h>
+
 /* A decimal integer 0..max. Returns 0 and *out, or -1. */
 int option_parse_uint(const char *text, unsigned long long max, unsigned long long *out);
 /* Seconds, 0..86400, fractions allowed. Returns 0 and *out, or -1. */
 int option_parse_seconds(const char *text, double *out);
+
+/* --buffer-size x --buffer-count (0 = the engine's default for either) as the engine rounds it, within
+ * OVL_MAX_POOL_BYTES per worker. Returns 0, or -1 with a message naming both options in error. */
+int option_check_pool(unsigned long long buffer_size, unsigned long long buffer_count, char *error,
+                      size_t error_size);
 
 #endif

@@ -10,6 +10,7 @@
 #include "echo_options.h"
 
 #include "fuzz_argv.h"
+#include "overlap.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -58,7 +59,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
               "port outside 0-65535, or not only digits, accepted");
         check(options.host == NULL || (*options.host && in_argv(options.host, argv, argc)), "host");
         check(options.backend == NULL || in_argv(options.backend, argv, argc), "backend");
-        check(options.threads >= 0 && options.threads <= 1024, "threads outside 0-1024");
+        check(options.threads >= 0 && options.threads <= OVL_MAX_THREADS, "threads outside 0-256");
+        check((uint64_t)(options.buffer_size ? options.buffer_size : OVL_DEFAULT_BUFFER_SIZE) *
+                      (options.buffer_count ? options.buffer_count : OVL_DEFAULT_BUFFER_COUNT) <= OVL_MAX_POOL_BYTES,
+              "a receive pool above 256 MiB per worker accepted");
+        check(options.stats_interval == 0 || options.stats_interval >= 0.1, "--stats below 0.1 s accepted");
         check(options.buffer_size == 0 || (options.buffer_size >= 64 && options.buffer_size <= (1u << 24)),
               "buffer size outside 64-16777216");
         check(options.buffer_count <= 32768, "buffer count above 32768");

@@ -184,6 +184,20 @@ Test(echo_server, rejects_negative_threads, .timeout = 20)
     expect_rejected((char *[]){ "--threads", "-1", NULL }, "--threads");
 }
 
+/* Sizes and counts that would take the machine, or mean nothing, are refused with the option and its limit. */
+Test(echo_server, rejects_unbounded_sizes, .timeout = 20)
+{
+    expect_rejected((char *[]){ "--threads", "1024", NULL }, "--threads: '1024' is not a thread count (0-256");
+    /* 16 MiB x 32768 = 512 GiB of receive buffers per worker */
+    expect_rejected((char *[]){ "--buffer-size", "16777216", "--buffer-count", "32768", NULL },
+                    "is 524288 MiB of receive buffers per worker thread; at most 256 MiB");
+    expect_rejected((char *[]){ "--buffer-size", "65536", "--buffer-count", "5000", NULL },
+                    "--buffer-count 5000 (rounded up to a power of two) is 512 MiB");
+    expect_rejected((char *[]){ "--stats", "0.000001", NULL }, "--stats: '0.000001' is not a number of seconds "
+                    "(at least 0.1)");
+    expect_rejected((char *[]){ "--max-conns", "0", NULL }, "--max-conns: '0' is not a count");
+}
+
 Test(echo_server, rejects_unknown_option, .timeout = 20)
 {
     expect_rejected((char *[]){ "--bogus-option", NULL }, "--bogus-option");
