@@ -333,6 +333,10 @@ int main(int argc, char **argv)
     config.buffer_count = options.buffer_count;
     config.drain_timeout_ms = milliseconds(options.drain_timeout);
     config.idle_timeout_ms = milliseconds(options.idle_timeout);
+    /* --keepalive: left out = the engine's default, 0 = off (the engine's negative) */
+    config.keepalive_ms = options.keepalive < 0    ? 0
+                          : options.keepalive == 0 ? -1
+                                                   : (int)milliseconds(options.keepalive);
     rc = ovl_engine_create(&proxy.engine, &config, &err);
     if (rc < 0) {
         print_error(&err, rc, "engine");

@@ -24,6 +24,8 @@ const char proxy_usage[] =
     "  --buffer-count N   receive buffers per worker thread (default 1024; size x count at most 256 MiB)\n"
     "  --max-pending B    stop reading one side while B bytes wait to be sent to the other (default 131072)\n"
     "  --idle-timeout S   close both connections of a pair silent for S seconds (default: never)\n"
+    "  --keepalive S      probe a silent peer after S seconds; one gone for good is closed 1.5 x S after\n"
+    "                     its last sign (default 60; 0 = off)\n"
     "  --drain-timeout S  on SIGINT/SIGTERM, keep forwarding for at most S seconds (default 5)\n"
     "  --stats SECONDS    print a stats line every SECONDS (at least 0.1)\n"
     "  --help             this text\n"
@@ -73,6 +75,7 @@ static int parse_destination(const char *text, struct proxy_options *options, ch
 int proxy_options_parse(int argc, char *const argv[], struct proxy_options *options, char *error, size_t error_size)
 {
     memset(options, 0, sizeof *options);
+    options->keepalive = -1;
     options->max_pending = PROXY_DEFAULT_MAX_PENDING;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -150,6 +153,13 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
                 return -1;
             }
             options->max_pending = (uint32_t)number;
+        } else if (!strcmp(name, "--keepalive")) {
+            if (option_parse_seconds(value, &options->keepalive) ||
+                (options->keepalive != 0 && (options->keepalive < 1 || options->keepalive > 32767))) {
+                snprintf(error, error_size, "--keepalive: '%s' is not a number of seconds (1-32767, 0 = off)",
+                         value);
+                return -1;
+            }
         } else if (!strcmp(name, "--idle-timeout")) {
             if (option_parse_seconds(value, &options->idle_timeout)) {
                 snprintf(error, error_size, "--idle-timeout: '%s' is not a number of seconds", value);

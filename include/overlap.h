@@ -151,6 +151,12 @@ typedef struct ovl_config {
                                   after a longer wait it sleeps at once (an idle server uses no CPU). 0 = 50,
                                   negative = never spin, at most 100000. Only where the ring reports pending
                                   completions (IORING_SETUP_TASKRUN_FLAG, Linux 5.19+); other backends ignore it. */
+    int keepalive_ms;          /* TCP keepalive on every connection, so that a peer that vanished (powered off, cable
+                                  pulled, its reset lost) is reclaimed: the first probe after this long without
+                                  traffic, then one every sixth of it (at least 1 s), and after 3 unanswered the
+                                  connection ends with ETIMEDOUT (stats.peer_timeouts), 1.5 times this after the
+                                  peer's last sign. 0 = 60000, negative = off (the system's default, normally none).
+                                  Windows sends 10 probes (its fixed count) at that interval. */
 } ovl_config;
 
 /* Set every field to 0, which means its default. */
@@ -226,6 +232,8 @@ typedef struct ovl_stats {
     uint64_t context_updates;   /* IOCP: SO_UPDATE_ACCEPT_CONTEXT / SO_UPDATE_CONNECT_CONTEXT applied (one per
                                    connection; Wine ignores them silently, so tests count them) */
     uint64_t idle_closed;       /* connections closed by idle_timeout_ms */
+    uint64_t peer_timeouts;     /* connections ended because the peer stopped answering (keepalive probes or
+                                   retransmissions unanswered: ETIMEDOUT); also counted in errors */
     uint64_t recv_pool_pauses;  /* times a connection stopped receiving because it held its share of the worker's
                                    receive buffers (a few), or any while the pool was down to its reserve */
 } ovl_stats;

@@ -42,8 +42,10 @@ static bool is_ipv6_any(const struct addrinfo *ai)
 }
 
 /* Open, bind and listen one socket into *out. Returns 0 or a negative error with err filled. */
-static int listen_one(const struct addrinfo *ai, int backlog, bool dual_stack, ovl__socket *out, ovl_error_info *err)
+static int listen_one(const ovl_config *config, const struct addrinfo *ai, bool dual_stack, ovl__socket *out,
+                      ovl_error_info *err)
 {
+    int backlog = config->backlog > 0 ? config->backlog : SOMAXCONN;
     char where[64];
     ovl__format_address(ai->ai_addr, where, sizeof where);
     ovl__socket fd = ovl__socket_open(ai->ai_family);
@@ -58,8 +60,11 @@ static int listen_one(const struct addrinfo *ai, int backlog, bool dual_stack, o
 #else
     /* SO_REUSEADDR: a restarted server can bind while old connections sit in TIME_WAIT. */
     ovl__set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1);
-    /* Linux copies TCP_NODELAY to every accepted socket, which saves each connection a setsockopt. */
+    /* Linux copies TCP_NODELAY and the keepalive settings to every accepted socket, which saves each connection
+     * its setsockopt calls. */
     ovl__set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+    if (config->keepalive_ms > 0)
+        ovl__socket_keepalive(fd, (uint32_t)config->keepalive_ms);
 #endif
     if (ai->ai_family == AF_INET6)
         ovl__set_int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, dual_stack ? 0 : 1);
@@ -136,7 +141,6 @@ int ovl__listener_open(ovl_engine *engine, ovl_listener *listener, const char *h
         ovl__error_set(err, code, text, "resolve %s:%s", any_host ? "*" : host, port);
         return code;
     }
-    int backlog = engine->config.backlog > 0 ? engine->config.backlog : SOMAXCONN;
     /* Every interface: one IPv6 socket with V6ONLY off serves IPv4 too; an IPv4 socket beside it would only
      * collide with it. Fall back to IPv4 where the system has no IPv6. */
     const struct addrinfo *dual = NULL;
@@ -151,7 +155,7 @@ int ovl__listener_open(ovl_engine *engine, ovl_listener *listener, const char *h
     listener->port = 0;
     if (dual) {
         ovl__socket fd;
-        int rc6 = listen_one(dual, backlog, true, &fd, err);
+        int rc6 = listen_one(&engine->config, dual, true, &fd, err);
         if (rc6 == 0)
             result = add_socket(listener, fd);
         else if (!no_such_family(rc6))
@@ -167,7 +171,7 @@ int ovl__listener_open(ovl_engine *engine, ovl_listener *listener, const char *h
         if (listener->port)
             set_port(ai->ai_addr, listener->port);
         ovl__socket fd;
-        result = listen_one(ai, backlog, false, &fd, err);
+        result = listen_one(&engine->config, ai, false, &fd, err);
         if (result == 0)
             result = add_socket(listener, fd);
     }

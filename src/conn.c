@@ -95,6 +95,8 @@ void ovl__conn_failed(ovl_conn *conn, int err)
     struct ovl__counters *counters = &conn->worker->counters;
     if (conn->flags & OVL__C_CLOSING)
         return;
+    if (ovl__is_timeout_error(err))
+        ovl__count(&counters->peer_timeouts, 1);
     if (ovl__is_reset_error(err)) {
         ovl__count(&counters->resets, 1);
         ovl__conn_close(conn, OVL_CLOSE_RESET, err);
@@ -150,9 +152,19 @@ void ovl__conn_opened(ovl_conn *conn)
         backend_of(conn)->recv_start(conn);
 }
 
+/* Keepalive on every connection (config.keepalive_ms): a failure only costs the dead-peer reclaim, never the
+ * connection. */
+static void set_keepalive(ovl_conn *conn)
+{
+    int ms = conn->worker->engine->config.keepalive_ms;
+    if (ms > 0)
+        ovl__socket_keepalive(conn->fd, (uint32_t)ms);
+}
+
 void ovl__conn_connected(ovl_conn *conn)
 {
     ovl__set_int_option(conn->fd, IPPROTO_TCP, TCP_NODELAY, 1);
+    set_keepalive(conn);
     ovl__count(&conn->worker->counters.conns_connected, 1);
     ovl__conn_opened(conn);
 }
@@ -497,6 +509,9 @@ ovl_conn *ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_so
         return NULL;
     }
     ovl__conn_attach(worker, conn);
+#ifdef _WIN32
+    set_keepalive(conn); /* Linux: inherited from the listening socket */
+#endif
     ovl__count(&worker->counters.conns_accepted, 1);
     ovl__conn_opened(conn);
     return conn;

@@ -28,6 +28,8 @@ const char echo_usage[] =
     "  --stats SECONDS    print a stats line every SECONDS (at least 0.1)\n"
     "  --drain-timeout S  on SIGINT/SIGTERM, finish echoing for at most S seconds (default 5)\n"
     "  --idle-timeout S   close connections that received and sent nothing for S seconds (default: never)\n"
+    "  --keepalive S      probe a silent peer after S seconds; one gone for good is closed 1.5 x S after\n"
+    "                     its last sign (default 60; 0 = off)\n"
     "  --zero-byte-recv M IOCP: auto (default: above 1024 connections per thread), on, off\n"
     "  --backend NAME     io_uring (default; epoll where io_uring is forbidden), epoll; iocp on Windows\n"
     "  --busy-poll US     io_uring: spin up to US microseconds for the next completion while they come back to\n"
@@ -41,6 +43,7 @@ const char echo_usage[] =
 int echo_options_parse(int argc, char *const argv[], struct echo_options *options, char *error, size_t error_size)
 {
     memset(options, 0, sizeof *options);
+    options->keepalive = -1;
     options->port = "27015";
     options->busy_poll_us = -1;
     options->first_server_arg = 1;
@@ -156,6 +159,13 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
         } else if (!strcmp(name, "--drain-timeout")) {
             if (option_parse_seconds(value, &options->drain_timeout)) {
                 snprintf(error, error_size, "--drain-timeout: '%s' is not a number of seconds", value);
+                return -1;
+            }
+        } else if (!strcmp(name, "--keepalive")) {
+            if (option_parse_seconds(value, &options->keepalive) ||
+                (options->keepalive != 0 && (options->keepalive < 1 || options->keepalive > 32767))) {
+                snprintf(error, error_size, "--keepalive: '%s' is not a number of seconds (1-32767, 0 = off)",
+                         value);
                 return -1;
             }
         } else if (!strcmp(name, "--idle-timeout")) {

@@ -19,7 +19,8 @@ enum {
     MAX_BUFFER_COUNT = 32768, /* io_uring buffer rings hold at most 2^15 entries */
     DEFAULT_DRAIN_MS = 5000,
     DEFAULT_BUSY_POLL_US = 50,
-    DEFAULT_MAX_PENDING = 256 * 1024
+    DEFAULT_MAX_PENDING = 256 * 1024,
+    DEFAULT_KEEPALIVE_MS = 60000
 };
 
 void ovl_config_init(ovl_config *config)
@@ -140,6 +141,8 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
         engine->config.max_pending = DEFAULT_MAX_PENDING;
     if (!engine->config.busy_poll_us)
         engine->config.busy_poll_us = DEFAULT_BUSY_POLL_US;
+    if (!engine->config.keepalive_ms)
+        engine->config.keepalive_ms = DEFAULT_KEEPALIVE_MS;
     engine->backend = backend;
     engine->thread_count = engine->config.threads;
     engine->workers = ovl__calloc((size_t)engine->thread_count, sizeof *engine->workers);
@@ -566,6 +569,7 @@ void ovl_engine_stats(ovl_engine *engine, ovl_stats *out)
         OVL_SUM(recv_pauses);
         OVL_SUM(idle_closed);
         OVL_SUM(recv_pool_pauses);
+        OVL_SUM(peer_timeouts);
 #undef OVL_SUM
     }
 }

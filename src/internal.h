@@ -64,7 +64,7 @@ struct ovl__pool {
 struct ovl__counters {
     _Atomic uint64_t conns_open, conns_accepted, conns_connected, conns_closed, conns_refused, connect_failures;
     _Atomic uint64_t resets, errors, bytes_in, bytes_out, msgs_in, msgs_out, recv_nobufs, reuse_ok, reuse_fallback;
-    _Atomic uint64_t context_updates, recv_pauses, idle_closed, recv_pool_pauses;
+    _Atomic uint64_t context_updates, recv_pauses, idle_closed, recv_pool_pauses, peer_timeouts;
 };
 
 static inline void ovl__count(_Atomic uint64_t *counter, uint64_t n)

@@ -14,6 +14,7 @@
 #include <windows.h>
 
 #include <errno.h>
+#include <stdint.h>
 /* The C runtime has no ESHUTDOWN; Winsock's code carries the same meaning (and FormatMessage text). */
 #ifndef ESHUTDOWN
 #define ESHUTDOWN WSAESHUTDOWN
@@ -30,6 +31,7 @@ static inline int ovl__socket_error(void)
 }
 #else
 #include <errno.h>
+#include <stdint.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -55,6 +57,11 @@ ovl__socket ovl__socket_open(int family);
 int ovl__cpu_count(void);
 /* Is this error a peer reset (ECONNRESET, EPIPE, WSAECONNRESET, WSAECONNABORTED, ...)? */
 int ovl__is_reset_error(int err);
+/* Is this error a timeout (the peer stopped answering: keepalive or retransmissions)? */
+int ovl__is_timeout_error(int err);
+/* TCP keepalive: the first probe after idle_ms without traffic, then every idle_ms / 6 (at least 1 s); 3 probes
+ * (Windows: its fixed 10). Returns 0 or a negative error. */
+int ovl__socket_keepalive(ovl__socket socket, uint32_t idle_ms);
 /* setsockopt for an int option, with the cast Winsock needs. */
 int ovl__set_int_option(ovl__socket socket, int level, int name, int value);
 

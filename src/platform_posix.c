@@ -28,6 +28,25 @@ int ovl__is_reset_error(int err)
     return err == -ECONNRESET || err == -EPIPE || err == -ECONNABORTED;
 }
 
+int ovl__is_timeout_error(int err)
+{
+    return err == -ETIMEDOUT;
+}
+
+int ovl__socket_keepalive(ovl__socket socket, uint32_t idle_ms)
+{
+    int idle = (int)((idle_ms + 999) / 1000), interval = idle / 6 > 1 ? idle / 6 : 1;
+    if (ovl__set_int_option(socket, SOL_SOCKET, SO_KEEPALIVE, 1) < 0)
+        return -errno;
+#ifdef TCP_KEEPIDLE
+    if (ovl__set_int_option(socket, IPPROTO_TCP, TCP_KEEPIDLE, idle) < 0 ||
+        ovl__set_int_option(socket, IPPROTO_TCP, TCP_KEEPINTVL, interval) < 0 ||
+        ovl__set_int_option(socket, IPPROTO_TCP, TCP_KEEPCNT, 3) < 0)
+        return -errno;
+#endif
+    return 0;
+}
+
 int ovl__set_int_option(ovl__socket socket, int level, int name, int value)
 {
     return setsockopt(socket, level, name, &value, sizeof value);

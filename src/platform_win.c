@@ -4,6 +4,7 @@
 #include "platform.h"
 
 #include <errno.h>
+#include <mstcpip.h>
 
 int ovl__net_init(void)
 {
@@ -34,6 +35,23 @@ int ovl__is_reset_error(int err)
     /* ERROR_NETNAME_DELETED is how a completion port reports a connection the peer reset. */
     return err == -WSAECONNRESET || err == -WSAECONNABORTED || err == -WSAENETRESET || err == -WSAESHUTDOWN ||
            err == -ERROR_NETNAME_DELETED || err == -ERROR_CONNECTION_ABORTED || err == -EPIPE;
+}
+
+int ovl__is_timeout_error(int err)
+{
+    /* ERROR_SEM_TIMEOUT is how a completion port reports a connection whose keepalive probes went unanswered. */
+    return err == -WSAETIMEDOUT || err == -ERROR_SEM_TIMEOUT || err == -ETIMEDOUT;
+}
+
+int ovl__socket_keepalive(ovl__socket socket, uint32_t idle_ms)
+{
+    /* SIO_KEEPALIVE_VALS works on every Windows version; the probe count is fixed by the system (10). */
+    struct tcp_keepalive values = {.onoff = 1, .keepalivetime = idle_ms,
+                                   .keepaliveinterval = idle_ms / 6 > 1000 ? idle_ms / 6 : 1000};
+    DWORD returned = 0;
+    if (WSAIoctl(socket, SIO_KEEPALIVE_VALS, &values, sizeof values, NULL, 0, &returned, NULL, NULL) != 0)
+        return ovl__socket_error();
+    return 0;
 }
 
 int ovl__set_int_option(ovl__socket socket, int level, int name, int value)
