@@ -221,7 +221,7 @@ typedef struct ovl_stats {
     uint64_t resets;            /* connections ended by a peer reset */
     uint64_t errors;            /* connections ended by another I/O error, plus accept errors and accepted sockets
                                    that could not be set up */
-    uint64_t bytes_in, bytes_out;
+    uint64_t bytes_in, bytes_out; /* bytes_in: received and delivered (not those in bytes_discarded) */
     uint64_t msgs_in;           /* receive completions (buffers delivered or discarded) */
     uint64_t msgs_out;          /* send completions */
     uint64_t recv_nobufs;       /* times a receive waited for a buffer: the pool was empty (io_uring: or the window of
@@ -232,6 +232,9 @@ typedef struct ovl_stats {
     uint64_t context_updates;   /* IOCP: SO_UPDATE_ACCEPT_CONTEXT / SO_UPDATE_CONNECT_CONTEXT applied (one per
                                    connection; Wine ignores them silently, so tests count them) */
     uint64_t idle_closed;       /* connections closed by idle_timeout_ms */
+    uint64_t bytes_discarded;   /* bytes that arrived after our side was shut down while the engine stopped (sent
+                                   by the peer after the stop, as our FIN was on its way): read and dropped, so
+                                   that the close does not turn into a reset */
     uint64_t peer_timeouts;     /* connections ended because the peer stopped answering (keepalive probes or
                                    retransmissions unanswered: ETIMEDOUT); also counted in errors */
     uint64_t recv_pool_pauses;  /* times a connection stopped receiving because it held its share of the worker's

@@ -371,6 +371,13 @@ static void do_recv(struct ovl__worker *worker, ovl_conn *conn)
         bool drain = drain_read(conn);
         if (!drain && !ec->readable)
             return; /* wait for the next edge */
+        if (drain && reads > 0 && ovl__drain_read_all(conn)) {
+            /* Everything the kernel held at the stop is read: the rest came after it. */
+            recv_finish(conn);
+            ovl__conn_read_done(conn);
+            ovl__conn_op_done(conn);
+            return;
+        }
         if (reads == RECV_BURST) {
             ready_push(ew, ec);
             return;
@@ -385,8 +392,8 @@ static void do_recv(struct ovl__worker *worker, ovl_conn *conn)
             return;
         }
         uint32_t slot = pool->free_slots[pool->free_count - 1];
-        size_t size = pool->slot_size;
-        ssize_t n = recv(conn->fd, pool->slab + (size_t)slot * size, size, 0);
+        size_t size = pool->slot_size, len = drain ? ovl__drain_read_len(conn, size) : size;
+        ssize_t n = recv(conn->fd, pool->slab + (size_t)slot * size, len, 0);
         if (n > 0) {
             pool->free_count--;
             ovl_buf *buf = ovl__pool_take(pool, slot, (size_t)n);
@@ -398,7 +405,7 @@ static void do_recv(struct ovl__worker *worker, ovl_conn *conn)
             }
             /* A short read emptied the receive queue, so the next arrival raises a new edge. Not so for a FIN
              * already queued behind the data (its edge is spent): with peer_done, and when draining, read on. */
-            if ((size_t)n < size && !ec->peer_done && !drain)
+            if ((size_t)n < len && !ec->peer_done && !drain)
                 ec->readable = false;
             ovl__conn_received(conn, buf);
             continue;

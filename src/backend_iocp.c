@@ -550,12 +550,17 @@ static void read_now(ovl_conn *conn, int error)
             ovl__conn_wait_for_slot(conn);
         } else {
             ovl_buf *slot = ovl__pool_take(pool, pool->free_slots[--pool->free_count], 0);
-            int n = slot ? recv(conn->fd, slot->data, (int)conn->worker->pool.slot_size, 0) : SOCKET_ERROR;
+            size_t len = ovl__drain_read_len(conn, conn->worker->pool.slot_size);
+            int n = slot ? recv(conn->fd, slot->data, (int)len, 0) : SOCKET_ERROR;
             error = n < 0 ? WSAGetLastError() : 0;
             if (n > 0) {
                 slot->len = (size_t)n;
+                bool drained = (conn->flags & OVL__C_DRAINING) != 0;
                 ovl__conn_received(conn, slot);
-                rearm_recv(conn);
+                if (drained && ovl__drain_read_all(conn))
+                    ovl__conn_read_done(conn); /* everything the kernel held at the stop is read */
+                else
+                    rearm_recv(conn);
             } else {
                 if (slot)
                     ovl__buf_free(slot);

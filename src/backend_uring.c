@@ -434,8 +434,9 @@ static void recv_start(ovl_conn *conn)
 {
     struct uring_worker *uw = state_of(conn->worker);
     struct io_uring_sqe *sqe = get_sqe(uw);
-    if ((conn->flags & OVL__C_DRAINING) && !(conn->flags & OVL__C_LINGER))
-        io_uring_prep_recv(sqe, conn->fd, NULL, 0, MSG_DONTWAIT); /* only what is already buffered */
+    if ((conn->flags & OVL__C_DRAINING) && !(conn->flags & OVL__C_LINGER)) /* only what is already buffered */
+        io_uring_prep_recv(sqe, conn->fd, NULL, (unsigned)ovl__drain_read_len(conn, uw->pool->slot_size),
+                           MSG_DONTWAIT);
     else if (uw->multishot_recv && !(conn->flags & OVL__C_RECV_ONE))
         io_uring_prep_recv_multishot(sqe, conn->fd, NULL, 0, 0);
     else
@@ -491,6 +492,10 @@ static void on_recv(struct ovl__worker *worker, ovl_conn *conn, const struct io_
     if (res > 0 && buf) {
         ovl__conn_received(conn, buf);
         rearm = !more;
+        if (rearm && ovl__drain_read_all(conn)) {
+            rearm = false; /* everything the kernel held at the stop is read: the rest came after it */
+            ovl__conn_read_done(conn);
+        }
         if (more && (conn->flags & OVL__C_RECV_ONE) && !(conn->flags & (OVL__C_CLOSING | OVL__C_PAUSED)))
             recv_pause(conn); /* backlogged: end the multishot (-ECANCELED re-arms a single receive) */
     } else {

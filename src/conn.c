@@ -194,7 +194,7 @@ static bool pool_may_resume(const ovl_conn *conn)
 static void pool_pause_if_due(ovl_conn *conn)
 {
     const struct ovl__pool *pool = &conn->worker->pool;
-    if (!conn->slots_queued || (conn->flags & (OVL__C_PAUSE_POOL | OVL__C_CLOSING | OVL__C_DRAINING)) ||
+    if (!conn->slots_queued || (conn->flags & (OVL__C_PAUSE_POOL | OVL__C_CLOSING)) ||
         (conn->slots_queued < pool->share && pool_free(pool) >= pool->reserve))
         return;
     struct ovl__worker *worker = conn->worker;
@@ -227,9 +227,10 @@ static void deliver(ovl_conn *conn, ovl_buf *buf)
     }
     conn->callbacks.on_data(conn, buf);
     /* Backpressure: a peer that sends faster than it reads fills our send queue; stop reading from it (its
-     * bytes wait in its own socket buffers) until the queue drains. Draining reads on regardless: it is bounded. */
+     * bytes wait in its own socket buffers) until the queue drains. Draining too: what it still reads is bounded
+     * by the stop, but not small (a socket may hold megabytes), and the deadline bounds a peer that never reads. */
     if (conn->max_pending && conn->queue_bytes >= conn->max_pending &&
-        !(conn->flags & (OVL__C_PAUSE_QUEUE | OVL__C_CLOSING | OVL__C_DRAINING))) {
+        !(conn->flags & (OVL__C_PAUSE_QUEUE | OVL__C_CLOSING))) {
         conn->flags |= OVL__C_PAUSE_QUEUE;
         ovl__count(&conn->worker->counters.recv_pauses, 1);
         stop_receiving(conn);
@@ -265,6 +266,14 @@ static void note_backlog(ovl_conn *conn, const ovl_buf *buf)
 void ovl__conn_received(ovl_conn *conn, ovl_buf *buf)
 {
     struct ovl__counters *counters = &conn->worker->counters;
+    if (conn->flags & OVL__C_LINGER) {
+        /* Stopping, our FIN sent: the peer sent this after the stop. Dropped, and counted as such. */
+        ovl__count(&counters->bytes_discarded, buf->len);
+        ovl__buf_free(buf);
+        return;
+    }
+    if (conn->flags & OVL__C_DRAINING)
+        conn->drain_budget = buf->len < conn->drain_budget ? conn->drain_budget - buf->len : 0;
     if (buf->kind == OVL__BUF_POOL) {
         buf->owner = conn;
         conn->slots_held++;
@@ -472,9 +481,16 @@ void ovl__conn_begin_drain(ovl_conn *conn)
         return;
     }
     conn->flags |= OVL__C_DRAINING;
-    /* Stopping overrides every pause: the drain reads what is buffered, bounded by its deadline. Held input goes
-     * first; an EOF held behind it finishes the connection once it is delivered. */
-    conn->flags &= ~(OVL__C_PAUSE_USER | OVL__C_PAUSE_QUEUE | OVL__C_PAUSE_POOL | OVL__C_PAUSED);
+    /* What it already received is echoed: our buffers, and what the kernel holds for us now - read that much and
+     * no more (a peer that keeps sending would otherwise put the end off until the deadline), then our FIN. The
+     * application's pause ends here; the engine's own (max_pending, the pool's share) hold on, and the deadline
+     * bounds a peer that does not read. Held input goes first; an EOF held behind it finishes the connection once
+     * it is delivered. */
+    conn->drain_budget = ovl__socket_unread(conn->fd);
+    conn->flags &= ~OVL__C_PAUSE_USER;
+    bool paused = (conn->flags & (OVL__C_PAUSE_QUEUE | OVL__C_PAUSE_POOL)) != 0;
+    if (!paused)
+        conn->flags &= ~OVL__C_PAUSED;
     if (conn->held_head || (conn->flags & OVL__C_HOLD_EOF))
         queue_held(conn);
     if (conn->flags & OVL__C_HOLD_EOF)
@@ -485,7 +501,8 @@ void ovl__conn_begin_drain(ovl_conn *conn)
         maybe_finish(conn);
         return;
     }
-    backend_of(conn)->recv_drain(conn);
+    if (!paused)
+        backend_of(conn)->recv_drain(conn); /* else restart_receiving reads on, in drain mode */
 }
 
 ovl_conn *ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd)

@@ -71,7 +71,7 @@ static void print_stats_line(const ovl_stats *now, const ovl_stats *before, doub
              "\"conns_accepted\":%llu,\"conns_closed\":%llu,\"conns_refused\":%llu,\"resets\":%llu,"
              "\"errors\":%llu,\"idle_closed\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,\"msgs_in\":%llu,"
              "\"msgs_out\":%llu,\"recv_nobufs\":%llu,\"recv_pauses\":%llu,\"recv_pool_pauses\":%llu,"
-             "\"peer_timeouts\":%llu,\"reuse_ok\":%llu,\"reuse_fallback\":%llu}\n",
+             "\"peer_timeouts\":%llu,\"bytes_discarded\":%llu,\"reuse_ok\":%llu,\"reuse_fallback\":%llu}\n",
              seconds, msgs, megabytes, (unsigned long long)now->conns_open,
              (unsigned long long)now->conns_accepted, (unsigned long long)now->conns_closed,
              (unsigned long long)now->conns_refused, (unsigned long long)now->resets,
@@ -80,7 +80,7 @@ static void print_stats_line(const ovl_stats *now, const ovl_stats *before, doub
              (unsigned long long)now->msgs_in, (unsigned long long)now->msgs_out,
              (unsigned long long)now->recv_nobufs, (unsigned long long)now->recv_pauses,
              (unsigned long long)now->recv_pool_pauses, (unsigned long long)now->peer_timeouts,
-             (unsigned long long)now->reuse_ok,
+             (unsigned long long)now->bytes_discarded, (unsigned long long)now->reuse_ok,
              (unsigned long long)now->reuse_fallback);
         return;
     }
@@ -195,6 +195,9 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
          (unsigned long long)total.conns_refused, (unsigned long long)total.resets,
          (unsigned long long)total.errors, (unsigned long long)total.msgs_in,
          (unsigned long long)total.bytes_in, (unsigned long long)total.bytes_out);
+    if (total.bytes_discarded)
+        emit(report_stream, "overlap-echo: %llu bytes sent after the stop, as our FIN was on its way, discarded\n",
+             (unsigned long long)total.bytes_discarded);
     if (total.idle_closed)
         emit(report_stream, "overlap-echo: %llu idle connection%s closed\n", (unsigned long long)total.idle_closed,
              total.idle_closed == 1 ? "" : "s");

@@ -570,6 +570,7 @@ void ovl_engine_stats(ovl_engine *engine, ovl_stats *out)
         OVL_SUM(idle_closed);
         OVL_SUM(recv_pool_pauses);
         OVL_SUM(peer_timeouts);
+        OVL_SUM(bytes_discarded);
 #undef OVL_SUM
     }
 }

@@ -65,6 +65,7 @@ struct ovl__counters {
     _Atomic uint64_t conns_open, conns_accepted, conns_connected, conns_closed, conns_refused, connect_failures;
     _Atomic uint64_t resets, errors, bytes_in, bytes_out, msgs_in, msgs_out, recv_nobufs, reuse_ok, reuse_fallback;
     _Atomic uint64_t context_updates, recv_pauses, idle_closed, recv_pool_pauses, peer_timeouts;
+    _Atomic uint64_t bytes_discarded;
 };
 
 static inline void ovl__count(_Atomic uint64_t *counter, uint64_t n)
@@ -147,6 +148,7 @@ struct ovl_conn {
     uint32_t slots_held;         /* pool slots received on this connection and not yet free, wherever they are */
     uint32_t slots_queued;       /* of those, the ones waiting in a send queue (the pool's fairness rule) */
     uint32_t clean_receives;     /* receives in a row that found it not backlogged (ends OVL__C_RECV_ONE) */
+    uint64_t drain_budget;       /* draining: bytes the kernel still held for us when the stop came, yet to read */
     ovl_conn *pool_next;         /* worker's list of connections paused for the pool */
     /* Input that arrived after ovl_recv_pause (receives the kernel had already completed, e.g. the rest of a
      * multishot receive), delivered in order after ovl_recv_resume, before anything newer. */
@@ -270,6 +272,20 @@ static inline void ovl__worker_clock(struct ovl__worker *worker)
 {
     if (worker->tick_ms)
         worker->now_ms = ovl__clock_ms();
+}
+
+/* Draining (not lingering): how many bytes one read may take - what is left of the input the kernel held at the
+ * stop - given a buffer of `size`. */
+static inline size_t ovl__drain_read_len(const ovl_conn *conn, size_t size)
+{
+    return conn->drain_budget && conn->drain_budget < size ? (size_t)conn->drain_budget : size;
+}
+
+/* Draining: a read that delivered data used up what the kernel held at the stop; report read_done, read no more. */
+static inline bool ovl__drain_read_all(const ovl_conn *conn)
+{
+    return (conn->flags & (OVL__C_DRAINING | OVL__C_LINGER | OVL__C_CLOSING)) == OVL__C_DRAINING &&
+           conn->drain_budget == 0;
 }
 
 /* The worker running on this thread, or NULL. */

@@ -57,6 +57,8 @@ ovl__socket ovl__socket_open(int family);
 int ovl__cpu_count(void);
 /* Is this error a peer reset (ECONNRESET, EPIPE, WSAECONNRESET, WSAECONNABORTED, ...)? */
 int ovl__is_reset_error(int err);
+/* Bytes received by the kernel and not yet read (FIONREAD), 0 if it cannot tell. */
+uint64_t ovl__socket_unread(ovl__socket socket);
 /* Is this error a timeout (the peer stopped answering: keepalive or retransmissions)? */
 int ovl__is_timeout_error(int err);
 /* TCP keepalive: the first probe after idle_ms without traffic, then every idle_ms / 6 (at least 1 s); 3 probes

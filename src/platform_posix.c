@@ -3,6 +3,8 @@
  */
 #include "platform.h"
 
+#include <sys/ioctl.h>
+
 int ovl__net_init(void)
 {
     return 0;
@@ -26,6 +28,12 @@ int ovl__cpu_count(void)
 int ovl__is_reset_error(int err)
 {
     return err == -ECONNRESET || err == -EPIPE || err == -ECONNABORTED;
+}
+
+uint64_t ovl__socket_unread(ovl__socket socket)
+{
+    int unread = 0;
+    return ioctl(socket, FIONREAD, &unread) == 0 && unread > 0 ? (uint64_t)unread : 0;
 }
 
 int ovl__is_timeout_error(int err)

@@ -37,6 +37,12 @@ int ovl__is_reset_error(int err)
            err == -ERROR_NETNAME_DELETED || err == -ERROR_CONNECTION_ABORTED || err == -EPIPE;
 }
 
+uint64_t ovl__socket_unread(ovl__socket socket)
+{
+    u_long unread = 0;
+    return ioctlsocket(socket, FIONREAD, &unread) == 0 ? (uint64_t)unread : 0;
+}
+
 int ovl__is_timeout_error(int err)
 {
     /* ERROR_SEM_TIMEOUT is how a completion port reports a connection whose keepalive probes went unanswered. */
