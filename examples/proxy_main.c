@@ -337,6 +337,9 @@ int main(int argc, char **argv)
     config.keepalive_ms = options.keepalive < 0    ? 0
                           : options.keepalive == 0 ? -1
                                                    : (int)milliseconds(options.keepalive);
+    config.connect_timeout_ms = options.connect_timeout < 0    ? 0
+                                : options.connect_timeout == 0 ? -1
+                                                               : (int)milliseconds(options.connect_timeout);
     rc = ovl_engine_create(&proxy.engine, &config, &err);
     if (rc < 0) {
         print_error(&err, rc, "engine");
@@ -345,6 +348,16 @@ int main(int argc, char **argv)
     }
     ovl_listener *listener = NULL;
     rc = ovl_listen(proxy.engine, options.host, options.listen_port, &client_callbacks, &proxy, &listener, &err);
+    const char *self = NULL;
+    if (rc >= 0 && ovl_target_reaches(proxy.target, listener, &self)) {
+        /* Every client would open a connection to the proxy itself, which would open another, until no
+         * descriptor is left. */
+        fprintf(stderr, "overlap-proxy: --to %s reaches this proxy's own listening address %s: a forwarding loop; "
+                "refusing to start\n", options.to, self);
+        ovl_engine_destroy(proxy.engine);
+        ovl_target_free(proxy.target);
+        return 2;
+    }
     if (rc >= 0)
         rc = ovl_engine_start(proxy.engine, &err);
     if (rc < 0) {

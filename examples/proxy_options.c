@@ -24,6 +24,8 @@ const char proxy_usage[] =
     "  --buffer-count N   receive buffers per worker thread (default 1024; size x count at most 256 MiB)\n"
     "  --max-pending B    stop reading one side while B bytes wait to be sent to the other (default 131072)\n"
     "  --idle-timeout S   close both connections of a pair silent for S seconds (default: never)\n"
+    "  --connect-timeout S give up an upstream connect after S seconds; the client is closed (default 10;\n"
+    "                     0 = the system's own, about two minutes)\n"
     "  --keepalive S      probe a silent peer after S seconds; one gone for good is closed 1.5 x S after\n"
     "                     its last sign (default 60; 0 = off)\n"
     "  --drain-timeout S  on SIGINT/SIGTERM, keep forwarding for at most S seconds (default 5)\n"
@@ -76,6 +78,7 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
 {
     memset(options, 0, sizeof *options);
     options->keepalive = -1;
+    options->connect_timeout = -1;
     options->max_pending = PROXY_DEFAULT_MAX_PENDING;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -153,6 +156,12 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
                 return -1;
             }
             options->max_pending = (uint32_t)number;
+        } else if (!strcmp(name, "--connect-timeout")) {
+            if (option_parse_seconds(value, &options->connect_timeout) || options->connect_timeout > 3600) {
+                snprintf(error, error_size, "--connect-timeout: '%s' is not a number of seconds (0-3600, 0 = the "
+                         "system's)", value);
+                return -1;
+            }
         } else if (!strcmp(name, "--keepalive")) {
             if (option_parse_seconds(value, &options->keepalive) ||
                 (options->keepalive != 0 && (options->keepalive < 1 || options->keepalive > 32767))) {

@@ -21,6 +21,7 @@ struct proxy_options {
     uint32_t buffer_count;    /* receive buffers per worker; 0 = engine default */
     uint32_t max_pending;     /* bytes waiting to be sent to one side before the other side stops being read */
     double idle_timeout;      /* seconds; 0 = never close an idle pair */
+    double connect_timeout;   /* seconds an upstream connect may take: -1 = engine default (10), 0 = the system's */
     double keepalive;         /* seconds of silence before TCP keepalive probes: -1 = engine default (60), 0 = off */
     double drain_timeout;     /* seconds; 0 = engine default */
     double stats_interval;    /* seconds; 0 = no periodic stats line */

@@ -157,6 +157,10 @@ typedef struct ovl_config {
                                   connection ends with ETIMEDOUT (stats.peer_timeouts), 1.5 times this after the
                                   peer's last sign. 0 = 60000, negative = off (the system's default, normally none).
                                   Windows sends 10 probes (its fixed count) at that interval. */
+    int connect_timeout_ms;    /* ovl_connect: an attempt still not connected after this long (every address tried
+                                  in it included) ends with OVL_CLOSE_CONNECT_FAILED and -ETIMEDOUT, so a peer that
+                                  drops SYNs cannot hold a connection and its descriptor for the system's couple of
+                                  minutes. 0 = 10000, negative = the system's own timeout */
 } ovl_config;
 
 /* Set every field to 0, which means its default. */
@@ -277,6 +281,11 @@ OVL_API void ovl_target_free(ovl_target *target);
 /* "localhost:27015": host:port as given to ovl_target_resolve (cut to 127 bytes). It belongs to the target and
  * lives until ovl_target_free. */
 OVL_API const char *ovl_target_name(const ovl_target *target);
+/* Would connecting to `target` reach `listener` itself (an address it listens on, or one of this host's addresses
+ * when it listens on every interface, and the same port)? A proxy forwarding there would connect to itself for
+ * ever, a new connection per connection. Returns 1 and the listener's address (as ovl_listener_address) in *which,
+ * or 0. Any thread. */
+OVL_API int ovl_target_reaches(const ovl_target *target, const ovl_listener *listener, const char **which);
 
 /* Open an outbound connection to `target` (which must outlive the attempt; the engine does not copy it). Every
  * address is tried in order until one connects; on success on_open runs, otherwise on_close runs with

@@ -248,3 +248,85 @@ const char *ovl_target_name(const ovl_target *target)
 {
     return target->name;
 }
+
+static uint16_t address_port(const struct sockaddr *address)
+{
+    if (address->sa_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)address)->sin_port);
+    if (address->sa_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)address)->sin6_port);
+    return 0;
+}
+
+/* The same host address (the port aside), an IPv4 one and its IPv4-mapped IPv6 form alike. */
+static bool same_host(const struct sockaddr *a, const struct sockaddr *b)
+{
+    struct in_addr v4a, v4b;
+    bool a4 = a->sa_family == AF_INET, b4 = b->sa_family == AF_INET;
+    const struct in6_addr *a6 = a4 ? NULL : &((const struct sockaddr_in6 *)a)->sin6_addr;
+    const struct in6_addr *b6 = b4 ? NULL : &((const struct sockaddr_in6 *)b)->sin6_addr;
+    if (a4 != b4) {
+        const struct in6_addr *mapped = a4 ? b6 : a6;
+        if (!IN6_IS_ADDR_V4MAPPED(mapped))
+            return false;
+        memcpy(&v4a, a4 ? &((const struct sockaddr_in *)a)->sin_addr : &((const struct sockaddr_in *)b)->sin_addr,
+               sizeof v4a);
+        memcpy(&v4b, (const unsigned char *)mapped + 12, sizeof v4b);
+        return memcmp(&v4a, &v4b, sizeof v4a) == 0;
+    }
+    if (a4)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    return memcmp(a6, b6, sizeof *a6) == 0;
+}
+
+static bool is_any_address(const struct sockaddr *address)
+{
+    if (address->sa_family == AF_INET)
+        return ((const struct sockaddr_in *)address)->sin_addr.s_addr == htonl(INADDR_ANY);
+    return address->sa_family == AF_INET6 &&
+           IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)address)->sin6_addr);
+}
+
+/* One of this host's addresses: a socket can be bound to it. */
+static bool is_local_address(const struct addrinfo *ai)
+{
+    ovl__socket fd = ovl__socket_open(ai->ai_family);
+    if (fd == OVL__NO_SOCKET)
+        return false;
+    struct sockaddr_storage address;
+    memcpy(&address, ai->ai_addr, ai->ai_addrlen);
+    if (address.ss_family == AF_INET)
+        ((struct sockaddr_in *)&address)->sin_port = 0;
+    else
+        ((struct sockaddr_in6 *)&address)->sin6_port = 0;
+    bool local = bind(fd, (struct sockaddr *)&address, (socklen_t)ai->ai_addrlen) == 0;
+    ovl__socket_close(fd);
+    return local;
+}
+
+int ovl_target_reaches(const ovl_target *target, const ovl_listener *listener, const char **which)
+{
+    if (!target || !listener)
+        return 0;
+    for (const struct addrinfo *ai = target->addresses; ai; ai = ai->ai_next) {
+        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+            continue;
+        for (int i = 0; i < listener->count; i++) {
+            struct sockaddr_storage bound;
+            socklen_t length = sizeof bound;
+            if (getsockname(listener->sockets[i].fd, (struct sockaddr *)&bound, &length) != 0 ||
+                address_port((struct sockaddr *)&bound) != address_port(ai->ai_addr))
+                continue;
+            /* An IPv4 listener on every interface does not take IPv6 connections; a dual-stack IPv6 one takes
+             * both. Either way, an address it accepts on is one of this host's. */
+            bool any = is_any_address((struct sockaddr *)&bound) &&
+                       !(bound.ss_family == AF_INET && ai->ai_family == AF_INET6);
+            if (same_host((struct sockaddr *)&bound, ai->ai_addr) || (any && is_local_address(ai))) {
+                if (which)
+                    *which = listener->sockets[i].address;
+                return 1;
+            }
+        }
+    }
+    return 0;
+}

@@ -163,6 +163,7 @@ static void set_keepalive(ovl_conn *conn)
 
 void ovl__conn_connected(ovl_conn *conn)
 {
+    ovl__timer_remove(conn); /* the connect deadline: the timer is the application's from on_open on */
     ovl__set_int_option(conn->fd, IPPROTO_TCP, TCP_NODELAY, 1);
     set_keepalive(conn);
     ovl__count(&conn->worker->counters.conns_connected, 1);
@@ -452,12 +453,28 @@ void ovl__conn_sent(ovl_conn *conn, size_t bytes)
         shutdown_now(conn);
 }
 
+/* config.connect_timeout_ms passed with the attempt still connecting (the connection's timer serves as its
+ * deadline until it opens: the application cannot arm one before on_open). */
+static void connect_expired(ovl_conn *conn)
+{
+    if (!(conn->flags & OVL__C_CONNECTING))
+        return;
+    conn->next_address = NULL;
+    conn->flags &= ~OVL__C_CONNECTING;
+    ovl__count(&conn->worker->counters.connect_failures, 1);
+    ovl__conn_close(conn, OVL_CLOSE_CONNECT_FAILED, -ETIMEDOUT);
+}
+
 void ovl__conn_connect_next(ovl_conn *conn, int err)
 {
     if (err)
         conn->last_error = err;
     if (conn->flags & OVL__C_CLOSING)
         return;
+    int timeout_ms = conn->worker->engine->config.connect_timeout_ms;
+    if (!(conn->flags & OVL__C_CONNECTING) && timeout_ms > 0 &&
+        ovl_conn_timer(conn, (uint64_t)timeout_ms * 1000u, connect_expired) < 0)
+        ovl__count(&conn->worker->counters.errors, 1); /* no room in the timer heap: the system's timeout holds */
     conn->flags |= OVL__C_CONNECTING;
     while (conn->next_address) {
         const struct addrinfo *address = conn->next_address;

@@ -20,7 +20,8 @@ enum {
     DEFAULT_DRAIN_MS = 5000,
     DEFAULT_BUSY_POLL_US = 50,
     DEFAULT_MAX_PENDING = 256 * 1024,
-    DEFAULT_KEEPALIVE_MS = 60000
+    DEFAULT_KEEPALIVE_MS = 60000,
+    DEFAULT_CONNECT_TIMEOUT_MS = 10000
 };
 
 void ovl_config_init(ovl_config *config)
@@ -143,6 +144,8 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
         engine->config.busy_poll_us = DEFAULT_BUSY_POLL_US;
     if (!engine->config.keepalive_ms)
         engine->config.keepalive_ms = DEFAULT_KEEPALIVE_MS;
+    if (!engine->config.connect_timeout_ms)
+        engine->config.connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
     engine->backend = backend;
     engine->thread_count = engine->config.threads;
     engine->workers = ovl__calloc((size_t)engine->thread_count, sizeof *engine->workers);

@@ -56,6 +56,7 @@ struct server_opts {
     int threads;
     uint32_t buffer_size;       /* 0: engine default */
     uint32_t drain_timeout_ms;  /* 0: engine default */
+    int connect_timeout_ms;     /* 0: engine default */
     bool start_before_listen;
 };
 
@@ -116,6 +117,7 @@ static void server_start(struct echo_server *server, const struct server_opts *o
     config.threads = opts->threads > 0 ? opts->threads : 1;
     config.buffer_size = opts->buffer_size;
     config.drain_timeout_ms = opts->drain_timeout_ms;
+    config.connect_timeout_ms = opts->connect_timeout_ms;
     config.backend = test_backend();
     ovl_error_info err;
     memset(&err, 0, sizeof(err));
@@ -897,6 +899,53 @@ Test(engine, connect_refused, .timeout = 20)
     server_destroy(&server);
     ovl_target_free(target);
     close(holder);
+}
+
+/* A peer that drops SYNs (here: a listener whose accept queue is full, so the kernel ignores new SYNs) must not
+ * hold an ovl_connect attempt for the system's couple of minutes: connect_timeout_ms ends it with -ETIMEDOUT. */
+Test(engine, connect_timeout_ends_an_unanswered_attempt, .timeout = 30)
+{
+    int port = 0;
+    int listener = sup_tcp_bind("127.0.0.1", 0, false, &port);
+    cr_assert(listener >= 0, "bind: %s", strerror(-listener));
+    cr_assert(listen(listener, 0) == 0, "listen: %s", strerror(errno));
+    int fillers[2];
+    for (int i = 0; i < 2; i++) {
+        fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                      .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int rc = connect(fillers[i], (struct sockaddr *)&address, sizeof address);
+        cr_assert(rc == 0 || errno == EINPROGRESS, "filler connect: %s", strerror(errno));
+    }
+    sup_sleep_ms(100);
+
+    struct echo_server server;
+    server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1, .connect_timeout_ms = 300 });
+    char port_text[16];
+    snprintf(port_text, sizeof(port_text), "%d", port);
+    ovl_target *target = NULL;
+    ovl_error_info err;
+    memset(&err, 0, sizeof(err));
+    cr_assert_eq(ovl_target_resolve(&target, "127.0.0.1", port_text, &err), 0, "%s: %s", err.what, err.text);
+    struct outbound o;
+    outbound_init(&o, "never heard");
+    cr_assert_eq(ovl_connect(server.engine, target, &out_callbacks, &o), 0);
+    /* The kernel alone would retry the SYN for about two minutes. */
+    bool closed = outbound_wait_closed(&o, 10000);
+    cr_assert(closed, "the attempt was still open 10 s later with connect_timeout_ms 300");
+    pthread_mutex_lock(&o.mu);
+    cr_expect(!o.opened, "on_open ran although the peer never answered");
+    cr_assert_eq(o.reason, OVL_CLOSE_CONNECT_FAILED, "close reason %s, want OVL_CLOSE_CONNECT_FAILED",
+                 ovl_close_reason_name(o.reason));
+    cr_assert_eq(o.err, -ETIMEDOUT, "err = %d (%s), want -ETIMEDOUT", o.err, ovl_strerror(o.err));
+    pthread_mutex_unlock(&o.mu);
+    ovl_stats st;
+    cr_assert(wait_stats(server.engine, has_connect_failure, NULL, 2000, &st), "stats.connect_failures stayed 0");
+    server_destroy(&server);
+    ovl_target_free(target);
+    for (int i = 0; i < 2; i++)
+        close(fillers[i]);
+    close(listener);
 }
 
 /* ---- failures of peers and of the system ---- */

@@ -572,6 +572,23 @@ Test(proxy, bad_arguments_and_bind_failure_are_reported)
     expect_failure(in_use, 1, expected);
     close(busy);
 
+    /* --to its own listening address, by any name: every client would open a connection to the proxy itself, which
+     * would open another, until no descriptor is left (124 pairs at nofile 256 in under a second). */
+    int own_port = 0;
+    int probe = sup_tcp_bind("127.0.0.1", 0, false, &own_port);
+    cr_assert(probe >= 0, "bind: %s", strerror(-probe));
+    close(probe);
+    char own[16], to_self[64], to_localhost[64];
+    snprintf(own, sizeof own, "%d", own_port);
+    snprintf(to_self, sizeof to_self, "127.0.0.1:%d", own_port);
+    snprintf(to_localhost, sizeof to_localhost, "localhost:%d", own_port);
+    char *loop_any[] = {proxy_path, "--listen", own, "--to", to_self, NULL};
+    expect_failure(loop_any, 2, "reaches this proxy's own listening address");
+    char *loop_named[] = {proxy_path, "--listen", own, "--host", "127.0.0.1", "--to", to_localhost, NULL};
+    expect_failure(loop_named, 2, "a forwarding loop; refusing to start");
+    char *bad_timeout[] = {proxy_path, "--listen", "0", "--to", "127.0.0.1:80", "--connect-timeout", "soon", NULL};
+    expect_failure(bad_timeout, 2, "--connect-timeout: 'soon' is not a number of seconds");
+
     char *help[] = {proxy_path, "--help", NULL};
     sup_proc run = {0};
     cr_assert(sup_proc_run(&run, help, EXIT_TIMEOUT_MS) == 0);
