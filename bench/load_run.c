@@ -494,6 +494,7 @@ static void on_close(ovl_conn *conn, ovl_close_reason reason, int err)
         break;
     case OVL_CLOSE_ERROR:
     case OVL_CLOSE_IDLE:
+    case OVL_CLOSE_STALLED:
     case OVL_CLOSE_REFUSED:
         count_error(run, w, LOAD_ERR_IO, "connection %u to %s: %s", s->index, peer, ovl_strerror(err));
         break;

@@ -333,10 +333,13 @@ int main(int argc, char **argv)
     config.buffer_count = options.buffer_count;
     config.drain_timeout_ms = milliseconds(options.drain_timeout);
     config.idle_timeout_ms = milliseconds(options.idle_timeout);
-    /* --keepalive: left out = the engine's default, 0 = off (the engine's negative) */
+    /* --keepalive, --stall-timeout: left out = the engine's default, 0 = off (the engine's negative) */
     config.keepalive_ms = options.keepalive < 0    ? 0
                           : options.keepalive == 0 ? -1
                                                    : (int)milliseconds(options.keepalive);
+    config.stall_timeout_ms = options.stall_timeout < 0    ? 0
+                              : options.stall_timeout == 0 ? -1
+                                                           : (int)milliseconds(options.stall_timeout);
     config.connect_timeout_ms = options.connect_timeout < 0    ? 0
                                 : options.connect_timeout == 0 ? -1
                                                                : (int)milliseconds(options.connect_timeout);

@@ -28,6 +28,8 @@ const char proxy_usage[] =
     "                     0 = the system's own, about two minutes)\n"
     "  --keepalive S      probe a silent peer after S seconds; one gone for good is closed 1.5 x S after\n"
     "                     its last sign (default 60; 0 = off)\n"
+    "  --stall-timeout S  close a connection whose peer has taken none of its queued bytes for S\n"
+    "                     seconds: it does not read (default 60; 0 = off)\n"
     "  --drain-timeout S  on SIGINT/SIGTERM, keep forwarding for at most S seconds (default 5)\n"
     "  --stats SECONDS    print a stats line every SECONDS (at least 0.1)\n"
     "  --help             this text\n"
@@ -78,6 +80,7 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
 {
     memset(options, 0, sizeof *options);
     options->keepalive = -1;
+    options->stall_timeout = -1;
     options->connect_timeout = -1;
     options->max_pending = PROXY_DEFAULT_MAX_PENDING;
     for (int i = 1; i < argc; i++) {
@@ -160,6 +163,12 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
             if (option_parse_seconds(value, &options->connect_timeout) || options->connect_timeout > 3600) {
                 snprintf(error, error_size, "--connect-timeout: '%s' is not a number of seconds (0-3600, 0 = the "
                          "system's)", value);
+                return -1;
+            }
+        } else if (!strcmp(name, "--stall-timeout")) {
+            if (option_parse_seconds(value, &options->stall_timeout) || options->stall_timeout > 2000000) {
+                snprintf(error, error_size, "--stall-timeout: '%s' is not a number of seconds (0-2000000, 0 = off)",
+                         value);
                 return -1;
             }
         } else if (!strcmp(name, "--keepalive")) {

@@ -23,6 +23,7 @@ struct proxy_options {
     double idle_timeout;      /* seconds; 0 = never close an idle pair */
     double connect_timeout;   /* seconds an upstream connect may take: -1 = engine default (10), 0 = the system's */
     double keepalive;         /* seconds of silence before TCP keepalive probes: -1 = engine default (60), 0 = off */
+    double stall_timeout;     /* seconds a peer may leave queued bytes unread: -1 = engine default (60), 0 = off */
     double drain_timeout;     /* seconds; 0 = engine default */
     double stats_interval;    /* seconds; 0 = no periodic stats line */
     bool help;

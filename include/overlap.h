@@ -79,7 +79,9 @@ typedef enum ovl_close_reason {
     OVL_CLOSE_CONNECT_FAILED,  /* ovl_connect: no address accepted the connection; err is the last attempt's error */
     OVL_CLOSE_REFUSED,         /* accepted past max_conns (or while stopping) and closed at once (only counted in
                                   conns_refused; never passed to on_close) */
-    OVL_CLOSE_IDLE             /* no byte received or sent for idle_timeout_ms; err is -ETIMEDOUT */
+    OVL_CLOSE_IDLE,            /* no byte received or sent for idle_timeout_ms; err is -ETIMEDOUT */
+    OVL_CLOSE_STALLED          /* bytes queued for sending and none of them taken by the peer for stall_timeout_ms
+                                  (it does not read); err is -ETIMEDOUT */
 } ovl_close_reason;
 
 /* Text for a close reason: "peer closed", "reset by peer", ...; "unknown" for a value outside the enum. A static
@@ -145,7 +147,9 @@ typedef struct ovl_config {
                                   for this long; checked every quarter of it (at least every 10 ms, at most every
                                   second), so a connection closes between 1 and 1.25 times this after its last byte
                                   (at most 1 s late; timeouts under 40 ms up to 10 ms late). Not while the engine
-                                  stops, not while an outbound connection is still connecting. 0 = off */
+                                  stops, not while an outbound connection is still connecting, and not while it
+                                  waits for its peer (bytes queued for sending: see stall_timeout_ms) or is paused
+                                  (ovl_recv_pause, max_pending): that is not idleness. 0 = off */
     int busy_poll_us;          /* io_uring: when completions have been arriving back to back, a worker spins up to
                                   this long before it sleeps, which halves a lone connection's round trip on a VM;
                                   after a longer wait it sleeps at once (an idle server uses no CPU). 0 = 50,
@@ -157,6 +161,10 @@ typedef struct ovl_config {
                                   connection ends with ETIMEDOUT (stats.peer_timeouts), 1.5 times this after the
                                   peer's last sign. 0 = 60000, negative = off (the system's default, normally none).
                                   Windows sends 10 probes (its fixed count) at that interval. */
+    int stall_timeout_ms;      /* close a connection (OVL_CLOSE_STALLED, stats.stalled_closed) whose queued bytes the
+                                  peer has not taken any of for this long: it does not read (nginx's send_timeout).
+                                  Checked like idle_timeout_ms. A peer that reads slowly but reads is never
+                                  stalled. 0 = 60000, negative = off */
     int connect_timeout_ms;    /* ovl_connect: an attempt still not connected after this long (every address tried
                                   in it included) ends with OVL_CLOSE_CONNECT_FAILED and -ETIMEDOUT, so a peer that
                                   drops SYNs cannot hold a connection and its descriptor for the system's couple of
@@ -236,6 +244,7 @@ typedef struct ovl_stats {
     uint64_t context_updates;   /* IOCP: SO_UPDATE_ACCEPT_CONTEXT / SO_UPDATE_CONNECT_CONTEXT applied (one per
                                    connection; Wine ignores them silently, so tests count them) */
     uint64_t idle_closed;       /* connections closed by idle_timeout_ms */
+    uint64_t stalled_closed;    /* connections closed by stall_timeout_ms (their peer stopped reading) */
     uint64_t bytes_discarded;   /* bytes that arrived after our side was shut down while the engine stopped (sent
                                    by the peer after the stop, as our FIN was on its way): read and dropped, so
                                    that the close does not turn into a reset */

@@ -424,6 +424,8 @@ void ovl__conn_sent(ovl_conn *conn, size_t bytes)
     struct ovl__counters *counters = &conn->worker->counters;
     conn->flags &= ~OVL__C_SENDING;
     conn->active_ms = conn->worker->now_ms;
+    if (bytes)
+        conn->sent_ms = conn->active_ms;
     ovl__count(&counters->msgs_out, 1);
     ovl__count(&counters->bytes_out, bytes);
     conn->queue_bytes -= bytes;
@@ -688,16 +690,26 @@ void ovl__worker_flush(struct ovl__worker *worker)
 
 void ovl__worker_tick(struct ovl__worker *worker)
 {
-    /* Stopping: the drain deadline bounds every connection already. Connecting: the kernel's connect timeout
-     * does. ovl__conn_close only marks a connection (it is freed in the next flush), so the walk stays valid. */
-    uint32_t timeout = worker->engine->config.idle_timeout_ms;
-    if (!timeout || worker->stopping)
+    /* Stopping: the drain deadline bounds every connection already. Connecting: the connect timeout does.
+     * ovl__conn_close only marks a connection (it is freed in the next flush), so the walk stays valid. A
+     * connection with bytes queued waits for its peer to read them: not idle, but stalled once the peer has taken
+     * none of them for stall_timeout_ms. A paused one waits for something else (its partner in a proxy, the
+     * application): not idle either. */
+    uint32_t idle = worker->engine->config.idle_timeout_ms;
+    int stall_config = worker->engine->config.stall_timeout_ms;
+    uint32_t stall = stall_config > 0 ? (uint32_t)stall_config : 0;
+    if ((!idle && !stall) || worker->stopping)
         return;
     uint64_t now = worker->now_ms;
     for (ovl_conn *conn = worker->conns; conn; conn = conn->next) {
         if ((conn->flags & (OVL__C_OPEN | OVL__C_CLOSING | OVL__C_DRAINING)) != OVL__C_OPEN)
             continue;
-        if (now - conn->active_ms >= timeout) {
+        if (conn->queue_head) {
+            if (stall && now - conn->sent_ms >= stall) {
+                ovl__count(&worker->counters.stalled_closed, 1);
+                ovl__conn_close(conn, OVL_CLOSE_STALLED, -ETIMEDOUT);
+            }
+        } else if (idle && !(conn->flags & OVL__C_PAUSED) && now - conn->active_ms >= idle) {
             ovl__count(&worker->counters.idle_closed, 1);
             ovl__conn_close(conn, OVL_CLOSE_IDLE, -ETIMEDOUT);
         }
@@ -712,6 +724,8 @@ static int queue_push(ovl_conn *conn, ovl_buf *buf)
         ovl__buf_free(buf);
         return -EPIPE;
     }
+    if (!conn->queue_head)
+        conn->sent_ms = conn->worker->now_ms; /* the wait for the peer starts now */
     buf_append(&conn->queue_head, &conn->queue_tail, buf);
     conn->queue_bytes += buf->len;
     if (buf->owner && !buf->queued) {

@@ -71,7 +71,8 @@ static void print_stats_line(const ovl_stats *now, const ovl_stats *before, doub
              "\"conns_accepted\":%llu,\"conns_closed\":%llu,\"conns_refused\":%llu,\"resets\":%llu,"
              "\"errors\":%llu,\"idle_closed\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,\"msgs_in\":%llu,"
              "\"msgs_out\":%llu,\"recv_nobufs\":%llu,\"recv_pauses\":%llu,\"recv_pool_pauses\":%llu,"
-             "\"peer_timeouts\":%llu,\"bytes_discarded\":%llu,\"reuse_ok\":%llu,\"reuse_fallback\":%llu}\n",
+             "\"peer_timeouts\":%llu,\"bytes_discarded\":%llu,\"stalled_closed\":%llu,\"reuse_ok\":%llu,"
+             "\"reuse_fallback\":%llu}\n",
              seconds, msgs, megabytes, (unsigned long long)now->conns_open,
              (unsigned long long)now->conns_accepted, (unsigned long long)now->conns_closed,
              (unsigned long long)now->conns_refused, (unsigned long long)now->resets,
@@ -80,7 +81,8 @@ static void print_stats_line(const ovl_stats *now, const ovl_stats *before, doub
              (unsigned long long)now->msgs_in, (unsigned long long)now->msgs_out,
              (unsigned long long)now->recv_nobufs, (unsigned long long)now->recv_pauses,
              (unsigned long long)now->recv_pool_pauses, (unsigned long long)now->peer_timeouts,
-             (unsigned long long)now->bytes_discarded, (unsigned long long)now->reuse_ok,
+             (unsigned long long)now->bytes_discarded, (unsigned long long)now->stalled_closed,
+             (unsigned long long)now->reuse_ok,
              (unsigned long long)now->reuse_fallback);
         return;
     }
@@ -115,10 +117,13 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
     config.zero_byte_receive = options->zero_byte_receive;
     config.busy_poll_us = options->busy_poll_us < 0 ? 0 : options->busy_poll_us == 0 ? -1 : options->busy_poll_us;
     config.drain_timeout_ms = (uint32_t)(options->drain_timeout * 1000.0);
-    /* --keepalive: left out = the engine's default, 0 = off (the engine's negative) */
+    /* --keepalive, --stall-timeout: left out = the engine's default, 0 = off (the engine's negative) */
     config.keepalive_ms = options->keepalive < 0    ? 0
                           : options->keepalive == 0 ? -1
                                                     : (int)(options->keepalive * 1000.0);
+    config.stall_timeout_ms = options->stall_timeout < 0    ? 0
+                              : options->stall_timeout == 0 ? -1
+                                                            : (int)(options->stall_timeout * 1000.0 + 0.999);
     /* Rounded up (no libm): a tiny positive value must not turn into 0, which means "off". At most 86400 s. */
     double idle_ms = options->idle_timeout * 1000.0;
     config.idle_timeout_ms = (uint32_t)idle_ms;
@@ -201,6 +206,9 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
     if (total.idle_closed)
         emit(report_stream, "overlap-echo: %llu idle connection%s closed\n", (unsigned long long)total.idle_closed,
              total.idle_closed == 1 ? "" : "s");
+    if (total.stalled_closed)
+        emit(report_stream, "overlap-echo: %llu stalled connection%s closed (the peer did not read)\n",
+             (unsigned long long)total.stalled_closed, total.stalled_closed == 1 ? "" : "s");
     if (total.reuse_ok || total.reuse_fallback || total.context_updates)
         emit(report_stream,
              "overlap-echo: socket reuse: %llu reused, %llu fallbacks to a fresh socket, %llu context updates\n",

@@ -30,6 +30,8 @@ const char echo_usage[] =
     "  --idle-timeout S   close connections that received and sent nothing for S seconds (default: never)\n"
     "  --keepalive S      probe a silent peer after S seconds; one gone for good is closed 1.5 x S after\n"
     "                     its last sign (default 60; 0 = off)\n"
+    "  --stall-timeout S  close a connection whose peer has taken none of its echoes for S seconds: it\n"
+    "                     does not read (default 60; 0 = off)\n"
     "  --zero-byte-recv M IOCP: auto (default: above 1024 connections per thread), on, off\n"
     "  --backend NAME     io_uring (default; epoll where io_uring is forbidden), epoll; iocp on Windows\n"
     "  --busy-poll US     io_uring: spin up to US microseconds for the next completion while they come back to\n"
@@ -44,6 +46,7 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
 {
     memset(options, 0, sizeof *options);
     options->keepalive = -1;
+    options->stall_timeout = -1;
     options->port = "27015";
     options->busy_poll_us = -1;
     options->first_server_arg = 1;
@@ -159,6 +162,12 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
         } else if (!strcmp(name, "--drain-timeout")) {
             if (option_parse_seconds(value, &options->drain_timeout)) {
                 snprintf(error, error_size, "--drain-timeout: '%s' is not a number of seconds", value);
+                return -1;
+            }
+        } else if (!strcmp(name, "--stall-timeout")) {
+            if (option_parse_seconds(value, &options->stall_timeout) || options->stall_timeout > 2000000) {
+                snprintf(error, error_size, "--stall-timeout: '%s' is not a number of seconds (0-2000000, 0 = off)",
+                         value);
                 return -1;
             }
         } else if (!strcmp(name, "--keepalive")) {

@@ -29,6 +29,7 @@ struct echo_options {
     double drain_timeout;    /* seconds, 0 = engine default */
     double idle_timeout;     /* seconds, 0 = never close idle connections */
     double keepalive;        /* seconds of silence before TCP keepalive probes: -1 = engine default (60), 0 = off */
+    double stall_timeout;    /* seconds a peer may leave queued bytes unread: -1 = engine default (60), 0 = off */
     const char *backend;     /* NULL = best available */
     int zero_byte_receive;   /* IOCP: 1 on, -1 off, 0 automatic */
     int busy_poll_us;        /* io_uring spin before sleeping: -1 = engine default, 0 = never */

@@ -21,7 +21,8 @@ enum {
     DEFAULT_BUSY_POLL_US = 50,
     DEFAULT_MAX_PENDING = 256 * 1024,
     DEFAULT_KEEPALIVE_MS = 60000,
-    DEFAULT_CONNECT_TIMEOUT_MS = 10000
+    DEFAULT_CONNECT_TIMEOUT_MS = 10000,
+    DEFAULT_STALL_TIMEOUT_MS = 60000
 };
 
 void ovl_config_init(ovl_config *config)
@@ -71,6 +72,14 @@ static uint32_t idle_tick_ms(uint32_t timeout_ms)
         return 0;
     uint32_t tick = timeout_ms / 4;
     return tick < 10 ? 10 : tick > 1000 ? 1000 : tick;
+}
+
+/* The shorter of the idle and stall timeouts that are on, or 0. */
+static uint32_t sweep_timeout_ms(const ovl_config *config)
+{
+    uint32_t idle = config->idle_timeout_ms;
+    uint32_t stall = config->stall_timeout_ms > 0 ? (uint32_t)config->stall_timeout_ms : 0;
+    return !idle ? stall : !stall ? idle : idle < stall ? idle : stall;
 }
 
 int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info *err)
@@ -146,6 +155,8 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
         engine->config.keepalive_ms = DEFAULT_KEEPALIVE_MS;
     if (!engine->config.connect_timeout_ms)
         engine->config.connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
+    if (!engine->config.stall_timeout_ms)
+        engine->config.stall_timeout_ms = DEFAULT_STALL_TIMEOUT_MS;
     engine->backend = backend;
     engine->thread_count = engine->config.threads;
     engine->workers = ovl__calloc((size_t)engine->thread_count, sizeof *engine->workers);
@@ -163,7 +174,7 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
         struct ovl__worker *worker = &engine->workers[i];
         worker->engine = engine;
         worker->index = i;
-        worker->tick_ms = idle_tick_ms(engine->config.idle_timeout_ms);
+        worker->tick_ms = idle_tick_ms(sweep_timeout_ms(&engine->config));
         pthread_mutex_init(&worker->command_lock, NULL);
     }
     *out = engine;
@@ -574,6 +585,7 @@ void ovl_engine_stats(ovl_engine *engine, ovl_stats *out)
         OVL_SUM(recv_pool_pauses);
         OVL_SUM(peer_timeouts);
         OVL_SUM(bytes_discarded);
+        OVL_SUM(stalled_closed);
 #undef OVL_SUM
     }
 }

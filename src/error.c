@@ -48,6 +48,7 @@ const char *ovl_close_reason_name(ovl_close_reason reason)
     case OVL_CLOSE_CONNECT_FAILED: return "connect failed";
     case OVL_CLOSE_REFUSED: return "refused (max connections)";
     case OVL_CLOSE_IDLE: return "idle timeout";
+    case OVL_CLOSE_STALLED: return "stalled: the peer does not read";
     }
     return "unknown";
 }

@@ -65,7 +65,7 @@ struct ovl__counters {
     _Atomic uint64_t conns_open, conns_accepted, conns_connected, conns_closed, conns_refused, connect_failures;
     _Atomic uint64_t resets, errors, bytes_in, bytes_out, msgs_in, msgs_out, recv_nobufs, reuse_ok, reuse_fallback;
     _Atomic uint64_t context_updates, recv_pauses, idle_closed, recv_pool_pauses, peer_timeouts;
-    _Atomic uint64_t bytes_discarded;
+    _Atomic uint64_t bytes_discarded, stalled_closed;
 };
 
 static inline void ovl__count(_Atomic uint64_t *counter, uint64_t n)
@@ -158,6 +158,8 @@ struct ovl_conn {
     const struct addrinfo *next_address;
     int last_error;
     uint64_t active_ms;          /* worker->now_ms when a byte was last received or sent (idle timeout) */
+    uint64_t sent_ms;            /* worker->now_ms when the peer last took queued bytes, or the queue last filled
+                                    from empty (stall timeout) */
     uint64_t timer_at_ns;        /* ovl_conn_timer: deadline (ovl__clock_ns) */
     uint32_t timer_slot;         /* index + 1 in the worker's timer heap; 0 = no timer armed */
     void (*on_timer)(ovl_conn *conn);
@@ -201,7 +203,7 @@ struct ovl__worker {
     ovl_conn *pool_paused;       /* connections paused for their share of the pool (OVL__C_POOL_LISTED) */
     bool pool_check;             /* a slot came back that may let one of them resume */
     bool stopping;               /* stop command seen */
-    uint32_t tick_ms;            /* idle timeout on: the backend calls ovl__worker_tick this often; 0 = no tick */
+    uint32_t tick_ms;            /* idle or stall timeout on: the backend calls ovl__worker_tick this often; 0 = none */
     uint64_t now_ms;             /* coarse clock (ovl__worker_clock), read once per loop turn, not per message */
     struct ovl__timer_heap timers;
     pthread_mutex_t command_lock;
@@ -332,7 +334,8 @@ ovl_conn *ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_so
 void ovl__conn_slot_freed(ovl_conn *owner, bool queued);
 /* Run between completion batches: start queued sends, free closed connections. */
 void ovl__worker_flush(struct ovl__worker *worker);
-/* The periodic tick (every worker->tick_ms): close connections idle for idle_timeout_ms. */
+/* The periodic tick (every worker->tick_ms): close connections idle for idle_timeout_ms, or stalled for
+ * stall_timeout_ms. */
 void ovl__worker_tick(struct ovl__worker *worker);
 
 /* timer.c: backends bound their wait by ovl__timers_wait_ns (-1 = no timer, else nanoseconds until the earliest)

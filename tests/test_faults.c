@@ -1189,3 +1189,56 @@ Test(faults, max_pending_holds_within_one_buffer, .timeout = 60)
     stop_echo(&p);
     sup_proc_free(&p);
 }
+
+/* ---- idle is not stalled ---- */
+
+/* A connection whose echoes wait for its peer to read is not idle: --idle-timeout must not close it however long
+ * the peer takes (--stall-timeout is what bounds a peer that never reads). The non-reader waits 1.5 s with the
+ * idle timeout at 0.3 s, then reads: every byte it sent comes back. */
+Test(faults, backpressure_is_not_idleness, .timeout = 60)
+{
+    sup_proc p;
+    char *args[] = {"--threads", "1", "--idle-timeout", "0.3", "--stall-timeout", "0", NULL};
+    int port = start_echo(&p, args);
+    int fd = non_reader_connect(port);
+    uint64_t sent = flood_until_stalled(&fd, 1, 500, 20000);
+    cr_assert(sent > 0);
+    sup_sleep_ms(1500);
+    cr_assert_eq(sup_set_timeouts(fd, 5000), 0);
+    static char back[1 << 16];
+    uint64_t got = 0;
+    while (got < sent) {
+        ssize_t n = recv(fd, back, sizeof back, 0);
+        cr_assert(n > 0, "after %llu of %llu bytes: %s (closed by the idle timeout while the server waited for "
+                  "this client to read?)", (unsigned long long)got, (unsigned long long)sent,
+                  n == 0 ? "EOF" : strerror(errno));
+        got += (uint64_t)n;
+    }
+    close(fd);
+    stop_echo(&p);
+    cr_assert_eq(summary_counter(&p, "idle connection"), -1, "closed as idle: %s", p.out);
+    sup_proc_free(&p);
+}
+
+/* A peer that never reads is closed once it has taken none of its echoes for --stall-timeout. */
+Test(faults, stalled_peer_is_closed, .timeout = 60)
+{
+    sup_proc p;
+    char *args[] = {"--threads", "1", "--stall-timeout", "1", "--stats", "0.2", "--stats-format", "json", NULL};
+    int port = start_echo(&p, args);
+    int fd = non_reader_connect(port);
+    flood_until_stalled(&fd, 1, 500, 20000);
+    long long stalled = 0, open = -1;
+    char line[2048];
+    for (int64_t deadline = sup_now_ms() + 15000; sup_now_ms() < deadline && (stalled < 1 || open != 0);) {
+        if (latest_stats_line(&p, line, sizeof line, 300)) {
+            stalled = stat_of(line, "stalled_closed");
+            open = stat_of(line, "conns_open");
+        }
+    }
+    cr_assert(stalled == 1 && open == 0, "stalled_closed %lld, conns_open %lld 15 s after the peer stopped reading "
+              "(--stall-timeout 1)", stalled, open);
+    close(fd);
+    stop_echo(&p);
+    sup_proc_free(&p);
+}
