@@ -395,7 +395,7 @@ static void do_recv(struct ovl__worker *worker, ovl_conn *conn)
         size_t size = pool->slot_size, len = drain ? ovl__drain_read_len(conn, size) : size;
         ssize_t n = recv(conn->fd, pool->slab + (size_t)slot * size, len, 0);
         if (n > 0) {
-            pool->free_count--;
+            ovl__pool_pop(pool); /* `slot`, the top */
             ovl_buf *buf = ovl__pool_take(pool, slot, (size_t)n);
             if (!buf) {
                 recv_finish(conn);

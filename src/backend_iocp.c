@@ -470,7 +470,7 @@ static void recv_start(ovl_conn *conn)
         ovl__conn_wait_for_slot(conn);
         return;
     }
-    ovl_buf *slot = ovl__pool_take(pool, pool->free_slots[--pool->free_count], 0);
+    ovl_buf *slot = ovl__pool_take(pool, ovl__pool_pop(pool), 0);
     if (!slot) {
         ovl__conn_failed(conn, -EFAULT);
         return;
@@ -549,7 +549,7 @@ static void read_now(ovl_conn *conn, int error)
         if (pool->free_count == 0) {
             ovl__conn_wait_for_slot(conn);
         } else {
-            ovl_buf *slot = ovl__pool_take(pool, pool->free_slots[--pool->free_count], 0);
+            ovl_buf *slot = ovl__pool_take(pool, ovl__pool_pop(pool), 0);
             size_t len = ovl__drain_read_len(conn, conn->worker->pool.slot_size);
             int n = slot ? recv(conn->fd, slot->data, (int)len, 0) : SOCKET_ERROR;
             error = n < 0 ? WSAGetLastError() : 0;

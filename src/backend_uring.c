@@ -79,6 +79,8 @@ struct uring_worker {
     unsigned buf_pending;     /* slots added to the ring but not yet published */
     uint32_t in_ring;         /* slots published or pending in the ring and not yet taken by the kernel */
     uint32_t ring_window;     /* how many slots publish_buffers keeps in the ring */
+    uint32_t lowest_in_ring;  /* the fewest slots left in the ring at a loop turn since window_checked_ms */
+    uint64_t window_checked_ms;
     bool ring_starved;        /* a receive found the ring empty since the window was last adapted */
     bool buf_ring_registered;
     int wake_fd;
@@ -207,15 +209,35 @@ static int available(ovl_error_info *err)
     return 0;
 }
 
+/* Slots published beyond the window (it shrank) stay in the ring until receives take them, last of all the
+ * newest: give their pages back meanwhile. The kernel writing into one later faults in a fresh page. */
+static void release_ring_surplus(struct uring_worker *uw)
+{
+    uint16_t newest = (uint16_t)(IO_URING_READ_ONCE(uw->buf_ring->tail) - 1);
+    for (uint32_t k = 0; uw->ring_window + k < uw->in_ring; k++)
+        ovl__pool_release_slot(uw->pool, uw->buf_ring->bufs[(uint16_t)(newest - k) & uw->buf_mask].bid);
+}
+
 /* Once per loop turn, before the top-up: double the window if the ring ran dry or nearly so, and the stack holds
- * more free slots than the window lets through (when the application holds the slots, a wider window cannot help). */
-static void adapt_ring_window(struct uring_worker *uw)
+ * more free slots than the window lets through (when the application holds the slots, a wider window cannot help).
+ * A window that a whole second never drew below three quarters full is twice what the load needs: halve it, so
+ * that after a burst the slots it took sink in the free stack and ovl__pool_trim gives their memory back. */
+static void adapt_ring_window(struct ovl__worker *worker, struct uring_worker *uw)
 {
     uint32_t limit = uw->pool->slot_count;
     bool ran_short = uw->ring_starved || uw->in_ring < uw->ring_window / 4;
     uw->ring_starved = false;
     if (ran_short && uw->ring_window < limit && uw->pool->free_count > uw->ring_window - uw->in_ring)
         uw->ring_window = uw->ring_window < limit / 2 ? uw->ring_window * 2 : limit;
+    if (uw->in_ring < uw->lowest_in_ring)
+        uw->lowest_in_ring = uw->in_ring;
+    if (worker->now_ms - uw->window_checked_ms >= 1000) {
+        if (uw->lowest_in_ring > uw->ring_window / 4 * 3 && uw->ring_window / 2 >= INITIAL_RING_WINDOW)
+            uw->ring_window /= 2;
+        uw->window_checked_ms = worker->now_ms;
+        uw->lowest_in_ring = uw->ring_window;
+        release_ring_surplus(uw);
+    }
 }
 
 /* Tops the ring up to its window from the top of the free stack, then publishes. */
@@ -223,7 +245,7 @@ static void publish_buffers(struct uring_worker *uw)
 {
     struct ovl__pool *pool = uw->pool;
     while (pool && uw->in_ring < uw->ring_window && pool->free_count > 0) {
-        uint32_t slot = pool->free_slots[--pool->free_count];
+        uint32_t slot = ovl__pool_pop(pool);
         io_uring_buf_ring_add(uw->buf_ring, pool->slots[slot].data, pool->slot_size, (unsigned short)slot,
                               uw->buf_mask, (int)uw->buf_pending++);
         uw->in_ring++;
@@ -760,7 +782,7 @@ static void worker_run(struct ovl__worker *worker)
         ovl__worker_flush(worker);
         if (ovl__worker_done(worker) && uw->accepts_armed == 0)
             break;
-        adapt_ring_window(uw);
+        adapt_ring_window(worker, uw);
         publish_buffers(uw);
         int rc = wait_for_completions(worker, uw);
         ovl__worker_clock(worker);

@@ -38,6 +38,8 @@ int ovl__pool_init(struct ovl__pool *pool, struct ovl__worker *worker, uint32_t 
         pool->free_slots[i] = slot_count - 1 - i; /* slot 0 on top: used first */
     }
     pool->free_count = slot_count;
+    pool->trimmed = slot_count; /* never touched: nothing resident to give back */
+    pool->untouched = slot_count;
     /* A few buffers per connection keep a stream moving (the kernel's socket buffers hold far more); a quarter of
      * the pool stays for connections that hold none, so a new request is always read. */
     pool->share = slot_count < 16 ? (slot_count + 3) / 4 : 4;
@@ -69,6 +71,7 @@ ovl_buf *ovl__pool_take(struct ovl__pool *pool, uint32_t slot, size_t len)
     buf->next = NULL;
     buf->owner = NULL;
     buf->queued = false;
+    buf->released = false;
     pool->held++;
     return buf;
 }
@@ -96,6 +99,37 @@ void ovl__buf_free(ovl_buf *buf)
     worker->pool.free_slots[worker->pool.free_count++] = buf->slot;
     if (worker->pool_paused && worker->pool.slot_count - worker->pool.held == worker->pool.reserve)
         worker->pool_check = true; /* back to the reserve: connections paused below it may go on */
+}
+
+/* The whole pages inside one slot go back to the system; the next write faults in zeroed pages. */
+void ovl__pool_release_slot(struct ovl__pool *pool, uint32_t slot)
+{
+    if (pool->slots[slot].released)
+        return;
+    pool->slots[slot].released = true;
+    uintptr_t start = (uintptr_t)pool->slab + (uintptr_t)slot * pool->slot_size;
+    uintptr_t end = start + pool->slot_size;
+    start = (start + OVL__PAGE - 1) & ~(uintptr_t)(OVL__PAGE - 1);
+    end &= ~(uintptr_t)(OVL__PAGE - 1);
+    if (end > start)
+        ovl__memory_release((void *)start, end - start);
+}
+
+/*
+ * After a burst (non-readers holding their share, a flood of large receives) most of the pool has been touched and
+ * stays resident, though the load that follows uses a few slots at the top of the free stack. Slots deeper than any
+ * pop reached for a whole second are cold: their pages go back to the system, each once until it is used again.
+ */
+void ovl__pool_trim(struct ovl__pool *pool, uint64_t now_ms)
+{
+    if (now_ms - pool->trimmed_at_ms < 1000)
+        return;
+    pool->trimmed_at_ms = now_ms;
+    for (uint32_t i = pool->trimmed; i < pool->untouched; i++)
+        ovl__pool_release_slot(pool, pool->free_slots[i]);
+    if (pool->untouched > pool->trimmed)
+        pool->trimmed = pool->untouched;
+    pool->untouched = pool->free_count;
 }
 
 void ovl__pool_disown(struct ovl__pool *pool, const ovl_conn *owner)

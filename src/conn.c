@@ -695,6 +695,7 @@ void ovl__worker_tick(struct ovl__worker *worker)
      * connection with bytes queued waits for its peer to read them: not idle, but stalled once the peer has taken
      * none of them for stall_timeout_ms. A paused one waits for something else (its partner in a proxy, the
      * application): not idle either. */
+    ovl__pool_trim(&worker->pool, worker->now_ms);
     uint32_t idle = worker->engine->config.idle_timeout_ms;
     int stall_config = worker->engine->config.stall_timeout_ms;
     uint32_t stall = stall_config > 0 ? (uint32_t)stall_config : 0;

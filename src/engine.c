@@ -174,7 +174,8 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
         struct ovl__worker *worker = &engine->workers[i];
         worker->engine = engine;
         worker->index = i;
-        worker->tick_ms = idle_tick_ms(sweep_timeout_ms(&engine->config));
+        /* The sweep also gives cold receive buffers back (ovl__pool_trim): once a second at least. */
+        worker->tick_ms = sweep_timeout_ms(&engine->config) ? idle_tick_ms(sweep_timeout_ms(&engine->config)) : 1000;
         pthread_mutex_init(&worker->command_lock, NULL);
     }
     *out = engine;

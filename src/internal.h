@@ -43,6 +43,7 @@ struct ovl_buf {
     uint8_t kind;
     uint8_t state;
     bool queued;                 /* pool slot in a send queue: counted in its owner's slots_queued */
+    bool released;               /* free pool slot whose pages went back to the system (ovl__pool_release_slot) */
 };
 
 /* Receive buffers of one worker: one slab cut into equal slots, plus a header per slot. */
@@ -58,7 +59,24 @@ struct ovl__pool {
      * receiving, and once fewer than `reserve` slots are left, so does every connection with any there. */
     uint32_t share;
     uint32_t reserve;
+    /* Memory given back (ovl__pool_trim): free_slots[0 .. trimmed) are released to the system and unchanged
+     * since; free_slots[0 .. untouched) have not been taken since the last trim. */
+    uint32_t trimmed;
+    uint32_t untouched;
+    uint64_t trimmed_at_ms;
 };
+
+/* Take the top of the pool's free stack - the most recently freed slot, warm in cache - and return its index. The
+ * caller has checked free_count. */
+static inline uint32_t ovl__pool_pop(struct ovl__pool *pool)
+{
+    uint32_t slot = pool->free_slots[--pool->free_count];
+    if (pool->free_count < pool->untouched)
+        pool->untouched = pool->free_count;
+    if (pool->free_count < pool->trimmed)
+        pool->trimmed = pool->free_count;
+    return slot;
+}
 
 /* Counters of one worker. Only the worker writes them (plain load+store, no locked instruction); any thread reads. */
 struct ovl__counters {
@@ -203,7 +221,7 @@ struct ovl__worker {
     ovl_conn *pool_paused;       /* connections paused for their share of the pool (OVL__C_POOL_LISTED) */
     bool pool_check;             /* a slot came back that may let one of them resume */
     bool stopping;               /* stop command seen */
-    uint32_t tick_ms;            /* idle or stall timeout on: the backend calls ovl__worker_tick this often; 0 = none */
+    uint32_t tick_ms;            /* the backend calls ovl__worker_tick this often (timeouts, pool trim) */
     uint64_t now_ms;             /* coarse clock (ovl__worker_clock), read once per loop turn, not per message */
     struct ovl__timer_heap timers;
     pthread_mutex_t command_lock;
@@ -308,6 +326,10 @@ int ovl__pool_init(struct ovl__pool *pool, struct ovl__worker *worker, uint32_t 
 void ovl__pool_destroy(struct ovl__pool *pool);
 ovl_buf *ovl__pool_take(struct ovl__pool *pool, uint32_t slot, size_t len);
 void ovl__buf_free(ovl_buf *buf);
+/* Give one free slot's pages back to the system (once: until it is used again). */
+void ovl__pool_release_slot(struct ovl__pool *pool, uint32_t slot);
+/* Give the memory of slots that stayed free since the last call back to the system (once a second at most). */
+void ovl__pool_trim(struct ovl__pool *pool, uint64_t now_ms);
 /* A connection is freed while slots charged to it live on (a proxy's partner queue, the application): charge them
  * to nobody. */
 void ovl__pool_disown(struct ovl__pool *pool, const ovl_conn *owner);
@@ -335,7 +357,7 @@ void ovl__conn_slot_freed(ovl_conn *owner, bool queued);
 /* Run between completion batches: start queued sends, free closed connections. */
 void ovl__worker_flush(struct ovl__worker *worker);
 /* The periodic tick (every worker->tick_ms): close connections idle for idle_timeout_ms, or stalled for
- * stall_timeout_ms. */
+ * stall_timeout_ms; give cold pool memory back. */
 void ovl__worker_tick(struct ovl__worker *worker);
 
 /* timer.c: backends bound their wait by ovl__timers_wait_ns (-1 = no timer, else nanoseconds until the earliest)

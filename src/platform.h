@@ -57,6 +57,10 @@ ovl__socket ovl__socket_open(int family);
 int ovl__cpu_count(void);
 /* Is this error a peer reset (ECONNRESET, EPIPE, WSAECONNRESET, WSAECONNABORTED, ...)? */
 int ovl__is_reset_error(int err);
+/* Memory pages: a range of whole pages whose content is no longer needed goes back to the system (reads after it
+ * see zeroes, or the old bytes on Windows). */
+#define OVL__PAGE 4096u
+void ovl__memory_release(void *start, size_t length);
 /* Bytes received by the kernel and not yet read (FIONREAD), 0 if it cannot tell. */
 uint64_t ovl__socket_unread(ovl__socket socket);
 /* Is this error a timeout (the peer stopped answering: keepalive or retransmissions)? */

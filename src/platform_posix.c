@@ -4,6 +4,7 @@
 #include "platform.h"
 
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 
 int ovl__net_init(void)
 {
@@ -28,6 +29,11 @@ int ovl__cpu_count(void)
 int ovl__is_reset_error(int err)
 {
     return err == -ECONNRESET || err == -EPIPE || err == -ECONNABORTED;
+}
+
+void ovl__memory_release(void *start, size_t length)
+{
+    madvise(start, length, MADV_DONTNEED);
 }
 
 uint64_t ovl__socket_unread(ovl__socket socket)

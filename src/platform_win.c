@@ -37,6 +37,14 @@ int ovl__is_reset_error(int err)
            err == -ERROR_NETNAME_DELETED || err == -ERROR_CONNECTION_ABORTED || err == -EPIPE;
 }
 
+void ovl__memory_release(void *start, size_t length)
+{
+    /* The content may be discarded instead of paged out, and the pages leave the working set (VirtualUnlock on
+     * pages that are not locked does that and reports ERROR_NOT_LOCKED). */
+    VirtualAlloc(start, length, MEM_RESET, PAGE_READWRITE);
+    VirtualUnlock(start, length);
+}
+
 uint64_t ovl__socket_unread(ovl__socket socket)
 {
     u_long unread = 0;

@@ -1121,6 +1121,7 @@ Test(faults, non_readers_do_not_starve_a_reader, .timeout = 120)
     sup_proc p;
     char *args[] = {"--threads", "1", "--stats", "0.2", "--stats-format", "json", NULL};
     int port = start_echo(&p, args);
+    long rss_start = sup_rss_kib(p.pid);
     static int fds[NON_READERS];
     for (int i = 0; i < NON_READERS; i++)
         fds[i] = non_reader_connect(port);
@@ -1142,6 +1143,7 @@ Test(faults, non_readers_do_not_starve_a_reader, .timeout = 120)
     cr_log_info("%d non-readers sent %llu bytes; 100 exchanges beside them, slowest %lld ms; recv_nobufs %lld, "
                 "recv_pool_pauses %lld", NON_READERS, (unsigned long long)sent, (long long)worst, nobufs, pool_pauses);
     cr_assert(pool_pauses > 0, "no connection was paused for its share of the pool");
+    long rss_attacked = sup_rss_kib(p.pid);
     /* Closing them (with unread data: resets) frees what they held; the reader is still served. */
     for (int i = 0; i < NON_READERS; i++)
         close(fds[i]);
@@ -1150,6 +1152,18 @@ Test(faults, non_readers_do_not_starve_a_reader, .timeout = 120)
         open = latest_stat(&p, "conns_open", 300);
     cr_assert_eq(open, 1, "%lld connections open after the non-readers closed, want 1 (the reader)", open);
     cr_assert_eq(sup_exchange(fd, 77, 100 * 64, 64), 0);
+    /* The buffers they held go back to the system once they have stayed free for a second or two. */
+    long rss_after = sup_rss_kib(p.pid);
+    for (int64_t deadline = sup_now_ms() + 5000; sup_now_ms() < deadline && rss_after - rss_start > 4096;) {
+        sup_sleep_ms(250);
+        rss_after = sup_rss_kib(p.pid);
+    }
+    cr_log_info("VmRSS %ld KiB at start, %ld KiB beside the non-readers, %ld KiB after they left", rss_start,
+                rss_attacked, rss_after);
+    const char *sanitize = getenv("OVERLAP_SANITIZE");
+    if (!sanitize || !*sanitize || !strcmp(sanitize, "none"))
+        cr_assert(rss_after - rss_start <= 4096, "VmRSS %ld KiB after the non-readers left, %ld KiB at start: the "
+                  "buffers they held were not given back", rss_after, rss_start);
     close(fd);
     stop_echo(&p);
     sup_proc_free(&p);
