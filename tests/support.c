@@ -665,3 +665,73 @@ pid_t sup_find_process(pid_t root, const char *name)
     closedir(dir);
     return found;
 }
+
+int sup_non_reader_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -errno;
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(fd, (struct sockaddr *)&address, sizeof address) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+uint64_t sup_flood_until_stalled(const int *fds, int count, int quiet_ms, int max_ms)
+{
+    static char chunk[65536];
+    uint64_t total = 0;
+    int64_t start = sup_now_ms(), last_progress = start;
+    while (sup_now_ms() - last_progress < quiet_ms && sup_now_ms() - start < max_ms) {
+        bool moved = false;
+        for (int i = 0; i < count; i++) {
+            ssize_t n = send(fds[i], chunk, sizeof chunk, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n > 0) {
+                total += (uint64_t)n;
+                moved = true;
+            }
+        }
+        if (moved)
+            last_progress = sup_now_ms();
+        else
+            sup_sleep_ms(5);
+    }
+    return total;
+}
+
+bool sup_latest_stats_line(sup_proc *proc, char *line, size_t cap, int ms)
+{
+    char next[2048];
+    bool any = false;
+    int64_t deadline = sup_now_ms() + ms;
+    while (sup_now_ms() < deadline) {
+        if (sup_proc_read_line(proc, next, sizeof next, (int)(deadline - sup_now_ms())) != 0)
+            break;
+        if (next[0] == '{') {
+            snprintf(line, cap, "%s", next);
+            any = true;
+        }
+    }
+    return any;
+}
+
+long long sup_json_number(const char *line, const char *key)
+{
+    char pattern[64];
+    snprintf(pattern, sizeof pattern, "\"%s\":", key);
+    const char *at = strstr(line, pattern);
+    return at ? atoll(at + strlen(pattern)) : -1;
+}
+
+long long sup_latest_stat(sup_proc *proc, const char *key, int ms)
+{
+    char line[2048];
+    return sup_latest_stats_line(proc, line, sizeof line, ms) ? sup_json_number(line, key) : -1;
+}

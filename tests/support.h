@@ -48,6 +48,13 @@ long sup_raise_nofile(void);
 int64_t sup_now_ms(void);
 void sup_sleep_ms(int ms);
 
+/* A client that sends and never reads, connected to 127.0.0.1:port, with small socket buffers (so that what the
+ * kernel holds for it stays small and many of them fit on a test machine). Returns the fd or -errno. */
+int sup_non_reader_connect(int port);
+/* Send from every socket (without blocking) until quiet_ms pass without one byte taken, or max_ms in all. Returns
+ * the bytes sent. */
+uint64_t sup_flood_until_stalled(const int *fds, int count, int quiet_ms, int max_ms);
+
 /* ---- pattern ---- */
 
 /* Byte i of stream `seed` is a hash of (seed, offset + i): a dropped, repeated, reordered or foreign byte shows. */
@@ -95,6 +102,14 @@ const char *sup_proc_describe(const sup_proc *proc);
 /* Run argv to completion (at most timeout_ms) capturing its output. Returns 0 or -errno / -ETIMEDOUT; the
  * caller frees proc. */
 int sup_proc_run(sup_proc *proc, char *const argv[], int timeout_ms);
+
+/* The newest of the JSON lines ('{' first: overlap-echo --stats-format json) the child prints within ms, into line.
+ * Returns false if none came. */
+bool sup_latest_stats_line(sup_proc *proc, char *line, size_t cap, int ms);
+/* The number after "key": in a JSON line, or -1 when the key is not there. */
+long long sup_json_number(const char *line, const char *key);
+/* sup_json_number of the newest JSON line within ms, or -1. */
+long long sup_latest_stat(sup_proc *proc, const char *key, int ms);
 
 /* VmRSS of a process in KiB (/proc/PID/status), or -errno. */
 long sup_rss_kib(pid_t pid);

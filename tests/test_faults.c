@@ -1040,75 +1040,13 @@ Test(faults, stop_during_firehose, .timeout = 60)
 
 /* ---- one client cannot take a worker from the others ---- */
 
-/* A client that sends and never reads. Small socket buffers keep what the kernel holds for it small, so that many
- * of them fit on a test machine; the server sees the same thing as from any non-reader: its echoes stop leaving. */
-static int non_reader_connect(int port)
+static int must_non_reader(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert(fd >= 0, "socket: %s", strerror(errno));
-    int small = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
-    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert(connect(fd, (struct sockaddr *)&address, sizeof address) == 0, "connect: %s", strerror(errno));
+    int fd = sup_non_reader_connect(port);
+    cr_assert(fd >= 0, "connect a non-reader: %s", strerror(-fd));
     return fd;
 }
 
-/* Send from every socket until `quiet_ms` pass without one byte taken (or max_ms in all). Returns bytes sent. */
-static uint64_t flood_until_stalled(const int *fds, int count, int quiet_ms, int max_ms)
-{
-    static char chunk[65536];
-    uint64_t total = 0;
-    int64_t start = sup_now_ms(), last_progress = start;
-    while (sup_now_ms() - last_progress < quiet_ms && sup_now_ms() - start < max_ms) {
-        bool moved = false;
-        for (int i = 0; i < count; i++) {
-            ssize_t n = send(fds[i], chunk, sizeof chunk, MSG_DONTWAIT | MSG_NOSIGNAL);
-            if (n > 0) {
-                total += (uint64_t)n;
-                moved = true;
-            }
-        }
-        if (moved)
-            last_progress = sup_now_ms();
-        else
-            sup_sleep_ms(5);
-    }
-    return total;
-}
-
-/* The newest of overlap-echo's --stats-format json lines that arrive within ms, into line; false if none came. */
-static bool latest_stats_line(sup_proc *proc, char *line, size_t cap, int ms)
-{
-    char next[2048];
-    bool any = false;
-    int64_t deadline = sup_now_ms() + ms;
-    while (sup_now_ms() < deadline) {
-        if (sup_proc_read_line(proc, next, sizeof next, (int)(deadline - sup_now_ms())) != 0)
-            break;
-        if (next[0] == '{') {
-            snprintf(line, cap, "%s", next);
-            any = true;
-        }
-    }
-    return any;
-}
-
-/* "key"'s number in a JSON stats line, or -1. */
-static long long stat_of(const char *line, const char *key)
-{
-    char pattern[64];
-    snprintf(pattern, sizeof pattern, "\"%s\":", key);
-    const char *at = strstr(line, pattern);
-    return at ? atoll(at + strlen(pattern)) : -1;
-}
-
-static long long latest_stat(sup_proc *proc, const char *key, int ms)
-{
-    char line[2048];
-    return latest_stats_line(proc, line, sizeof line, ms) ? stat_of(line, key) : -1;
-}
 
 /* Clients that write and never read, more than a worker's pool could hold at --max-pending each (1024 x 16 KiB
  * buffers, 256 KiB each: 64 would take it all), must not stop that worker from serving a client that does read:
@@ -1124,8 +1062,8 @@ Test(faults, non_readers_do_not_starve_a_reader, .timeout = 120)
     long rss_start = sup_rss_kib(p.pid);
     static int fds[NON_READERS];
     for (int i = 0; i < NON_READERS; i++)
-        fds[i] = non_reader_connect(port);
-    uint64_t sent = flood_until_stalled(fds, NON_READERS, 500, 20000);
+        fds[i] = must_non_reader(port);
+    uint64_t sent = sup_flood_until_stalled(fds, NON_READERS, 500, 20000);
     int fd = sup_connect("127.0.0.1", port, 5000);
     cr_assert(fd >= 0, "connect: %s", strerror(-fd));
     int64_t worst = 0;
@@ -1138,8 +1076,8 @@ Test(faults, non_readers_do_not_starve_a_reader, .timeout = 120)
             worst = sup_now_ms() - begin;
     }
     char line[2048] = "";
-    latest_stats_line(&p, line, sizeof line, 500);
-    long long nobufs = stat_of(line, "recv_nobufs"), pool_pauses = stat_of(line, "recv_pool_pauses");
+    sup_latest_stats_line(&p, line, sizeof line, 500);
+    long long nobufs = sup_json_number(line, "recv_nobufs"), pool_pauses = sup_json_number(line, "recv_pool_pauses");
     cr_log_info("%d non-readers sent %llu bytes; 100 exchanges beside them, slowest %lld ms; recv_nobufs %lld, "
                 "recv_pool_pauses %lld", NON_READERS, (unsigned long long)sent, (long long)worst, nobufs, pool_pauses);
     cr_assert(pool_pauses > 0, "no connection was paused for its share of the pool");
@@ -1149,7 +1087,7 @@ Test(faults, non_readers_do_not_starve_a_reader, .timeout = 120)
         close(fds[i]);
     long long open = -1;
     for (int64_t deadline = sup_now_ms() + 10000; sup_now_ms() < deadline && open != 1;)
-        open = latest_stat(&p, "conns_open", 300);
+        open = sup_latest_stat(&p, "conns_open", 300);
     cr_assert_eq(open, 1, "%lld connections open after the non-readers closed, want 1 (the reader)", open);
     cr_assert_eq(sup_exchange(fd, 77, 100 * 64, 64), 0);
     /* The buffers they held go back to the system once they have stayed free for a second or two. */
@@ -1181,15 +1119,15 @@ Test(faults, max_pending_holds_within_one_buffer, .timeout = 60)
     enum { COUNT = 8, LIMIT = 16384 + 4096 };
     int fds[COUNT];
     for (int i = 0; i < COUNT; i++)
-        fds[i] = non_reader_connect(port);
-    flood_until_stalled(fds, COUNT, 500, 20000);
+        fds[i] = must_non_reader(port);
+    sup_flood_until_stalled(fds, COUNT, 500, 20000);
     long long in = -1, out = -1;
     char line[2048] = "";
     for (int round = 0; round < 10; round++) {
         long long before = in;
-        latest_stats_line(&p, line, sizeof line, 300);
-        in = stat_of(line, "bytes_in");
-        out = stat_of(line, "bytes_out");
+        sup_latest_stats_line(&p, line, sizeof line, 300);
+        in = sup_json_number(line, "bytes_in");
+        out = sup_json_number(line, "bytes_out");
         if (in == before)
             break;
     }
@@ -1214,8 +1152,8 @@ Test(faults, backpressure_is_not_idleness, .timeout = 60)
     sup_proc p;
     char *args[] = {"--threads", "1", "--idle-timeout", "0.3", "--stall-timeout", "0", NULL};
     int port = start_echo(&p, args);
-    int fd = non_reader_connect(port);
-    uint64_t sent = flood_until_stalled(&fd, 1, 500, 20000);
+    int fd = must_non_reader(port);
+    uint64_t sent = sup_flood_until_stalled(&fd, 1, 500, 20000);
     cr_assert(sent > 0);
     sup_sleep_ms(1500);
     cr_assert_eq(sup_set_timeouts(fd, 5000), 0);
@@ -1240,14 +1178,14 @@ Test(faults, stalled_peer_is_closed, .timeout = 60)
     sup_proc p;
     char *args[] = {"--threads", "1", "--stall-timeout", "1", "--stats", "0.2", "--stats-format", "json", NULL};
     int port = start_echo(&p, args);
-    int fd = non_reader_connect(port);
-    flood_until_stalled(&fd, 1, 500, 20000);
+    int fd = must_non_reader(port);
+    sup_flood_until_stalled(&fd, 1, 500, 20000);
     long long stalled = 0, open = -1;
     char line[2048];
     for (int64_t deadline = sup_now_ms() + 15000; sup_now_ms() < deadline && (stalled < 1 || open != 0);) {
-        if (latest_stats_line(&p, line, sizeof line, 300)) {
-            stalled = stat_of(line, "stalled_closed");
-            open = stat_of(line, "conns_open");
+        if (sup_latest_stats_line(&p, line, sizeof line, 300)) {
+            stalled = sup_json_number(line, "stalled_closed");
+            open = sup_json_number(line, "conns_open");
         }
     }
     cr_assert(stalled == 1 && open == 0, "stalled_closed %lld, conns_open %lld 15 s after the peer stopped reading "
@@ -1323,11 +1261,11 @@ Test(faults, reading_firehoses_leave_buffers_for_others, .timeout = 60)
     }
     pthread_join(thread, NULL);
     char line[2048] = "";
-    latest_stats_line(&p, line, sizeof line, 400);
-    long long nobufs = stat_of(line, "recv_nobufs");
+    sup_latest_stats_line(&p, line, sizeof line, 400);
+    long long nobufs = sup_json_number(line, "recv_nobufs");
     cr_log_info("%d firehoses: %.1f MB sent, %.1f MB back; %d exchanges beside them; recv_nobufs %lld, "
                 "recv_pool_pauses %lld", FIREHOSES, (double)f.sent / 1e6, (double)f.received / 1e6, exchanges, nobufs,
-                stat_of(line, "recv_pool_pauses"));
+                sup_json_number(line, "recv_pool_pauses"));
     cr_assert(nobufs >= 0 && nobufs < 2000, "recv_nobufs %lld: receives kept finding no buffer", nobufs);
     for (int i = 0; i < FIREHOSES; i++)
         close(fds[i]);
