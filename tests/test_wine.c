@@ -530,6 +530,69 @@ Test(wine, fault_slow_reader_bounded_memory)
     sup_proc_free(&server);
 }
 
+/* ---- the pool is shared fairly (IOCP) ---- */
+
+/* 40 clients that write and never read, on one worker with 256 receive buffers: at --max-pending 256 KiB (16
+ * buffers each) 16 of them would hold the whole pool and nobody else would be read. Each holds its share (4) now:
+ * a client that reads gets every exchange answered. Then at --max-pending 16384 with 4 KiB buffers, 8 non-readers
+ * hold at most one buffer past it each. */
+Test(wine, pool_shared_fairly_and_max_pending_held)
+{
+    enum { NON_READERS = 40, SMALL = 8 };
+    sup_proc server = {0};
+    int port = start_windows_echo_args(&server, (char *[]){"--threads", "1", "--buffer-count", "256", "--stats",
+                                                           "0.2", "--stats-format", "json", NULL});
+    int fds[NON_READERS];
+    for (int i = 0; i < NON_READERS; i++) {
+        fds[i] = sup_non_reader_connect(port);
+        cr_assert(fds[i] >= 0, "connect: %s", strerror(-fds[i]));
+    }
+    uint64_t sent = sup_flood_until_stalled(fds, NON_READERS, 1000, 30000);
+    int fd = sup_connect("127.0.0.1", port, 10000);
+    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+    for (int i = 0; i < 20; i++) {
+        int rc = sup_exchange(fd, 0x900d, (uint64_t)i * 64, 64);
+        cr_assert_eq(rc, 0, "exchange %d beside %d non-readers (%llu bytes sent by them): %s", i, NON_READERS,
+                     (unsigned long long)sent, strerror(-rc));
+    }
+    char line[2048] = "";
+    sup_latest_stats_line(&server, line, sizeof line, 1000);
+    cr_log_info("wine: %d non-readers sent %llu bytes; 20 exchanges answered beside them; recv_pool_pauses %lld",
+                NON_READERS, (unsigned long long)sent, sup_json_number(line, "recv_pool_pauses"));
+    cr_assert(sup_json_number(line, "recv_pool_pauses") > 0, "no pool pause: %s", line);
+    for (int i = 0; i < NON_READERS; i++)
+        close(fds[i]);
+    close(fd);
+    stop_windows_echo(&server);
+    sup_proc_free(&server);
+
+    port = start_windows_echo_args(&server, (char *[]){"--threads", "1", "--max-pending", "16384", "--buffer-size",
+                                                       "4096", "--stats", "0.2", "--stats-format", "json", NULL});
+    int small[SMALL];
+    for (int i = 0; i < SMALL; i++) {
+        small[i] = sup_non_reader_connect(port);
+        cr_assert(small[i] >= 0, "connect: %s", strerror(-small[i]));
+    }
+    sup_flood_until_stalled(small, SMALL, 1000, 30000);
+    long long in = -1, out = -1;
+    for (int round = 0; round < 10; round++) {
+        long long before = in;
+        sup_latest_stats_line(&server, line, sizeof line, 500);
+        in = sup_json_number(line, "bytes_in");
+        out = sup_json_number(line, "bytes_out");
+        if (in == before)
+            break;
+    }
+    long long held = in - out;
+    cr_log_info("wine: %d non-readers at --max-pending 16384: %lld bytes held (%lld each)", SMALL, held,
+                held / SMALL);
+    cr_assert(in > 0 && held <= (long long)SMALL * (16384 + 4096), "%lld bytes held by %d connections", held, SMALL);
+    for (int i = 0; i < SMALL; i++)
+        close(small[i]);
+    stop_windows_echo(&server);
+    sup_proc_free(&server);
+}
+
 /* ---- resets ---- */
 
 /* Four clients reset their connections (SO_LINGER 0: RST, with echoes in flight) while six others stream 4 MiB
