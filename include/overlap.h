@@ -230,7 +230,7 @@ typedef struct ovl_stats {
     uint64_t conns_closed;      /* closed after on_open (any reason) */
     uint64_t conns_refused;     /* accepted past max_conns, or while the engine stopped, and closed at once */
     uint64_t connect_failures;  /* ovl_connect attempts where no address worked */
-    uint64_t resets;            /* connections ended by a peer reset */
+    uint64_t resets;            /* connections ended by a peer reset, and peers that reset before they were accepted */
     uint64_t errors;            /* connections ended by another I/O error, plus accept errors and accepted sockets
                                    that could not be set up */
     uint64_t bytes_in, bytes_out; /* bytes_in: received and delivered (not those in bytes_discarded) */

@@ -238,7 +238,8 @@ static void accept_some(struct ovl__worker *worker, struct epoll_accept *accept)
             return; /* backlog empty, or another worker took the connection */
         if (e == EINTR)
             continue;
-        ovl__count(&worker->counters.errors, 1);
+        /* A peer that reset before we accepted: its reset, not our error. */
+        ovl__count(ovl__is_reset_error(-e) ? &worker->counters.resets : &worker->counters.errors, 1);
         if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
             /* Out of descriptors or memory: the connection stays in the backlog and the level-triggered listener
              * would be reported again at once - a busy loop. Serve the connections we have and try again later. */

@@ -400,6 +400,11 @@ static void on_accept(struct ovl__worker *worker, struct iocp_accept *accept, in
         } else if (error == WSAEMFILE || error == WSAENOBUFS) {
             ovl__count(&worker->counters.errors, 1);
             schedule_accept_retry(accept);
+        } else if (ovl__is_reset_error(-error) || error == WSAENOTCONN) {
+            /* The peer reset before AcceptEx completed: Windows reports ERROR_NETNAME_DELETED (or WSAECONNRESET),
+             * Wine WSAENOTCONN. Its reset, not our error. */
+            ovl__count(&worker->counters.resets, 1);
+            post_accept(worker, accept);
         } else {
             ovl__count(&worker->counters.errors, 1);
             post_accept(worker, accept);

@@ -434,7 +434,8 @@ static void on_accept(struct ovl__worker *worker, struct uring_accept *accept, c
     } else if (res == -EINVAL && uw->multishot_accept) {
         uw->multishot_accept = false; /* kernel without multishot accept: one accept per submission */
     } else if (res != -ECANCELED) {
-        ovl__count(&worker->counters.errors, 1);
+        /* A peer that reset before we accepted: its reset, not our error. */
+        ovl__count(ovl__is_reset_error(res) ? &worker->counters.resets : &worker->counters.errors, 1);
         if (!more && !worker->stopping &&
             (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM)) {
             /* Out of descriptors or memory: serve the connections we have and try again shortly. */
