@@ -159,9 +159,11 @@ static bool wait_stats(ovl_engine *engine, bool (*pred)(const ovl_stats *, const
     }
 }
 
+/* At least that many closed, and none open: the counters are read one by one, not as a snapshot, so a read can
+ * see the close counted but not yet the open count lowered (it happened under ThreadSanitizer): wait for both. */
 static bool closed_at_least(const ovl_stats *s, const void *arg)
 {
-    return s->conns_closed >= *(const uint64_t *)arg;
+    return s->conns_closed >= *(const uint64_t *)arg && s->conns_open == 0;
 }
 
 static bool has_reset(const ovl_stats *s, const void *arg)
