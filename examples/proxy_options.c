@@ -135,9 +135,9 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
             options->threads = (int)number;
         } else if (!strcmp(name, "--max-conns")) {
             /* The engine counts both connections of a pair: the limit it gets is twice this. */
-            if (option_parse_uint(value, UINT32_MAX / 2, &number) || number < 1) {
-                snprintf(error, error_size, "--max-conns: '%s' is not a count (1-%u; leave it out for no limit)",
-                         value, UINT32_MAX / 2);
+            if (option_parse_uint(value, UINT32_MAX / 2, &number)) {
+                snprintf(error, error_size, "--max-conns: '%s' is not a count (0-%u, 0 = no limit)", value,
+                         UINT32_MAX / 2);
                 return -1;
             }
             options->max_conns = (uint32_t)number;

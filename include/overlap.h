@@ -159,8 +159,11 @@ typedef struct ovl_config {
                                   pulled, its reset lost) is reclaimed: the first probe after this long without
                                   traffic, then one every sixth of it (at least 1 s), and after 3 unanswered the
                                   connection ends with ETIMEDOUT (stats.peer_timeouts), 1.5 times this after the
-                                  peer's last sign. 0 = 60000, negative = off (the system's default, normally none).
-                                  Windows sends 10 probes (its fixed count) at that interval. */
+                                  peer's last sign. That holds while nothing we sent is unacknowledged; with data in
+                                  flight the system's retransmission timeout applies instead (about 15 minutes on
+                                  Linux), and stall_timeout_ms ends a peer that takes none of the queue. 0 = 60000,
+                                  negative = off (the system's default, normally none), at most 32767000. Windows
+                                  sends 10 probes (its fixed count) at that interval. */
     int stall_timeout_ms;      /* close a connection (OVL_CLOSE_STALLED, stats.stalled_closed) whose queued bytes the
                                   peer has not taken any of for this long: it does not read (nginx's send_timeout).
                                   Checked like idle_timeout_ms. A peer that reads slowly but reads is never

@@ -4,6 +4,10 @@
 #include "alloc.h"
 #include "internal.h"
 
+#ifndef _WIN32
+#include <ifaddrs.h>
+#endif
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -287,21 +291,44 @@ static bool is_any_address(const struct sockaddr *address)
            IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)address)->sin6_addr);
 }
 
-/* One of this host's addresses: a socket can be bound to it. */
+/* One of this host's addresses: a loopback address (all of 127.0.0.0/8 on Linux), or one an interface has. Not
+ * "a socket binds to it": with net.ipv4.ip_nonlocal_bind (VIP hosts) every bind succeeds. Windows binds only to
+ * its own addresses, so there the bind tells. */
 static bool is_local_address(const struct addrinfo *ai)
 {
+    const struct sockaddr *address = ai->ai_addr;
+    if (address->sa_family == AF_INET &&
+        (ntohl(((const struct sockaddr_in *)address)->sin_addr.s_addr) >> 24) == 127)
+        return true;
+    if (address->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)address)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && ((const unsigned char *)a6)[12] == 127))
+            return true;
+    }
+#ifdef _WIN32
     ovl__socket fd = ovl__socket_open(ai->ai_family);
     if (fd == OVL__NO_SOCKET)
         return false;
-    struct sockaddr_storage address;
-    memcpy(&address, ai->ai_addr, ai->ai_addrlen);
-    if (address.ss_family == AF_INET)
-        ((struct sockaddr_in *)&address)->sin_port = 0;
+    struct sockaddr_storage any_port;
+    memcpy(&any_port, ai->ai_addr, ai->ai_addrlen);
+    if (any_port.ss_family == AF_INET)
+        ((struct sockaddr_in *)&any_port)->sin_port = 0;
     else
-        ((struct sockaddr_in6 *)&address)->sin6_port = 0;
-    bool local = bind(fd, (struct sockaddr *)&address, (socklen_t)ai->ai_addrlen) == 0;
+        ((struct sockaddr_in6 *)&any_port)->sin6_port = 0;
+    bool local = bind(fd, (struct sockaddr *)&any_port, (socklen_t)ai->ai_addrlen) == 0;
     ovl__socket_close(fd);
     return local;
+#else
+    struct ifaddrs *list = NULL;
+    if (getifaddrs(&list) != 0)
+        return false;
+    bool local = false;
+    for (const struct ifaddrs *entry = list; entry && !local; entry = entry->ifa_next)
+        if (entry->ifa_addr && (entry->ifa_addr->sa_family == AF_INET || entry->ifa_addr->sa_family == AF_INET6))
+            local = same_host(entry->ifa_addr, address);
+    freeifaddrs(list);
+    return local;
+#endif
 }
 
 int ovl_target_reaches(const ovl_target *target, const ovl_listener *listener, const char **which)

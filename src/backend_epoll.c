@@ -372,7 +372,7 @@ static void do_recv(struct ovl__worker *worker, ovl_conn *conn)
         bool drain = drain_read(conn);
         if (!drain && !ec->readable)
             return; /* wait for the next edge */
-        if (drain && reads > 0 && ovl__drain_read_all(conn)) {
+        if (drain && ovl__drain_read_all(conn)) {
             /* Everything the kernel held at the stop is read: the rest came after it. */
             recv_finish(conn);
             ovl__conn_read_done(conn);
@@ -408,6 +408,8 @@ static void do_recv(struct ovl__worker *worker, ovl_conn *conn)
              * already queued behind the data (its edge is spent): with peer_done, and when draining, read on. */
             if ((size_t)n < len && !ec->peer_done && !drain)
                 ec->readable = false;
+            if (drain)
+                ovl__conn_drain_read(conn, (size_t)n);
             ovl__conn_received(conn, buf);
             continue;
         }

@@ -481,6 +481,7 @@ static void recv_start(ovl_conn *conn)
         return;
     }
     ic->recv_slot = slot;
+    pool->parked++; /* waits for data, not for a peer: free as far as the pool's fairness goes */
     prepare(&ic->recv, OP_RECV, conn, conn->fd);
     conn->flags |= OVL__C_RECV_ARMED;
     conn->inflight++;
@@ -517,6 +518,7 @@ static void on_recv(ovl_conn *conn, DWORD bytes, int error)
     struct iocp_conn *ic = conn_state(conn);
     ovl_buf *slot = ic->recv_slot;
     ic->recv_slot = NULL;
+    conn->worker->pool.parked--;
     conn->flags &= ~OVL__C_RECV_ARMED;
     bool rearm = false;
     if (!error && bytes > 0) {
@@ -560,7 +562,9 @@ static void read_now(ovl_conn *conn, int error)
             error = n < 0 ? WSAGetLastError() : 0;
             if (n > 0) {
                 slot->len = (size_t)n;
-                bool drained = (conn->flags & OVL__C_DRAINING) != 0;
+                bool drained = (conn->flags & (OVL__C_DRAINING | OVL__C_LINGER)) == OVL__C_DRAINING;
+                if (drained)
+                    ovl__conn_drain_read(conn, (size_t)n);
                 ovl__conn_received(conn, slot);
                 if (drained && ovl__drain_read_all(conn))
                     ovl__conn_read_done(conn); /* everything the kernel held at the stop is read */

@@ -62,6 +62,7 @@ struct uring_conn {
     struct msghdr msg;
     struct iovec iov[SEND_BATCH];
     bool recv_cancelled;      /* a cancel for the armed receive is on its way: one is enough */
+    bool drain_read;          /* the armed receive is a drain-mode read (its bytes count against the stop's budget) */
 };
 
 struct uring_accept {
@@ -457,7 +458,9 @@ static void recv_start(ovl_conn *conn)
 {
     struct uring_worker *uw = state_of(conn->worker);
     struct io_uring_sqe *sqe = get_sqe(uw);
-    if ((conn->flags & OVL__C_DRAINING) && !(conn->flags & OVL__C_LINGER)) /* only what is already buffered */
+    bool drain = (conn->flags & OVL__C_DRAINING) && !(conn->flags & OVL__C_LINGER);
+    conn_state(conn)->drain_read = drain;
+    if (drain) /* only what is already buffered */
         io_uring_prep_recv(sqe, conn->fd, NULL, (unsigned)ovl__drain_read_len(conn, uw->pool->slot_size),
                            MSG_DONTWAIT);
     else if (uw->multishot_recv && !(conn->flags & OVL__C_RECV_ONE))
@@ -513,6 +516,8 @@ static void on_recv(struct ovl__worker *worker, ovl_conn *conn, const struct io_
     }
     bool rearm = false;
     if (res > 0 && buf) {
+        if (conn_state(conn)->drain_read)
+            ovl__conn_drain_read(conn, (size_t)res);
         ovl__conn_received(conn, buf);
         rearm = !more;
         if (rearm && ovl__drain_read_all(conn)) {

@@ -40,10 +40,12 @@ int ovl__pool_init(struct ovl__pool *pool, struct ovl__worker *worker, uint32_t 
     pool->free_count = slot_count;
     pool->trimmed = slot_count; /* never touched: nothing resident to give back */
     pool->untouched = slot_count;
-    /* A few buffers per connection keep a stream moving (the kernel's socket buffers hold far more); a quarter of
-     * the pool stays for connections that hold none, so a new request is always read. */
+    /* Under pressure, a few buffers per connection keep a stream moving (the kernel's socket buffers hold far
+     * more); a quarter of the pool stays for connections that hold none, so a new request is always read. */
     pool->share = slot_count < 16 ? (slot_count + 3) / 4 : 4;
+    pool->pressure = slot_count / 2;
     pool->reserve = slot_count / 4;
+    pool->parked = 0;
     return 0;
 }
 
@@ -70,6 +72,7 @@ ovl_buf *ovl__pool_take(struct ovl__pool *pool, uint32_t slot, size_t len)
     buf->len = len;
     buf->next = NULL;
     buf->owner = NULL;
+    buf->owned_prev = buf->owned_next = NULL;
     buf->queued = false;
     buf->released = false;
     pool->held++;
@@ -87,18 +90,16 @@ void ovl__buf_free(ovl_buf *buf)
         return;
     }
     struct ovl__worker *worker = buf->worker;
-    if (buf->owner) {
-        ovl__conn_slot_freed(buf->owner, buf->queued);
-        buf->owner = NULL;
-    }
-    buf->queued = false;
+    if (buf->owner)
+        ovl__conn_slot_freed(buf);
     buf->state = OVL__BUF_FREE;
     buf->data = worker->pool.slab + (size_t)buf->slot * worker->pool.slot_size;
     buf->len = 0;
     worker->pool.held--;
     worker->pool.free_slots[worker->pool.free_count++] = buf->slot;
-    if (worker->pool_paused && worker->pool.slot_count - worker->pool.held == worker->pool.reserve)
-        worker->pool_check = true; /* back to the reserve: connections paused below it may go on */
+    uint32_t free_now = worker->pool.slot_count - worker->pool.held + worker->pool.parked;
+    if (worker->pool_paused && (free_now == worker->pool.reserve || free_now == worker->pool.pressure))
+        worker->pool_walk_all = true; /* back to a threshold: connections paused below it may go on */
 }
 
 /* The whole pages inside one slot go back to the system; the next write faults in zeroed pages. */
@@ -130,13 +131,6 @@ void ovl__pool_trim(struct ovl__pool *pool, uint64_t now_ms)
     if (pool->untouched > pool->trimmed)
         pool->trimmed = pool->untouched;
     pool->untouched = pool->free_count;
-}
-
-void ovl__pool_disown(struct ovl__pool *pool, const ovl_conn *owner)
-{
-    for (uint32_t i = 0; i < pool->slot_count; i++)
-        if (pool->slots[i].owner == owner)
-            pool->slots[i].owner = NULL;
 }
 
 const void *ovl_buf_data(const ovl_buf *buf)

@@ -174,49 +174,81 @@ static void stop_receiving(ovl_conn *conn);
 
 /*
  * The pool is shared fairly. Every pool slot is charged to the connection it was received on until it is free
- * again. A connection with its share of slots waiting in send queues (its own, or a partner's in a proxy) stops
- * receiving - its peer's further bytes wait in the kernel - and goes on once half of them have been sent. When fewer
- * than the reserve are left, every connection with any slot queued stops, so the reserve is spent only by
- * connections that have nothing queued: one slot each, which answers them. Peers that send and never read
- * therefore hold a few slots each and cannot take a worker away from the others. Slots the application keeps
- * (ovl_buf_release later) are its own to bound: the engine cannot know when it will let go of them.
+ * again. While more than half the pool is free, nothing more is asked of anyone than max_pending. Below that, a
+ * connection with its share of slots waiting in send queues (its own, or a partner's in a proxy) stops receiving -
+ * its peer's further bytes wait in the kernel - and goes on once half of them have been sent. Below the reserve,
+ * every connection with any slot queued stops, so the reserve is spent only by connections that have nothing
+ * queued: one slot each, which answers them. Peers that send and never read therefore hold a few slots each and
+ * cannot take a worker away from the others. Slots the application keeps (ovl_buf_release later) are its own to
+ * bound: the engine cannot know when it will let go of them.
  */
 static inline uint32_t pool_free(const struct ovl__pool *pool)
 {
-    return pool->slot_count - pool->held;
+    return pool->slot_count - pool->held + pool->parked;
 }
 
 static bool pool_may_resume(const ovl_conn *conn)
 {
     const struct ovl__pool *pool = &conn->worker->pool;
-    return conn->slots_queued == 0 || (conn->slots_queued <= pool->share / 2 && pool_free(pool) >= pool->reserve);
+    uint32_t free = pool_free(pool);
+    return conn->slots_queued == 0 || free >= pool->pressure ||
+           (conn->slots_queued <= pool->share / 2 && free >= pool->reserve);
 }
 
 static void pool_pause_if_due(ovl_conn *conn)
 {
     const struct ovl__pool *pool = &conn->worker->pool;
-    if (!conn->slots_queued || (conn->flags & (OVL__C_PAUSE_POOL | OVL__C_CLOSING)) ||
-        (conn->slots_queued < pool->share && pool_free(pool) >= pool->reserve))
+    if (!conn->slots_queued || (conn->flags & (OVL__C_PAUSE_POOL | OVL__C_CLOSING)))
+        return;
+    uint32_t free = pool_free(pool);
+    if (free >= pool->pressure || (conn->slots_queued < pool->share && free >= pool->reserve))
         return;
     struct ovl__worker *worker = conn->worker;
     conn->flags |= OVL__C_PAUSE_POOL;
     ovl__count(&worker->counters.recv_pool_pauses, 1);
     if (!(conn->flags & OVL__C_POOL_LISTED)) {
         conn->flags |= OVL__C_POOL_LISTED;
+        conn->pool_prev = NULL;
         conn->pool_next = worker->pool_paused;
+        if (worker->pool_paused)
+            worker->pool_paused->pool_prev = conn;
         worker->pool_paused = conn;
     }
     stop_receiving(conn);
 }
 
-void ovl__conn_slot_freed(ovl_conn *owner, bool queued)
+static void pool_unlist(ovl_conn *conn)
 {
-    owner->slots_held--;
-    if (!queued)
+    struct ovl__worker *worker = conn->worker;
+    if (conn->pool_prev)
+        conn->pool_prev->pool_next = conn->pool_next;
+    else
+        worker->pool_paused = conn->pool_next;
+    if (conn->pool_next)
+        conn->pool_next->pool_prev = conn->pool_prev;
+    conn->flags &= ~OVL__C_POOL_LISTED;
+}
+
+void ovl__conn_slot_freed(ovl_buf *buf)
+{
+    ovl_conn *owner = buf->owner;
+    if (buf->owned_prev)
+        buf->owned_prev->owned_next = buf->owned_next;
+    else
+        owner->owned = buf->owned_next;
+    if (buf->owned_next)
+        buf->owned_next->owned_prev = buf->owned_prev;
+    buf->owner = NULL;
+    buf->owned_prev = buf->owned_next = NULL;
+    if (!buf->queued)
         return;
+    buf->queued = false;
     owner->slots_queued--;
-    if (owner->flags & OVL__C_PAUSE_POOL)
-        owner->worker->pool_check = true;
+    if ((owner->flags & (OVL__C_PAUSE_POOL | OVL__C_POOL_CHECK)) == OVL__C_PAUSE_POOL) {
+        owner->flags |= OVL__C_POOL_CHECK;
+        owner->pool_check_next = owner->worker->pool_check;
+        owner->worker->pool_check = owner;
+    }
 }
 
 /* Hand received bytes to the application; then apply the engine's own backpressure. */
@@ -264,6 +296,13 @@ static void note_backlog(ovl_conn *conn, const ovl_buf *buf)
     }
 }
 
+void ovl__conn_drain_read(ovl_conn *conn, size_t len)
+{
+    conn->drain_budget = len < conn->drain_budget ? conn->drain_budget - len : 0;
+    if (conn->drain_budget == 0)
+        conn->flags |= OVL__C_DRAIN_SPENT;
+}
+
 void ovl__conn_received(ovl_conn *conn, ovl_buf *buf)
 {
     struct ovl__counters *counters = &conn->worker->counters;
@@ -273,11 +312,13 @@ void ovl__conn_received(ovl_conn *conn, ovl_buf *buf)
         ovl__buf_free(buf);
         return;
     }
-    if (conn->flags & OVL__C_DRAINING)
-        conn->drain_budget = buf->len < conn->drain_budget ? conn->drain_budget - buf->len : 0;
     if (buf->kind == OVL__BUF_POOL) {
         buf->owner = conn;
-        conn->slots_held++;
+        buf->owned_prev = NULL;
+        buf->owned_next = conn->owned;
+        if (conn->owned)
+            conn->owned->owned_prev = buf;
+        conn->owned = buf;
         note_backlog(conn, buf);
     }
     conn->active_ms = conn->worker->now_ms;
@@ -312,6 +353,13 @@ static void stop_receiving(ovl_conn *conn)
         backend_of(conn)->recv_pause(conn);
 }
 
+/* Draining, and everything the stop left to read has been read: no receive may start again (lingering does its own). */
+static inline bool read_finished(const ovl_conn *conn)
+{
+    return (conn->flags & (OVL__C_DRAINING | OVL__C_READ_DONE | OVL__C_LINGER)) ==
+           (OVL__C_DRAINING | OVL__C_READ_DONE);
+}
+
 /* The last reason to pause is gone. Held input is delivered first, from the next flush (not from inside the
  * caller's callback); a receive still armed (its cancellation not yet completed) re-arms itself. */
 static void restart_receiving(ovl_conn *conn)
@@ -323,7 +371,7 @@ static void restart_receiving(ovl_conn *conn)
         queue_held(conn);
         return;
     }
-    if (!(conn->flags & (OVL__C_CLOSING | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT)))
+    if (!(conn->flags & (OVL__C_CLOSING | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT)) && !read_finished(conn))
         backend_of(conn)->recv_start(conn);
 }
 
@@ -403,7 +451,8 @@ static void deliver_held(struct ovl__worker *worker)
         } else if (conn->flags & OVL__C_HOLD_READ_DONE) {
             conn->flags &= ~OVL__C_HOLD_READ_DONE;
             read_done_now(conn);
-        } else if (!(conn->flags & (OVL__C_PAUSED | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT))) {
+        } else if (!(conn->flags & (OVL__C_PAUSED | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT)) &&
+                   !read_finished(conn)) {
             backend_of(conn)->recv_start(conn);
         }
     }
@@ -588,13 +637,21 @@ static void conn_free(ovl_conn *conn)
                 break;
             }
     if (conn->flags & OVL__C_POOL_LISTED)
-        for (ovl_conn **link = &worker->pool_paused; *link; link = &(*link)->pool_next)
+        pool_unlist(conn);
+    if (conn->flags & OVL__C_POOL_CHECK)
+        for (ovl_conn **link = &worker->pool_check; *link; link = &(*link)->pool_check_next)
             if (*link == conn) {
-                *link = conn->pool_next;
+                *link = conn->pool_check_next;
                 break;
             }
-    if (conn->slots_held)
-        ovl__pool_disown(&worker->pool, conn);
+    /* Slots received on it that live on (in a proxy partner's queue, with the application): charged to nobody. */
+    while (conn->owned) {
+        ovl_buf *buf = conn->owned;
+        conn->owned = buf->owned_next;
+        buf->owner = NULL;
+        buf->owned_prev = buf->owned_next = NULL;
+        buf->queued = false;
+    }
     if (conn->flags & OVL__C_OPEN) {
         ovl__uncount(&worker->counters.conns_open, 1);
         ovl__count(&worker->counters.conns_closed, 1);
@@ -637,26 +694,36 @@ static void walk_wait_list(struct ovl__worker *worker)
     }
 }
 
-/* Connections paused for the pool whose share came back (or the pool back to its reserve) receive again. */
+static void pool_resume_if_due(ovl_conn *conn)
+{
+    if (!(conn->flags & OVL__C_POOL_LISTED))
+        return;
+    if ((conn->flags & OVL__C_PAUSE_POOL) && !(conn->flags & OVL__C_CLOSING) && !pool_may_resume(conn))
+        return;
+    bool paused = (conn->flags & OVL__C_PAUSE_POOL) && !(conn->flags & OVL__C_CLOSING);
+    pool_unlist(conn);
+    conn->flags &= ~OVL__C_PAUSE_POOL;
+    if (paused)
+        restart_receiving(conn);
+}
+
+/* Connections paused for the pool whose queued slots came back, or all of them when the pool rose past a threshold,
+ * receive again if the rule lets them. */
 static void resume_pool_paused(struct ovl__worker *worker)
 {
-    if (!worker->pool_check)
+    while (worker->pool_check) {
+        ovl_conn *conn = worker->pool_check;
+        worker->pool_check = conn->pool_check_next;
+        conn->flags &= ~OVL__C_POOL_CHECK;
+        if (!worker->pool_walk_all)
+            pool_resume_if_due(conn);
+    }
+    if (!worker->pool_walk_all)
         return;
-    worker->pool_check = false;
-    ovl_conn *list = worker->pool_paused;
-    worker->pool_paused = NULL;
-    while (list) {
-        ovl_conn *conn = list;
-        list = conn->pool_next;
-        bool paused = (conn->flags & OVL__C_PAUSE_POOL) && !(conn->flags & OVL__C_CLOSING);
-        if (paused && !pool_may_resume(conn)) {
-            conn->pool_next = worker->pool_paused;
-            worker->pool_paused = conn;
-            continue;
-        }
-        conn->flags &= ~(OVL__C_POOL_LISTED | OVL__C_PAUSE_POOL);
-        if (paused)
-            restart_receiving(conn);
+    worker->pool_walk_all = false;
+    for (ovl_conn *conn = worker->pool_paused, *next; conn; conn = next) {
+        next = conn->pool_next; /* restart_receiving starts no delivery: the list changes only at conn */
+        pool_resume_if_due(conn);
     }
 }
 
@@ -669,7 +736,8 @@ void ovl__worker_flush(struct ovl__worker *worker)
         resume_pool_paused(worker);
         deliver_held(worker);
         walk_wait_list(worker);
-        if (!worker->kick_head && !worker->dead_head && !worker->held_head && !worker->pool_check)
+        if (!worker->kick_head && !worker->dead_head && !worker->held_head && !worker->pool_check &&
+            !worker->pool_walk_all)
             break;
         while (worker->kick_head) {
             ovl_conn *conn = worker->kick_head;

@@ -20,7 +20,7 @@ const char echo_usage[] =
     "  --host H           address or name to listen on (default: every interface, IPv6 dual-stack)\n"
     "  --port P           TCP port (default 27015; 0 picks a free one)\n"
     "  --threads N        worker threads, at most 256 (default: online CPUs)\n"
-    "  --max-conns N      refuse connections past N open ones (default: no limit)\n"
+    "  --max-conns N      refuse connections past N open ones (default and 0: no limit)\n"
     "  --buffer-size B    bytes per receive buffer (default 16384)\n"
     "  --buffer-count N   receive buffers per worker thread (default 1024; size x count at most 256 MiB)\n"
     "  --max-pending B    stop reading a connection with B bytes not yet echoed (default 262144)\n"
@@ -124,9 +124,9 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
             }
             options->busy_poll_us = (int)number;
         } else if (!strcmp(name, "--max-conns")) {
-            if (option_parse_uint(value, UINT32_MAX, &number) || number < 1) {
-                snprintf(error, error_size, "--max-conns: '%s' is not a count (1-%u; leave it out for no limit)",
-                         value, UINT32_MAX);
+            if (option_parse_uint(value, UINT32_MAX, &number)) {
+                snprintf(error, error_size, "--max-conns: '%s' is not a count (0-%u, 0 = no limit)", value,
+                         UINT32_MAX);
                 return -1;
             }
             options->max_conns = (uint32_t)number;

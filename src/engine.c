@@ -91,9 +91,10 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
     }
     if (!out || config->threads < 0 || config->threads > OVL_MAX_THREADS || config->backlog < 0 ||
         (config->buffer_size && (config->buffer_size < 64 || config->buffer_size > (1u << 24))) ||
-        config->buffer_count > MAX_BUFFER_COUNT || config->busy_poll_us > 100000) {
-        ovl__error_set(err, -EINVAL, "threads 0..256, buffer size 64..16777216, buffer count up to 32768",
-                       "engine configuration");
+        config->buffer_count > MAX_BUFFER_COUNT || config->busy_poll_us > 100000 ||
+        config->keepalive_ms > 32767000) {
+        ovl__error_set(err, -EINVAL, "threads 0..256, buffer size 64..16777216, buffer count up to 32768, "
+                       "keepalive up to 32767 s", "engine configuration");
         return -EINVAL;
     }
     uint64_t pool_bytes = (uint64_t)(config->buffer_size ? config->buffer_size : DEFAULT_BUFFER_SIZE) *

@@ -39,6 +39,7 @@ struct ovl_buf {
     size_t len;                  /* bytes from data on */
     struct ovl__worker *worker;  /* owner of a pool slot */
     ovl_conn *owner;             /* pool slot: the connection it was received on, charged for it until it is free */
+    ovl_buf *owned_prev, *owned_next; /* the owner's list of the slots charged to it */
     uint32_t slot;               /* pool slot index */
     uint8_t kind;
     uint8_t state;
@@ -55,10 +56,12 @@ struct ovl__pool {
     uint32_t held;               /* slots currently outside the pool */
     uint32_t *free_slots;        /* indexes of FREE slots, a stack: the most recently freed on top, warm in cache */
     uint32_t free_count;
-    /* Fairness (conn.c, "The pool is shared fairly"): a connection with `share` of its slots in send queues stops
-     * receiving, and once fewer than `reserve` slots are left, so does every connection with any there. */
+    /* Fairness (conn.c, "The pool is shared fairly"): below `pressure` free slots a connection with `share` of its
+     * slots in send queues stops receiving, and below `reserve` so does every connection with any there. */
     uint32_t share;
+    uint32_t pressure;
     uint32_t reserve;
+    uint32_t parked;             /* held slots that only wait in a posted receive (IOCP): free as far as fairness goes */
     /* Memory given back (ovl__pool_trim): free_slots[0 .. trimmed) are released to the system and unchanged
      * since; free_slots[0 .. untouched) have not been taken since the last trim. */
     uint32_t trimmed;
@@ -143,7 +146,9 @@ enum {
     OVL__C_HOLD_READ_DONE = 1u << 19, /* draining found the end behind held input: likewise */
     OVL__C_PAUSE_POOL = 1u << 20,  /* holds its share of the receive pool: paused until it holds less */
     OVL__C_POOL_LISTED = 1u << 21, /* on the worker's list of connections paused for the pool */
-    OVL__C_RECV_ONE = 1u << 22     /* backlogged: receive one buffer per operation, never a multishot burst */
+    OVL__C_RECV_ONE = 1u << 22,    /* backlogged: receive one buffer per operation, never a multishot burst */
+    OVL__C_POOL_CHECK = 1u << 23,  /* on the worker's list of pool-paused connections to look at again */
+    OVL__C_DRAIN_SPENT = 1u << 24  /* draining: what the kernel held at the stop has been read */
 };
 
 struct ovl_conn {
@@ -163,11 +168,12 @@ struct ovl_conn {
     size_t queue_bytes;
     size_t sending_bytes;        /* bytes of the send operation in flight */
     size_t max_pending;          /* queued bytes that pause receiving (config.max_pending); 0 = never */
-    uint32_t slots_held;         /* pool slots received on this connection and not yet free, wherever they are */
-    uint32_t slots_queued;       /* of those, the ones waiting in a send queue (the pool's fairness rule) */
+    uint32_t slots_queued;       /* pool slots received on it that wait in a send queue (the pool's fairness rule) */
+    ovl_buf *owned;              /* pool slots received on it and not yet free, wherever they are */
     uint32_t clean_receives;     /* receives in a row that found it not backlogged (ends OVL__C_RECV_ONE) */
     uint64_t drain_budget;       /* draining: bytes the kernel still held for us when the stop came, yet to read */
-    ovl_conn *pool_next;         /* worker's list of connections paused for the pool */
+    ovl_conn *pool_prev, *pool_next; /* worker's list of connections paused for the pool */
+    ovl_conn *pool_check_next;   /* worker's list of those to look at again */
     /* Input that arrived after ovl_recv_pause (receives the kernel had already completed, e.g. the rest of a
      * multishot receive), delivered in order after ovl_recv_resume, before anything newer. */
     ovl_buf *held_head, *held_tail;
@@ -219,7 +225,8 @@ struct ovl__worker {
     ovl_conn *held_head;         /* connections whose held input is delivered at the next flush */
     bool wait_dirty;             /* a waiting connection closed: walk the wait list */
     ovl_conn *pool_paused;       /* connections paused for their share of the pool (OVL__C_POOL_LISTED) */
-    bool pool_check;             /* a slot came back that may let one of them resume */
+    ovl_conn *pool_check;        /* of those, the ones a freed slot may let go on (OVL__C_POOL_CHECK) */
+    bool pool_walk_all;          /* the pool rose past a threshold: look at every paused one */
     bool stopping;               /* stop command seen */
     uint32_t tick_ms;            /* the backend calls ovl__worker_tick this often (timeouts, pool trim) */
     uint64_t now_ms;             /* coarse clock (ovl__worker_clock), read once per loop turn, not per message */
@@ -301,11 +308,11 @@ static inline size_t ovl__drain_read_len(const ovl_conn *conn, size_t size)
     return conn->drain_budget && conn->drain_budget < size ? (size_t)conn->drain_budget : size;
 }
 
-/* Draining: a read that delivered data used up what the kernel held at the stop; report read_done, read no more. */
+/* Draining: what the kernel held at the stop has been read; report read_done, read no more. */
 static inline bool ovl__drain_read_all(const ovl_conn *conn)
 {
-    return (conn->flags & (OVL__C_DRAINING | OVL__C_LINGER | OVL__C_CLOSING)) == OVL__C_DRAINING &&
-           conn->drain_budget == 0;
+    return (conn->flags & (OVL__C_DRAINING | OVL__C_LINGER | OVL__C_CLOSING | OVL__C_DRAIN_SPENT)) ==
+           (OVL__C_DRAINING | OVL__C_DRAIN_SPENT);
 }
 
 /* The worker running on this thread, or NULL. */
@@ -330,9 +337,6 @@ void ovl__buf_free(ovl_buf *buf);
 void ovl__pool_release_slot(struct ovl__pool *pool, uint32_t slot);
 /* Give the memory of slots that stayed free since the last call back to the system (once a second at most). */
 void ovl__pool_trim(struct ovl__pool *pool, uint64_t now_ms);
-/* A connection is freed while slots charged to it live on (a proxy's partner queue, the application): charge them
- * to nobody. */
-void ovl__pool_disown(struct ovl__pool *pool, const ovl_conn *owner);
 
 /* conn.c: called by backends when operations complete, and by the engine */
 ovl_conn *ovl__conn_new(ovl_engine *engine, ovl__socket fd, const ovl_callbacks *callbacks, void *user);
@@ -352,8 +356,11 @@ void ovl__conn_connect_next(ovl_conn *conn, int err);
 void ovl__conn_begin_drain(ovl_conn *conn);
 /* A socket was accepted for this worker: refuse it (max_conns, stopping) or open a connection. */
 ovl_conn *ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd);
-/* A pool slot charged to `owner` came back (buffer.c). */
-void ovl__conn_slot_freed(ovl_conn *owner, bool queued);
+/* A pool slot charged to buf->owner comes back (buffer.c): uncharge it. */
+void ovl__conn_slot_freed(ovl_buf *buf);
+/* Draining: a read made in drain mode took `len` bytes of what the kernel held at the stop. Backends call it
+ * before ovl__conn_received for such reads only (not for receives armed before the stop). */
+void ovl__conn_drain_read(ovl_conn *conn, size_t len);
 /* Run between completion batches: start queued sends, free closed connections. */
 void ovl__worker_flush(struct ovl__worker *worker);
 /* The periodic tick (every worker->tick_ms): close connections idle for idle_timeout_ms, or stalled for
