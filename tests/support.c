@@ -684,17 +684,26 @@ int sup_non_reader_connect(int port)
     return fd;
 }
 
-uint64_t sup_flood_until_stalled(const int *fds, int count, int quiet_ms, int max_ms)
+uint64_t sup_flood_until_stalled(const int *fds, int count, uint64_t cap, int quiet_ms, int max_ms)
 {
     static char chunk[65536];
     uint64_t total = 0;
+    uint64_t *each = calloc((size_t)count, sizeof *each);
+    if (!each)
+        return 0;
     int64_t start = sup_now_ms(), last_progress = start;
     while (sup_now_ms() - last_progress < quiet_ms && sup_now_ms() - start < max_ms) {
         bool moved = false;
         for (int i = 0; i < count; i++) {
-            ssize_t n = send(fds[i], chunk, sizeof chunk, MSG_DONTWAIT | MSG_NOSIGNAL);
+            size_t want = sizeof chunk;
+            if (cap && each[i] + want > cap)
+                want = (size_t)(cap - each[i]);
+            if (!want)
+                continue;
+            ssize_t n = send(fds[i], chunk, want, MSG_DONTWAIT | MSG_NOSIGNAL);
             if (n > 0) {
                 total += (uint64_t)n;
+                each[i] += (uint64_t)n;
                 moved = true;
             }
         }
@@ -703,6 +712,7 @@ uint64_t sup_flood_until_stalled(const int *fds, int count, int quiet_ms, int ma
         else
             sup_sleep_ms(5);
     }
+    free(each);
     return total;
 }
 

@@ -51,9 +51,10 @@ void sup_sleep_ms(int ms);
 /* A client that sends and never reads, connected to 127.0.0.1:port, with small socket buffers (so that what the
  * kernel holds for it stays small and many of them fit on a test machine). Returns the fd or -errno. */
 int sup_non_reader_connect(int port);
-/* Send from every socket (without blocking) until quiet_ms pass without one byte taken, or max_ms in all. Returns
+/* Send from every socket (without blocking) until quiet_ms pass without one byte taken, or max_ms in all, and at
+ * most cap bytes on each (0 = no cap: the kernel's buffers on both sides then take megabytes per socket). Returns
  * the bytes sent. */
-uint64_t sup_flood_until_stalled(const int *fds, int count, int quiet_ms, int max_ms);
+uint64_t sup_flood_until_stalled(const int *fds, int count, uint64_t cap, int quiet_ms, int max_ms);
 
 /* ---- pattern ---- */
 

@@ -195,7 +195,8 @@ Test(echo_server, rejects_unbounded_sizes, .timeout = 20)
                     "--buffer-count 5000 (rounded up to a power of two) is 512 MiB");
     expect_rejected((char *[]){ "--stats", "0.000001", NULL }, "--stats: '0.000001' is not a number of seconds "
                     "(at least 0.1)");
-    expect_rejected((char *[]){ "--max-conns", "0", NULL }, "--max-conns: '0' is not a count");
+    expect_rejected((char *[]){ "--max-conns", "-1", NULL }, "--max-conns: '-1' is not a count (0-4294967295, 0 = no "
+                    "limit)");
 }
 
 Test(echo_server, rejects_unknown_option, .timeout = 20)

@@ -548,7 +548,7 @@ Test(wine, pool_shared_fairly_and_max_pending_held)
         fds[i] = sup_non_reader_connect(port);
         cr_assert(fds[i] >= 0, "connect: %s", strerror(-fds[i]));
     }
-    uint64_t sent = sup_flood_until_stalled(fds, NON_READERS, 1000, 30000);
+    uint64_t sent = sup_flood_until_stalled(fds, NON_READERS, 0, 1000, 30000);
     int fd = sup_connect("127.0.0.1", port, 10000);
     cr_assert(fd >= 0, "connect: %s", strerror(-fd));
     for (int i = 0; i < 20; i++) {
@@ -574,7 +574,7 @@ Test(wine, pool_shared_fairly_and_max_pending_held)
         small[i] = sup_non_reader_connect(port);
         cr_assert(small[i] >= 0, "connect: %s", strerror(-small[i]));
     }
-    sup_flood_until_stalled(small, SMALL, 1000, 30000);
+    sup_flood_until_stalled(small, SMALL, 0, 1000, 30000);
     long long in = -1, out = -1;
     for (int round = 0; round < 10; round++) {
         long long before = in;
