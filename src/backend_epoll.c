@@ -580,6 +580,15 @@ static void on_conn_event(struct ovl__worker *worker, ovl_conn *conn, uint32_t e
         on_connect(conn, events);
         return;
     }
+    if ((events & EPOLLERR) && !(ec->ops & (OP_RECV | OP_SEND)) && !(conn->flags & OVL__C_CLOSING)) {
+        /* Paused, nothing reading or sending: a reset must not wait for the pause to end to be noticed. */
+        int error = 0;
+        socklen_t length = sizeof error;
+        if (getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error) {
+            ovl__conn_failed(conn, -error);
+            return;
+        }
+    }
     if ((ec->ops & OP_SEND) && ec->writable)
         do_send(conn);
     if ((ec->ops & OP_RECV) && ec->readable && !ec->ready.next)

@@ -42,9 +42,10 @@ enum tag {
     TAG_SEND,
     TAG_CONNECT,
     TAG_ACCEPT,
-    TAG_ACCEPT_RETRY,
+    TAG_WATCH,                /* owner: a paused connection, watched for an error (a reset) while no receive is armed */
     TAG_WAKE,
-    TAG_TIMER,                /* owner: the worker for the drain deadline, its uring_worker for the idle tick */
+    TAG_TIMER,                /* owner: the worker for the drain deadline, its uring_worker for the tick, an
+                                 uring_accept for its retry after EMFILE */
     TAG_IGNORE
 };
 #define TAG_MASK 7u
@@ -63,6 +64,7 @@ struct uring_conn {
     struct iovec iov[SEND_BATCH];
     bool recv_cancelled;      /* a cancel for the armed receive is on its way: one is enough */
     bool drain_read;          /* the armed receive is a drain-mode read (its bytes count against the stop's budget) */
+    bool watching;            /* a TAG_WATCH poll is armed */
 };
 
 struct uring_accept {
@@ -444,7 +446,7 @@ static void on_accept(struct ovl__worker *worker, struct uring_accept *accept, c
             accept->retry.tv_nsec = ACCEPT_RETRY_MS * 1000000L;
             struct io_uring_sqe *sqe = get_sqe(uw);
             io_uring_prep_timeout(sqe, &accept->retry, 0, 0);
-            io_uring_sqe_set_data64(sqe, tagged(accept, TAG_ACCEPT_RETRY));
+            io_uring_sqe_set_data64(sqe, tagged(accept, TAG_TIMER));
             return;
         }
     }
@@ -478,12 +480,35 @@ static void recv_start(ovl_conn *conn)
 static void recv_pause(ovl_conn *conn)
 {
     /* The multishot receive ends with -ECANCELED (after any data already in flight); it is not re-armed. */
-    if (conn_state(conn)->recv_cancelled)
+    struct uring_conn *uc = conn_state(conn);
+    if (uc->recv_cancelled)
         return;
-    conn_state(conn)->recv_cancelled = true;
+    uc->recv_cancelled = true;
     struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
     io_uring_prep_cancel64(sqe, tagged(conn, TAG_RECV), 0);
     io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
+    /* Paused, nothing reads the socket: a peer that resets would go unnoticed until the pause ends (a send in
+     * flight sees it; an empty queue does not). A poll that only errors and hang-ups complete (mask 0) watches. */
+    if (!uc->watching) {
+        uc->watching = true;
+        sqe = get_sqe(state_of(conn->worker));
+        io_uring_prep_poll_add(sqe, conn->fd, 0);
+        io_uring_sqe_set_data64(sqe, tagged(conn, TAG_WATCH));
+        conn->inflight++;
+    }
+}
+
+static void on_watch(ovl_conn *conn, const struct io_uring_cqe *cqe)
+{
+    conn_state(conn)->watching = false;
+    if (cqe->res > 0 && !(conn->flags & OVL__C_CLOSING)) {
+        int error = 0;
+        socklen_t length = sizeof error;
+        if (getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error)
+            ovl__conn_failed(conn, -error);
+        /* No error (the peer's FIN, or both sides shut): the receive path sees it once the pause ends. */
+    }
+    ovl__conn_op_done(conn);
 }
 
 static void recv_drain(ovl_conn *conn)
@@ -679,9 +704,8 @@ static void dispatch(struct ovl__worker *worker, const struct io_uring_cqe *cqe)
     case TAG_ACCEPT:
         on_accept(worker, owner, cqe);
         break;
-    case TAG_ACCEPT_RETRY:
-        if (!worker->stopping && !((struct uring_accept *)owner)->armed)
-            arm_accept(uw, owner);
+    case TAG_WATCH:
+        on_watch(owner, cqe);
         break;
     case TAG_WAKE:
         arm_wake(uw, worker);
@@ -691,9 +715,11 @@ static void dispatch(struct ovl__worker *worker, const struct io_uring_cqe *cqe)
             break;
         if (owner == (void *)worker) {
             ovl__worker_drain_expired(worker);
-        } else {
+        } else if (owner == (void *)uw) {
             ovl__worker_tick(worker);
             arm_tick(uw, worker);
+        } else if (!worker->stopping && !((struct uring_accept *)owner)->armed) {
+            arm_accept(uw, owner); /* the pause after EMFILE is over */
         }
         break;
     case TAG_IGNORE:
