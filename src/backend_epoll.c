@@ -49,6 +49,8 @@ enum tag {
 enum {
     EVENT_BATCH = 256,        /* events taken per epoll_wait */
     RECV_BURST = 16,          /* reads per connection per loop turn: one flooding peer cannot starve the others */
+    RECV_BURST_BACKLOGGED = 4, /* the same for a connection that fills whole buffers (OVL__C_RECV_ONE): a hundred
+                                 of them flooding at once must not make a loop turn milliseconds long */
     ACCEPT_BURST = 64,        /* accepts per listening socket per loop turn */
     SEND_BATCH = 16,          /* queued buffers gathered into one sendmsg */
     ACCEPT_RETRY_MS = 100     /* pause after EMFILE/ENFILE so a full descriptor table does not spin the CPU */
@@ -379,7 +381,7 @@ static void do_recv(struct ovl__worker *worker, ovl_conn *conn)
             ovl__conn_op_done(conn);
             return;
         }
-        if (reads == RECV_BURST) {
+        if (reads == ((conn->flags & OVL__C_RECV_ONE) ? RECV_BURST_BACKLOGGED : RECV_BURST)) {
             ready_push(ew, ec);
             return;
         }
