@@ -224,37 +224,51 @@ OVL_API void ovl_engine_stop(ovl_engine *engine);
  * ran (engine never started) are freed without on_close. Targets are not the engine's: ovl_target_free them. */
 OVL_API void ovl_engine_destroy(ovl_engine *engine);
 
+/* Every counter, in ovl_stats' order: X(name, kind, help), kind being counter (only grows) or gauge. The one list
+ * the structure, the engine's sum and the programs' stats lines (and metrics) are made from; help is one line. */
+#define OVL_STATS_FIELDS(X)                                                                                          \
+    X(conns_open, gauge, "connections open now")                                                                     \
+    X(conns_accepted, counter, "connections accepted")                                                               \
+    X(conns_connected, counter, "outbound connections established")                                                  \
+    X(conns_closed, counter, "connections closed after they opened, for any reason")                                 \
+    X(conns_refused, counter, "connections accepted past max_conns, or while stopping, and closed at once")          \
+    X(connect_failures, counter, "outbound connection attempts where no address worked, or that timed out")          \
+    X(resets, counter, "connections ended by a peer reset, and peers that reset before they were accepted")          \
+    X(errors, counter, "connections ended by another I/O error, accept errors, sockets that could not be set up")    \
+    X(bytes_in, counter, "bytes received and delivered (not those in bytes_discarded)")                              \
+    X(bytes_out, counter, "bytes sent")                                                                              \
+    X(msgs_in, counter, "receive completions")                                                                       \
+    X(msgs_out, counter, "send completions")                                                                         \
+    X(recv_nobufs, counter, "times a receive waited for a receive buffer")                                           \
+    X(recv_pauses, counter, "times a connection stopped receiving because max_pending bytes were queued")            \
+    X(reuse_ok, counter, "IOCP: sockets reused after DisconnectEx(TF_REUSE_SOCKET)")                                 \
+    X(reuse_fallback, counter, "IOCP: reused sockets the provider refused, replaced by fresh ones")                  \
+    X(context_updates, counter, "IOCP: SO_UPDATE_ACCEPT_CONTEXT / SO_UPDATE_CONNECT_CONTEXT applied")                \
+    X(idle_closed, counter, "connections closed by the idle timeout")                                                \
+    X(stalled_closed, counter, "connections closed by the stall timeout: their peer took none of their bytes")       \
+    X(bytes_discarded, counter, "bytes that arrived after our FIN during a stop, read and dropped")                  \
+    X(peer_timeouts, counter, "connections whose peer stopped answering (keepalive or retransmissions)")             \
+    X(recv_pool_pauses, counter, "times a connection stopped receiving for its share of the receive buffers")
+
 /* Counters, summed over workers. Readable at any time from any thread (each counter is read atomically; the
- * set is not a single snapshot). */
+ * set is not a single snapshot). In detail:
+ *   conns_refused     accepted past max_conns, or while the engine stopped, and closed at once
+ *   connect_failures  ovl_connect attempts where no address worked (or connect_timeout_ms passed)
+ *   errors            connections ended by another I/O error, plus accept errors and accepted sockets that could
+ *                     not be set up; peer_timeouts are among them
+ *   msgs_in, msgs_out receive and send completions (a receive's buffer delivered or discarded)
+ *   recv_nobufs       times a receive waited for a buffer: the pool was empty (io_uring: or the window of buffers
+ *                     it keeps in the kernel ring was still growing to the load)
+ *   context_updates   IOCP: one per connection; Wine ignores them silently, so tests count them
+ *   bytes_discarded   bytes that arrived after our side was shut down while the engine stopped (sent by the peer
+ *                     after the stop, as our FIN was on its way): read and dropped, so that the close does not turn
+ *                     into a reset
+ *   recv_pool_pauses  times a connection stopped receiving because it held its share of the worker's receive
+ *                     buffers while they ran low, or any while the pool was down to its reserve */
 typedef struct ovl_stats {
-    uint64_t conns_open;        /* connections open now */
-    uint64_t conns_accepted;    /* accepted since start */
-    uint64_t conns_connected;   /* outbound connections established */
-    uint64_t conns_closed;      /* closed after on_open (any reason) */
-    uint64_t conns_refused;     /* accepted past max_conns, or while the engine stopped, and closed at once */
-    uint64_t connect_failures;  /* ovl_connect attempts where no address worked */
-    uint64_t resets;            /* connections ended by a peer reset, and peers that reset before they were accepted */
-    uint64_t errors;            /* connections ended by another I/O error, plus accept errors and accepted sockets
-                                   that could not be set up */
-    uint64_t bytes_in, bytes_out; /* bytes_in: received and delivered (not those in bytes_discarded) */
-    uint64_t msgs_in;           /* receive completions (buffers delivered or discarded) */
-    uint64_t msgs_out;          /* send completions */
-    uint64_t recv_nobufs;       /* times a receive waited for a buffer: the pool was empty (io_uring: or the window of
-                                   buffers it keeps in the kernel ring was still growing to the load) */
-    uint64_t recv_pauses;       /* times a connection stopped receiving because max_pending bytes were queued */
-    uint64_t reuse_ok;          /* IOCP: sockets reused after DisconnectEx(TF_REUSE_SOCKET) */
-    uint64_t reuse_fallback;    /* IOCP: reused sockets the provider refused, replaced by fresh ones */
-    uint64_t context_updates;   /* IOCP: SO_UPDATE_ACCEPT_CONTEXT / SO_UPDATE_CONNECT_CONTEXT applied (one per
-                                   connection; Wine ignores them silently, so tests count them) */
-    uint64_t idle_closed;       /* connections closed by idle_timeout_ms */
-    uint64_t stalled_closed;    /* connections closed by stall_timeout_ms (their peer stopped reading) */
-    uint64_t bytes_discarded;   /* bytes that arrived after our side was shut down while the engine stopped (sent
-                                   by the peer after the stop, as our FIN was on its way): read and dropped, so
-                                   that the close does not turn into a reset */
-    uint64_t peer_timeouts;     /* connections ended because the peer stopped answering (keepalive probes or
-                                   retransmissions unanswered: ETIMEDOUT); also counted in errors */
-    uint64_t recv_pool_pauses;  /* times a connection stopped receiving because it held its share of the worker's
-                                   receive buffers (a few), or any while the pool was down to its reserve */
+#define OVL__STATS_MEMBER(name, kind, help) uint64_t name;
+    OVL_STATS_FIELDS(OVL__STATS_MEMBER)
+#undef OVL__STATS_MEMBER
 } ovl_stats;
 
 /* Fill *out (all zero before start). */

@@ -66,24 +66,17 @@ static void print_stats_line(const ovl_stats *now, const ovl_stats *before, doub
     double msgs = (double)(now->msgs_in - before->msgs_in) / seconds;
     double megabytes = (double)(now->bytes_in - before->bytes_in) / seconds / 1e6;
     if (json) {
-        /* Every counter, cumulative, plus the interval's rates: a collector can derive anything else. */
-        emit(report_stream, "{\"interval_s\":%.3f,\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,\"conns_open\":%llu,"
-             "\"conns_accepted\":%llu,\"conns_closed\":%llu,\"conns_refused\":%llu,\"resets\":%llu,"
-             "\"errors\":%llu,\"idle_closed\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,\"msgs_in\":%llu,"
-             "\"msgs_out\":%llu,\"recv_nobufs\":%llu,\"recv_pauses\":%llu,\"recv_pool_pauses\":%llu,"
-             "\"peer_timeouts\":%llu,\"bytes_discarded\":%llu,\"stalled_closed\":%llu,\"reuse_ok\":%llu,"
-             "\"reuse_fallback\":%llu}\n",
-             seconds, msgs, megabytes, (unsigned long long)now->conns_open,
-             (unsigned long long)now->conns_accepted, (unsigned long long)now->conns_closed,
-             (unsigned long long)now->conns_refused, (unsigned long long)now->resets,
-             (unsigned long long)now->errors, (unsigned long long)now->idle_closed,
-             (unsigned long long)now->bytes_in, (unsigned long long)now->bytes_out,
-             (unsigned long long)now->msgs_in, (unsigned long long)now->msgs_out,
-             (unsigned long long)now->recv_nobufs, (unsigned long long)now->recv_pauses,
-             (unsigned long long)now->recv_pool_pauses, (unsigned long long)now->peer_timeouts,
-             (unsigned long long)now->bytes_discarded, (unsigned long long)now->stalled_closed,
-             (unsigned long long)now->reuse_ok,
-             (unsigned long long)now->reuse_fallback);
+        /* Every counter (OVL_STATS_FIELDS, so none can be left out), cumulative, plus the interval's rates: a
+         * collector can derive anything else. */
+        char line[2048];
+        size_t used = (size_t)snprintf(line, sizeof line, "{\"interval_s\":%.3f,\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f",
+                                       seconds, msgs, megabytes);
+#define ECHO_JSON_FIELD(name, kind, help)                                                                            \
+    if (used < sizeof line)                                                                                          \
+        used += (size_t)snprintf(line + used, sizeof line - used, ",\"" #name "\":%llu", (unsigned long long)now->name);
+        OVL_STATS_FIELDS(ECHO_JSON_FIELD)
+#undef ECHO_JSON_FIELD
+        emit(report_stream, "%s}\n", line);
         return;
     }
     emit(report_stream,

@@ -565,29 +565,8 @@ void ovl_engine_stats(ovl_engine *engine, ovl_stats *out)
     memset(out, 0, sizeof *out);
     for (int i = 0; i < engine->thread_count; i++) {
         struct ovl__counters *c = &engine->workers[i].counters;
-#define OVL_SUM(field) out->field += atomic_load_explicit(&c->field, memory_order_relaxed)
-        OVL_SUM(conns_open);
-        OVL_SUM(conns_accepted);
-        OVL_SUM(conns_connected);
-        OVL_SUM(conns_closed);
-        OVL_SUM(conns_refused);
-        OVL_SUM(connect_failures);
-        OVL_SUM(resets);
-        OVL_SUM(errors);
-        OVL_SUM(bytes_in);
-        OVL_SUM(bytes_out);
-        OVL_SUM(msgs_in);
-        OVL_SUM(msgs_out);
-        OVL_SUM(recv_nobufs);
-        OVL_SUM(reuse_ok);
-        OVL_SUM(reuse_fallback);
-        OVL_SUM(context_updates);
-        OVL_SUM(recv_pauses);
-        OVL_SUM(idle_closed);
-        OVL_SUM(recv_pool_pauses);
-        OVL_SUM(peer_timeouts);
-        OVL_SUM(bytes_discarded);
-        OVL_SUM(stalled_closed);
-#undef OVL_SUM
+#define OVL__SUM(name, kind, help) out->name += atomic_load_explicit(&c->name, memory_order_relaxed);
+        OVL_STATS_FIELDS(OVL__SUM)
+#undef OVL__SUM
     }
 }

@@ -61,7 +61,7 @@ struct ovl__pool {
     uint32_t share;
     uint32_t pressure;
     uint32_t reserve;
-    uint32_t parked;             /* held slots that only wait in a posted receive (IOCP): free as far as fairness goes */
+    uint32_t parked;             /* held slots only waiting in a posted receive (IOCP): free as far as fairness goes */
     /* Memory given back (ovl__pool_trim): free_slots[0 .. trimmed) are released to the system and unchanged
      * since; free_slots[0 .. untouched) have not been taken since the last trim. */
     uint32_t trimmed;
@@ -83,10 +83,9 @@ static inline uint32_t ovl__pool_pop(struct ovl__pool *pool)
 
 /* Counters of one worker. Only the worker writes them (plain load+store, no locked instruction); any thread reads. */
 struct ovl__counters {
-    _Atomic uint64_t conns_open, conns_accepted, conns_connected, conns_closed, conns_refused, connect_failures;
-    _Atomic uint64_t resets, errors, bytes_in, bytes_out, msgs_in, msgs_out, recv_nobufs, reuse_ok, reuse_fallback;
-    _Atomic uint64_t context_updates, recv_pauses, idle_closed, recv_pool_pauses, peer_timeouts;
-    _Atomic uint64_t bytes_discarded, stalled_closed;
+#define OVL__COUNTER_MEMBER(name, kind, help) _Atomic uint64_t name;
+    OVL_STATS_FIELDS(OVL__COUNTER_MEMBER)
+#undef OVL__COUNTER_MEMBER
 };
 
 static inline void ovl__count(_Atomic uint64_t *counter, uint64_t n)
