@@ -474,6 +474,13 @@ static void on_data(ovl_conn *conn, ovl_buf *buf)
         publish_p99(w, now);
 }
 
+/* The engine's log hook: on a worker thread; one line per call. */
+static void engine_log(void *user, ovl_log_level level, const char *message)
+{
+    (void)user;
+    fprintf(stderr, "overlap-load: %s: %s\n", level == OVL_LOG_ERROR ? "error" : "warning", message);
+}
+
 static void on_close(ovl_conn *conn, ovl_close_reason reason, int err)
 {
     struct load_slot *s = ovl_conn_user(conn);
@@ -648,6 +655,7 @@ static int setup(struct load_run *run, const struct load_options *o, double rate
     ovl_config_init(&config);
     config.threads = o->threads;
     config.backend = o->backend;
+    config.log = engine_log;
     config.busy_poll_us = o->busy_poll_us < 0 ? 0 : o->busy_poll_us == 0 ? -1 : o->busy_poll_us;
     config.drain_timeout_ms = 500; /* by engine stop, every connection has ended or been given its grace */
     if (ovl_engine_create(&run->engine, &config, &err) < 0 || ovl_engine_start(run->engine, &err) < 0) {
@@ -861,6 +869,7 @@ int load_once(const struct load_options *o)
     ovl_config_init(&config);
     config.threads = 1;
     config.backend = o->backend;
+    config.log = engine_log;
     config.busy_poll_us = o->busy_poll_us < 0 ? 0 : o->busy_poll_us == 0 ? -1 : o->busy_poll_us;
     ovl_engine *engine = NULL;
     if (ovl_engine_create(&engine, &config, &err) < 0 || ovl_engine_start(engine, &err) < 0) {

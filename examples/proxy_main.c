@@ -260,6 +260,13 @@ static const ovl_callbacks client_callbacks = {
 
 /* ---- the program ---- */
 
+/* The engine's log hook: on a worker thread; one line per call. */
+static void engine_log(void *user, ovl_log_level level, const char *message)
+{
+    (void)user;
+    fprintf(stderr, "overlap-proxy: %s: %s\n", level == OVL_LOG_ERROR ? "error" : "warning", message);
+}
+
 static double now_seconds(void)
 {
     struct timespec ts;
@@ -328,6 +335,7 @@ int main(int argc, char **argv)
     ovl_config config;
     ovl_config_init(&config);
     config.threads = options.threads;
+    config.log = engine_log;
     config.max_conns = options.max_conns * 2; /* the engine counts the client and the upstream connection */
     config.buffer_size = options.buffer_size;
     config.buffer_count = options.buffer_count;

@@ -123,6 +123,13 @@ typedef struct ovl_callbacks {
 /* buffer_size x buffer_count (the count rounded up to a power of two): one worker's receive pool */
 #define OVL_MAX_POOL_BYTES (256ull << 20)
 
+/* How bad a logged event is. */
+typedef enum ovl_log_level {
+    OVL_LOG_ERROR = 0,   /* the engine lost something or cannot go on as asked (a worker's wait failed, a buffer
+                            slot reported twice, memory to hand a slot back) */
+    OVL_LOG_WARNING      /* it recovers, but an operator should know */
+} ovl_log_level;
+
 /* Engine configuration. Start from ovl_config_init(), then change what you need. Out-of-range values make
  * ovl_engine_create fail with -EINVAL. */
 typedef struct ovl_config {
@@ -172,6 +179,10 @@ typedef struct ovl_config {
                                   in it included) ends with OVL_CLOSE_CONNECT_FAILED and -ETIMEDOUT, so a peer that
                                   drops SYNs cannot hold a connection and its descriptor for the system's couple of
                                   minutes. 0 = 10000, negative = the system's own timeout */
+    /* The engine never prints: what it has to say goes here, a line without the newline, called on the worker thread
+     * it happened on (so it must be thread-safe and quick). NULL = nothing is said (the counters still count). */
+    void (*log)(void *log_user, ovl_log_level level, const char *message);
+    void *log_user;
 } ovl_config;
 
 /* Set every field to 0, which means its default. */

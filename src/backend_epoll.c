@@ -725,8 +725,8 @@ static void worker_run(struct ovl__worker *worker)
         if (count < 0) {
             int e = errno;
             if (e != EINTR) {
-                fprintf(stderr, "overlap: %s: %s (errno %d)\n", ew->pwait2 ? "epoll_pwait2" : "epoll_wait",
-                        ovl_strerror(-e), e);
+                ovl__log(worker->engine, OVL_LOG_ERROR, "%s: %s (errno %d)",
+                         ew->pwait2 ? "epoll_pwait2" : "epoll_wait", ovl_strerror(-e), e);
                 ovl__worker_drain_expired(worker);
             }
             count = 0;

@@ -31,10 +31,10 @@
 #include <errno.h>
 #include <liburing.h>
 #include "alloc.h"
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 enum tag {
@@ -76,6 +76,7 @@ struct uring_accept {
 
 struct uring_worker {
     struct io_uring ring;
+    struct ovl__worker *worker;
     struct ovl__pool *pool;   /* the worker's receive pool, whose free slots feed the ring */
     struct io_uring_buf_ring *buf_ring;
     unsigned buf_mask;
@@ -122,16 +123,23 @@ static void publish_buffers(struct uring_worker *uw);
 static struct io_uring_sqe *get_sqe(struct uring_worker *uw)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&uw->ring);
-    for (int attempt = 0; !sqe && attempt < 1000; attempt++) {
+    for (unsigned attempt = 0; !sqe; attempt++) {
         /* Submission queue full: hand what we have to the kernel, which frees every slot (no SQPOLL here). Top the
-         * buffer ring up first, or receives in this batch could find it empty while free slots wait on the stack. */
+         * buffer ring up first, or receives in this batch could find it empty while free slots wait on the stack.
+         * A kernel that refuses (-EBUSY: completions overflowed the CQ ring) gets them flushed into the room the
+         * completions already handled left (worker_run marks each one seen as it goes), and then again. */
         publish_buffers(uw);
-        io_uring_submit(&uw->ring);
+        int rc = io_uring_submit(&uw->ring);
+        if (rc < 0) {
+            io_uring_get_events(&uw->ring);
+            if (attempt % 1000 == 999) {
+                ovl__log(uw->worker->engine, OVL_LOG_ERROR, "io_uring_submit: %s (errno %d), %u tries; retrying",
+                         ovl_strerror(rc), -rc, attempt + 1);
+                struct timespec pause = {0, 1000000};
+                nanosleep(&pause, NULL);
+            }
+        }
         sqe = io_uring_get_sqe(&uw->ring);
-    }
-    if (!sqe) {
-        fprintf(stderr, "overlap: io_uring submission queue stays full; giving up\n");
-        abort();
     }
     return sqe;
 }
@@ -313,6 +321,7 @@ static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
         return -ENOMEM;
     }
     uw->wake_fd = -1;
+    uw->worker = worker;
     uw->multishot_recv = true;
     uw->multishot_accept = true;
     worker->backend_state = uw;
@@ -819,17 +828,17 @@ static void worker_run(struct ovl__worker *worker)
         int rc = wait_for_completions(worker, uw);
         ovl__worker_clock(worker);
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
-            fprintf(stderr, "overlap: io_uring_enter: %s (errno %d)\n", ovl_strerror(rc), -rc);
+            ovl__log(worker->engine, OVL_LOG_ERROR, "io_uring_enter: %s (errno %d)", ovl_strerror(rc), -rc);
             ovl__worker_drain_expired(worker);
         }
-        unsigned head, seen = 0;
+        /* Each completion is marked seen before it is handled: its CQ slot is free again if handling it has to wait
+         * for room in the submission queue (get_sqe). The copy keeps the entry from being overwritten meanwhile. */
         struct io_uring_cqe *cqe;
-        io_uring_for_each_cqe(&uw->ring, head, cqe)
-        {
-            dispatch(worker, cqe);
-            seen++;
+        while (io_uring_peek_cqe(&uw->ring, &cqe) == 0) {
+            struct io_uring_cqe entry = *cqe;
+            io_uring_cqe_seen(&uw->ring, cqe);
+            dispatch(worker, &entry);
         }
-        io_uring_cq_advance(&uw->ring, seen);
         ovl__timers_run(worker);
         ovl__worker_run_commands(worker);
     }

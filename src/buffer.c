@@ -12,7 +12,6 @@
 
 #include <errno.h>
 #include "alloc.h"
-#include <stdio.h>
 #include <stdlib.h>
 
 int ovl__pool_init(struct ovl__pool *pool, struct ovl__worker *worker, uint32_t slot_size, uint32_t slot_count)
@@ -63,7 +62,8 @@ ovl_buf *ovl__pool_take(struct ovl__pool *pool, uint32_t slot, size_t len)
 {
     if (slot >= pool->slot_count || pool->slots[slot].state != OVL__BUF_FREE) {
         /* The kernel reported a slot we do not consider free: never hand it out twice. */
-        fprintf(stderr, "overlap: buffer slot %u reported while not free; dropped\n", slot);
+        ovl__log(pool->slots[0].worker->engine, OVL_LOG_ERROR, "buffer slot %u reported while not free; dropped",
+                 slot);
         return NULL;
     }
     ovl_buf *buf = &pool->slots[slot];
@@ -86,7 +86,7 @@ void ovl__buf_free(ovl_buf *buf)
         return;
     }
     if (buf->state != OVL__BUF_USER) {
-        fprintf(stderr, "overlap: buffer slot %u released twice; ignored\n", buf->slot);
+        ovl__log(buf->worker->engine, OVL_LOG_ERROR, "buffer slot %u released twice; ignored", buf->slot);
         return;
     }
     struct ovl__worker *worker = buf->worker;

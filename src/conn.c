@@ -12,7 +12,6 @@
 #include "alloc.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <string.h>
 
 static inline const struct ovl__backend *backend_of(const ovl_conn *conn)
@@ -853,8 +852,8 @@ int ovl_send_buf(ovl_conn *conn, ovl_buf *buf)
          * release the slot (ovl__buf_free here would touch the other worker's pool and buffer ring). */
         int rc = ovl_send(conn, buf->data, buf->len);
         if (ovl__worker_release(buf->worker, buf) < 0)
-            fprintf(stderr, "overlap: out of memory; buffer slot %u of worker %d is lost\n", buf->slot,
-                    buf->worker->index);
+            ovl__log(conn->worker->engine, OVL_LOG_ERROR, "out of memory; buffer slot %u of worker %d is lost",
+                     buf->slot, buf->worker->index);
         return rc;
     }
     return queue_push(conn, buf);

@@ -38,6 +38,13 @@ static void emit(FILE *stream, const char *format, ...)
     fflush(stream);
 }
 
+/* The engine's log hook: on a worker thread; one formatted line per call, which stdio writes whole. */
+static void engine_log(void *user, ovl_log_level level, const char *message)
+{
+    (void)user;
+    emit(problem_stream, "overlap-echo: %s: %s\n", level == OVL_LOG_ERROR ? "error" : "warning", message);
+}
+
 static void echo_data(ovl_conn *conn, ovl_buf *buf)
 {
     /* Zero copy: the received buffer goes back out as it is and returns to the pool when the send completes.
@@ -108,6 +115,7 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
     config.max_pending = options->max_pending;
     config.backend = options->backend;
     config.zero_byte_receive = options->zero_byte_receive;
+    config.log = engine_log;
     config.busy_poll_us = options->busy_poll_us < 0 ? 0 : options->busy_poll_us == 0 ? -1 : options->busy_poll_us;
     config.drain_timeout_ms = (uint32_t)(options->drain_timeout * 1000.0);
     /* --keepalive, --stall-timeout: left out = the engine's default, 0 = off (the engine's negative) */

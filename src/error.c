@@ -53,6 +53,18 @@ const char *ovl_close_reason_name(ovl_close_reason reason)
     return "unknown";
 }
 
+void ovl__log(const ovl_engine *engine, ovl_log_level level, const char *format, ...)
+{
+    if (!engine || !engine->config.log)
+        return;
+    char message[320];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(message, sizeof message, format, args);
+    va_end(args);
+    engine->config.log(engine->config.log_user, level, message);
+}
+
 void ovl__error_set(ovl_error_info *err, int code, const char *text, const char *what_format, ...)
 {
     if (!err)

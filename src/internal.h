@@ -318,6 +318,8 @@ static inline bool ovl__drain_read_all(const ovl_conn *conn)
 extern _Thread_local struct ovl__worker *ovl__current_worker;
 
 /* error.c */
+/* Say it through config.log, if the embedder set one. */
+void ovl__log(const ovl_engine *engine, ovl_log_level level, const char *format, ...) __attribute__((format(printf, 3, 4)));
 void ovl__error_set(ovl_error_info *err, int code, const char *text, const char *what_format, ...)
     __attribute__((format(printf, 4, 5)));
 

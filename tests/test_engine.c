@@ -952,6 +952,51 @@ Test(engine, connect_timeout_ends_an_unanswered_attempt, .timeout = 30)
 
 /* ---- failures of peers and of the system ---- */
 
+/* The library never prints: what it has to say goes to config.log. An application that releases a buffer twice
+ * is told so there (the second release is ignored, so no slot is handed out twice). */
+static char logged[320];
+static atomic_int logged_level = -1;
+
+static void capture_log(void *user, ovl_log_level level, const char *message)
+{
+    (void)user;
+    snprintf(logged, sizeof logged, "%s", message);
+    atomic_store(&logged_level, (int)level);
+}
+
+static void release_twice(ovl_conn *conn, ovl_buf *buf)
+{
+    ovl_buf_release(buf);
+    ovl_buf_release(buf);
+    ovl_send(conn, "ok", 2);
+}
+
+Test(engine, library_reports_through_the_log_hook, .timeout = 30)
+{
+    ovl_config config;
+    ovl_config_init(&config);
+    config.threads = 1;
+    config.backend = test_backend();
+    config.log = capture_log;
+    ovl_engine *engine = NULL;
+    ovl_error_info err;
+    memset(&err, 0, sizeof err);
+    cr_assert_eq(ovl_engine_create(&engine, &config, &err), 0, "%s: %s", err.what, err.text);
+    static const ovl_callbacks callbacks = {.on_data = release_twice};
+    ovl_listener *listener = NULL;
+    cr_assert_eq(ovl_listen(engine, "127.0.0.1", "0", &callbacks, NULL, &listener, &err), 0, "%s", err.text);
+    cr_assert_eq(ovl_engine_start(engine, &err), 0, "%s", err.text);
+    int fd = sup_connect("127.0.0.1", ovl_listener_port(listener), IO_TIMEOUT_MS);
+    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+    cr_assert_eq(sup_send_all(fd, "x", 1), 0);
+    char reply[2];
+    cr_assert_eq(sup_recv_exact(fd, reply, 2, NULL), 2, "no reply");
+    close(fd);
+    ovl_engine_destroy(engine); /* joins the worker: what it logged is visible here */
+    cr_assert_eq(atomic_load(&logged_level), OVL_LOG_ERROR, "nothing logged");
+    cr_assert(strstr(logged, "released twice") != NULL, "logged: %s", logged);
+}
+
 /* A connection the application paused (ovl_recv_pause) has nothing reading its socket: a peer that resets it must
  * still end it at once (on_close with OVL_CLOSE_RESET), not when the pause ends, which may be never. */
 static atomic_int paused_closed_reason;
