@@ -6,6 +6,7 @@
  */
 #include "overlap.h"
 #include "proxy_options.h"
+#include "metrics_http.h"
 #include "stop_signal.h"
 
 #include <stdbool.h>
@@ -384,6 +385,17 @@ int main(int argc, char **argv)
            ovl_engine_threads(proxy.engine) == 1 ? "" : "s", ovl_target_name(proxy.target));
     for (int i = 0; i < ovl_listener_count(listener); i++)
         printf("listening on %s\n", ovl_listener_address(listener, i));
+    struct metrics_server *metrics = NULL;
+    if (options.metrics_port[0]) {
+        rc = metrics_start(&metrics, proxy.engine, "overlap-proxy", options.metrics_host, options.metrics_port, &err);
+        if (rc < 0) {
+            print_error(&err, rc, "metrics");
+            ovl_engine_destroy(proxy.engine);
+            ovl_target_free(proxy.target);
+            return 1;
+        }
+        printf("metrics on http://%s/metrics\n", metrics_address(metrics));
+    }
 
     double started = now_seconds(), last = started;
     ovl_stats before;
@@ -413,6 +425,7 @@ int main(int argc, char **argv)
            (unsigned long long)total.connect_failures, (unsigned long long)total.resets,
            (unsigned long long)total.errors, (unsigned long long)total.bytes_in,
            (unsigned long long)total.bytes_out);
+    metrics_stop(metrics);
     ovl_engine_destroy(proxy.engine);
     ovl_target_free(proxy.target);
     return 0;

@@ -32,6 +32,7 @@ const char proxy_usage[] =
     "                     seconds: it does not read (default 60; 0 = off)\n"
     "  --drain-timeout S  on SIGINT/SIGTERM, keep forwarding for at most S seconds (default 5)\n"
     "  --stats SECONDS    print a stats line every SECONDS (at least 0.1)\n"
+    "  --metrics A:P      serve Prometheus metrics at http://A:P/metrics (\":9100\": every interface)\n"
     "  --help             this text\n"
     "  --version          print the version\n";
 
@@ -165,6 +166,10 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
                          "system's)", value);
                 return -1;
             }
+        } else if (!strcmp(name, "--metrics")) {
+            if (option_parse_address(value, "--metrics", options->metrics_host, sizeof options->metrics_host,
+                                     options->metrics_port, sizeof options->metrics_port, error, error_size) < 0)
+                return -1;
         } else if (!strcmp(name, "--stall-timeout")) {
             if (option_parse_seconds(value, &options->stall_timeout) || options->stall_timeout > 2000000) {
                 snprintf(error, error_size, "--stall-timeout: '%s' is not a number of seconds (0-2000000, 0 = off)",

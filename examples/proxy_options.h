@@ -26,6 +26,8 @@ struct proxy_options {
     double stall_timeout;     /* seconds a peer may leave queued bytes unread: -1 = engine default (60), 0 = off */
     double drain_timeout;     /* seconds; 0 = engine default */
     double stats_interval;    /* seconds; 0 = no periodic stats line */
+    char metrics_host[64];    /* --metrics ADDR:PORT: "" with metrics_port set = every interface */
+    char metrics_port[8];     /* "" = no metrics endpoint */
     bool help;
     bool version;
 };

@@ -3,6 +3,7 @@
  * from the buffer it arrived in.
  */
 #include "echo_options.h"
+#include "metrics_http.h"
 #include "overlap.h"
 #include "service_notify.h"
 #include "stop_signal.h"
@@ -157,6 +158,15 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
          ovl_engine_threads(engine), ovl_engine_threads(engine) == 1 ? "" : "s");
     for (int i = 0; i < ovl_listener_count(listener); i++)
         emit(report_stream, "listening on %s\n", ovl_listener_address(listener, i));
+    struct metrics_server *metrics = NULL;
+    if (options->metrics_port[0]) {
+        if (metrics_start(&metrics, engine, "overlap-echo", options->metrics_host, options->metrics_port, &err) < 0) {
+            print_error(&err);
+            ovl_engine_destroy(engine);
+            return 1;
+        }
+        emit(report_stream, "metrics on http://%s/metrics\n", metrics_address(metrics));
+    }
     char status[512];
     describe_listeners(listener, status, sizeof status);
     /* Only now: every listener accepts, so a unit ordered after this one can connect at once. */
@@ -215,6 +225,7 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
              "overlap-echo: socket reuse: %llu reused, %llu fallbacks to a fresh socket, %llu context updates\n",
              (unsigned long long)total.reuse_ok, (unsigned long long)total.reuse_fallback,
              (unsigned long long)total.context_updates);
+    metrics_stop(metrics);
     ovl_engine_destroy(engine);
     return 0;
 }

@@ -26,6 +26,7 @@ const char echo_usage[] =
     "  --max-pending B    stop reading a connection with B bytes not yet echoed (default 262144)\n"
     "  --stats-format F   text (default) or json: one JSON object per line, for log collectors\n"
     "  --stats SECONDS    print a stats line every SECONDS (at least 0.1)\n"
+    "  --metrics A:P      serve Prometheus metrics at http://A:P/metrics (\":9100\": every interface)\n"
     "  --drain-timeout S  on SIGINT/SIGTERM, finish echoing for at most S seconds (default 5)\n"
     "  --idle-timeout S   close connections that received and sent nothing for S seconds (default: never)\n"
     "  --keepalive S      probe a silent peer after S seconds; one gone for good is closed 1.5 x S after\n"
@@ -164,6 +165,10 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
                 snprintf(error, error_size, "--drain-timeout: '%s' is not a number of seconds", value);
                 return -1;
             }
+        } else if (!strcmp(name, "--metrics")) {
+            if (option_parse_address(value, "--metrics", options->metrics_host, sizeof options->metrics_host,
+                                     options->metrics_port, sizeof options->metrics_port, error, error_size) < 0)
+                return -1;
         } else if (!strcmp(name, "--stall-timeout")) {
             if (option_parse_seconds(value, &options->stall_timeout) || options->stall_timeout > 2000000) {
                 snprintf(error, error_size, "--stall-timeout: '%s' is not a number of seconds (0-2000000, 0 = off)",

@@ -34,6 +34,8 @@ struct echo_options {
     int zero_byte_receive;   /* IOCP: 1 on, -1 off, 0 automatic */
     int busy_poll_us;        /* io_uring spin before sleeping: -1 = engine default, 0 = never */
     const char *log_file;    /* NULL = the console; else append stdout and stderr to it */
+    char metrics_host[64];   /* --metrics ADDR:PORT: "" with metrics_port set = every interface */
+    char metrics_port[8];    /* "" = no metrics endpoint */
     bool service;            /* --service: run under the Windows Service Control Manager */
     bool start_on_demand;    /* install --start demand (default auto: at boot) */
     int first_server_arg;    /* argv index of the first option after the command word (1 when there is none) */

@@ -9,6 +9,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <stdbool.h>
 
 int option_parse_uint(const char *text, unsigned long long max, unsigned long long *out)
 {
@@ -49,4 +51,46 @@ int option_check_pool(unsigned long long buffer_size, unsigned long long buffer_
              "worker thread; at most %llu MiB", size, asked, count != asked ? " (rounded up to a power of two)" : "",
              size * count >> 20, (unsigned long long)(OVL_MAX_POOL_BYTES >> 20));
     return -1;
+}
+
+int option_parse_address(const char *text, const char *option, char *host, size_t host_cap, char *port,
+                          size_t port_cap, char *error, size_t error_size)
+{
+    const char *colon = strrchr(text, ':');
+    const char *host_start = text, *host_end = colon;
+    if (text[0] == '[') {
+        const char *close = strchr(text, ']');
+        if (!close || close[1] != ':') {
+            snprintf(error, error_size, "%s: '%s' is not [IPV6]:PORT", option, text);
+            return -1;
+        }
+        host_start = text + 1;
+        host_end = close;
+        colon = close + 1;
+    } else if (colon && strchr(text, ':') != colon) {
+        snprintf(error, error_size, "%s: write an IPv6 address as [ADDRESS]:PORT ('%s')", option, text);
+        return -1;
+    }
+    if (!colon || !colon[1]) {
+        snprintf(error, error_size, "%s: '%s' has no port (ADDR:PORT)", option, text);
+        return -1;
+    }
+    const char *digits = colon + 1;
+    size_t port_len = strlen(digits);
+    bool numeric = port_len > 0 && port_len < 6;
+    for (size_t i = 0; numeric && i < port_len; i++)
+        numeric = digits[i] >= '0' && digits[i] <= '9';
+    if (!numeric || atoi(digits) > 65535) {
+        snprintf(error, error_size, "%s: '%s' is not a port number (0-65535)", option, digits);
+        return -1;
+    }
+    size_t host_len = (size_t)(host_end - host_start);
+    if (host_len >= host_cap || port_len >= port_cap) {
+        snprintf(error, error_size, "%s: '%s' is too long", option, text);
+        return -1;
+    }
+    memcpy(host, host_start, host_len);
+    host[host_len] = '\0';
+    memcpy(port, digits, port_len + 1);
+    return 0;
 }

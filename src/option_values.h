@@ -18,4 +18,9 @@ int option_parse_seconds(const char *text, double *out);
 int option_check_pool(unsigned long long buffer_size, unsigned long long buffer_count, char *error,
                       size_t error_size);
 
+/* Split "HOST:PORT", "[IPV6]:PORT" or ":PORT" into host (empty = every interface) and port (0-65535). Returns 0,
+ * or -1 with a message naming `option` in error. */
+int option_parse_address(const char *text, const char *option, char *host, size_t host_cap, char *port,
+                         size_t port_cap, char *error, size_t error_size);
+
 #endif

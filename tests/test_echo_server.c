@@ -215,6 +215,9 @@ Test(echo_server, rejects_unbounded_sizes, .timeout = 20)
                     "--buffer-count 5000 (rounded up to a power of two) is 512 MiB");
     expect_rejected((char *[]){ "--stats", "0.000001", NULL }, "--stats: '0.000001' is not a number of seconds "
                     "(at least 0.1)");
+    expect_rejected((char *[]){ "--metrics", "9100", NULL }, "--metrics: '9100' has no port (ADDR:PORT)");
+    expect_rejected((char *[]){ "--metrics", "::1:9100", NULL }, "--metrics: write an IPv6 address as [ADDRESS]:PORT");
+    expect_rejected((char *[]){ "--metrics", "127.0.0.1:http", NULL }, "--metrics: 'http' is not a port number");
     expect_rejected((char *[]){ "--max-conns", "-1", NULL }, "--max-conns: '-1' is not a count (0-4294967295, 0 = no "
                     "limit)");
 }
