@@ -41,8 +41,10 @@ struct ovl__backend {
     /* The connection just started draining: make the receive path deliver only what is already buffered, then
      * call ovl__conn_read_done (a continuous receive in flight is cancelled; recv_start then reads the rest). */
     void (*recv_drain)(ovl_conn *conn);
-    /* Stop receiving for now (too much queued for sending); a receive in flight may still complete and be
-     * delivered. Nothing is re-armed while OVL__C_PAUSED is set; conn.c calls recv_start to resume. */
+    /* Stop receiving for now (too much queued for sending, the pool's share, ovl_recv_pause); a receive in flight
+     * may still complete and be delivered. Nothing is re-armed while OVL__C_PAUSED is set; conn.c calls
+     * recv_start to resume. Called whether or not a receive is armed (OVL__C_RECV_ARMED): a paused connection must
+     * still notice a reset, so the backend keeps watching the socket for errors. */
     void (*recv_pause)(ovl_conn *conn);
     /* Send conn->queue_head.. (at least the head). conn->sending_bytes is set by the backend. */
     void (*send_start)(ovl_conn *conn);

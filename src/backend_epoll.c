@@ -342,7 +342,8 @@ static void recv_start(ovl_conn *conn)
 /* Stop the armed receive; `readable` is kept, so recv_start reads on at the next turn when conn.c resumes. */
 static void recv_pause(ovl_conn *conn)
 {
-    if (!(conn_state(conn)->ops & OP_RECV))
+    /* Registered even when paused before its first receive (in on_open): EPOLLERR must still reach it. */
+    if (watch(conn) < 0 || !(conn_state(conn)->ops & OP_RECV))
         return;
     recv_finish(conn);
     ovl__conn_op_done(conn);
@@ -381,7 +382,7 @@ static void do_recv(struct ovl__worker *worker, ovl_conn *conn)
             ovl__conn_op_done(conn);
             return;
         }
-        if (reads == ((conn->flags & OVL__C_RECV_ONE) ? RECV_BURST_BACKLOGGED : RECV_BURST)) {
+        if (reads >= ((conn->flags & OVL__C_RECV_ONE) ? RECV_BURST_BACKLOGGED : RECV_BURST)) {
             ready_push(ew, ec);
             return;
         }

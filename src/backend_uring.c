@@ -488,20 +488,21 @@ static void recv_start(ovl_conn *conn)
 
 static void recv_pause(ovl_conn *conn)
 {
-    /* The multishot receive ends with -ECANCELED (after any data already in flight); it is not re-armed. */
     struct uring_conn *uc = conn_state(conn);
-    if (uc->recv_cancelled)
-        return;
-    uc->recv_cancelled = true;
-    struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
-    io_uring_prep_cancel64(sqe, tagged(conn, TAG_RECV), 0);
-    io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
+    /* The multishot receive ends with -ECANCELED (after any data already in flight); it is not re-armed. */
+    if ((conn->flags & OVL__C_RECV_ARMED) && !uc->recv_cancelled) {
+        uc->recv_cancelled = true;
+        struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
+        io_uring_prep_cancel64(sqe, tagged(conn, TAG_RECV), 0);
+        io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
+    }
     /* Paused, nothing reads the socket: a peer that resets would go unnoticed until the pause ends (a send in
-     * flight sees it; an empty queue does not). A poll that only errors and hang-ups complete (mask 0) watches. */
+     * flight sees it; an empty queue does not). A multishot poll with an empty mask watches: the kernel adds
+     * errors, hang-ups and the peer's FIN, and a FIN does not end it. It stays until the connection closes. */
     if (!uc->watching) {
         uc->watching = true;
-        sqe = get_sqe(state_of(conn->worker));
-        io_uring_prep_poll_add(sqe, conn->fd, 0);
+        struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
+        io_uring_prep_poll_multishot(sqe, conn->fd, 0);
         io_uring_sqe_set_data64(sqe, tagged(conn, TAG_WATCH));
         conn->inflight++;
     }
@@ -509,7 +510,7 @@ static void recv_pause(ovl_conn *conn)
 
 static void on_watch(ovl_conn *conn, const struct io_uring_cqe *cqe)
 {
-    conn_state(conn)->watching = false;
+    bool more = cqe->flags & IORING_CQE_F_MORE;
     if (cqe->res > 0 && !(conn->flags & OVL__C_CLOSING)) {
         int error = 0;
         socklen_t length = sizeof error;
@@ -517,7 +518,10 @@ static void on_watch(ovl_conn *conn, const struct io_uring_cqe *cqe)
             ovl__conn_failed(conn, -error);
         /* No error (the peer's FIN, or both sides shut): the receive path sees it once the pause ends. */
     }
-    ovl__conn_op_done(conn);
+    if (!more) {
+        conn_state(conn)->watching = false;
+        ovl__conn_op_done(conn);
+    }
 }
 
 static void recv_drain(ovl_conn *conn)

@@ -97,9 +97,12 @@ void ovl__buf_free(ovl_buf *buf)
     buf->len = 0;
     worker->pool.held--;
     worker->pool.free_slots[worker->pool.free_count++] = buf->slot;
-    uint32_t free_now = worker->pool.slot_count - worker->pool.held + worker->pool.parked;
-    if (worker->pool_paused && (free_now == worker->pool.reserve || free_now == worker->pool.pressure))
-        worker->pool_walk_all = true; /* back to a threshold: connections paused below it may go on */
+    /* Back to a threshold (conn.c: the reserve counts free slots, the pressure also IOCP's parked ones): the
+     * connections paused below it may go on. Free slots rise one at a time, so equality sees every crossing. */
+    uint32_t free_now = worker->pool.slot_count - worker->pool.held;
+    if (worker->pool_paused &&
+        (free_now == worker->pool.reserve || free_now + worker->pool.parked == worker->pool.pressure))
+        worker->pool_walk_all = true;
 }
 
 /* The whole pages inside one slot go back to the system; the next write faults in zeroed pages. */

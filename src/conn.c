@@ -181,7 +181,15 @@ static void stop_receiving(ovl_conn *conn);
  * cannot take a worker away from the others. Slots the application keeps (ovl_buf_release later) are its own to
  * bound: the engine cannot know when it will let go of them.
  */
+/* Slots not held by anyone: what the reserve is kept from. */
 static inline uint32_t pool_free(const struct ovl__pool *pool)
+{
+    return pool->slot_count - pool->held;
+}
+
+/* The same with IOCP's parked slots (each waits in a posted receive for data, no peer holds it): what pressure is
+ * judged by, so that many idle connections do not put every connection under the share rule. */
+static inline uint32_t pool_unclaimed(const struct ovl__pool *pool)
 {
     return pool->slot_count - pool->held + pool->parked;
 }
@@ -189,9 +197,9 @@ static inline uint32_t pool_free(const struct ovl__pool *pool)
 static bool pool_may_resume(const ovl_conn *conn)
 {
     const struct ovl__pool *pool = &conn->worker->pool;
-    uint32_t free = pool_free(pool);
-    return conn->slots_queued == 0 || free >= pool->pressure ||
-           (conn->slots_queued <= pool->share / 2 && free >= pool->reserve);
+    return conn->slots_queued == 0 ||
+           (pool_free(pool) >= pool->reserve &&
+            (pool_unclaimed(pool) >= pool->pressure || conn->slots_queued <= pool->share / 2));
 }
 
 static void pool_pause_if_due(ovl_conn *conn)
@@ -199,8 +207,8 @@ static void pool_pause_if_due(ovl_conn *conn)
     const struct ovl__pool *pool = &conn->worker->pool;
     if (!conn->slots_queued || (conn->flags & (OVL__C_PAUSE_POOL | OVL__C_CLOSING)))
         return;
-    uint32_t free = pool_free(pool);
-    if (free >= pool->pressure || (conn->slots_queued < pool->share && free >= pool->reserve))
+    if (pool_free(pool) >= pool->reserve &&
+        (pool_unclaimed(pool) >= pool->pressure || conn->slots_queued < pool->share))
         return;
     struct ovl__worker *worker = conn->worker;
     conn->flags |= OVL__C_PAUSE_POOL;
@@ -348,7 +356,7 @@ static void stop_receiving(ovl_conn *conn)
         return;
     conn->flags |= OVL__C_PAUSED;
     conn->worker->wait_dirty = conn->worker->wait_dirty || (conn->flags & OVL__C_RECV_WAIT);
-    if (conn->flags & OVL__C_RECV_ARMED)
+    if (conn->fd != OVL__NO_SOCKET)
         backend_of(conn)->recv_pause(conn);
 }
 

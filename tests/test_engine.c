@@ -998,12 +998,19 @@ Test(engine, library_reports_through_the_log_hook, .timeout = 30)
 }
 
 /* A connection the application paused (ovl_recv_pause) has nothing reading its socket: a peer that resets it must
- * still end it at once (on_close with OVL_CLOSE_RESET), not when the pause ends, which may be never. */
+ * still end it at once (on_close with OVL_CLOSE_RESET), not when the pause ends, which may be never. Whether it was
+ * paused from on_data or before its first receive (on_open), and when the peer half-closed before its reset. */
 static atomic_int paused_closed_reason;
 
 static void pause_on_data(ovl_conn *conn, ovl_buf *buf)
 {
     ovl_buf_release(buf);
+    ovl_recv_pause(conn);
+}
+
+static void pause_on_open(ovl_conn *conn, void *user)
+{
+    (void)user;
     ovl_recv_pause(conn);
 }
 
@@ -1014,8 +1021,9 @@ static void pause_on_close(ovl_conn *conn, ovl_close_reason reason, int err)
     atomic_store(&paused_closed_reason, (int)reason);
 }
 
-Test(engine, paused_connection_notices_a_reset, .timeout = 30)
+static void paused_then_reset(const ovl_callbacks *callbacks, bool send_first, bool half_close_first)
 {
+    atomic_store(&paused_closed_reason, 0);
     ovl_config config;
     ovl_config_init(&config);
     config.threads = 1;
@@ -1024,21 +1032,35 @@ Test(engine, paused_connection_notices_a_reset, .timeout = 30)
     ovl_error_info err;
     memset(&err, 0, sizeof err);
     cr_assert_eq(ovl_engine_create(&engine, &config, &err), 0, "%s: %s", err.what, err.text);
-    static const ovl_callbacks callbacks = {.on_data = pause_on_data, .on_close = pause_on_close};
     ovl_listener *listener = NULL;
-    cr_assert_eq(ovl_listen(engine, "127.0.0.1", "0", &callbacks, NULL, &listener, &err), 0, "%s", err.text);
+    cr_assert_eq(ovl_listen(engine, "127.0.0.1", "0", callbacks, NULL, &listener, &err), 0, "%s", err.text);
     cr_assert_eq(ovl_engine_start(engine, &err), 0, "%s", err.text);
     int fd = sup_connect("127.0.0.1", ovl_listener_port(listener), IO_TIMEOUT_MS);
     cr_assert(fd >= 0, "connect: %s", strerror(-fd));
-    cr_assert_eq(sup_send_all(fd, "pause here", 10), 0);
-    sup_sleep_ms(200); /* the server reads it and pauses */
+    if (send_first)
+        cr_assert_eq(sup_send_all(fd, "pause here", 10), 0);
+    sup_sleep_ms(200); /* the server reads it (or opens) and pauses */
+    if (half_close_first) {
+        cr_assert_eq(shutdown(fd, SHUT_WR), 0);
+        sup_sleep_ms(200);
+    }
     sup_close_reset(fd);
     int reason = 0;
     for (int64_t deadline = sup_now_ms() + 10000; sup_now_ms() < deadline && !reason; sup_sleep_ms(10))
         reason = atomic_load(&paused_closed_reason);
-    cr_assert_eq(reason, OVL_CLOSE_RESET, "the paused connection ended with %s 10 s after its peer reset it",
+    cr_assert_eq(reason, OVL_CLOSE_RESET, "the paused connection (send first %d, half-close first %d) ended with %s "
+                 "10 s after its peer reset it", send_first, half_close_first,
                  reason ? ovl_close_reason_name((ovl_close_reason)reason) : "nothing");
     ovl_engine_destroy(engine);
+}
+
+Test(engine, paused_connection_notices_a_reset, .timeout = 60)
+{
+    static const ovl_callbacks on_data_pause = {.on_data = pause_on_data, .on_close = pause_on_close};
+    static const ovl_callbacks on_open_pause = {.on_open = pause_on_open, .on_close = pause_on_close};
+    paused_then_reset(&on_data_pause, true, false);
+    paused_then_reset(&on_open_pause, false, false);
+    paused_then_reset(&on_data_pause, true, true);
 }
 
 Test(engine, peer_reset_mid_stream, .timeout = 30)
