@@ -837,10 +837,16 @@ static void worker_run(struct ovl__worker *worker)
         }
         /* Each completion is marked seen before it is handled: its CQ slot is free again if handling it has to wait
          * for room in the submission queue (get_sqe). The copy keeps the entry from being overwritten meanwhile. */
-        struct io_uring_cqe *cqe;
-        while (io_uring_peek_cqe(&uw->ring, &cqe) == 0) {
-            struct io_uring_cqe entry = *cqe;
-            io_uring_cqe_seen(&uw->ring, cqe);
+        /* Not io_uring_peek_cqe: on an empty ring with task work pending it enters the kernel, a syscall per turn. */
+        while (io_uring_cq_ready(&uw->ring)) {
+            unsigned head;
+            struct io_uring_cqe *cqe, entry;
+            io_uring_for_each_cqe(&uw->ring, head, cqe)
+            {
+                entry = *cqe;
+                break;
+            }
+            io_uring_cq_advance(&uw->ring, 1);
             dispatch(worker, &entry);
         }
         ovl__timers_run(worker);
