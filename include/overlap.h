@@ -179,6 +179,11 @@ typedef struct ovl_config {
                                   in it included) ends with OVL_CLOSE_CONNECT_FAILED and -ETIMEDOUT, so a peer that
                                   drops SYNs cannot hold a connection and its descriptor for the system's couple of
                                   minutes. 0 = 10000, negative = the system's own timeout */
+    int reuse_port;            /* Linux: SO_REUSEPORT on every listening socket, so that several processes share a
+                                  port (the kernel spreads connections over them) and a new one can take over from
+                                  an old one that stops (which closes its listening sockets as soon as it stops
+                                  accepting). 0 = off; Windows has no such option (ovl_listen fails with
+                                  -EOPNOTSUPP) */
     /* The engine never prints: what it has to say goes here, a line without the newline, called on the worker thread
      * it happened on (so it must be thread-safe and quick). NULL = nothing is said (the counters still count). */
     void (*log)(void *log_user, ovl_log_level level, const char *message);
@@ -296,6 +301,12 @@ OVL_API void ovl_engine_stats(ovl_engine *engine, ovl_stats *out);
  * on Windows the resolver's WSA code instead of both), -ENOMEM. Any thread, callbacks included. */
 OVL_API int ovl_listen(ovl_engine *engine, const char *host, const char *port, const ovl_callbacks *callbacks,
                        void *user, ovl_listener **out, ovl_error_info *err);
+/* Listen on a socket that is already bound and listening (systemd socket activation, a socket handed over by
+ * another process): the engine takes it over as ovl_listen's own (settings applied, closed at the stop). Returns 0
+ * and *out, or a negative error with err filled: -EINVAL (engine or callbacks NULL), -ENOTSOCK or -EINVAL (not a
+ * listening TCP socket), -ESHUTDOWN. On Windows `socket` is a SOCKET. */
+OVL_API int ovl_listen_socket(ovl_engine *engine, intptr_t socket, const ovl_callbacks *callbacks, void *user,
+                              ovl_listener **out, ovl_error_info *err);
 /* Port the listener is bound to (useful after port "0"). */
 OVL_API int ovl_listener_port(const ovl_listener *listener);
 /* Number of sockets (addresses, 1..8) the listener has, and each one as "[::]:27015" / "127.0.0.1:27015" (NULL for

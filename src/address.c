@@ -5,6 +5,7 @@
 #include "internal.h"
 
 #ifndef _WIN32
+#include <fcntl.h>
 #include <ifaddrs.h>
 #endif
 
@@ -45,6 +46,17 @@ static bool is_ipv6_any(const struct addrinfo *ai)
            IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr);
 }
 
+#ifndef _WIN32
+/* Linux copies TCP_NODELAY and the keepalive settings from a listening socket to every accepted one, which saves
+ * each connection its setsockopt calls. */
+static void inherited_options(const ovl_config *config, ovl__socket fd)
+{
+    ovl__set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+    if (config->keepalive_ms > 0)
+        ovl__socket_keepalive(fd, (uint32_t)config->keepalive_ms);
+}
+#endif
+
 /* Open, bind and listen one socket into *out. Returns 0 or a negative error with err filled. */
 static int listen_one(const ovl_config *config, const struct addrinfo *ai, bool dual_stack, ovl__socket *out,
                       ovl_error_info *err)
@@ -64,11 +76,13 @@ static int listen_one(const ovl_config *config, const struct addrinfo *ai, bool 
 #else
     /* SO_REUSEADDR: a restarted server can bind while old connections sit in TIME_WAIT. */
     ovl__set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1);
-    /* Linux copies TCP_NODELAY and the keepalive settings to every accepted socket, which saves each connection
-     * its setsockopt calls. */
-    ovl__set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
-    if (config->keepalive_ms > 0)
-        ovl__socket_keepalive(fd, (uint32_t)config->keepalive_ms);
+    if (config->reuse_port && ovl__set_int_option(fd, SOL_SOCKET, SO_REUSEPORT, 1) != 0) {
+        int code = ovl__socket_error();
+        ovl__error_set(err, code, NULL, "SO_REUSEPORT %s", where);
+        ovl__socket_close(fd);
+        return code;
+    }
+    inherited_options(config, fd);
 #endif
     if (ai->ai_family == AF_INET6)
         ovl__set_int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, dual_stack ? 0 : 1);
@@ -187,6 +201,32 @@ int ovl__listener_open(ovl_engine *engine, ovl_listener *listener, const char *h
     if (result < 0)
         ovl__listener_close(listener);
     return result;
+}
+
+int ovl__listener_adopt(ovl_engine *engine, ovl_listener *listener, ovl__socket fd, ovl_error_info *err)
+{
+    int listening = 0, type = 0;
+    socklen_t length = sizeof listening;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, (char *)&listening, &length) != 0) {
+        int code = ovl__socket_error();
+        ovl__error_set(err, code, NULL, "listen on socket %lld", (long long)fd);
+        return code;
+    }
+    length = sizeof type;
+    getsockopt(fd, SOL_SOCKET, SO_TYPE, (char *)&type, &length);
+    if (!listening || type != SOCK_STREAM) {
+        ovl__error_set(err, -EINVAL, "not a listening TCP socket", "listen on socket %lld", (long long)fd);
+        return -EINVAL;
+    }
+#ifdef _WIN32
+    (void)engine;
+#else
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    inherited_options(&engine->config, fd);
+#endif
+    listener->count = 0;
+    listener->port = 0;
+    return add_socket(listener, fd);
 }
 
 void ovl__listener_close(ovl_listener *listener)

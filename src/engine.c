@@ -257,6 +257,15 @@ static void begin_stop(struct ovl__worker *worker)
     worker->stopping = true;
     ovl_engine *engine = worker->engine;
     engine->backend->accept_stop(worker);
+    if (atomic_fetch_sub(&engine->accepting_workers, 1) == 1) {
+        /* Nobody accepts any more: close the listening sockets now, not after the drain, so that connections go
+         * to a process sharing the port (SO_REUSEPORT; the kernel's tcp_migrate_req moves what was queued here to
+         * it) or are refused at once instead of waiting in a backlog nobody reads. */
+        pthread_mutex_lock(&engine->lock);
+        for (ovl_listener *listener = engine->listeners; listener; listener = listener->next)
+            ovl__listener_close(listener);
+        pthread_mutex_unlock(&engine->lock);
+    }
     for (ovl_conn *conn = worker->conns; conn; conn = conn->next)
         ovl__conn_begin_drain(conn);
     if (worker->conn_count)
@@ -386,6 +395,7 @@ int ovl_engine_start(ovl_engine *engine, ovl_error_info *err)
         }
     engine->started = true;
     pthread_mutex_unlock(&engine->lock);
+    atomic_fetch_add(&engine->accepting_workers, created);
     if (rc < 0) {
         ovl_engine_stop(engine);
         return rc;
@@ -474,6 +484,32 @@ void ovl_engine_destroy(ovl_engine *engine)
 
 /* ---- listeners and outbound connections ---- */
 
+/* A listener whose sockets are open: every worker accepts on every socket (the kernel hands each new connection to
+ * one of them). */
+static void listener_publish(ovl_engine *engine, ovl_listener *listener, ovl_listener **out)
+{
+    pthread_mutex_lock(&engine->lock);
+    listener->next = engine->listeners;
+    engine->listeners = listener;
+    pthread_mutex_unlock(&engine->lock);
+    for (int w = 0; w < engine->thread_count; w++)
+        for (int s = 0; s < listener->count; s++)
+            post_new(&engine->workers[w], OVL__CMD_LISTEN, &listener->sockets[s], NULL);
+    if (out)
+        *out = listener;
+}
+
+static ovl_listener *listener_new(ovl_engine *engine, const ovl_callbacks *callbacks, void *user)
+{
+    ovl_listener *listener = ovl__zalloc(sizeof *listener);
+    if (listener) {
+        listener->engine = engine;
+        listener->callbacks = *callbacks;
+        listener->user = user;
+    }
+    return listener;
+}
+
 int ovl_listen(ovl_engine *engine, const char *host, const char *port, const ovl_callbacks *callbacks, void *user,
                ovl_listener **out, ovl_error_info *err)
 {
@@ -485,29 +521,48 @@ int ovl_listen(ovl_engine *engine, const char *host, const char *port, const ovl
         ovl__error_set(err, -ESHUTDOWN, NULL, "listen %s:%s", host ? host : "*", port);
         return -ESHUTDOWN;
     }
-    ovl_listener *listener = ovl__zalloc(sizeof *listener);
+#ifdef _WIN32
+    if (engine->config.reuse_port) {
+        ovl__error_set(err, -EOPNOTSUPP, "Windows has no SO_REUSEPORT", "listen %s:%s", host ? host : "*", port);
+        return -EOPNOTSUPP;
+    }
+#endif
+    ovl_listener *listener = listener_new(engine, callbacks, user);
     if (!listener) {
         ovl__error_set(err, -ENOMEM, NULL, "listen %s:%s", host ? host : "*", port);
         return -ENOMEM;
     }
-    listener->engine = engine;
-    listener->callbacks = *callbacks;
-    listener->user = user;
     int rc = ovl__listener_open(engine, listener, host, port, err);
     if (rc < 0) {
         ovl__free(listener);
         return rc;
     }
-    pthread_mutex_lock(&engine->lock);
-    listener->next = engine->listeners;
-    engine->listeners = listener;
-    pthread_mutex_unlock(&engine->lock);
-    /* Every worker accepts on every socket: the kernel hands each new connection to one of them. */
-    for (int w = 0; w < engine->thread_count; w++)
-        for (int s = 0; s < listener->count; s++)
-            post_new(&engine->workers[w], OVL__CMD_LISTEN, &listener->sockets[s], NULL);
-    if (out)
-        *out = listener;
+    listener_publish(engine, listener, out);
+    return 0;
+}
+
+int ovl_listen_socket(ovl_engine *engine, intptr_t socket, const ovl_callbacks *callbacks, void *user,
+                      ovl_listener **out, ovl_error_info *err)
+{
+    if (!engine || !callbacks) {
+        ovl__error_set(err, -EINVAL, "engine and callbacks are required", "listen on socket %lld", (long long)socket);
+        return -EINVAL;
+    }
+    if (atomic_load(&engine->stop_requested)) {
+        ovl__error_set(err, -ESHUTDOWN, NULL, "listen on socket %lld", (long long)socket);
+        return -ESHUTDOWN;
+    }
+    ovl_listener *listener = listener_new(engine, callbacks, user);
+    if (!listener) {
+        ovl__error_set(err, -ENOMEM, NULL, "listen on socket %lld", (long long)socket);
+        return -ENOMEM;
+    }
+    int rc = ovl__listener_adopt(engine, listener, (ovl__socket)socket, err);
+    if (rc < 0) {
+        ovl__free(listener);
+        return rc;
+    }
+    listener_publish(engine, listener, out);
     return 0;
 }
 

@@ -249,6 +249,8 @@ struct ovl_engine {
     _Atomic uint32_t open_conns; /* engine-wide, for max_conns */
     _Atomic uint32_t next_worker;
     _Atomic int stop_requested;
+    _Atomic int accepting_workers; /* workers that have not yet stopped accepting; the last one closes the listening
+                                      sockets (a process sharing the port with SO_REUSEPORT gets what comes next) */
     bool started;
     bool joined;
     /* start handshake: workers report their backend set-up result */
@@ -327,6 +329,8 @@ void ovl__error_set(ovl_error_info *err, int code, const char *text, const char 
 void ovl__format_address(const struct sockaddr *address, char *out, size_t out_size);
 int ovl__listener_open(ovl_engine *engine, ovl_listener *listener, const char *host, const char *port,
                        ovl_error_info *err);
+/* Take over a socket that is already listening (ovl_listen_socket). */
+int ovl__listener_adopt(ovl_engine *engine, ovl_listener *listener, ovl__socket fd, ovl_error_info *err);
 void ovl__listener_close(ovl_listener *listener);
 
 /* buffer.c */
