@@ -117,6 +117,7 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
     config.backend = options->backend;
     config.zero_byte_receive = options->zero_byte_receive;
     config.log = engine_log;
+    config.reuse_port = options->reuse_port;
     config.busy_poll_us = options->busy_poll_us < 0 ? 0 : options->busy_poll_us == 0 ? -1 : options->busy_poll_us;
     config.drain_timeout_ms = (uint32_t)(options->drain_timeout * 1000.0);
     /* --keepalive, --stall-timeout: left out = the engine's default, 0 = off (the engine's negative) */
@@ -140,8 +141,22 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
         return 1;
     }
     static const ovl_callbacks echo_callbacks = {.on_data = echo_data};
-    ovl_listener *listener = NULL;
-    if (ovl_listen(engine, options->host, options->port, &echo_callbacks, NULL, &listener, &err) < 0) {
+    ovl_listener *listeners[8] = {NULL};
+    int listener_count = 0;
+    /* systemd socket activation: the sockets it passed, instead of --host/--port (it keeps them across restarts). */
+    int activated = service_listen_fds();
+    for (int i = 0; i < activated && listener_count < 8; i++)
+        if (ovl_listen_socket(engine, SERVICE_LISTEN_FDS_START + i, &echo_callbacks, NULL, &listeners[listener_count],
+                              &err) == 0)
+            listener_count++;
+        else
+            print_error(&err);
+    if (activated > 0 && listener_count == 0) {
+        ovl_engine_destroy(engine);
+        return 1;
+    }
+    if (!activated && ovl_listen(engine, options->host, options->port, &echo_callbacks, NULL,
+                                 &listeners[listener_count++], &err) < 0) {
         print_error(&err);
         ovl_engine_destroy(engine);
         return 1;
@@ -156,8 +171,12 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
     emit(report_stream, "overlap-echo %s: %s backend, %d worker thread%s\n", ovl_version(),
          ovl_engine_backend(engine),
          ovl_engine_threads(engine), ovl_engine_threads(engine) == 1 ? "" : "s");
-    for (int i = 0; i < ovl_listener_count(listener); i++)
-        emit(report_stream, "listening on %s\n", ovl_listener_address(listener, i));
+    if (activated)
+        emit(report_stream, "overlap-echo: %d listening socket%s from the service manager (socket activation)\n",
+             listener_count, listener_count == 1 ? "" : "s");
+    for (int l = 0; l < listener_count; l++)
+        for (int i = 0; i < ovl_listener_count(listeners[l]); i++)
+            emit(report_stream, "listening on %s\n", ovl_listener_address(listeners[l], i));
     struct metrics_server *metrics = NULL;
     if (options->metrics_port[0]) {
         if (metrics_start(&metrics, engine, "overlap-echo", options->metrics_host, options->metrics_port, &err) < 0) {
@@ -168,7 +187,7 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
         emit(report_stream, "metrics on http://%s/metrics\n", metrics_address(metrics));
     }
     char status[512];
-    describe_listeners(listener, status, sizeof status);
+    describe_listeners(listeners[0], status, sizeof status);
     /* Only now: every listener accepts, so a unit ordered after this one can connect at once. */
     service_notify_ready(status);
 

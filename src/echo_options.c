@@ -21,6 +21,8 @@ const char echo_usage[] =
     "  --port P           TCP port (default 27015; 0 picks a free one)\n"
     "  --threads N        worker threads, at most 256 (default: online CPUs)\n"
     "  --max-conns N      refuse connections past N open ones (default and 0: no limit)\n"
+    "  --reuse-port       Linux: share the port with other processes (SO_REUSEPORT): run a new one, then stop\n"
+    "                     the old one, and no connection is refused (docs/OPERATING.md)\n"
     "  --buffer-size B    bytes per receive buffer (default 16384)\n"
     "  --buffer-count N   receive buffers per worker thread (default 1024; size x count at most 256 MiB)\n"
     "  --max-pending B    stop reading a connection with B bytes not yet echoed (default 262144)\n"
@@ -75,7 +77,8 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
         }
         memcpy(name, arg, name_len);
         name[name_len] = '\0';
-        if (!strcmp(name, "--help") || !strcmp(name, "--version") || !strcmp(name, "--service")) {
+        if (!strcmp(name, "--help") || !strcmp(name, "--version") || !strcmp(name, "--service") ||
+            !strcmp(name, "--reuse-port")) {
             if (eq) {
                 snprintf(error, error_size, "%s takes no value", name);
                 return -1;
@@ -84,6 +87,8 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
                 options->help = true;
             } else if (!strcmp(name, "--version")) {
                 options->version = true;
+            } else if (!strcmp(name, "--reuse-port")) {
+                options->reuse_port = true;
             } else {
                 /* install writes --service into the service's command line itself; twice would be a typo. */
                 if (options->command == ECHO_COMMAND_INSTALL) {

@@ -37,6 +37,7 @@ struct echo_options {
     char metrics_host[64];   /* --metrics ADDR:PORT: "" with metrics_port set = every interface */
     char metrics_port[8];    /* "" = no metrics endpoint */
     bool service;            /* --service: run under the Windows Service Control Manager */
+    bool reuse_port;         /* --reuse-port: SO_REUSEPORT on the listening sockets */
     bool start_on_demand;    /* install --start demand (default auto: at boot) */
     int first_server_arg;    /* argv index of the first option after the command word (1 when there is none) */
     bool help;

@@ -7,6 +7,15 @@
 #ifndef OVL_SERVICE_NOTIFY_H
 #define OVL_SERVICE_NOTIFY_H
 
+#if defined(OVL_HAVE_SYSTEMD)
+/* systemd socket activation: how many listening sockets it passed (LISTEN_FDS for this process), numbered from
+ * SERVICE_LISTEN_FDS_START; 0 when started otherwise. The environment variables are unset afterwards. */
+int service_listen_fds(void);
+#elif defined(_WIN32)
+static inline int service_listen_fds(void) { return 0; }
+#endif
+#define SERVICE_LISTEN_FDS_START 3
+
 #if defined(OVL_HAVE_SYSTEMD) || defined(_WIN32)
 /* Every listener is up and the workers run: systemd READY=1, Windows SERVICE_RUNNING. `status` is one line
  * ("listening on 127.0.0.1:27015"). */
@@ -17,6 +26,8 @@ void service_notify_status(const char *status);
  * to cover the drain), Windows SERVICE_STOP_PENDING with a wait hint and a checkpoint that advances while it runs. */
 void service_notify_stopping(const char *status, double drain_seconds);
 #else
+/* No service manager here: it passes no sockets. */
+static inline int service_listen_fds(void) { return 0; }
 static inline void service_notify_ready(const char *status) { (void)status; }
 static inline void service_notify_status(const char *status) { (void)status; }
 static inline void service_notify_stopping(const char *status, double drain_seconds)

@@ -47,3 +47,14 @@ void service_notify_stopping(const char *status, double drain_seconds)
                               status),
                    "STOPPING=1", &reported);
 }
+
+int service_listen_fds(void)
+{
+    int count = sd_listen_fds(1);
+    if (count < 0) {
+        char text[128];
+        fprintf(stderr, "overlap-echo: sd_listen_fds: %s (errno %d)\n", strerror_r(-count, text, sizeof text), -count);
+        return 0;
+    }
+    return count;
+}
