@@ -485,6 +485,7 @@ void ovl__conn_sent(ovl_conn *conn, size_t bytes)
     ovl__count(&counters->msgs_out, 1);
     ovl__count(&counters->bytes_out, bytes);
     conn->queue_bytes -= bytes;
+    ovl__uncount(&counters->bytes_pending, bytes);
     while (bytes > 0 && conn->queue_head) {
         ovl_buf *head = conn->queue_head;
         if (bytes < head->len) {
@@ -627,6 +628,7 @@ static void conn_free(ovl_conn *conn)
         conn->next->prev = conn->prev;
     worker->conn_count--;
     atomic_fetch_sub_explicit(&worker->engine->open_conns, 1, memory_order_relaxed);
+    ovl__uncount(&worker->counters.bytes_pending, conn->queue_bytes); /* never sent: the connection ended */
     while (conn->queue_head) {
         ovl_buf *head = conn->queue_head;
         conn->queue_head = head->next;
@@ -804,6 +806,7 @@ static int queue_push(ovl_conn *conn, ovl_buf *buf)
         conn->sent_ms = conn->worker->now_ms; /* the wait for the peer starts now */
     buf_append(&conn->queue_head, &conn->queue_tail, buf);
     conn->queue_bytes += buf->len;
+    ovl__count(&conn->worker->counters.bytes_pending, buf->len);
     if (buf->owner && !buf->queued) {
         buf->queued = true;
         buf->owner->slots_queued++;

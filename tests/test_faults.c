@@ -1138,6 +1138,7 @@ Test(faults, non_readers_do_not_starve_a_reader, .timeout = 120)
     cr_log_info("%d non-readers sent %llu bytes; 100 exchanges beside them, slowest %lld ms; recv_nobufs %lld, "
                 "recv_pool_pauses %lld", NON_READERS, (unsigned long long)sent, (long long)worst, nobufs, pool_pauses);
     cr_assert(pool_pauses > 0, "no connection was paused for its share of the pool");
+    cr_assert(sup_json_number(line, "bytes_pending") > 0, "bytes_pending is 0 with echoes waiting: %s", line);
     long rss_attacked = sup_rss_kib(p.pid);
     /* Closing them (with unread data: resets) frees what they held; the reader is still served. */
     for (int i = 0; i < NON_READERS; i++)
@@ -1146,6 +1147,7 @@ Test(faults, non_readers_do_not_starve_a_reader, .timeout = 120)
     for (int64_t deadline = sup_now_ms() + 10000; sup_now_ms() < deadline && open != 1;)
         open = sup_latest_stat(&p, "conns_open", 300);
     cr_assert_eq(open, 1, "%lld connections open after the non-readers closed, want 1 (the reader)", open);
+    cr_assert_eq(sup_latest_stat(&p, "bytes_pending", 500), 0, "bytes still counted as pending after they left");
     cr_assert_eq(sup_exchange(fd, 77, 100 * 64, 64), 0);
     /* The buffers they held go back to the system once they have stayed free for a second or two. */
     long rss_after = sup_rss_kib(p.pid);

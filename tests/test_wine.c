@@ -531,6 +531,41 @@ Test(wine, fault_slow_reader_bounded_memory)
     sup_proc_free(&server);
 }
 
+/* ---- metrics ---- */
+
+/* --metrics serves GET /metrics from overlap-echo.exe too: its handler is liboverlap's public API on IOCP. */
+Test(wine, metrics_endpoint_on_iocp)
+{
+    sup_proc server = {0};
+    start_windows_echo_args(&server, (char *[]){"--threads", "1", "--metrics", "127.0.0.1:0", NULL});
+    char line[256];
+    int metrics_port = 0;
+    for (int i = 0; i < 5 && !metrics_port; i++) {
+        cr_assert_eq(sup_proc_read_line(&server, line, sizeof line, WINE_START_TIMEOUT_MS), 0, "no metrics line: %s",
+                     server.out);
+        const char *at = strstr(line, "metrics on http://127.0.0.1:");
+        if (at)
+            metrics_port = atoi(at + strlen("metrics on http://127.0.0.1:"));
+    }
+    cr_assert(metrics_port > 0, "no 'metrics on' line: %s", server.out);
+    int fd = sup_connect("127.0.0.1", metrics_port, 10000);
+    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+    static const char request[] = "GET /metrics HTTP/1.1\r\nHost: wine\r\n\r\n";
+    cr_assert_eq(sup_send_all(fd, request, sizeof request - 1), 0);
+    static char reply[32768];
+    size_t got = 0;
+    ssize_t n = sup_recv_to_eof(fd, reply, sizeof reply - 1, &got);
+    close(fd);
+    reply[got] = '\0';
+    cr_assert(n > 0, "no answer: %s", strerror((int)-n));
+    cr_assert(strncmp(reply, "HTTP/1.1 200 OK", 15) == 0, "%.200s", reply);
+    cr_assert(strstr(reply, "overlap_info{program=\"overlap-echo\",version=") && strstr(reply, "backend=\"iocp\"} 1"),
+              "%.600s", reply);
+    cr_assert(strstr(reply, "# TYPE overlap_conns_open gauge\noverlap_conns_open "), "%.600s", reply);
+    stop_windows_echo(&server);
+    sup_proc_free(&server);
+}
+
 /* ---- the pool is shared fairly (IOCP) ---- */
 
 /* 40 clients that write and never read, on one worker with 256 receive buffers: at --max-pending 256 KiB (16
