@@ -342,13 +342,7 @@ int main(int argc, char **argv)
     config.buffer_count = options.buffer_count;
     config.drain_timeout_ms = milliseconds(options.drain_timeout);
     config.idle_timeout_ms = milliseconds(options.idle_timeout);
-    /* --keepalive, --stall-timeout: left out = the engine's default, 0 = off (the engine's negative) */
-    config.keepalive_ms = options.keepalive < 0    ? 0
-                          : options.keepalive == 0 ? -1
-                                                   : (int)milliseconds(options.keepalive);
-    config.stall_timeout_ms = options.stall_timeout < 0    ? 0
-                              : options.stall_timeout == 0 ? -1
-                                                           : (int)milliseconds(options.stall_timeout);
+    common_options_apply(&options.common, &config);
     config.connect_timeout_ms = options.connect_timeout < 0    ? 0
                                 : options.connect_timeout == 0 ? -1
                                                                : (int)milliseconds(options.connect_timeout);
@@ -386,8 +380,9 @@ int main(int argc, char **argv)
     for (int i = 0; i < ovl_listener_count(listener); i++)
         printf("listening on %s\n", ovl_listener_address(listener, i));
     struct metrics_server *metrics = NULL;
-    if (options.metrics_port[0]) {
-        rc = metrics_start(&metrics, proxy.engine, "overlap-proxy", options.metrics_host, options.metrics_port, &err);
+    if (options.common.metrics_port[0]) {
+        rc = metrics_start(&metrics, proxy.engine, "overlap-proxy", options.common.metrics_host,
+                           options.common.metrics_port, &err);
         if (rc < 0) {
             print_error(&err, rc, "metrics");
             ovl_engine_destroy(proxy.engine);

@@ -80,8 +80,7 @@ static int parse_destination(const char *text, struct proxy_options *options, ch
 int proxy_options_parse(int argc, char *const argv[], struct proxy_options *options, char *error, size_t error_size)
 {
     memset(options, 0, sizeof *options);
-    options->keepalive = -1;
-    options->stall_timeout = -1;
+    common_options_init(&options->common);
     options->connect_timeout = -1;
     options->max_pending = PROXY_DEFAULT_MAX_PENDING;
     for (int i = 1; i < argc; i++) {
@@ -166,23 +165,6 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
                          "system's)", value);
                 return -1;
             }
-        } else if (!strcmp(name, "--metrics")) {
-            if (option_parse_address(value, "--metrics", options->metrics_host, sizeof options->metrics_host,
-                                     options->metrics_port, sizeof options->metrics_port, error, error_size) < 0)
-                return -1;
-        } else if (!strcmp(name, "--stall-timeout")) {
-            if (option_parse_seconds(value, &options->stall_timeout) || options->stall_timeout > 2000000) {
-                snprintf(error, error_size, "--stall-timeout: '%s' is not a number of seconds (0-2000000, 0 = off)",
-                         value);
-                return -1;
-            }
-        } else if (!strcmp(name, "--keepalive")) {
-            if (option_parse_seconds(value, &options->keepalive) ||
-                (options->keepalive != 0 && (options->keepalive < 1 || options->keepalive > 32767))) {
-                snprintf(error, error_size, "--keepalive: '%s' is not a number of seconds (1-32767, 0 = off)",
-                         value);
-                return -1;
-            }
         } else if (!strcmp(name, "--idle-timeout")) {
             if (option_parse_seconds(value, &options->idle_timeout)) {
                 snprintf(error, error_size, "--idle-timeout: '%s' is not a number of seconds", value);
@@ -199,8 +181,13 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
                 return -1;
             }
         } else {
-            snprintf(error, error_size, "unknown option '%s'", name);
-            return -1;
+            int taken = common_options_parse(&options->common, name, value, error, error_size);
+            if (taken < 0)
+                return -1;
+            if (!taken) {
+                snprintf(error, error_size, "unknown option '%s'", name);
+                return -1;
+            }
         }
     }
     if (options->help || options->version)

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "option_values.h"
+
 struct proxy_options {
     const char *host;         /* address to listen on; NULL = every interface */
     const char *listen_port;  /* "8080" (0 picks a free port) */
@@ -22,12 +24,9 @@ struct proxy_options {
     uint32_t max_pending;     /* bytes waiting to be sent to one side before the other side stops being read */
     double idle_timeout;      /* seconds; 0 = never close an idle pair */
     double connect_timeout;   /* seconds an upstream connect may take: -1 = engine default (10), 0 = the system's */
-    double keepalive;         /* seconds of silence before TCP keepalive probes: -1 = engine default (60), 0 = off */
-    double stall_timeout;     /* seconds a peer may leave queued bytes unread: -1 = engine default (60), 0 = off */
     double drain_timeout;     /* seconds; 0 = engine default */
     double stats_interval;    /* seconds; 0 = no periodic stats line */
-    char metrics_host[64];    /* --metrics ADDR:PORT: "" with metrics_port set = every interface */
-    char metrics_port[8];     /* "" = no metrics endpoint */
+    struct common_options common; /* --keepalive, --stall-timeout, --metrics */
     bool help;
     bool version;
 };

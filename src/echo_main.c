@@ -120,13 +120,7 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
     config.reuse_port = options->reuse_port;
     config.busy_poll_us = options->busy_poll_us < 0 ? 0 : options->busy_poll_us == 0 ? -1 : options->busy_poll_us;
     config.drain_timeout_ms = (uint32_t)(options->drain_timeout * 1000.0);
-    /* --keepalive, --stall-timeout: left out = the engine's default, 0 = off (the engine's negative) */
-    config.keepalive_ms = options->keepalive < 0    ? 0
-                          : options->keepalive == 0 ? -1
-                                                    : (int)(options->keepalive * 1000.0);
-    config.stall_timeout_ms = options->stall_timeout < 0    ? 0
-                              : options->stall_timeout == 0 ? -1
-                                                            : (int)(options->stall_timeout * 1000.0 + 0.999);
+    common_options_apply(&options->common, &config);
     /* Rounded up (no libm): a tiny positive value must not turn into 0, which means "off". At most 86400 s. */
     double idle_ms = options->idle_timeout * 1000.0;
     config.idle_timeout_ms = (uint32_t)idle_ms;
@@ -178,8 +172,9 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
         for (int i = 0; i < ovl_listener_count(listeners[l]); i++)
             emit(report_stream, "listening on %s\n", ovl_listener_address(listeners[l], i));
     struct metrics_server *metrics = NULL;
-    if (options->metrics_port[0]) {
-        if (metrics_start(&metrics, engine, "overlap-echo", options->metrics_host, options->metrics_port, &err) < 0) {
+    if (options->common.metrics_port[0]) {
+        const struct common_options *common = &options->common;
+        if (metrics_start(&metrics, engine, "overlap-echo", common->metrics_host, common->metrics_port, &err) < 0) {
             print_error(&err);
             ovl_engine_destroy(engine);
             return 1;

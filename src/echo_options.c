@@ -48,8 +48,7 @@ const char echo_usage[] =
 int echo_options_parse(int argc, char *const argv[], struct echo_options *options, char *error, size_t error_size)
 {
     memset(options, 0, sizeof *options);
-    options->keepalive = -1;
-    options->stall_timeout = -1;
+    common_options_init(&options->common);
     options->port = "27015";
     options->busy_poll_us = -1;
     options->first_server_arg = 1;
@@ -170,23 +169,6 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
                 snprintf(error, error_size, "--drain-timeout: '%s' is not a number of seconds", value);
                 return -1;
             }
-        } else if (!strcmp(name, "--metrics")) {
-            if (option_parse_address(value, "--metrics", options->metrics_host, sizeof options->metrics_host,
-                                     options->metrics_port, sizeof options->metrics_port, error, error_size) < 0)
-                return -1;
-        } else if (!strcmp(name, "--stall-timeout")) {
-            if (option_parse_seconds(value, &options->stall_timeout) || options->stall_timeout > 2000000) {
-                snprintf(error, error_size, "--stall-timeout: '%s' is not a number of seconds (0-2000000, 0 = off)",
-                         value);
-                return -1;
-            }
-        } else if (!strcmp(name, "--keepalive")) {
-            if (option_parse_seconds(value, &options->keepalive) ||
-                (options->keepalive != 0 && (options->keepalive < 1 || options->keepalive > 32767))) {
-                snprintf(error, error_size, "--keepalive: '%s' is not a number of seconds (1-32767, 0 = off)",
-                         value);
-                return -1;
-            }
         } else if (!strcmp(name, "--idle-timeout")) {
             if (option_parse_seconds(value, &options->idle_timeout)) {
                 snprintf(error, error_size, "--idle-timeout: '%s' is not a number of seconds", value);
@@ -222,8 +204,13 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
             }
             options->start_on_demand = strcmp(value, "demand") == 0;
         } else {
-            snprintf(error, error_size, "unknown option '%s'", name);
-            return -1;
+            int taken = common_options_parse(&options->common, name, value, error, error_size);
+            if (taken < 0)
+                return -1;
+            if (!taken) {
+                snprintf(error, error_size, "unknown option '%s'", name);
+                return -1;
+            }
         }
     }
     return option_check_pool(options->buffer_size, options->buffer_count, error, error_size);

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "option_values.h"
+
 /* What the command line asks for: serve (the default), or register/remove the Windows service. */
 enum echo_command {
     ECHO_COMMAND_SERVE = 0,
@@ -28,14 +30,11 @@ struct echo_options {
     bool stats_json;         /* --stats-format json: one JSON object per interval, for log collectors */
     double drain_timeout;    /* seconds, 0 = engine default */
     double idle_timeout;     /* seconds, 0 = never close idle connections */
-    double keepalive;        /* seconds of silence before TCP keepalive probes: -1 = engine default (60), 0 = off */
-    double stall_timeout;    /* seconds a peer may leave queued bytes unread: -1 = engine default (60), 0 = off */
     const char *backend;     /* NULL = best available */
     int zero_byte_receive;   /* IOCP: 1 on, -1 off, 0 automatic */
     int busy_poll_us;        /* io_uring spin before sleeping: -1 = engine default, 0 = never */
     const char *log_file;    /* NULL = the console; else append stdout and stderr to it */
-    char metrics_host[64];   /* --metrics ADDR:PORT: "" with metrics_port set = every interface */
-    char metrics_port[8];    /* "" = no metrics endpoint */
+    struct common_options common; /* --keepalive, --stall-timeout, --metrics */
     bool service;            /* --service: run under the Windows Service Control Manager */
     bool reuse_port;         /* --reuse-port: SO_REUSEPORT on the listening sockets */
     bool start_on_demand;    /* install --start demand (default auto: at boot) */

@@ -94,3 +94,54 @@ int option_parse_address(const char *text, const char *option, char *host, size_
     memcpy(port, digits, port_len + 1);
     return 0;
 }
+
+void common_options_init(struct common_options *options)
+{
+    memset(options, 0, sizeof *options);
+    options->keepalive = -1;
+    options->stall_timeout = -1;
+}
+
+int common_options_parse(struct common_options *options, const char *name, const char *value, char *error,
+                         size_t error_size)
+{
+    if (!strcmp(name, "--keepalive")) {
+        if (option_parse_seconds(value, &options->keepalive) ||
+            (options->keepalive != 0 && (options->keepalive < 1 || options->keepalive > 32767))) {
+            snprintf(error, error_size, "--keepalive: '%s' is not a number of seconds (1-32767, 0 = off)", value);
+            return -1;
+        }
+    } else if (!strcmp(name, "--stall-timeout")) {
+        if (option_parse_seconds(value, &options->stall_timeout) || options->stall_timeout > 2000000) {
+            snprintf(error, error_size, "--stall-timeout: '%s' is not a number of seconds (0-2000000, 0 = off)",
+                     value);
+            return -1;
+        }
+    } else if (!strcmp(name, "--metrics")) {
+        if (option_parse_address(value, "--metrics", options->metrics_host, sizeof options->metrics_host,
+                                 options->metrics_port, sizeof options->metrics_port, error, error_size) < 0)
+            return -1;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* Seconds (-1 = not given, 0 = off) as an ovl_config millisecond field (0 = default, negative = off), rounded up so
+ * that a tiny positive value does not turn into "default". */
+static int config_milliseconds(double seconds)
+{
+    if (seconds < 0)
+        return 0;
+    if (seconds == 0)
+        return -1;
+    double ms = seconds * 1000.0;
+    int whole = (int)ms;
+    return (double)whole < ms ? whole + 1 : whole;
+}
+
+void common_options_apply(const struct common_options *options, struct ovl_config *config)
+{
+    config->keepalive_ms = config_milliseconds(options->keepalive);
+    config->stall_timeout_ms = config_milliseconds(options->stall_timeout);
+}
