@@ -10,48 +10,20 @@
 # Needs root (namespaces); exits 77 (meson: skipped) with the reason where they cannot be made.
 set -euo pipefail
 
-echo_bin=${OVERLAP_ECHO:?OVERLAP_ECHO is not set (run through meson test)}
-backend_args=()
-[ -n "${OVERLAP_TEST_BACKEND:-}" ] && backend_args=(--backend "$OVERLAP_TEST_BACKEND")
+source "$(dirname "$0")/script_support.sh"
 
 tag=$$
 ns_server=ovl-ka-s-$tag
 ns_client=ovl-ka-c-$tag
 link_server=ovks$tag
 link_client=ovkc$tag
-work=$(mktemp -d)
-pids=()
-
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    ip netns del "$ns_server" 2>/dev/null || true
-    ip netns del "$ns_client" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-if [ "$(id -u)" -ne 0 ]; then
-    echo "skipped: network namespaces need root"
-    exit 77
-fi
-if ! ip netns add "$ns_server" 2>"$work/err"; then
-    echo "skipped: cannot create a network namespace: $(cat "$work/err")"
-    exit 77
-fi
-ip netns add "$ns_client"
+make_namespace "$ns_server"
+make_namespace "$ns_client"
 ip link add "$link_server" type veth peer name "$link_client"
 ip link set "$link_server" netns "$ns_server"
 ip link set "$link_client" netns "$ns_client"
 ip -n "$ns_server" addr add 192.0.2.1/24 dev "$link_server"
 ip -n "$ns_client" addr add 192.0.2.2/24 dev "$link_client"
-for ns in "$ns_server" "$ns_client"; do
-    ip -n "$ns" link set lo up
-done
 ip -n "$ns_server" link set "$link_server" up
 ip -n "$ns_client" link set "$link_client" up
 

@@ -8,25 +8,10 @@
 # test says so and exits 77 (meson: skipped).
 set -euo pipefail
 
-echo_bin=${OVERLAP_ECHO:?OVERLAP_ECHO is not set (run through meson test)}
-backend_args=()
-[ -n "${OVERLAP_TEST_BACKEND:-}" ] && backend_args=(--backend "$OVERLAP_TEST_BACKEND")
 for tool in promtool prometheus python3; do
     command -v "$tool" >/dev/null || { echo "skipped: $tool is not installed (scripts/bootstrap installs it)"; exit 77; }
 done
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/script_support.sh"
 
 "$echo_bin" --host 127.0.0.1 --port 0 --threads 1 --metrics 127.0.0.1:0 "${backend_args[@]}" >"$work/echo.log" 2>&1 &
 echo_pid=$!

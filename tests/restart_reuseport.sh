@@ -11,35 +11,10 @@
 # 5.14+). Under socket activation systemd keeps the socket across the restart (docs/OPERATING.md).
 set -euo pipefail
 
-echo_bin=${OVERLAP_ECHO:?OVERLAP_ECHO is not set (run through meson test)}
+source "$(dirname "$0")/script_support.sh"
 load_bin=${OVERLAP_LOAD:?OVERLAP_LOAD is not set (run through meson test)}
-backend_args=()
-[ -n "${OVERLAP_TEST_BACKEND:-}" ] && backend_args=(--backend "$OVERLAP_TEST_BACKEND")
-
 ns=ovl-rp-$$
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    ip netns del "$ns" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-if [ "$(id -u)" -ne 0 ]; then
-    echo "skipped: a network namespace (for its own tcp_migrate_req) needs root"
-    exit 77
-fi
-if ! ip netns add "$ns" 2>"$work/err"; then
-    echo "skipped: cannot create a network namespace: $(cat "$work/err")"
-    exit 77
-fi
-ip -n "$ns" link set lo up
+make_namespace "$ns"
 if ! ip netns exec "$ns" sysctl -q -w net.ipv4.tcp_migrate_req=1 2>"$work/err"; then
     echo "skipped: net.ipv4.tcp_migrate_req is not there (Linux 5.14+): $(cat "$work/err")"
     exit 77

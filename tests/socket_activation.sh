@@ -5,22 +5,15 @@
 # stop cleanly on SIGTERM. contrib/overlap-echo.socket must pass systemd-analyze verify.
 set -euo pipefail
 
-echo_bin=${OVERLAP_ECHO:?OVERLAP_ECHO is not set (run through meson test)}
-source_root=$(cd "$(dirname "$0")/.." && pwd)
 command -v systemd-socket-activate >/dev/null || { echo "skipped: systemd-socket-activate is not installed"; exit 77; }
-
-work=$(mktemp -d)
-activator=""
-cleanup() {
-    [ -n "$activator" ] && kill -TERM "$activator" 2>/dev/null && wait "$activator" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/script_support.sh"
+source_root=$(cd "$(dirname "$0")/.." && pwd)
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # --port 1 is ignored: it prints the passed socket's address and binds nothing of its own.
 systemd-socket-activate -l "127.0.0.1:$port" "$echo_bin" --port 1 --threads 1 >"$work/echo.log" 2>&1 &
 activator=$!
+pids+=("$activator")
 python3 - "$port" <<'PY'
 import socket, sys, time
 port = int(sys.argv[1])
@@ -55,7 +48,6 @@ grep -q "^listening on 127.0.0.1:$port$" "$work/echo.log" || { echo "FAIL:"; cat
 kill -TERM "$activator"
 status=0
 wait "$activator" || status=$?
-activator=""
 [ "$status" -eq 0 ] || { echo "FAIL: exit $status"; cat "$work/echo.log"; exit 1; }
 grep -q "overlap-echo: stopped after .* accepted 1," "$work/echo.log" || { echo "FAIL:"; cat "$work/echo.log"; exit 1; }
 # The unit, beside the service meson generated from contrib/overlap-echo.service.in (systemd-analyze loads both).
