@@ -71,7 +71,8 @@ typedef struct ovl_target ovl_target;
 /* Why a connection closed; passed to on_close with `err` (0 for a normal end, else a negative error). */
 typedef enum ovl_close_reason {
     OVL_CLOSE_PEER = 1,        /* the peer closed its side (EOF) and ours was finished: a normal end; err is 0 */
-    OVL_CLOSE_RESET,           /* the peer reset the connection; err is -ECONNRESET, -EPIPE or -ECONNABORTED */
+    OVL_CLOSE_RESET,           /* the peer reset the connection; err is -ECONNRESET, -EPIPE or -ECONNABORTED
+                                  (on Windows Winsock's codes: -WSAECONNRESET, -WSAECONNABORTED, ...) */
     OVL_CLOSE_ERROR,           /* another I/O error; the code is in on_close's err */
     OVL_CLOSE_LOCAL,           /* ovl_close() was called; err is 0 */
     OVL_CLOSE_ENGINE_STOP,     /* the engine stopped (graceful drain finished: err 0; its deadline passed: -ETIMEDOUT;

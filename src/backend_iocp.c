@@ -220,7 +220,7 @@ static void prepare(struct iocp_op *op, enum op_kind kind, void *owner, SOCKET s
 static int attach_socket(struct iocp_worker *iw, SOCKET socket)
 {
     if (!CreateIoCompletionPort((HANDLE)socket, iw->port, 0, 0))
-        return -(int)GetLastError();
+        return ovl__win_error(GetLastError());
     if (winsock.skip_on_success)
         SetFileCompletionNotificationModes((HANDLE)socket,
                                            FILE_SKIP_COMPLETION_PORT_ON_SUCCESS | FILE_SKIP_SET_EVENT_ON_HANDLE);
@@ -269,7 +269,7 @@ static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
     }
     iw->port = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, 1);
     if (!iw->port) {
-        int rc = -(int)GetLastError();
+        int rc = ovl__win_error(GetLastError());
         ovl__error_set(err, rc, NULL, "CreateIoCompletionPort");
         ovl__free(iw);
         return rc;
@@ -412,9 +412,19 @@ static void on_accept(struct ovl__worker *worker, struct iocp_accept *accept, in
         return;
     }
     SOCKET listen_fd = accept->listen_socket->fd;
-    /* Without this, getpeername and shutdown fail on the socket on Windows (Wine accepts and ignores it). */
-    if (setsockopt(socket, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, (const char *)&listen_fd, sizeof listen_fd) == 0)
-        ovl__count(&worker->counters.context_updates, 1);
+    /* Without this, getpeername and shutdown fail on the socket on Windows (Wine accepts and ignores it). A socket
+     * it fails on is not used half set up: closed, as libuv does, and the accept posted again. */
+    if (setsockopt(socket, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, (const char *)&listen_fd, sizeof listen_fd) != 0) {
+        int error = WSAGetLastError();
+        closesocket(socket);
+        ovl__count(ovl__is_reset_error(-error) || error == WSAENOTCONN ? &worker->counters.resets
+                                                                        : &worker->counters.errors,
+                   1);
+        if (!worker->stopping)
+            post_accept(worker, accept);
+        return;
+    }
+    ovl__count(&worker->counters.context_updates, 1);
     if (accept->reused)
         ovl__count(&worker->counters.reuse_ok, 1);
     char peer[64] = "";

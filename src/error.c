@@ -19,8 +19,11 @@ const char *ovl_strerror(int err)
     if (code == 0)
         return "Success";
 #ifdef _WIN32
-    /* Winsock and Win32 codes (>= 200 here) have system message text; small ones are C runtime errno values. */
-    if (code < 200) {
+    /* Winsock and Win32 codes (>= 200 here) have system message text; small ones are C runtime errno values. A small
+     * Win32 code the library could not map comes with bit 29 set (ovl__win_error): its own text, without it. */
+    if (code & 0x20000000) {
+        code &= ~0x20000000;
+    } else if (code < 200) {
         strerror_s(text, sizeof text, code);
         return text;
     }

@@ -68,6 +68,13 @@ int ovl__is_timeout_error(int err);
 /* TCP keepalive: the first probe after idle_ms without traffic, then every idle_ms / 6 (at least 1 s); 3 probes
  * (Windows: its fixed 10). Returns 0 or a negative error. */
 int ovl__socket_keepalive(ovl__socket socket, uint32_t idle_ms);
+#ifdef _WIN32
+/* A Win32 error code (GetLastError) as liboverlap reports errors: the C runtime's errno for the few that mean the
+ * same (ERROR_NOT_ENOUGH_MEMORY is -ENOMEM), Winsock's code for network ones (ERROR_NETNAME_DELETED is
+ * -WSAECONNRESET), else the code itself, negated. Small Win32 codes must not reach ovl_strerror unmapped: below 200
+ * it reads a C runtime errno (8 would read "Exec format error"). */
+int ovl__win_error(unsigned long code);
+#endif
 /* setsockopt for an int option, with the cast Winsock needs. */
 int ovl__set_int_option(ovl__socket socket, int level, int name, int value);
 

@@ -72,3 +72,34 @@ int ovl__set_int_option(ovl__socket socket, int level, int name, int value)
 {
     return setsockopt(socket, level, name, (const char *)&value, sizeof value);
 }
+
+int ovl__win_error(unsigned long code)
+{
+    switch (code) {
+    case ERROR_NOT_ENOUGH_MEMORY:
+    case ERROR_OUTOFMEMORY:
+        return -ENOMEM;
+    case ERROR_INVALID_PARAMETER:
+    case ERROR_INVALID_HANDLE:
+        return -EINVAL;
+    case ERROR_ACCESS_DENIED:
+        return -EACCES;
+    case ERROR_TOO_MANY_OPEN_FILES:
+        return -EMFILE;
+    case ERROR_NETNAME_DELETED:
+        return -WSAECONNRESET;
+    case ERROR_SEM_TIMEOUT:
+        return -WSAETIMEDOUT;
+    case ERROR_CONNECTION_REFUSED:
+    case ERROR_PORT_UNREACHABLE:
+        return -WSAECONNREFUSED;
+    case ERROR_CONNECTION_ABORTED:
+        return -WSAECONNABORTED;
+    case ERROR_HOST_UNREACHABLE:
+        return -WSAEHOSTUNREACH;
+    case ERROR_NETWORK_UNREACHABLE:
+        return -WSAENETUNREACH;
+    default:
+        return code < 200 ? -(int)(code + 0x20000000u) : -(int)code; /* customer bit: never a C runtime errno */
+    }
+}
