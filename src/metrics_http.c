@@ -58,6 +58,11 @@ size_t metrics_render(const ovl_stats *stats, const char *program, const char *b
     return used;
 }
 
+static void on_timeout(ovl_conn *conn)
+{
+    ovl_close(conn); /* the head did not come in time, or the client kept the connection after its answer */
+}
+
 static void respond(ovl_conn *conn, struct request *request, const char *status, const char *extra_headers,
                     const char *body, size_t body_len, bool head_only)
 {
@@ -66,7 +71,9 @@ static void respond(ovl_conn *conn, struct request *request, const char *status,
                      "HTTP/1.1 %s\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n", status, body_len,
                      extra_headers);
     request->answered = true;
-    ovl_conn_timer(conn, 0, NULL);
+    /* The answer fits in the kernel's buffers, so no stall timeout would end a client that never reads it nor
+     * closes: it gets the same 5 s to go away as it had to ask. */
+    ovl_conn_timer(conn, REQUEST_TIMEOUT_US, on_timeout);
     ovl_send(conn, head, (size_t)n);
     if (!head_only && body_len)
         ovl_send(conn, body, body_len);
@@ -81,10 +88,10 @@ static void respond_text(ovl_conn *conn, struct request *request, const char *st
 /* A whole head is in: answer it. */
 static void answer(ovl_conn *conn, struct request *request)
 {
-    char *line_end = strstr(request->head, "\r\n");
-    if (!line_end)
-        line_end = strchr(request->head, '\n');
+    char *line_end = strchr(request->head, '\n');
     *line_end = '\0';
+    if (line_end > request->head && line_end[-1] == '\r')
+        line_end[-1] = '\0';
     char method[16], target[256], version[16];
     char extra;
     if (sscanf(request->head, "%15s %255s %15s %c", method, target, version, &extra) != 3 ||
@@ -122,11 +129,6 @@ static void answer(ovl_conn *conn, struct request *request)
     free(body);
 }
 
-static void on_timeout(ovl_conn *conn)
-{
-    ovl_close(conn); /* the head did not come in time: a slow client does not keep a connection */
-}
-
 static void on_open(ovl_conn *conn, void *user)
 {
     struct request *request = calloc(1, sizeof *request);
@@ -152,7 +154,9 @@ static void on_data(ovl_conn *conn, ovl_buf *buf)
     request->len += take;
     request->head[request->len] = '\0';
     ovl_buf_release(buf);
-    if (strstr(request->head, "\r\n\r\n") || strstr(request->head, "\n\n"))
+    if (strlen(request->head) != request->len)
+        respond_text(conn, request, "400 Bad Request", "a NUL byte in the request head\n");
+    else if (strstr(request->head, "\r\n\r\n") || strstr(request->head, "\n\n"))
         answer(conn, request);
     else if (request->len == REQUEST_MAX)
         respond_text(conn, request, "431 Request Header Fields Too Large", "the request head is over 4096 bytes\n");
