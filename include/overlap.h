@@ -266,7 +266,7 @@ OVL_API void ovl_engine_destroy(ovl_engine *engine);
     X(bytes_discarded, counter, "bytes that arrived after our FIN during a stop, read and dropped")                  \
     X(peer_timeouts, counter, "connections whose peer stopped answering (keepalive or retransmissions)")             \
     X(recv_pool_pauses, counter, "times a connection stopped receiving for its share of the receive buffers")     \
-    X(bytes_pending, gauge, "bytes queued for sending and not yet handed to the kernel, over all connections")
+    X(bytes_pending, gauge, "bytes queued for sending whose send has not completed yet, over all connections")
 
 /* Counters, summed over workers. Readable at any time from any thread (each counter is read atomically; the
  * set is not a single snapshot). In detail:

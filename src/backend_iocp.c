@@ -411,6 +411,13 @@ static void on_accept(struct ovl__worker *worker, struct iocp_accept *accept, in
         }
         return;
     }
+    if (worker->stopping) {
+        /* Completed after the stop (the listening socket may be closed by now): refused, as accepts past the stop
+         * are. */
+        closesocket(socket);
+        ovl__count(&worker->counters.conns_refused, 1);
+        return;
+    }
     SOCKET listen_fd = accept->listen_socket->fd;
     /* Without this, getpeername and shutdown fail on the socket on Windows (Wine accepts and ignores it). A socket
      * it fails on is not used half set up: closed, as libuv does, and the accept posted again. */

@@ -126,15 +126,20 @@ static struct io_uring_sqe *get_sqe(struct uring_worker *uw)
     for (unsigned attempt = 0; !sqe; attempt++) {
         /* Submission queue full: hand what we have to the kernel, which frees every slot (no SQPOLL here). Top the
          * buffer ring up first, or receives in this batch could find it empty while free slots wait on the stack.
-         * A kernel that refuses (-EBUSY: completions overflowed the CQ ring) gets them flushed into the room the
-         * completions already handled left (worker_run marks each one seen as it goes), and then again. */
+         * A kernel that refuses for now (-EBUSY: completions overflowed the CQ ring; -EAGAIN, -ENOMEM, -EINTR)
+         * gets them flushed into the room the handled completions left (worker_run marks each one seen as it
+         * goes) and is asked again, after a millisecond once in a while. Any other refusal means this ring cannot
+         * work at all; the library does not abort, so it says so once a second and keeps trying: the operation
+         * that needs this entry cannot be dropped without losing track of its connection. */
         publish_buffers(uw);
         int rc = io_uring_submit(&uw->ring);
         if (rc < 0) {
             io_uring_get_events(&uw->ring);
+            bool transient = rc == -EBUSY || rc == -EAGAIN || rc == -ENOMEM || rc == -EINTR;
             if (attempt % 1000 == 999) {
-                ovl__log(uw->worker->engine, OVL_LOG_ERROR, "io_uring_submit: %s (errno %d), %u tries; retrying",
-                         ovl_strerror(rc), -rc, attempt + 1);
+                if (!transient || attempt % 1000000 == 999)
+                    ovl__log(uw->worker->engine, OVL_LOG_ERROR, "io_uring_submit: %s (errno %d), %u tries%s",
+                             ovl_strerror(rc), -rc, attempt + 1, transient ? "; retrying" : "; the worker is stuck");
                 struct timespec pause = {0, 1000000};
                 nanosleep(&pause, NULL);
             }
@@ -837,8 +842,10 @@ static void worker_run(struct ovl__worker *worker)
         }
         /* Each completion is marked seen before it is handled: its CQ slot is free again if handling it has to wait
          * for room in the submission queue (get_sqe). The copy keeps the entry from being overwritten meanwhile. */
-        /* Not io_uring_peek_cqe: on an empty ring with task work pending it enters the kernel, a syscall per turn. */
-        while (io_uring_cq_ready(&uw->ring)) {
+        /* Not io_uring_peek_cqe: on an empty ring with task work pending it enters the kernel, a syscall per turn.
+         * At most a ring's worth per turn, as when the head moved after the batch: completions that keep coming
+         * (COOP_TASKRUN runs task work on any entry, get_sqe submits) must not starve timers and commands. */
+        for (unsigned handled = 0; handled < CQ_ENTRIES && io_uring_cq_ready(&uw->ring); handled++) {
             unsigned head;
             struct io_uring_cqe *cqe, entry;
             io_uring_for_each_cqe(&uw->ring, head, cqe)

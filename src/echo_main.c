@@ -15,6 +15,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#ifndef _WIN32
+#include <unistd.h>
+#endif
 #include <string.h>
 #include <time.h>
 
@@ -139,12 +142,21 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
     int listener_count = 0;
     /* systemd socket activation: the sockets it passed, instead of --host/--port (it keeps them across restarts). */
     int activated = service_listen_fds();
-    for (int i = 0; i < activated && listener_count < 8; i++)
-        if (ovl_listen_socket(engine, SERVICE_LISTEN_FDS_START + i, &echo_callbacks, NULL, &listeners[listener_count],
-                              &err) == 0)
+    for (int i = 0; i < activated; i++) {
+        int fd = SERVICE_LISTEN_FDS_START + i;
+        if (listener_count < 8 &&
+            ovl_listen_socket(engine, fd, &echo_callbacks, NULL, &listeners[listener_count], &err) == 0) {
             listener_count++;
-        else
+            continue;
+        }
+        if (listener_count < 8)
             print_error(&err);
+        else
+            emit(problem_stream, "overlap-echo: socket %d from the service manager: more than 8; closed\n", fd);
+#ifndef _WIN32
+        close(fd); /* not served: no connection may wait on it in vain (Windows passes no sockets) */
+#endif
+    }
     if (activated > 0 && listener_count == 0) {
         ovl_engine_destroy(engine);
         return 1;

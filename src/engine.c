@@ -370,6 +370,8 @@ int ovl_engine_start(ovl_engine *engine, ovl_error_info *err)
 #endif
     int rc = 0;
     int created = 0;
+    /* Counted before any worker runs: one that stops at once must find the others still counted. */
+    atomic_store(&engine->accepting_workers, engine->thread_count);
     for (; created < engine->thread_count; created++) {
         struct ovl__worker *worker = &engine->workers[created];
         worker->thread_started = true;
@@ -395,7 +397,8 @@ int ovl_engine_start(ovl_engine *engine, ovl_error_info *err)
         }
     engine->started = true;
     pthread_mutex_unlock(&engine->lock);
-    atomic_fetch_add(&engine->accepting_workers, created);
+    if (created < engine->thread_count)
+        atomic_fetch_sub(&engine->accepting_workers, engine->thread_count - created); /* never ran */
     if (rc < 0) {
         ovl_engine_stop(engine);
         return rc;
@@ -491,6 +494,10 @@ static void listener_publish(ovl_engine *engine, ovl_listener *listener, ovl_lis
     pthread_mutex_lock(&engine->lock);
     listener->next = engine->listeners;
     engine->listeners = listener;
+    /* Added while the last worker stopped accepting (after its check of stop_requested): nobody will accept on
+     * it, so it closes now, as the others did. */
+    if (atomic_load(&engine->stop_requested) && engine->started && atomic_load(&engine->accepting_workers) <= 0)
+        ovl__listener_close(listener);
     pthread_mutex_unlock(&engine->lock);
     for (int w = 0; w < engine->thread_count; w++)
         for (int s = 0; s < listener->count; s++)
