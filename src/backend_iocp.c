@@ -511,8 +511,15 @@ static void recv_start(ovl_conn *conn)
 static void recv_drain(ovl_conn *conn)
 {
     if (conn->flags & OVL__C_RECV_ARMED) {
-        /* The posted receive completes (aborted, or with its data); on_recv then reads what is left. */
-        CancelIoEx((HANDLE)conn->fd, &conn_state(conn)->recv.overlapped);
+        /* No CancelIoEx: cancelling a pending TCP receive is reported to leave the connection read-closed or to
+         * reset it at close (libuv: a cancelled read "will generate an RST"). A posted receive completes by itself
+         * when bytes come, and then reads on in drain mode. While it waits, the kernel holds nothing for us: if it
+         * held nothing at the stop either, the read is done now, and what the posted receive gets later came after
+         * the stop (lingering, it is discarded and counted). */
+        if (conn->drain_budget == 0 && !(conn->flags & OVL__C_READ_DONE)) {
+            conn->flags |= OVL__C_DRAIN_SPENT;
+            ovl__conn_read_done(conn);
+        }
     } else if (!(conn->flags & OVL__C_RECV_WAIT)) {
         recv_start(conn);
     }
