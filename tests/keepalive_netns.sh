@@ -27,9 +27,27 @@ ip -n "$ns_client" addr add 192.0.2.2/24 dev "$link_client"
 ip -n "$ns_server" link set "$link_server" up
 ip -n "$ns_client" link set "$link_client" up
 
-# The newest JSON stats line's value for a key.
+# The newest complete JSON stats line's value for a key (a line still being written is skipped).
 stat() {
-    grep '^{' "$1" | tail -n 1 | python3 -c "import json, sys; print(json.load(sys.stdin)['$2'])"
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+for line in reversed(open(sys.argv[1]).read().splitlines()):
+    if line.startswith("{"):
+        try:
+            print(json.loads(line)[sys.argv[2]])
+            break
+        except ValueError:
+            continue
+PY
+}
+
+# Wait (at most 5 s) until the newest stats line says KEY is VALUE.
+wait_stat() {
+    for _ in $(seq 50); do
+        [ "$(stat "$work/server.log" "$1")" = "$2" ] && return 0
+        sleep 0.1
+    done
+    echo "FAIL: $1 never became $2:"; tail -n 3 "$work/server.log"; exit 1
 }
 
 # run KEEPALIVE_SECONDS: start a server and a client, cut the client off; leaves the server's log in $work/server.log
@@ -61,6 +79,8 @@ time.sleep(60)
         sleep 0.1
     done
     grep -q echoed "$work/client.log" || { echo "the client got no echo:"; cat "$work/client.log"; exit 1; }
+    # The server has counted it (a stats line from before the connection would say 0 open: not a reclaim).
+    wait_stat conns_open 1
     # The peer vanishes: its link goes down, so nothing the server sends reaches it and nothing comes back.
     ip -n "$ns_client" link set "$link_client" down
 }
@@ -77,7 +97,7 @@ run ${KA:-1}
 closed_after=""
 for tenth in $(seq 150); do
     sleep 0.1
-    if [ "$(stat "$work/server.log" conns_open)" = 0 ]; then
+    if [ "$(stat "$work/server.log" conns_open)" = 0 ] && [ "$(stat "$work/server.log" peer_timeouts)" = 1 ]; then
         closed_after=$tenth
         break
     fi
