@@ -33,11 +33,11 @@ int ovl__pool_init(struct ovl__pool *pool, struct ovl__worker *worker, uint32_t 
         slot->slot = i;
         slot->kind = OVL__BUF_POOL;
         slot->state = OVL__BUF_FREE;
+        slot->released = true; /* never touched: nothing resident to give back */
         slot->data = pool->slab + (size_t)i * slot_size;
         pool->free_slots[i] = slot_count - 1 - i; /* slot 0 on top: used first */
     }
     pool->free_count = slot_count;
-    pool->trimmed = slot_count; /* never touched: nothing resident to give back */
     pool->untouched = slot_count;
     /* Under pressure, a few buffers per connection keep a stream moving (the kernel's socket buffers hold far
      * more); a quarter of the pool stays for connections that hold none, so a new request is always read. */
@@ -105,7 +105,8 @@ void ovl__buf_free(ovl_buf *buf)
         worker->pool_walk_all = true;
 }
 
-/* The whole pages inside one slot go back to the system; the next write faults in zeroed pages. */
+/* The whole pages inside one slot go back to the system, once until it is taken again (ovl__pool_take); the next
+ * write faults in zeroed pages. */
 void ovl__pool_release_slot(struct ovl__pool *pool, uint32_t slot)
 {
     if (pool->slots[slot].released)
@@ -129,10 +130,8 @@ void ovl__pool_trim(struct ovl__pool *pool, uint64_t now_ms)
     if (now_ms - pool->trimmed_at_ms < 1000)
         return;
     pool->trimmed_at_ms = now_ms;
-    for (uint32_t i = pool->trimmed; i < pool->untouched; i++)
-        ovl__pool_release_slot(pool, pool->free_slots[i]);
-    if (pool->untouched > pool->trimmed)
-        pool->trimmed = pool->untouched;
+    for (uint32_t i = 0; i < pool->untouched; i++)
+        ovl__pool_release_slot(pool, pool->free_slots[i]); /* at once for a slot released already */
     pool->untouched = pool->free_count;
 }
 

@@ -289,10 +289,10 @@ static void buf_append(ovl_buf **head, ovl_buf **tail, ovl_buf *buf)
     *tail = buf;
 }
 
-/* A receive that lands while a send to the same peer is still in flight shows a peer that does not keep up (a
- * send that completes at once has left before the next receive is seen). Such a connection receives one buffer
- * per operation - io_uring: no multishot burst of dozens of buffers past max_pending or its share of the pool
- * before the pause can act - until a run of receives finds it keeping up again. */
+/* A receive that fills a whole buffer (more is waiting), or lands while a send to the same peer is still in flight
+ * (a send that completes at once has left before the next receive is seen), shows a peer that may outrun us. Such a
+ * connection receives one buffer per operation - io_uring: no multishot burst of dozens of buffers past max_pending
+ * or its share of the pool before the pause can act - until a run of receives finds it keeping up again. */
 static void note_backlog(ovl_conn *conn, const ovl_buf *buf)
 {
     if ((conn->flags & OVL__C_SENDING) || buf->len == conn->worker->pool.slot_size) {
@@ -360,7 +360,8 @@ static void stop_receiving(ovl_conn *conn)
         backend_of(conn)->recv_pause(conn);
 }
 
-/* Draining, and everything the stop left to read has been read: no receive may start again (lingering does its own). */
+/* Draining, and everything the stop left to read has been read: no receive may start again (lingering does its
+ * own). */
 static inline bool read_finished(const ovl_conn *conn)
 {
     return (conn->flags & (OVL__C_DRAINING | OVL__C_READ_DONE | OVL__C_LINGER)) ==
@@ -378,7 +379,8 @@ static void restart_receiving(ovl_conn *conn)
         queue_held(conn);
         return;
     }
-    if (!(conn->flags & (OVL__C_CLOSING | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT)) && !read_finished(conn))
+    if (!(conn->flags & (OVL__C_CLOSING | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT)) &&
+        !read_finished(conn))
         backend_of(conn)->recv_start(conn);
 }
 

@@ -44,7 +44,8 @@ struct ovl_buf {
     uint8_t kind;
     uint8_t state;
     bool queued;                 /* pool slot in a send queue: counted in its owner's slots_queued */
-    bool released;               /* free pool slot whose pages went back to the system (ovl__pool_release_slot) */
+    bool released;               /* free pool slot whose pages are not resident: never touched, or given back
+                                    (ovl__pool_release_slot); cleared when it is taken */
 };
 
 /* Receive buffers of one worker: one slab cut into equal slots, plus a header per slot. */
@@ -62,9 +63,7 @@ struct ovl__pool {
     uint32_t pressure;
     uint32_t reserve;
     uint32_t parked;             /* held slots only waiting in a posted receive (IOCP): free as far as fairness goes */
-    /* Memory given back (ovl__pool_trim): free_slots[0 .. trimmed) are released to the system and unchanged
-     * since; free_slots[0 .. untouched) have not been taken since the last trim. */
-    uint32_t trimmed;
+    /* Memory given back (ovl__pool_trim): free_slots[0 .. untouched) have not been taken since the last trim. */
     uint32_t untouched;
     uint64_t trimmed_at_ms;
 };
@@ -76,8 +75,6 @@ static inline uint32_t ovl__pool_pop(struct ovl__pool *pool)
     uint32_t slot = pool->free_slots[--pool->free_count];
     if (pool->free_count < pool->untouched)
         pool->untouched = pool->free_count;
-    if (pool->free_count < pool->trimmed)
-        pool->trimmed = pool->free_count;
     return slot;
 }
 
@@ -321,7 +318,8 @@ extern _Thread_local struct ovl__worker *ovl__current_worker;
 
 /* error.c */
 /* Say it through config.log, if the embedder set one. */
-void ovl__log(const ovl_engine *engine, ovl_log_level level, const char *format, ...) __attribute__((format(printf, 3, 4)));
+void ovl__log(const ovl_engine *engine, ovl_log_level level, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
 void ovl__error_set(ovl_error_info *err, int code, const char *text, const char *what_format, ...)
     __attribute__((format(printf, 4, 5)));
 
