@@ -180,14 +180,8 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
                 snprintf(error, error_size, "--stats: '%s' is not a number of seconds (at least 0.1)", value);
                 return -1;
             }
-        } else {
-            int taken = common_options_parse(&options->common, name, value, error, error_size);
-            if (taken < 0)
-                return -1;
-            if (!taken) {
-                snprintf(error, error_size, "unknown option '%s'", name);
-                return -1;
-            }
+        } else if (common_options_parse(&options->common, name, value, error, error_size) < 0) {
+            return -1;
         }
     }
     if (options->help || options->version)

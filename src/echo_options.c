@@ -203,14 +203,8 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
                 return -1;
             }
             options->start_on_demand = strcmp(value, "demand") == 0;
-        } else {
-            int taken = common_options_parse(&options->common, name, value, error, error_size);
-            if (taken < 0)
-                return -1;
-            if (!taken) {
-                snprintf(error, error_size, "unknown option '%s'", name);
-                return -1;
-            }
+        } else if (common_options_parse(&options->common, name, value, error, error_size) < 0) {
+            return -1;
         }
     }
     return option_check_pool(options->buffer_size, options->buffer_count, error, error_size);

@@ -122,9 +122,10 @@ int common_options_parse(struct common_options *options, const char *name, const
                                  options->metrics_port, sizeof options->metrics_port, error, error_size) < 0)
             return -1;
     } else {
-        return 0;
+        snprintf(error, error_size, "unknown option '%s'", name);
+        return -1;
     }
-    return 1;
+    return 0;
 }
 
 /* Seconds (-1 = not given, 0 = off) as an ovl_config millisecond field (0 = default, negative = off), rounded up so

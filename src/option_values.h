@@ -34,8 +34,8 @@ struct common_options {
 
 /* Every field to "not given". */
 void common_options_init(struct common_options *options);
-/* `name` with `value`: 1 when it is one of the common options and was taken, 0 when it is not one of them, -1
- * (message naming the option in error) when its value is wrong. */
+/* `name` with `value`, an option the program does not know itself: 0 when it is one of the common options and was
+ * taken; -1 with a message in error when its value is wrong or it is no option at all ("unknown option"). */
 int common_options_parse(struct common_options *options, const char *name, const char *value, char *error,
                          size_t error_size);
 /* Their ovl_config fields (left out = the engine's default, 0 = off, which is the engine's negative). */
