@@ -740,6 +740,21 @@ long long sup_json_number(const char *line, const char *key)
     return at ? atoll(at + strlen(pattern)) : -1;
 }
 
+bool sup_settled_stats_line(sup_proc *proc, char *line, size_t cap, int every_ms, int rounds)
+{
+    long long in = -1;
+    bool any = false;
+    for (int round = 0; round < rounds; round++) {
+        long long before = in;
+        if (sup_latest_stats_line(proc, line, cap, every_ms))
+            any = true;
+        in = sup_json_number(line, "bytes_in");
+        if (in == before)
+            break;
+    }
+    return any;
+}
+
 long long sup_latest_stat(sup_proc *proc, const char *key, int ms)
 {
     char line[2048];

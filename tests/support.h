@@ -109,6 +109,9 @@ int sup_proc_run(sup_proc *proc, char *const argv[], int timeout_ms);
 bool sup_latest_stats_line(sup_proc *proc, char *line, size_t cap, int ms);
 /* The number after "key": in a JSON line, or -1 when the key is not there. */
 long long sup_json_number(const char *line, const char *key);
+/* Read JSON stats lines (every_ms apart, at most `rounds` times) until bytes_in stops growing; the last one goes to
+ * line. Returns false if none came. */
+bool sup_settled_stats_line(sup_proc *proc, char *line, size_t cap, int every_ms, int rounds);
 /* sup_json_number of the newest JSON line within ms, or -1. */
 long long sup_latest_stat(sup_proc *proc, const char *key, int ms);
 

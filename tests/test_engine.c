@@ -952,6 +952,27 @@ Test(engine, connect_timeout_ends_an_unanswered_attempt, .timeout = 30)
 
 /* ---- failures of peers and of the system ---- */
 
+/* A one-worker engine with `callbacks` on a 127.0.0.1 listener (and `log` as its log hook), started, and a client
+ * connected to it: returns the client's socket. */
+static int engine_with_one_client(ovl_engine **engine, const ovl_callbacks *callbacks,
+                                  void (*log)(void *, ovl_log_level, const char *))
+{
+    ovl_config config;
+    ovl_config_init(&config);
+    config.threads = 1;
+    config.backend = test_backend();
+    config.log = log;
+    ovl_error_info err;
+    memset(&err, 0, sizeof err);
+    cr_assert_eq(ovl_engine_create(engine, &config, &err), 0, "%s: %s", err.what, err.text);
+    ovl_listener *listener = NULL;
+    cr_assert_eq(ovl_listen(*engine, "127.0.0.1", "0", callbacks, NULL, &listener, &err), 0, "%s", err.text);
+    cr_assert_eq(ovl_engine_start(*engine, &err), 0, "%s", err.text);
+    int fd = sup_connect("127.0.0.1", ovl_listener_port(listener), IO_TIMEOUT_MS);
+    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+    return fd;
+}
+
 /* The library never prints: what it has to say goes to config.log. An application that releases a buffer twice
  * is told so there (the second release is ignored, so no slot is handed out twice). */
 static char logged[320];
@@ -973,21 +994,9 @@ static void release_twice(ovl_conn *conn, ovl_buf *buf)
 
 Test(engine, library_reports_through_the_log_hook, .timeout = 30)
 {
-    ovl_config config;
-    ovl_config_init(&config);
-    config.threads = 1;
-    config.backend = test_backend();
-    config.log = capture_log;
-    ovl_engine *engine = NULL;
-    ovl_error_info err;
-    memset(&err, 0, sizeof err);
-    cr_assert_eq(ovl_engine_create(&engine, &config, &err), 0, "%s: %s", err.what, err.text);
     static const ovl_callbacks callbacks = {.on_data = release_twice};
-    ovl_listener *listener = NULL;
-    cr_assert_eq(ovl_listen(engine, "127.0.0.1", "0", &callbacks, NULL, &listener, &err), 0, "%s", err.text);
-    cr_assert_eq(ovl_engine_start(engine, &err), 0, "%s", err.text);
-    int fd = sup_connect("127.0.0.1", ovl_listener_port(listener), IO_TIMEOUT_MS);
-    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+    ovl_engine *engine = NULL;
+    int fd = engine_with_one_client(&engine, &callbacks, capture_log);
     cr_assert_eq(sup_send_all(fd, "x", 1), 0);
     char reply[2];
     cr_assert_eq(sup_recv_exact(fd, reply, 2, NULL), 2, "no reply");
@@ -1024,19 +1033,8 @@ static void pause_on_close(ovl_conn *conn, ovl_close_reason reason, int err)
 static void paused_then_reset(const ovl_callbacks *callbacks, bool send_first, bool half_close_first)
 {
     atomic_store(&paused_closed_reason, 0);
-    ovl_config config;
-    ovl_config_init(&config);
-    config.threads = 1;
-    config.backend = test_backend();
     ovl_engine *engine = NULL;
-    ovl_error_info err;
-    memset(&err, 0, sizeof err);
-    cr_assert_eq(ovl_engine_create(&engine, &config, &err), 0, "%s: %s", err.what, err.text);
-    ovl_listener *listener = NULL;
-    cr_assert_eq(ovl_listen(engine, "127.0.0.1", "0", callbacks, NULL, &listener, &err), 0, "%s", err.text);
-    cr_assert_eq(ovl_engine_start(engine, &err), 0, "%s", err.text);
-    int fd = sup_connect("127.0.0.1", ovl_listener_port(listener), IO_TIMEOUT_MS);
-    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+    int fd = engine_with_one_client(&engine, callbacks, NULL);
     if (send_first)
         cr_assert_eq(sup_send_all(fd, "pause here", 10), 0);
     sup_sleep_ms(200); /* the server reads it (or opens) and pauses */

@@ -1181,16 +1181,9 @@ Test(faults, max_pending_holds_within_one_buffer, .timeout = 60)
     for (int i = 0; i < COUNT; i++)
         fds[i] = must_non_reader(port);
     sup_flood_until_stalled(fds, COUNT, 0, 500, 20000);
-    long long in = -1, out = -1;
     char line[2048] = "";
-    for (int round = 0; round < 10; round++) {
-        long long before = in;
-        sup_latest_stats_line(&p, line, sizeof line, 300);
-        in = sup_json_number(line, "bytes_in");
-        out = sup_json_number(line, "bytes_out");
-        if (in == before)
-            break;
-    }
+    sup_settled_stats_line(&p, line, sizeof line, 300, 10);
+    long long in = sup_json_number(line, "bytes_in"), out = sup_json_number(line, "bytes_out");
     cr_assert(in > 0 && out >= 0, "no stats lines: %s", p.out);
     long long held = in - out;
     cr_log_info("%d non-readers: %lld bytes received and not yet echoed (%lld each)", COUNT, held, held / COUNT);

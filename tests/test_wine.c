@@ -610,15 +610,8 @@ Test(wine, pool_shared_fairly_and_max_pending_held)
         cr_assert(small[i] >= 0, "connect: %s", strerror(-small[i]));
     }
     sup_flood_until_stalled(small, SMALL, 0, 1000, 30000);
-    long long in = -1, out = -1;
-    for (int round = 0; round < 10; round++) {
-        long long before = in;
-        sup_latest_stats_line(&server, line, sizeof line, 500);
-        in = sup_json_number(line, "bytes_in");
-        out = sup_json_number(line, "bytes_out");
-        if (in == before)
-            break;
-    }
+    sup_settled_stats_line(&server, line, sizeof line, 500, 10);
+    long long in = sup_json_number(line, "bytes_in"), out = sup_json_number(line, "bytes_out");
     long long held = in - out;
     cr_log_info("wine: %d non-readers at --max-pending 16384: %lld bytes held (%lld each)", SMALL, held,
                 held / SMALL);
