@@ -398,8 +398,8 @@ OVL_API void ovl_conn_set_max_pending(ovl_conn *conn, size_t bytes);
  * deadline and replaces on_timer, on_timer NULL cancels it (and returns 0, even when closing), and a connection that
  * starts closing loses it (on_timer never runs for a closing connection). Timers keep running during a graceful stop.
  * Resolution: io_uring and epoll wait with nanosecond timeouts; IOCP waits in milliseconds (Windows' timer tick,
- * ~1-16 ms, applies). Returns 0, -ENOTCONN (closing), -ENOMEM (the worker's timer heap could not grow), -EINVAL
- * (conn NULL, or delay_us above UINT64_MAX / 2000, ~292 years). Owner thread only, like every ovl_conn_ call;
+ * ~1-16 ms, applies). Arming never allocates. Returns 0, -ENOTCONN (closing), -EINVAL (conn NULL, or delay_us
+ * above UINT64_MAX / 2000, ~292 years). Owner thread only, like every ovl_conn_ call;
  * on_timer may send, close and re-arm. */
 OVL_API int ovl_conn_timer(ovl_conn *conn, uint64_t delay_us, void (*on_timer)(ovl_conn *conn));
 /* "[::1]:51234" - the peer's address, or "(unknown)" when the socket cannot tell (an outbound connection that never

@@ -457,7 +457,6 @@ void ovl_engine_destroy(ovl_engine *engine)
         if (worker->backend_state)
             engine->backend->worker_destroy(worker);
         ovl__pool_destroy(&worker->pool);
-        ovl__timers_destroy(worker);
         /* Commands never run (engine not started, or posted after the worker ended). */
         while (worker->command_head) {
             struct ovl__command *command = worker->command_head;

@@ -112,6 +112,15 @@ struct ovl_listener {
     struct ovl_listener *next;
 };
 
+/* A deadline in the worker's timer heap (timer.c). Intrusive: arming never allocates. */
+struct ovl__timer {
+    uint64_t at_ns;              /* deadline (ovl__clock_ns) */
+    struct ovl__timer *child, *sibling, *prev; /* heap links; prev: the parent of a first child, else the sibling
+                                                  before it */
+    void (*fire)(struct ovl__worker *worker, struct ovl__timer *timer);
+    bool armed;
+};
+
 struct ovl_target {
     struct addrinfo *addresses;
     int count;
@@ -180,8 +189,7 @@ struct ovl_conn {
     uint64_t active_ms;          /* worker->now_ms when a byte was last received or sent (idle timeout) */
     uint64_t sent_ms;            /* worker->now_ms when the peer last took queued bytes, or the queue last filled
                                     from empty (stall timeout) */
-    uint64_t timer_at_ns;        /* ovl_conn_timer: deadline (ovl__clock_ns) */
-    uint32_t timer_slot;         /* index + 1 in the worker's timer heap; 0 = no timer armed */
+    struct ovl__timer timer;     /* ovl_conn_timer (and the connect deadline before on_open) */
     void (*on_timer)(ovl_conn *conn);
     char peer[64];
     /* backend-specific state follows (backend->conn_extra bytes) */
@@ -198,10 +206,10 @@ struct ovl__command {
     char peer[64];
 };
 
-/* Connections with a timer armed, earliest deadline first (timer.c). */
+/* The worker's armed timers, earliest deadline at the root (timer.c). */
 struct ovl__timer_heap {
-    ovl_conn **items;
-    uint32_t count, capacity;
+    struct ovl__timer *root;
+    uint32_t count;
 };
 
 struct ovl__worker {
@@ -374,8 +382,10 @@ void ovl__worker_tick(struct ovl__worker *worker);
  * and call ovl__timers_run after handling what the wait brought. */
 int64_t ovl__timers_wait_ns(const struct ovl__worker *worker);
 void ovl__timers_run(struct ovl__worker *worker);
-void ovl__timer_remove(ovl_conn *conn);
-void ovl__timers_destroy(struct ovl__worker *worker);
+/* Arm (or move) a timer to fire at `at_ns` (ovl__clock_ns); timer->fire must be set. Never fails. */
+void ovl__timer_start(struct ovl__worker *worker, struct ovl__timer *timer, uint64_t at_ns);
+/* Disarm a timer; nothing if it is not armed. */
+void ovl__timer_stop(struct ovl__worker *worker, struct ovl__timer *timer);
 
 /* engine.c */
 void ovl__worker_run_commands(struct ovl__worker *worker);
