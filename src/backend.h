@@ -55,8 +55,6 @@ struct ovl__backend {
     /* Optional: take over the socket of a connection being freed (IOCP: DisconnectEx(TF_REUSE_SOCKET) and a reuse
      * pool). Returns true if it did; otherwise the socket is closed. */
     bool (*socket_retire)(ovl_conn *conn);
-    /* Arm (ms > 0) or disarm (ms == 0) the drain deadline; on expiry the backend calls ovl__worker_drain_expired. */
-    void (*drain_timer)(struct ovl__worker *worker, uint32_t ms);
 };
 
 void ovl__worker_drain_expired(struct ovl__worker *worker);

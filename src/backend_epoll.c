@@ -90,8 +90,6 @@ struct epoll_worker {
     int wake_fd;
     struct epoll_accept *accepts;
     struct ready_link ready;  /* connections to read on the next turn without waiting for an edge */
-    int64_t drain_at;         /* monotonic ns; 0 = disarmed */
-    int64_t tick_at;          /* monotonic ns of the next idle sweep; 0 = idle timeout off */
     bool pwait2;              /* epoll_pwait2 works here (not ENOSYS) */
     struct epoll_event events[EVENT_BATCH];
 };
@@ -175,8 +173,6 @@ static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
         worker_destroy(worker);
         return rc;
     }
-    if (worker->tick_ms)
-        ew->tick_at = now_ns() + (int64_t)worker->tick_ms * 1000000;
     return 0;
 }
 
@@ -600,24 +596,10 @@ static void on_conn_event(struct ovl__worker *worker, ovl_conn *conn, uint32_t e
 
 /* ---- timers and the loop ---- */
 
-static void drain_timer(struct ovl__worker *worker, uint32_t ms)
-{
-    struct epoll_worker *ew = state_of(worker);
-    ew->drain_at = ms ? now_ns() + (int64_t)ms * 1000000 : 0;
-}
-
 static void run_timers(struct ovl__worker *worker)
 {
     struct epoll_worker *ew = state_of(worker);
     int64_t now = now_ns();
-    if (ew->drain_at && now >= ew->drain_at) {
-        ew->drain_at = 0;
-        ovl__worker_drain_expired(worker);
-    }
-    if (ew->tick_at && now >= ew->tick_at) {
-        ew->tick_at = now + (int64_t)worker->tick_ms * 1000000;
-        ovl__worker_tick(worker);
-    }
     for (struct epoll_accept *accept = ew->accepts; accept; accept = accept->next) {
         if (!accept->retry_at || now < accept->retry_at)
             continue;
@@ -642,9 +624,7 @@ static int64_t wait_timeout_ns(struct ovl__worker *worker)
      * (or a waiting connection that closed) are seen only by the next flush, which no event would bring. */
     if (worker->wait_head && (worker->wait_dirty || worker->pool.held < worker->pool.slot_count))
         return 0;
-    int64_t nearest = ew->drain_at;
-    if (ew->tick_at && (!nearest || ew->tick_at < nearest))
-        nearest = ew->tick_at;
+    int64_t nearest = 0;
     for (struct epoll_accept *accept = ew->accepts; accept; accept = accept->next)
         if (accept->retry_at && (!nearest || accept->retry_at < nearest))
             nearest = accept->retry_at;
@@ -756,5 +736,4 @@ const struct ovl__backend ovl__backend_epoll = {
     .send_start = send_start,
     .connect_start = connect_start,
     .cancel = cancel,
-    .drain_timer = drain_timer,
 };

@@ -101,8 +101,6 @@ struct iocp_worker {
     unsigned retiring;           /* DisconnectEx calls in flight and not given up on */
     struct iocp_retire *retire_list;
     unsigned accept_turn;        /* round robin over target workers */
-    ULONGLONG drain_at;
-    ULONGLONG tick_at;           /* next idle sweep; 0 = idle timeout off */
     struct reuse_pool reuse;
 };
 
@@ -276,8 +274,6 @@ static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
     }
     pthread_mutex_init(&iw->reuse.lock, NULL);
     worker->backend_state = iw;
-    if (worker->tick_ms)
-        iw->tick_at = GetTickCount64() + worker->tick_ms;
     return 0;
 }
 
@@ -836,13 +832,6 @@ static void on_retire_timers(struct ovl__worker *worker, ULONGLONG now)
     }
 }
 
-/* ---- stop ---- */
-
-static void drain_timer(struct ovl__worker *worker, uint32_t ms)
-{
-    state_of(worker)->drain_at = ms ? GetTickCount64() + ms : 0;
-}
-
 /* ---- the loop ---- */
 
 static int op_error(const struct iocp_op *op)
@@ -887,10 +876,6 @@ static DWORD next_timeout(struct ovl__worker *worker)
     if (iw->ready_head)
         return 0;
     ULONGLONG now = GetTickCount64(), next = 0;
-    if (iw->drain_at)
-        next = iw->drain_at;
-    if (iw->tick_at && (!next || iw->tick_at < next))
-        next = iw->tick_at;
     for (struct iocp_accept *accept = iw->accepts; accept; accept = accept->next)
         if (accept->retry_at && (!next || accept->retry_at < next))
             next = accept->retry_at;
@@ -914,14 +899,6 @@ static void run_timers(struct ovl__worker *worker)
 {
     struct iocp_worker *iw = state_of(worker);
     ULONGLONG now = GetTickCount64();
-    if (iw->drain_at && now >= iw->drain_at) {
-        iw->drain_at = 0;
-        ovl__worker_drain_expired(worker);
-    }
-    if (iw->tick_at && now >= iw->tick_at) {
-        iw->tick_at = now + worker->tick_ms;
-        ovl__worker_tick(worker);
-    }
     for (struct iocp_accept *accept = iw->accepts; accept; accept = accept->next)
         if (accept->retry_at && now >= accept->retry_at && !accept->armed && !worker->stopping)
             post_accept(worker, accept);
@@ -1011,5 +988,4 @@ const struct ovl__backend ovl__backend_iocp = {
     .connect_start = connect_start,
     .cancel = cancel,
     .socket_retire = socket_retire,
-    .drain_timer = drain_timer,
 };

@@ -44,8 +44,7 @@ enum tag {
     TAG_ACCEPT,
     TAG_WATCH,                /* owner: a paused connection, watched for an error (a reset) while no receive is armed */
     TAG_WAKE,
-    TAG_TIMER,                /* owner: the worker for the drain deadline, its uring_worker for the tick, an
-                                 uring_accept for its retry after EMFILE */
+    TAG_TIMER,                /* owner: an uring_accept, for its retry after EMFILE */
     TAG_IGNORE
 };
 #define TAG_MASK 7u
@@ -94,8 +93,6 @@ struct uring_worker {
     bool multishot_recv;
     bool multishot_accept;
     unsigned accept_turn;     /* round robin over the workers for accepted connections */
-    struct __kernel_timespec drain_deadline;
-    struct __kernel_timespec tick;
     bool taskrun_flag;        /* IORING_SQ_TASKRUN is maintained: spinning can see completions coming */
     uint64_t spin_ns;         /* spin budget before sleeping; 0 = never spin */
     uint64_t last_wait_ns;    /* how long the previous wait for completions took */
@@ -306,16 +303,6 @@ static void arm_wake(struct uring_worker *uw, struct ovl__worker *worker)
     io_uring_sqe_set_data64(sqe, tagged(worker, TAG_WAKE));
 }
 
-/* The idle sweep's tick: a one-shot timeout re-armed on each expiry (IORING_TIMEOUT_MULTISHOT would need 6.4). */
-static void arm_tick(struct uring_worker *uw, struct ovl__worker *worker)
-{
-    uw->tick.tv_sec = worker->tick_ms / 1000;
-    uw->tick.tv_nsec = (long long)(worker->tick_ms % 1000) * 1000000LL;
-    struct io_uring_sqe *sqe = get_sqe(uw);
-    io_uring_prep_timeout(sqe, &uw->tick, 0, 0);
-    io_uring_sqe_set_data64(sqe, tagged(uw, TAG_TIMER));
-}
-
 static void worker_destroy(struct ovl__worker *worker);
 
 static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
@@ -349,8 +336,6 @@ static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
         return rc;
     }
     arm_wake(uw, worker);
-    if (worker->tick_ms)
-        arm_tick(uw, worker);
     int spin_us = worker->engine->config.busy_poll_us;
     uw->spin_ns = uw->taskrun_flag && spin_us > 0 ? (uint64_t)spin_us * 1000u : 0;
     return 0;
@@ -690,18 +675,6 @@ static void cancel(ovl_conn *conn)
     io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
 }
 
-/* ---- stop ---- */
-
-static void drain_timer(struct ovl__worker *worker, uint32_t ms)
-{
-    struct uring_worker *uw = state_of(worker);
-    uw->drain_deadline.tv_sec = ms / 1000;
-    uw->drain_deadline.tv_nsec = (long long)(ms % 1000) * 1000000LL;
-    struct io_uring_sqe *sqe = get_sqe(uw);
-    io_uring_prep_timeout(sqe, &uw->drain_deadline, 0, 0);
-    io_uring_sqe_set_data64(sqe, tagged(worker, TAG_TIMER));
-}
-
 /* ---- the loop ---- */
 
 static void dispatch(struct ovl__worker *worker, const struct io_uring_cqe *cqe)
@@ -731,14 +704,8 @@ static void dispatch(struct ovl__worker *worker, const struct io_uring_cqe *cqe)
     case TAG_TIMER:
         if (cqe->res != -ETIME)
             break;
-        if (owner == (void *)worker) {
-            ovl__worker_drain_expired(worker);
-        } else if (owner == (void *)uw) {
-            ovl__worker_tick(worker);
-            arm_tick(uw, worker);
-        } else if (!worker->stopping && !((struct uring_accept *)owner)->armed) {
+        if (!worker->stopping && !((struct uring_accept *)owner)->armed)
             arm_accept(uw, owner); /* the pause after EMFILE is over */
-        }
         break;
     case TAG_IGNORE:
         break;
@@ -877,5 +844,4 @@ const struct ovl__backend ovl__backend_uring = {
     .send_start = send_start,
     .connect_start = connect_start,
     .cancel = cancel,
-    .drain_timer = drain_timer,
 };

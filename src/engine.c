@@ -269,7 +269,20 @@ static void begin_stop(struct ovl__worker *worker)
     for (ovl_conn *conn = worker->conns; conn; conn = conn->next)
         ovl__conn_begin_drain(conn);
     if (worker->conn_count)
-        engine->backend->drain_timer(worker, engine->config.drain_timeout_ms);
+        ovl__timer_start(worker, &worker->drain_timer,
+                         ovl__clock_ns() + (uint64_t)engine->config.drain_timeout_ms * 1000000u);
+}
+
+static void drain_timer_fired(struct ovl__worker *worker, struct ovl__timer *timer)
+{
+    (void)timer;
+    ovl__worker_drain_expired(worker);
+}
+
+static void tick_timer_fired(struct ovl__worker *worker, struct ovl__timer *timer)
+{
+    ovl__worker_tick(worker);
+    ovl__timer_start(worker, timer, ovl__clock_ns() + (uint64_t)worker->tick_ms * 1000000u);
 }
 
 void ovl__worker_drain_expired(struct ovl__worker *worker)
@@ -343,6 +356,9 @@ static void *worker_main(void *arg)
     pthread_mutex_unlock(&engine->start_lock);
     if (rc == 0) {
         atomic_store(&worker->ready, 1);
+        worker->drain_timer.fire = drain_timer_fired;
+        worker->tick_timer.fire = tick_timer_fired;
+        ovl__timer_start(worker, &worker->tick_timer, ovl__clock_ns() + (uint64_t)worker->tick_ms * 1000000u);
         ovl__worker_run_commands(worker);
         engine->backend->worker_run(worker);
     }

@@ -232,7 +232,9 @@ struct ovl__worker {
     ovl_conn *pool_check;        /* of those, the ones a freed slot may let go on (OVL__C_POOL_CHECK) */
     bool pool_walk_all;          /* the pool rose past a threshold: look at every paused one */
     bool stopping;               /* stop command seen */
-    uint32_t tick_ms;            /* the backend calls ovl__worker_tick this often (timeouts, pool trim) */
+    uint32_t tick_ms;            /* ovl__worker_tick runs this often (timeouts, pool trim) */
+    struct ovl__timer tick_timer;  /* the next ovl__worker_tick */
+    struct ovl__timer drain_timer; /* stopping: the end of the graceful drain (drain_timeout_ms) */
     uint64_t now_ms;             /* coarse clock (ovl__worker_clock), read once per loop turn, not per message */
     struct ovl__timer_heap timers;
     pthread_mutex_t command_lock;
