@@ -82,7 +82,7 @@ struct epoll_accept {
     struct epoll_accept *next;
     struct ovl__listen_socket *socket;
     bool watched;
-    int64_t retry_at;         /* monotonic ns; 0 = no retry pending */
+    struct ovl__timer retry;  /* watch again after EMFILE and the like */
 };
 
 struct epoll_worker {
@@ -107,13 +107,6 @@ static inline struct epoll_worker *state_of(struct ovl__worker *worker)
 static inline struct epoll_conn *conn_state(ovl_conn *conn)
 {
     return (struct epoll_conn *)conn->backend_data;
-}
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* ---- the ready list ---- */
@@ -222,6 +215,24 @@ static void unwatch_listener(struct epoll_worker *ew, struct epoll_accept *accep
     accept->watched = false;
 }
 
+static void retry_later(struct ovl__worker *worker, struct epoll_accept *accept)
+{
+    ovl__timer_start(worker, &accept->retry, ovl__clock_ns() + ACCEPT_RETRY_MS * 1000000ull);
+}
+
+static void accept_some(struct ovl__worker *worker, struct epoll_accept *accept);
+
+static void accept_retry_fired(struct ovl__worker *worker, struct ovl__timer *timer)
+{
+    struct epoll_accept *accept = ovl__container_of(timer, struct epoll_accept, retry);
+    if (worker->stopping)
+        return;
+    if (watch_listener(state_of(worker), accept) == 0)
+        accept_some(worker, accept);
+    else
+        retry_later(worker, accept);
+}
+
 static void accept_some(struct ovl__worker *worker, struct epoll_accept *accept)
 {
     struct epoll_worker *ew = state_of(worker);
@@ -242,7 +253,7 @@ static void accept_some(struct ovl__worker *worker, struct epoll_accept *accept)
             /* Out of descriptors or memory: the connection stays in the backlog and the level-triggered listener
              * would be reported again at once - a busy loop. Serve the connections we have and try again later. */
             unwatch_listener(ew, accept);
-            accept->retry_at = now_ns() + (int64_t)ACCEPT_RETRY_MS * 1000000;
+            retry_later(worker, accept);
             return;
         }
         /* ECONNABORTED, EPROTO, EPERM (a firewall): that one connection failed, the next may not. */
@@ -258,6 +269,7 @@ static void accept_start(struct ovl__worker *worker, struct ovl__listen_socket *
         return;
     }
     accept->socket = socket;
+    accept->retry.fire = accept_retry_fired;
     accept->next = ew->accepts;
     ew->accepts = accept;
     /* Every worker accepts on this socket: after a wake-up another worker may have taken the connection, and a
@@ -268,7 +280,7 @@ static void accept_start(struct ovl__worker *worker, struct ovl__listen_socket *
         fcntl(socket->fd, F_SETFL, flags | O_NONBLOCK);
     if (watch_listener(ew, accept) < 0) {
         ovl__count(&worker->counters.errors, 1);
-        accept->retry_at = now_ns() + (int64_t)ACCEPT_RETRY_MS * 1000000;
+        retry_later(worker, accept);
         return;
     }
     accept_some(worker, accept);
@@ -279,7 +291,7 @@ static void accept_stop(struct ovl__worker *worker)
     struct epoll_worker *ew = state_of(worker);
     for (struct epoll_accept *accept = ew->accepts; accept; accept = accept->next) {
         unwatch_listener(ew, accept);
-        accept->retry_at = 0;
+        ovl__timer_stop(worker, &accept->retry);
     }
 }
 
@@ -596,23 +608,6 @@ static void on_conn_event(struct ovl__worker *worker, ovl_conn *conn, uint32_t e
 
 /* ---- timers and the loop ---- */
 
-static void run_timers(struct ovl__worker *worker)
-{
-    struct epoll_worker *ew = state_of(worker);
-    int64_t now = now_ns();
-    for (struct epoll_accept *accept = ew->accepts; accept; accept = accept->next) {
-        if (!accept->retry_at || now < accept->retry_at)
-            continue;
-        accept->retry_at = 0;
-        if (worker->stopping)
-            continue;
-        if (watch_listener(ew, accept) == 0)
-            accept_some(worker, accept);
-        else
-            accept->retry_at = now + (int64_t)ACCEPT_RETRY_MS * 1000000;
-    }
-}
-
 /* The wait's timeout in nanoseconds: 0 when there is work that no event will announce, else until the nearest
  * timer; -1 = none. */
 static int64_t wait_timeout_ns(struct ovl__worker *worker)
@@ -624,19 +619,7 @@ static int64_t wait_timeout_ns(struct ovl__worker *worker)
      * (or a waiting connection that closed) are seen only by the next flush, which no event would bring. */
     if (worker->wait_head && (worker->wait_dirty || worker->pool.held < worker->pool.slot_count))
         return 0;
-    int64_t nearest = 0;
-    for (struct epoll_accept *accept = ew->accepts; accept; accept = accept->next)
-        if (accept->retry_at && (!nearest || accept->retry_at < nearest))
-            nearest = accept->retry_at;
-    int64_t user_timer = ovl__timers_wait_ns(worker);
-    if (user_timer == 0)
-        return 0;
-    int64_t now = now_ns();
-    if (user_timer > 0 && (!nearest || now + user_timer < nearest))
-        nearest = now + user_timer;
-    if (!nearest)
-        return -1;
-    return nearest <= now ? 0 : nearest - now;
+    return ovl__timers_wait_ns(worker);
 }
 
 /* epoll_pwait2 (5.11) waits with a nanosecond timeout, which ovl_conn_timer needs; epoll_wait's milliseconds are
@@ -714,7 +697,6 @@ static void worker_run(struct ovl__worker *worker)
         }
         for (int i = 0; i < count; i++)
             dispatch(worker, &ew->events[i]);
-        run_timers(worker);
         ovl__timers_run(worker);
         run_ready(worker);
         ovl__worker_run_commands(worker);

@@ -75,7 +75,7 @@ struct iocp_accept {
     SOCKET socket;
     bool reused;
     bool armed;
-    ULONGLONG retry_at;          /* GetTickCount64 time of a delayed re-post, 0 = none */
+    struct ovl__timer retry;     /* post again after a failure to post */
     char addresses[2 * ADDRESS_SPACE];
 };
 
@@ -84,7 +84,7 @@ struct iocp_retire {
     struct iocp_retire *prev, *next;
     int family;
     int stage;                   /* 0 pending, 1 cancel requested, 2 socket closed and given up on */
-    ULONGLONG deadline;
+    struct ovl__timer timer;     /* stage 0: time to cancel; stage 1: time to give up */
 };
 
 struct reuse_pool {
@@ -288,9 +288,16 @@ static void wake(struct ovl__worker *worker)
 
 static void post_accept(struct ovl__worker *worker, struct iocp_accept *accept);
 
-static void schedule_accept_retry(struct iocp_accept *accept)
+static void schedule_accept_retry(struct ovl__worker *worker, struct iocp_accept *accept)
 {
-    accept->retry_at = GetTickCount64() + ACCEPT_RETRY_MS;
+    ovl__timer_start(worker, &accept->retry, ovl__clock_ns() + ACCEPT_RETRY_MS * 1000000ull);
+}
+
+static void accept_retry_fired(struct ovl__worker *worker, struct ovl__timer *timer)
+{
+    struct iocp_accept *accept = ovl__container_of(timer, struct iocp_accept, retry);
+    if (!accept->armed && !worker->stopping)
+        post_accept(worker, accept);
 }
 
 static void post_accept(struct ovl__worker *worker, struct iocp_accept *accept)
@@ -298,7 +305,7 @@ static void post_accept(struct ovl__worker *worker, struct iocp_accept *accept)
     struct iocp_worker *iw = state_of(worker);
     ovl_engine *engine = worker->engine;
     struct ovl__listen_socket *listen_socket = accept->listen_socket;
-    accept->retry_at = 0;
+    ovl__timer_stop(worker, &accept->retry);
     accept->target = &engine->workers[iw->accept_turn++ % (unsigned)engine->thread_count];
     SOCKADDR_STORAGE local;
     int local_length = sizeof local;
@@ -312,7 +319,7 @@ static void post_accept(struct ovl__worker *worker, struct iocp_accept *accept)
             accept->socket = ovl__socket_open(family);
         if (accept->socket == INVALID_SOCKET) {
             ovl__count(&worker->counters.errors, 1);
-            schedule_accept_retry(accept);
+            schedule_accept_retry(worker, accept);
             return;
         }
         prepare(&accept->op, OP_ACCEPT, accept, listen_socket->fd);
@@ -336,7 +343,7 @@ static void post_accept(struct ovl__worker *worker, struct iocp_accept *accept)
             continue;
         }
         ovl__count(&worker->counters.errors, 1);
-        schedule_accept_retry(accept);
+        schedule_accept_retry(worker, accept);
         return;
     }
 }
@@ -358,6 +365,7 @@ static void accept_start(struct ovl__worker *worker, struct ovl__listen_socket *
         }
         accept->listen_socket = listen_socket;
         accept->socket = INVALID_SOCKET;
+        accept->retry.fire = accept_retry_fired;
         accept->next = iw->accepts;
         iw->accepts = accept;
         post_accept(worker, accept);
@@ -368,15 +376,15 @@ static void accept_stop(struct ovl__worker *worker)
 {
     struct iocp_worker *iw = state_of(worker);
     for (struct iocp_accept *accept = iw->accepts; accept; accept = accept->next) {
-        accept->retry_at = 0;
+        ovl__timer_stop(worker, &accept->retry);
         if (accept->armed)
             CancelIoEx((HANDLE)accept->listen_socket->fd, &accept->op.overlapped);
     }
     /* Stopping: no socket will be reused, so pending disconnects are cancelled at the next timer run. */
-    ULONGLONG now = GetTickCount64();
+    uint64_t now = ovl__clock_ns();
     for (struct iocp_retire *retire = iw->retire_list; retire; retire = retire->next)
         if (retire->stage == 0)
-            retire->deadline = now;
+            ovl__timer_start(worker, &retire->timer, now);
 }
 
 static void on_accept(struct ovl__worker *worker, struct iocp_accept *accept, int error)
@@ -395,7 +403,7 @@ static void on_accept(struct ovl__worker *worker, struct iocp_accept *accept, in
             post_accept(worker, accept);
         } else if (error == WSAEMFILE || error == WSAENOBUFS) {
             ovl__count(&worker->counters.errors, 1);
-            schedule_accept_retry(accept);
+            schedule_accept_retry(worker, accept);
         } else if (ovl__is_reset_error(-error) || error == WSAENOTCONN) {
             /* The peer reset before AcceptEx completed: Windows reports ERROR_NETNAME_DELETED (or WSAECONNRESET),
              * Wine WSAENOTCONN. Its reset, not our error. */
@@ -739,6 +747,37 @@ static void cancel(ovl_conn *conn)
 
 /* ---- closing: DisconnectEx(TF_REUSE_SOCKET) into the reuse pool ---- */
 
+static void retire_unlink(struct iocp_worker *iw, struct iocp_retire *retire)
+{
+    if (retire->prev)
+        retire->prev->next = retire->next;
+    else
+        iw->retire_list = retire->next;
+    if (retire->next)
+        retire->next->prev = retire->prev;
+    retire->prev = retire->next = NULL;
+    iw->retiring--;
+}
+
+/* A DisconnectEx that does not complete (Wine 8 leaves it pending when the peer closed first) would hold its
+ * socket for ever and keep the worker from stopping: cancel it, and if even the cancellation does not complete,
+ * close the socket and stop counting it. Its memory stays until a completion arrives, since the system may
+ * still write the OVERLAPPED. */
+static void retire_timer_fired(struct ovl__worker *worker, struct ovl__timer *timer)
+{
+    struct iocp_retire *retire = ovl__container_of(timer, struct iocp_retire, timer);
+    if (retire->stage == 0) {
+        retire->stage = 1;
+        ovl__timer_start(worker, timer, ovl__clock_ns() + RETIRE_TIMEOUT_MS / 2 * 1000000ull);
+        CancelIoEx((HANDLE)retire->op.socket, &retire->op.overlapped);
+    } else {
+        retire->stage = 2;
+        retire_unlink(state_of(worker), retire);
+        closesocket(retire->op.socket);
+        ovl__count(&worker->counters.reuse_fallback, 1);
+    }
+}
+
 static bool socket_retire(ovl_conn *conn)
 {
     struct ovl__worker *worker = conn->worker;
@@ -753,7 +792,7 @@ static bool socket_retire(ovl_conn *conn)
     if (!retire)
         return false;
     retire->family = local.ss_family;
-    retire->deadline = GetTickCount64() + RETIRE_TIMEOUT_MS;
+    retire->timer.fire = retire_timer_fired;
     prepare(&retire->op, OP_DISCONNECT, retire, conn->fd);
     struct iocp_worker *iw = state_of(worker);
     iw->retiring++;
@@ -764,6 +803,7 @@ static bool socket_retire(ovl_conn *conn)
     BOOL ok = winsock.disconnect_ex(conn->fd, &retire->op.overlapped, TF_REUSE_SOCKET, 0);
     int error = ok ? 0 : WSAGetLastError();
     if (ok || error == WSA_IO_PENDING) {
+        ovl__timer_start(worker, &retire->timer, ovl__clock_ns() + RETIRE_TIMEOUT_MS * 1000000ull);
         if (ok && winsock.skip_on_success)
             make_ready(iw, &retire->op, 0, 0);
         return true;
@@ -776,18 +816,6 @@ static bool socket_retire(ovl_conn *conn)
     return false;
 }
 
-static void retire_unlink(struct iocp_worker *iw, struct iocp_retire *retire)
-{
-    if (retire->prev)
-        retire->prev->next = retire->next;
-    else
-        iw->retire_list = retire->next;
-    if (retire->next)
-        retire->next->prev = retire->prev;
-    retire->prev = retire->next = NULL;
-    iw->retiring--;
-}
-
 static void on_disconnect(struct ovl__worker *worker, struct iocp_retire *retire, int error)
 {
     struct iocp_worker *iw = state_of(worker);
@@ -796,6 +824,7 @@ static void on_disconnect(struct ovl__worker *worker, struct iocp_retire *retire
         return;
     }
     retire_unlink(iw, retire);
+    ovl__timer_stop(worker, &retire->timer);
     if (error || worker->stopping) {
         closesocket(retire->op.socket);
         if (!worker->stopping)
@@ -804,32 +833,6 @@ static void on_disconnect(struct ovl__worker *worker, struct iocp_retire *retire
         reuse_put(iw, retire->family, retire->op.socket);
     }
     ovl__free(retire);
-}
-
-/* A DisconnectEx that does not complete (Wine 8 leaves it pending when the peer closed first) would hold its
- * socket for ever and keep the worker from stopping: cancel it, and if even the cancellation does not complete,
- * close the socket and stop counting it. Its memory stays until a completion arrives, since the system may
- * still write the OVERLAPPED. */
-static void on_retire_timers(struct ovl__worker *worker, ULONGLONG now)
-{
-    struct iocp_worker *iw = state_of(worker);
-    struct iocp_retire *retire = iw->retire_list;
-    while (retire) {
-        struct iocp_retire *next = retire->next;
-        if (now >= retire->deadline || worker->stopping) {
-            if (retire->stage == 0) {
-                retire->stage = 1;
-                retire->deadline = now + RETIRE_TIMEOUT_MS / 2;
-                CancelIoEx((HANDLE)retire->op.socket, &retire->op.overlapped);
-            } else if (now >= retire->deadline) {
-                retire->stage = 2;
-                retire_unlink(iw, retire);
-                closesocket(retire->op.socket);
-                ovl__count(&worker->counters.reuse_fallback, 1);
-            }
-        }
-        retire = next;
-    }
 }
 
 /* ---- the loop ---- */
@@ -870,39 +873,15 @@ static void dispatch(struct ovl__worker *worker, struct iocp_op *op, DWORD bytes
     }
 }
 
+/* The wait's timeout in milliseconds, rounded up (a timer never fires early): 0 while the ready list holds work. */
 static DWORD next_timeout(struct ovl__worker *worker)
 {
-    struct iocp_worker *iw = state_of(worker);
-    if (iw->ready_head)
+    if (state_of(worker)->ready_head)
         return 0;
-    ULONGLONG now = GetTickCount64(), next = 0;
-    for (struct iocp_accept *accept = iw->accepts; accept; accept = accept->next)
-        if (accept->retry_at && (!next || accept->retry_at < next))
-            next = accept->retry_at;
-    for (struct iocp_retire *retire = iw->retire_list; retire; retire = retire->next)
-        if (!next || retire->deadline < next)
-            next = retire->deadline;
-    int64_t user_timer = ovl__timers_wait_ns(worker);
-    if (user_timer == 0)
-        return 0;
-    if (user_timer > 0) {
-        ULONGLONG at = now + (ULONGLONG)((user_timer + 999999) / 1000000);
-        if (!next || at < next)
-            next = at;
-    }
-    if (!next)
+    int64_t wait_ns = ovl__timers_wait_ns(worker);
+    if (wait_ns < 0)
         return INFINITE;
-    return next <= now ? 0 : (DWORD)(next - now);
-}
-
-static void run_timers(struct ovl__worker *worker)
-{
-    struct iocp_worker *iw = state_of(worker);
-    ULONGLONG now = GetTickCount64();
-    for (struct iocp_accept *accept = iw->accepts; accept; accept = accept->next)
-        if (accept->retry_at && now >= accept->retry_at && !accept->armed && !worker->stopping)
-            post_accept(worker, accept);
-    on_retire_timers(worker, now);
+    return (DWORD)((wait_ns + 999999) / 1000000); /* ovl__timers_wait_ns caps it at an hour */
 }
 
 static void run_ready(struct ovl__worker *worker)
@@ -945,7 +924,6 @@ static void worker_run(struct ovl__worker *worker)
          * whose receives keep completing at once cannot starve the others, the timers or the commands. */
         dequeue(worker, next_timeout(worker));
         run_ready(worker);
-        run_timers(worker);
         ovl__timers_run(worker);
         ovl__worker_run_commands(worker);
     }

@@ -44,8 +44,7 @@ enum tag {
     TAG_ACCEPT,
     TAG_WATCH,                /* owner: a paused connection, watched for an error (a reset) while no receive is armed */
     TAG_WAKE,
-    TAG_TIMER,                /* owner: an uring_accept, for its retry after EMFILE */
-    TAG_IGNORE
+    TAG_IGNORE = 7            /* also the low bits of the all-ones user_data of liburing's own timeout requests */
 };
 #define TAG_MASK 7u
 
@@ -69,7 +68,7 @@ struct uring_conn {
 struct uring_accept {
     struct uring_accept *next;
     struct ovl__listen_socket *socket;
-    struct __kernel_timespec retry;
+    struct ovl__timer retry;  /* arm again after EMFILE and the like */
     bool armed;
 };
 
@@ -387,6 +386,14 @@ static void arm_accept(struct uring_worker *uw, struct uring_accept *accept)
 /* A multishot accept keeps its place at the head of the listening socket's exclusive wait queue, so whichever
  * worker armed one first would get every connection. Worker 0 alone accepts, and hands connections to the workers
  * in turn through their command queues (one eventfd wake-up each); a lone worker keeps them all. */
+/* The pause after EMFILE is over. */
+static void accept_retry_fired(struct ovl__worker *worker, struct ovl__timer *timer)
+{
+    struct uring_accept *accept = ovl__container_of(timer, struct uring_accept, retry);
+    if (!worker->stopping && !accept->armed)
+        arm_accept(state_of(worker), accept);
+}
+
 static void accept_start(struct ovl__worker *worker, struct ovl__listen_socket *socket)
 {
     struct uring_worker *uw = state_of(worker);
@@ -398,6 +405,7 @@ static void accept_start(struct ovl__worker *worker, struct ovl__listen_socket *
         return;
     }
     accept->socket = socket;
+    accept->retry.fire = accept_retry_fired;
     accept->next = uw->accepts;
     uw->accepts = accept;
     arm_accept(uw, accept);
@@ -407,6 +415,7 @@ static void accept_stop(struct ovl__worker *worker)
 {
     struct uring_worker *uw = state_of(worker);
     for (struct uring_accept *accept = uw->accepts; accept; accept = accept->next) {
+        ovl__timer_stop(worker, &accept->retry);
         if (!accept->armed)
             continue;
         struct io_uring_sqe *sqe = get_sqe(uw);
@@ -441,11 +450,7 @@ static void on_accept(struct ovl__worker *worker, struct uring_accept *accept, c
         if (!more && !worker->stopping &&
             (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM)) {
             /* Out of descriptors or memory: serve the connections we have and try again shortly. */
-            accept->retry.tv_sec = 0;
-            accept->retry.tv_nsec = ACCEPT_RETRY_MS * 1000000L;
-            struct io_uring_sqe *sqe = get_sqe(uw);
-            io_uring_prep_timeout(sqe, &accept->retry, 0, 0);
-            io_uring_sqe_set_data64(sqe, tagged(accept, TAG_TIMER));
+            ovl__timer_start(worker, &accept->retry, ovl__clock_ns() + ACCEPT_RETRY_MS * 1000000ull);
             return;
         }
     }
@@ -700,12 +705,6 @@ static void dispatch(struct ovl__worker *worker, const struct io_uring_cqe *cqe)
         break;
     case TAG_WAKE:
         arm_wake(uw, worker);
-        break;
-    case TAG_TIMER:
-        if (cqe->res != -ETIME)
-            break;
-        if (!worker->stopping && !((struct uring_accept *)owner)->armed)
-            arm_accept(uw, owner); /* the pause after EMFILE is over */
         break;
     case TAG_IGNORE:
         break;

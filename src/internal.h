@@ -15,10 +15,14 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <time.h>
 
 struct ovl__backend;
 struct ovl__worker;
+
+/* The structure that holds `member` at `ptr`. */
+#define ovl__container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
 /* Where a buffer's memory comes from, which decides how it is given back. */
 enum ovl__buf_kind {

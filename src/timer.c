@@ -13,7 +13,6 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <stddef.h>
 
 #define MAX_WAIT_NS (3600ull * 1000000000ull)
 
@@ -104,7 +103,7 @@ void ovl__timer_start(struct ovl__worker *worker, struct ovl__timer *timer, uint
 static void conn_timer_fired(struct ovl__worker *worker, struct ovl__timer *timer)
 {
     (void)worker;
-    ovl_conn *conn = (ovl_conn *)(void *)((char *)timer - offsetof(ovl_conn, timer));
+    ovl_conn *conn = ovl__container_of(timer, ovl_conn, timer);
     conn->on_timer(conn);
 }
 
