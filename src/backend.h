@@ -28,8 +28,14 @@ struct ovl__backend {
     int (*available)(ovl_error_info *err);
     /* Set up the worker's state on the worker thread (rings must be created by the thread that submits). */
     int (*worker_init)(struct ovl__worker *worker, ovl_error_info *err);
-    /* Run the event loop until worker->finished. */
-    void (*worker_run)(struct ovl__worker *worker);
+    /* One wait of the worker loop (engine.c, worker_loop): wait at most timeout_ns (-1 = until something happens,
+     * 0 = do not block; the backend may shorten it, e.g. to 0 while it has work no event will announce) for
+     * completions or readiness, stamp the clock (ovl__worker_clock) as the wait returns, then handle what it
+     * brought. Timers and commands are the loop's. */
+    void (*poll)(struct ovl__worker *worker, int64_t timeout_ns);
+    /* Optional: operations of the backend's own that must complete before the loop may end once the last
+     * connection is gone (accepts being cancelled, sockets being retired). */
+    bool (*busy)(struct ovl__worker *worker);
     void (*worker_destroy)(struct ovl__worker *worker);
     /* Any thread: make the worker look at its command queue. */
     void (*wake)(struct ovl__worker *worker);

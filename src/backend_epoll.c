@@ -608,18 +608,15 @@ static void on_conn_event(struct ovl__worker *worker, ovl_conn *conn, uint32_t e
 
 /* ---- timers and the loop ---- */
 
-/* The wait's timeout in nanoseconds: 0 when there is work that no event will announce, else until the nearest
- * timer; -1 = none. */
-static int64_t wait_timeout_ns(struct ovl__worker *worker)
+/* Work that no event will announce: the wait must not block. */
+static bool work_waiting(struct ovl__worker *worker)
 {
     struct epoll_worker *ew = state_of(worker);
     if (ew->ready.next != &ew->ready)
-        return 0;
+        return true;
     /* Flush walks the wait list before it starts sends, and our sends complete inside flush: slots they freed
      * (or a waiting connection that closed) are seen only by the next flush, which no event would bring. */
-    if (worker->wait_head && (worker->wait_dirty || worker->pool.held < worker->pool.slot_count))
-        return 0;
-    return ovl__timers_wait_ns(worker);
+    return worker->wait_head && (worker->wait_dirty || worker->pool.held < worker->pool.slot_count);
 }
 
 /* epoll_pwait2 (5.11) waits with a nanosecond timeout, which ovl_conn_timer needs; epoll_wait's milliseconds are
@@ -677,37 +674,30 @@ static void dispatch(struct ovl__worker *worker, const struct epoll_event *event
     }
 }
 
-static void worker_run(struct ovl__worker *worker)
+static void poll_events(struct ovl__worker *worker, int64_t timeout_ns)
 {
     struct epoll_worker *ew = state_of(worker);
-    for (;;) {
-        ovl__worker_flush(worker);
-        if (ovl__worker_done(worker))
-            break;
-        int count = wait_for_events(ew, wait_timeout_ns(worker));
-        ovl__worker_clock(worker);
-        if (count < 0) {
-            int e = errno;
-            if (e != EINTR) {
-                ovl__log(worker->engine, OVL_LOG_ERROR, "%s: %s (errno %d)",
-                         ew->pwait2 ? "epoll_pwait2" : "epoll_wait", ovl_strerror(-e), e);
-                ovl__worker_drain_expired(worker);
-            }
-            count = 0;
+    int count = wait_for_events(ew, work_waiting(worker) ? 0 : timeout_ns);
+    ovl__worker_clock(worker);
+    if (count < 0) {
+        int e = errno;
+        if (e != EINTR) {
+            ovl__log(worker->engine, OVL_LOG_ERROR, "%s: %s (errno %d)", ew->pwait2 ? "epoll_pwait2" : "epoll_wait",
+                     ovl_strerror(-e), e);
+            ovl__worker_drain_expired(worker);
         }
-        for (int i = 0; i < count; i++)
-            dispatch(worker, &ew->events[i]);
-        ovl__timers_run(worker);
-        run_ready(worker);
-        ovl__worker_run_commands(worker);
+        count = 0;
     }
+    for (int i = 0; i < count; i++)
+        dispatch(worker, &ew->events[i]);
+    run_ready(worker);
 }
 
 const struct ovl__backend ovl__backend_epoll = {
     .name = "epoll",
     .conn_extra = sizeof(struct epoll_conn),
     .worker_init = worker_init,
-    .worker_run = worker_run,
+    .poll = poll_events,
     .worker_destroy = worker_destroy,
     .wake = wake,
     .accept_start = accept_start,

@@ -874,14 +874,13 @@ static void dispatch(struct ovl__worker *worker, struct iocp_op *op, DWORD bytes
 }
 
 /* The wait's timeout in milliseconds, rounded up (a timer never fires early): 0 while the ready list holds work. */
-static DWORD next_timeout(struct ovl__worker *worker)
+static DWORD next_timeout(struct ovl__worker *worker, int64_t timeout_ns)
 {
     if (state_of(worker)->ready_head)
         return 0;
-    int64_t wait_ns = ovl__timers_wait_ns(worker);
-    if (wait_ns < 0)
+    if (timeout_ns < 0)
         return INFINITE;
-    return (DWORD)((wait_ns + 999999) / 1000000); /* ovl__timers_wait_ns caps it at an hour */
+    return (DWORD)((timeout_ns + 999999) / 1000000); /* ovl__timers_wait_ns caps it at an hour */
 }
 
 static void run_ready(struct ovl__worker *worker)
@@ -913,20 +912,19 @@ static void dequeue(struct ovl__worker *worker, DWORD timeout)
     }
 }
 
-static void worker_run(struct ovl__worker *worker)
+/* The loop may not end while accepts are being cancelled, sockets retired or completions wait on the ready list. */
+static bool operations_pending(struct ovl__worker *worker)
 {
     struct iocp_worker *iw = state_of(worker);
-    for (;;) {
-        ovl__worker_flush(worker);
-        if (ovl__worker_done(worker) && iw->accepts_armed == 0 && iw->retiring == 0 && !iw->ready_head)
-            break;
-        /* next_timeout is 0 while the ready list holds work: the port is still polled every turn, so a socket
-         * whose receives keep completing at once cannot starve the others, the timers or the commands. */
-        dequeue(worker, next_timeout(worker));
-        run_ready(worker);
-        ovl__timers_run(worker);
-        ovl__worker_run_commands(worker);
-    }
+    return iw->accepts_armed > 0 || iw->retiring > 0 || iw->ready_head;
+}
+
+/* The timeout is 0 while the ready list holds work: the port is still polled every turn, so a socket whose receives
+ * keep completing at once cannot starve the others, the timers or the commands. */
+static void poll_port(struct ovl__worker *worker, int64_t timeout_ns)
+{
+    dequeue(worker, next_timeout(worker, timeout_ns));
+    run_ready(worker);
 }
 
 static void worker_destroy(struct ovl__worker *worker)
@@ -954,7 +952,8 @@ const struct ovl__backend ovl__backend_iocp = {
     .name = "iocp",
     .conn_extra = sizeof(struct iocp_conn),
     .worker_init = worker_init,
-    .worker_run = worker_run,
+    .poll = poll_port,
+    .busy = operations_pending,
     .worker_destroy = worker_destroy,
     .wake = wake,
     .accept_start = accept_start,

@@ -749,9 +749,8 @@ static bool spin_worthwhile(struct ovl__worker *worker, struct uring_worker *uw)
 
 /* Submit what is queued and wait for at least one completion or the earliest ovl_conn_timer deadline; spin first
  * when that is worthwhile. */
-static int wait_for_completions(struct ovl__worker *worker, struct uring_worker *uw)
+static int wait_for_completions(struct ovl__worker *worker, struct uring_worker *uw, int64_t timer_ns)
 {
-    int64_t timer_ns = ovl__timers_wait_ns(worker);
     if (timer_ns == 0)
         return io_uring_submit_and_get_events(&uw->ring);
     uint64_t start = monotonic_ns();
@@ -791,39 +790,38 @@ static int wait_for_completions(struct ovl__worker *worker, struct uring_worker 
     return rc;
 }
 
-static void worker_run(struct ovl__worker *worker)
+/* Accepts being cancelled still hold their listening socket. */
+static bool accepts_pending(struct ovl__worker *worker)
+{
+    return state_of(worker)->accepts_armed > 0;
+}
+
+static void poll_completions(struct ovl__worker *worker, int64_t timeout_ns)
 {
     struct uring_worker *uw = state_of(worker);
-    for (;;) {
-        ovl__worker_flush(worker);
-        if (ovl__worker_done(worker) && uw->accepts_armed == 0)
+    adapt_ring_window(worker, uw);
+    publish_buffers(uw);
+    int rc = wait_for_completions(worker, uw, timeout_ns);
+    ovl__worker_clock(worker);
+    if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
+        ovl__log(worker->engine, OVL_LOG_ERROR, "io_uring_enter: %s (errno %d)", ovl_strerror(rc), -rc);
+        ovl__worker_drain_expired(worker);
+    }
+    /* Each completion is marked seen before it is handled: its CQ slot is free again if handling it has to wait
+     * for room in the submission queue (get_sqe). The copy keeps the entry from being overwritten meanwhile. */
+    /* Not io_uring_peek_cqe: on an empty ring with task work pending it enters the kernel, a syscall per turn.
+     * At most a ring's worth per turn, as when the head moved after the batch: completions that keep coming
+     * (COOP_TASKRUN runs task work on any entry, get_sqe submits) must not starve timers and commands. */
+    for (unsigned handled = 0; handled < CQ_ENTRIES && io_uring_cq_ready(&uw->ring); handled++) {
+        unsigned head;
+        struct io_uring_cqe *cqe, entry;
+        io_uring_for_each_cqe(&uw->ring, head, cqe)
+        {
+            entry = *cqe;
             break;
-        adapt_ring_window(worker, uw);
-        publish_buffers(uw);
-        int rc = wait_for_completions(worker, uw);
-        ovl__worker_clock(worker);
-        if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
-            ovl__log(worker->engine, OVL_LOG_ERROR, "io_uring_enter: %s (errno %d)", ovl_strerror(rc), -rc);
-            ovl__worker_drain_expired(worker);
         }
-        /* Each completion is marked seen before it is handled: its CQ slot is free again if handling it has to wait
-         * for room in the submission queue (get_sqe). The copy keeps the entry from being overwritten meanwhile. */
-        /* Not io_uring_peek_cqe: on an empty ring with task work pending it enters the kernel, a syscall per turn.
-         * At most a ring's worth per turn, as when the head moved after the batch: completions that keep coming
-         * (COOP_TASKRUN runs task work on any entry, get_sqe submits) must not starve timers and commands. */
-        for (unsigned handled = 0; handled < CQ_ENTRIES && io_uring_cq_ready(&uw->ring); handled++) {
-            unsigned head;
-            struct io_uring_cqe *cqe, entry;
-            io_uring_for_each_cqe(&uw->ring, head, cqe)
-            {
-                entry = *cqe;
-                break;
-            }
-            io_uring_cq_advance(&uw->ring, 1);
-            dispatch(worker, &entry);
-        }
-        ovl__timers_run(worker);
-        ovl__worker_run_commands(worker);
+        io_uring_cq_advance(&uw->ring, 1);
+        dispatch(worker, &entry);
     }
 }
 
@@ -832,7 +830,8 @@ const struct ovl__backend ovl__backend_uring = {
     .conn_extra = sizeof(struct uring_conn),
     .available = available,
     .worker_init = worker_init,
-    .worker_run = worker_run,
+    .poll = poll_completions,
+    .busy = accepts_pending,
     .worker_destroy = worker_destroy,
     .wake = wake,
     .accept_start = accept_start,

@@ -337,6 +337,22 @@ bool ovl__worker_done(const struct ovl__worker *worker)
 
 /* ---- threads ---- */
 
+/* The worker loop, the same for every backend (as libuv's uv_run over each platform's uv__io_poll): send what is
+ * queued and free what closed, stop when done, wait for I/O or the earliest timer, run the timers that are due,
+ * then the commands other threads posted. */
+static void worker_loop(struct ovl__worker *worker)
+{
+    const struct ovl__backend *backend = worker->engine->backend;
+    for (;;) {
+        ovl__worker_flush(worker);
+        if (ovl__worker_done(worker) && !(backend->busy && backend->busy(worker)))
+            break;
+        backend->poll(worker, ovl__timers_wait_ns(worker));
+        ovl__timers_run(worker);
+        ovl__worker_run_commands(worker);
+    }
+}
+
 static void *worker_main(void *arg)
 {
     struct ovl__worker *worker = arg;
@@ -360,7 +376,7 @@ static void *worker_main(void *arg)
         worker->tick_timer.fire = tick_timer_fired;
         ovl__timer_start(worker, &worker->tick_timer, ovl__clock_ns() + (uint64_t)worker->tick_ms * 1000000u);
         ovl__worker_run_commands(worker);
-        engine->backend->worker_run(worker);
+        worker_loop(worker);
     }
     /* The backend state and the pool live on until ovl_engine_destroy: another thread may still wake() this
      * worker, and buffers the application holds stay readable until then. */
