@@ -711,13 +711,6 @@ static void dispatch(struct ovl__worker *worker, const struct io_uring_cqe *cqe)
     }
 }
 
-static inline uint64_t monotonic_ns(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
-}
-
 static inline void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -753,7 +746,7 @@ static int wait_for_completions(struct ovl__worker *worker, struct uring_worker 
 {
     if (timer_ns == 0)
         return io_uring_submit_and_get_events(&uw->ring);
-    uint64_t start = monotonic_ns();
+    uint64_t start = ovl__clock_ns();
     uint64_t spin_ns = timer_ns > 0 && (uint64_t)timer_ns < uw->spin_ns ? (uint64_t)timer_ns : uw->spin_ns;
     int rc;
     if (!completions_coming(uw) && spin_worthwhile(worker, uw)) {
@@ -764,12 +757,12 @@ static int wait_for_completions(struct ovl__worker *worker, struct uring_worker 
         }
         for (unsigned turn = 0; !completions_coming(uw); turn++) {
             cpu_relax();
-            if ((turn & 15) == 15 && monotonic_ns() - start >= spin_ns)
+            if ((turn & 15) == 15 && ovl__clock_ns() - start >= spin_ns)
                 break;
         }
         if (completions_coming(uw)) {
             uw->spin_misses = 0;
-            uw->last_wait_ns = monotonic_ns() - start;
+            uw->last_wait_ns = ovl__clock_ns() - start;
             return io_uring_get_events(&uw->ring);
         }
         if (uw->spin_misses < 10)
@@ -786,7 +779,7 @@ static int wait_for_completions(struct ovl__worker *worker, struct uring_worker 
         rc = io_uring_submit_and_wait(&uw->ring, 1);
     }
     if (uw->spin_ns)
-        uw->last_wait_ns = monotonic_ns() - start;
+        uw->last_wait_ns = ovl__clock_ns() - start;
     return rc;
 }
 

@@ -239,7 +239,7 @@ struct ovl__worker {
     uint32_t tick_ms;            /* ovl__worker_tick runs this often (timeouts, pool trim) */
     struct ovl__timer tick_timer;  /* the next ovl__worker_tick */
     struct ovl__timer drain_timer; /* stopping: the end of the graceful drain (drain_timeout_ms) */
-    uint64_t now_ms;             /* coarse clock (ovl__worker_clock), read once per loop turn, not per message */
+    uint64_t now_ms;             /* ovl__clock_ns in ms, read once per loop turn (ovl__worker_clock), not per message */
     struct ovl__timer_heap timers;
     pthread_mutex_t command_lock;
     struct ovl__command *command_head, *command_tail;
@@ -270,25 +270,7 @@ struct ovl_engine {
     int workers_ready;
 };
 
-/* Monotonic milliseconds from a coarse clock (CLOCK_MONOTONIC_COARSE: a vDSO read with no TSC access, a few ms
- * of resolution, which is all an idle timeout needs). */
-static inline uint64_t ovl__clock_ms(void)
-{
-#ifdef _WIN32
-    return GetTickCount64();
-#else
-#ifdef CLOCK_MONOTONIC_COARSE
-    clockid_t id = CLOCK_MONOTONIC_COARSE;
-#else
-    clockid_t id = CLOCK_MONOTONIC;
-#endif
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-#endif
-}
-
-/* Monotonic nanoseconds, precise: for ovl_conn_timer deadlines. */
+/* The library's one clock: monotonic nanoseconds (timers, the spin, and worker->now_ms derived from it). */
 static inline uint64_t ovl__clock_ns(void)
 {
 #ifdef _WIN32
@@ -305,12 +287,10 @@ static inline uint64_t ovl__clock_ns(void)
 }
 
 /* Backends call this once per loop turn, right after their wait returns and before they handle what it brought:
- * the connection logic then stamps activity by copying worker->now_ms, without a clock read per message. Costs
- * nothing while the idle timeout is off. */
+ * the connection logic then stamps activity by copying worker->now_ms, without a clock read per message. */
 static inline void ovl__worker_clock(struct ovl__worker *worker)
 {
-    if (worker->tick_ms)
-        worker->now_ms = ovl__clock_ms();
+    worker->now_ms = ovl__clock_ns() / 1000000u;
 }
 
 /* Draining (not lingering): how many bytes one read may take - what is left of the input the kernel held at the
