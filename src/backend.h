@@ -28,7 +28,7 @@ struct ovl__backend {
     int (*available)(ovl_error_info *err);
     /* Set up the worker's state on the worker thread (rings must be created by the thread that submits). */
     int (*worker_init)(struct ovl__worker *worker, ovl_error_info *err);
-    /* One wait of the worker loop (engine.c, worker_loop): wait at most timeout_ns (-1 = until something happens,
+    /* One wait of the worker loop (worker.c, worker_loop): wait at most timeout_ns (-1 = until something happens,
      * 0 = do not block; the backend may shorten it, e.g. to 0 while it has work no event will announce) for
      * completions or readiness, stamp the clock (ovl__worker_clock) as the wait returns, then handle what it
      * brought. Timers and commands are the loop's. */

@@ -123,7 +123,7 @@ static struct io_uring_sqe *get_sqe(struct uring_worker *uw)
         /* Submission queue full: hand what we have to the kernel, which frees every slot (no SQPOLL here). Top the
          * buffer ring up first, or receives in this batch could find it empty while free slots wait on the stack.
          * A kernel that refuses for now (-EBUSY: completions overflowed the CQ ring; -EAGAIN, -ENOMEM, -EINTR)
-         * gets them flushed into the room the handled completions left (worker_run marks each one seen as it
+         * gets them flushed into the room the handled completions left (poll_completions marks each one seen as it
          * goes) and is asked again, after a millisecond once in a while. Any other refusal means this ring cannot
          * work at all; the library does not abort, so it says so once a second and keeps trying: the operation
          * that needs this entry cannot be dropped without losing track of its connection. */

@@ -766,35 +766,6 @@ void ovl__worker_flush(struct ovl__worker *worker)
     }
 }
 
-void ovl__worker_tick(struct ovl__worker *worker)
-{
-    /* Stopping: the drain deadline bounds every connection already. Connecting: the connect timeout does.
-     * ovl__conn_close only marks a connection (it is freed in the next flush), so the walk stays valid. A
-     * connection with bytes queued waits for its peer to read them: not idle, but stalled once the peer has taken
-     * none of them for stall_timeout_ms. A paused one waits for something else (its partner in a proxy, the
-     * application): not idle either. */
-    ovl__pool_trim(&worker->pool, worker->now_ms);
-    uint32_t idle = worker->engine->config.idle_timeout_ms;
-    int stall_config = worker->engine->config.stall_timeout_ms;
-    uint32_t stall = stall_config > 0 ? (uint32_t)stall_config : 0;
-    if ((!idle && !stall) || worker->stopping)
-        return;
-    uint64_t now = worker->now_ms;
-    for (ovl_conn *conn = worker->conns; conn; conn = conn->next) {
-        if ((conn->flags & (OVL__C_OPEN | OVL__C_CLOSING | OVL__C_DRAINING)) != OVL__C_OPEN)
-            continue;
-        if (conn->queue_head) {
-            if (stall && now - conn->sent_ms >= stall) {
-                ovl__count(&worker->counters.stalled_closed, 1);
-                ovl__conn_close(conn, OVL_CLOSE_STALLED, -ETIMEDOUT);
-            }
-        } else if (idle && !(conn->flags & OVL__C_PAUSED) && now - conn->active_ms >= idle) {
-            ovl__count(&worker->counters.idle_closed, 1);
-            ovl__conn_close(conn, OVL_CLOSE_IDLE, -ETIMEDOUT);
-        }
-    }
-}
-
 /* ---- public per-connection calls ---- */
 
 static int queue_push(ovl_conn *conn, ovl_buf *buf)

@@ -1,6 +1,6 @@
 /*
- * engine.c - the engine object: configuration, worker threads, the command queue that lets any thread hand work
- * to a worker, listeners, outbound connects, stop, and stats.
+ * engine.c - the engine object: configuration, starting and joining the worker threads, listeners, outbound
+ * connects, stop, and stats. What a worker thread does is worker.c's.
  */
 #include "backend.h"
 
@@ -10,8 +10,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-
-_Thread_local struct ovl__worker *ovl__current_worker;
 
 enum {
     DEFAULT_BUFFER_SIZE = OVL_DEFAULT_BUFFER_SIZE,
@@ -198,191 +196,6 @@ int ovl_engine_threads(const ovl_engine *engine)
     return engine->thread_count;
 }
 
-/* ---- commands: how other threads hand work to a worker ---- */
-
-static int post(struct ovl__worker *worker, struct ovl__command *command)
-{
-    command->next = NULL;
-    pthread_mutex_lock(&worker->command_lock);
-    if (worker->command_tail)
-        worker->command_tail->next = command;
-    else
-        worker->command_head = command;
-    worker->command_tail = command;
-    pthread_mutex_unlock(&worker->command_lock);
-    /* seq_cst against worker_main's store of `ready`: either we see ready and wake, or it sees pending. */
-    atomic_store(&worker->command_pending, 1);
-    if (atomic_load(&worker->ready))
-        worker->engine->backend->wake(worker);
-    return 0;
-}
-
-static int post_new(struct ovl__worker *worker, int kind, struct ovl__listen_socket *socket, ovl_conn *conn)
-{
-    struct ovl__command *command = ovl__zalloc(sizeof *command);
-    if (!command)
-        return -ENOMEM;
-    command->kind = kind;
-    command->listen_socket = socket;
-    command->conn = conn;
-    return post(worker, command);
-}
-
-int ovl__worker_adopt(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd, const char *peer)
-{
-    struct ovl__command *command = ovl__zalloc(sizeof *command);
-    if (!command)
-        return -ENOMEM;
-    command->kind = OVL__CMD_ADOPT;
-    command->listen_socket = socket;
-    command->socket = fd;
-    snprintf(command->peer, sizeof command->peer, "%s", peer ? peer : "");
-    return post(worker, command);
-}
-
-int ovl__worker_release(struct ovl__worker *worker, ovl_buf *buf)
-{
-    struct ovl__command *command = ovl__zalloc(sizeof *command);
-    if (!command)
-        return -ENOMEM;
-    command->kind = OVL__CMD_RELEASE;
-    command->buf = buf;
-    return post(worker, command);
-}
-
-static void begin_stop(struct ovl__worker *worker)
-{
-    if (worker->stopping)
-        return;
-    worker->stopping = true;
-    ovl_engine *engine = worker->engine;
-    engine->backend->accept_stop(worker);
-    if (atomic_fetch_sub(&engine->accepting_workers, 1) == 1) {
-        /* Nobody accepts any more: close the listening sockets now, not after the drain, so that connections go
-         * to a process sharing the port (SO_REUSEPORT; the kernel's tcp_migrate_req moves what was queued here to
-         * it) or are refused at once instead of waiting in a backlog nobody reads. */
-        pthread_mutex_lock(&engine->lock);
-        for (ovl_listener *listener = engine->listeners; listener; listener = listener->next)
-            ovl__listener_close(listener);
-        pthread_mutex_unlock(&engine->lock);
-    }
-    for (ovl_conn *conn = worker->conns; conn; conn = conn->next)
-        ovl__conn_begin_drain(conn);
-    if (worker->conn_count)
-        ovl__timer_start(worker, &worker->drain_timer,
-                         ovl__clock_ns() + (uint64_t)engine->config.drain_timeout_ms * 1000000u);
-}
-
-static void drain_timer_fired(struct ovl__worker *worker, struct ovl__timer *timer)
-{
-    (void)timer;
-    ovl__worker_drain_expired(worker);
-}
-
-static void tick_timer_fired(struct ovl__worker *worker, struct ovl__timer *timer)
-{
-    ovl__worker_tick(worker);
-    ovl__timer_start(worker, timer, ovl__clock_ns() + (uint64_t)worker->tick_ms * 1000000u);
-}
-
-void ovl__worker_drain_expired(struct ovl__worker *worker)
-{
-    for (ovl_conn *conn = worker->conns; conn; conn = conn->next)
-        ovl__conn_close(conn, OVL_CLOSE_ENGINE_STOP, -ETIMEDOUT);
-}
-
-void ovl__worker_run_commands(struct ovl__worker *worker)
-{
-    if (!atomic_exchange(&worker->command_pending, 0))
-        return;
-    pthread_mutex_lock(&worker->command_lock);
-    struct ovl__command *list = worker->command_head;
-    worker->command_head = worker->command_tail = NULL;
-    pthread_mutex_unlock(&worker->command_lock);
-    while (list) {
-        struct ovl__command *command = list;
-        list = command->next;
-        switch (command->kind) {
-        case OVL__CMD_LISTEN:
-            if (!worker->stopping)
-                worker->engine->backend->accept_start(worker, command->listen_socket);
-            break;
-        case OVL__CMD_CONNECT:
-            ovl__conn_attach(worker, command->conn);
-            if (worker->stopping)
-                ovl__conn_close(command->conn, OVL_CLOSE_ENGINE_STOP, -ESHUTDOWN);
-            else
-                ovl__conn_connect_next(command->conn, 0);
-            break;
-        case OVL__CMD_ADOPT: {
-            ovl_conn *conn = ovl__worker_accepted(worker, command->listen_socket, command->socket);
-            if (conn)
-                memcpy(conn->peer, command->peer, sizeof conn->peer);
-            break;
-        }
-        case OVL__CMD_RELEASE:
-            ovl__buf_free(command->buf);
-            break;
-        }
-        ovl__free(command);
-    }
-    if (!worker->stopping && atomic_load(&worker->engine->stop_requested))
-        begin_stop(worker);
-}
-
-bool ovl__worker_done(const struct ovl__worker *worker)
-{
-    return worker->stopping && worker->conn_count == 0 && !worker->dead_head;
-}
-
-/* ---- threads ---- */
-
-/* The worker loop, the same for every backend (as libuv's uv_run over each platform's uv__io_poll): send what is
- * queued and free what closed, stop when done, wait for I/O or the earliest timer, run the timers that are due,
- * then the commands other threads posted. */
-static void worker_loop(struct ovl__worker *worker)
-{
-    const struct ovl__backend *backend = worker->engine->backend;
-    for (;;) {
-        ovl__worker_flush(worker);
-        if (ovl__worker_done(worker) && !(backend->busy && backend->busy(worker)))
-            break;
-        backend->poll(worker, ovl__timers_wait_ns(worker));
-        ovl__timers_run(worker);
-        ovl__worker_run_commands(worker);
-    }
-}
-
-static void *worker_main(void *arg)
-{
-    struct ovl__worker *worker = arg;
-    ovl_engine *engine = worker->engine;
-    ovl__current_worker = worker;
-    ovl__worker_clock(worker);
-    int rc = ovl__pool_init(&worker->pool, worker, engine->config.buffer_size, engine->config.buffer_count);
-    if (rc < 0)
-        ovl__error_set(&worker->init_error, rc, NULL, "allocate %u receive buffers of %u bytes",
-                       engine->config.buffer_count, engine->config.buffer_size);
-    else
-        rc = engine->backend->worker_init(worker, &worker->init_error);
-    pthread_mutex_lock(&engine->start_lock);
-    worker->init_result = rc;
-    engine->workers_ready++;
-    pthread_cond_broadcast(&engine->start_cond);
-    pthread_mutex_unlock(&engine->start_lock);
-    if (rc == 0) {
-        atomic_store(&worker->ready, 1);
-        worker->drain_timer.fire = drain_timer_fired;
-        worker->tick_timer.fire = tick_timer_fired;
-        ovl__timer_start(worker, &worker->tick_timer, ovl__clock_ns() + (uint64_t)worker->tick_ms * 1000000u);
-        ovl__worker_run_commands(worker);
-        worker_loop(worker);
-    }
-    /* The backend state and the pool live on until ovl_engine_destroy: another thread may still wake() this
-     * worker, and buffers the application holds stay readable until then. */
-    return NULL;
-}
-
 int ovl_engine_start(ovl_engine *engine, ovl_error_info *err)
 {
     if (!engine) {
@@ -407,7 +220,7 @@ int ovl_engine_start(ovl_engine *engine, ovl_error_info *err)
     for (; created < engine->thread_count; created++) {
         struct ovl__worker *worker = &engine->workers[created];
         worker->thread_started = true;
-        rc = -pthread_create(&worker->thread, NULL, worker_main, worker);
+        rc = -pthread_create(&worker->thread, NULL, ovl__worker_main, worker);
         if (rc) {
             worker->thread_started = false;
             ovl__error_set(err, rc, NULL, "start worker thread %d", created);
@@ -443,7 +256,7 @@ void ovl_engine_request_stop(ovl_engine *engine)
     if (atomic_exchange(&engine->stop_requested, 1))
         return;
     /* No command to allocate: a stop must work when memory has run out. Each worker sees the flag at its next look
-     * at its queue (seq_cst against worker_main's store of `ready`, as in post()). */
+     * at its queue (seq_cst against ovl__worker_main's store of `ready`, as in worker.c's post()). */
     for (int i = 0; i < engine->thread_count; i++) {
         struct ovl__worker *worker = &engine->workers[i];
         atomic_store(&worker->command_pending, 1);
@@ -532,7 +345,7 @@ static void listener_publish(ovl_engine *engine, ovl_listener *listener, ovl_lis
     pthread_mutex_unlock(&engine->lock);
     for (int w = 0; w < engine->thread_count; w++)
         for (int s = 0; s < listener->count; s++)
-            post_new(&engine->workers[w], OVL__CMD_LISTEN, &listener->sockets[s], NULL);
+            ovl__worker_post(&engine->workers[w], OVL__CMD_LISTEN, &listener->sockets[s], NULL);
     if (out)
         *out = listener;
 }
@@ -645,7 +458,7 @@ int ovl_connect(ovl_engine *engine, const ovl_target *target, const ovl_callback
         return 0;
     }
     uint32_t index = atomic_fetch_add_explicit(&engine->next_worker, 1, memory_order_relaxed);
-    int rc = post_new(&engine->workers[index % (uint32_t)engine->thread_count], OVL__CMD_CONNECT, NULL, conn);
+    int rc = ovl__worker_post(&engine->workers[index % (uint32_t)engine->thread_count], OVL__CMD_CONNECT, NULL, conn);
     if (rc < 0)
         ovl__conn_free_unattached(conn);
     return rc;

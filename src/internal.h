@@ -360,9 +360,6 @@ void ovl__conn_slot_freed(ovl_buf *buf);
 void ovl__conn_drain_read(ovl_conn *conn, size_t len);
 /* Run between completion batches: start queued sends, free closed connections. */
 void ovl__worker_flush(struct ovl__worker *worker);
-/* The periodic tick (every worker->tick_ms): close connections idle for idle_timeout_ms, or stalled for
- * stall_timeout_ms; give cold pool memory back. */
-void ovl__worker_tick(struct ovl__worker *worker);
 
 /* timer.c: backends bound their wait by ovl__timers_wait_ns (-1 = no timer, else nanoseconds until the earliest)
  * and call ovl__timers_run after handling what the wait brought. */
@@ -373,7 +370,11 @@ void ovl__timer_start(struct ovl__worker *worker, struct ovl__timer *timer, uint
 /* Disarm a timer; nothing if it is not armed. */
 void ovl__timer_stop(struct ovl__worker *worker, struct ovl__timer *timer);
 
-/* engine.c */
+/* worker.c */
+/* The worker thread: set up, run the loop until the worker is done. */
+void *ovl__worker_main(void *arg);
+/* Hand a command (OVL__CMD_LISTEN, OVL__CMD_CONNECT) to a worker from any thread. */
+int ovl__worker_post(struct ovl__worker *worker, int kind, struct ovl__listen_socket *socket, ovl_conn *conn);
 void ovl__worker_run_commands(struct ovl__worker *worker);
 /* Hand a socket accepted by this thread to `worker` (which owns the socket's completion port). */
 int ovl__worker_adopt(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd, const char *peer);
@@ -381,5 +382,8 @@ int ovl__worker_adopt(struct ovl__worker *worker, struct ovl__listen_socket *soc
 int ovl__worker_release(struct ovl__worker *worker, ovl_buf *buf);
 /* The loop may end: stop seen and no connection left (the backend adds its own outstanding work). */
 bool ovl__worker_done(const struct ovl__worker *worker);
+/* The periodic tick (every worker->tick_ms): close connections idle for idle_timeout_ms, or stalled for
+ * stall_timeout_ms; give cold pool memory back. */
+void ovl__worker_tick(struct ovl__worker *worker);
 
 #endif
