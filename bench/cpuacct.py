@@ -59,10 +59,10 @@ def threads_sched_ns(pid):
 
 
 def proc_stat_ticks(pid):
-    """utime + stime of PID from /proc/PID/stat, in clock ticks."""
+    """(utime, stime) of PID from /proc/PID/stat, in clock ticks."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return int(fields[11]), int(fields[12])  # fields 14 and 15
 
 
 def machine_ticks():
@@ -78,7 +78,8 @@ def machine_ticks():
 def snapshot(pid):
     """One reading of every accounting, server and machine; read it right before and right after the load run."""
     busy, idle, softirq, cpus = machine_ticks()
-    return {"pid": pid, "time": time.monotonic(), "stat_ticks": proc_stat_ticks(pid),
+    utime, stime = proc_stat_ticks(pid)
+    return {"pid": pid, "time": time.monotonic(), "utime_ticks": utime, "stime_ticks": stime,
             "sched_ns": process_sched_ns(pid), "threads_ns": {str(k): v for k, v in threads_sched_ns(pid).items()},
             "machine_busy_ticks": busy, "machine_idle_ticks": idle, "machine_softirq_ticks": softirq, "cpus": cpus}
 
@@ -93,7 +94,9 @@ def delta(before, after):
         if before.get("sched_ns") is not None and after.get("sched_ns") is not None else threads / 1e9
     return {
         "wall_s": after["time"] - before["time"],
-        "stat_s": (after["stat_ticks"] - before["stat_ticks"]) / HZ,
+        "user_s": (after["utime_ticks"] - before["utime_ticks"]) / HZ,
+        "sys_s": (after["stime_ticks"] - before["stime_ticks"]) / HZ,
+        "stat_s": (after["utime_ticks"] + after["stime_ticks"] - before["utime_ticks"] - before["stime_ticks"]) / HZ,
         "sched_s": sched,
         "threads_sched_s": threads / 1e9,
         "threads_exited": sum(1 for tid in t0 if tid not in t1),
