@@ -22,6 +22,7 @@
 
 struct ovl__backend {
     const char *name;
+    const char *alias;                 /* another name config.backend may use, or NULL */
     size_t conn_extra;                 /* bytes of backend state per connection */
     /* Optional: can this backend run here (a kernel or sandbox may forbid it)? 0, or a negative error with err
      * filled. Used to pick the default backend. */
@@ -70,16 +71,6 @@ extern const struct ovl__backend ovl__backend_iocp;
 #else
 extern const struct ovl__backend ovl__backend_uring;
 extern const struct ovl__backend ovl__backend_epoll;
-#endif
-
-/* The backend for a name ("io_uring"; NULL = best available), or NULL. */
-const struct ovl__backend *ovl__backend_find(const char *name);
-const struct ovl__backend *ovl__backend_fallback(const struct ovl__backend *backend);
-
-#ifdef _WIN32
-#define OVL__BACKEND_NAMES "iocp"
-#else
-#define OVL__BACKEND_NAMES "io_uring, epoll"
 #endif
 
 #endif

@@ -820,6 +820,7 @@ static void poll_completions(struct ovl__worker *worker, int64_t timeout_ns)
 
 const struct ovl__backend ovl__backend_uring = {
     .name = "io_uring",
+    .alias = "uring",
     .conn_extra = sizeof(struct uring_conn),
     .available = available,
     .worker_init = worker_init,

@@ -28,30 +28,88 @@ void ovl_config_init(ovl_config *config)
     memset(config, 0, sizeof *config);
 }
 
-const struct ovl__backend *ovl__backend_find(const char *name)
-{
-    bool any = !name || !name[0];
+/* The backends built in, best first. The default is the first that can run here; the notice says which ones before
+ * it could not. A new backend is one entry. */
+static const struct ovl__backend *const backends[] = {
 #ifdef _WIN32
-    if (any || strcmp(name, "iocp") == 0)
-        return &ovl__backend_iocp;
+    &ovl__backend_iocp,
 #else
-    if (any || strcmp(name, "io_uring") == 0 || strcmp(name, "uring") == 0)
-        return &ovl__backend_uring;
-    if (strcmp(name, "epoll") == 0)
-        return &ovl__backend_epoll;
+    &ovl__backend_uring,
+    &ovl__backend_epoll,
 #endif
+};
+enum { BACKEND_COUNT = sizeof backends / sizeof backends[0] };
+
+static const struct ovl__backend *backend_named(const char *name)
+{
+    for (int i = 0; i < BACKEND_COUNT; i++)
+        if (strcmp(name, backends[i]->name) == 0 || (backends[i]->alias && strcmp(name, backends[i]->alias) == 0))
+            return backends[i];
     return NULL;
 }
 
-/* What the default backend falls back to when it cannot run here. */
-const struct ovl__backend *ovl__backend_fallback(const struct ovl__backend *backend)
+/* "io_uring, epoll": the names of the backends built in, for messages. */
+static void backend_names(char *out, size_t size)
 {
-#ifdef _WIN32
-    (void)backend;
-    return NULL;
-#else
-    return backend == &ovl__backend_uring ? &ovl__backend_epoll : NULL;
-#endif
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; i < BACKEND_COUNT && used < size; i++) {
+        int n = snprintf(out + used, size - used, "%s%s", i ? ", " : "", backends[i]->name);
+        used += n > 0 ? (size_t)n : 0;
+    }
+}
+
+/* The backend for config->backend (a name, or NULL/"" for the best that runs here), with `notice` saying why the
+ * default is not the first entry. 0, or a negative error with err filled. */
+static int backend_choose(const char *name, const struct ovl__backend **out, char *notice, size_t notice_size,
+                          ovl_error_info *err)
+{
+    notice[0] = '\0';
+    if (name && name[0]) {
+        const struct ovl__backend *backend = backend_named(name);
+        if (!backend) {
+            char names[96], text[160];
+            backend_names(names, sizeof names);
+            snprintf(text, sizeof text, "not built into this library (have: %s)", names);
+            ovl__error_set(err, -ENOTSUP, text, "backend %s", name);
+            return -ENOTSUP;
+        }
+        ovl_error_info why;
+        memset(&why, 0, sizeof why);
+        int rc = backend->available ? backend->available(&why) : 0;
+        if (rc < 0) {
+            if (err)
+                *err = why;
+            return rc;
+        }
+        *out = backend;
+        return 0;
+    }
+    size_t used = 0;
+    ovl_error_info why;
+    for (int i = 0; i < BACKEND_COUNT; i++) {
+        memset(&why, 0, sizeof why);
+        int rc = backends[i]->available ? backends[i]->available(&why) : 0;
+        if (rc == 0) {
+            if (used)
+                snprintf(notice + used, notice_size - used, "using %s", backends[i]->name);
+            *out = backends[i];
+            return 0;
+        }
+        if (i == BACKEND_COUNT - 1) {
+            if (err)
+                *err = why;
+            return rc;
+        }
+        if (used < notice_size) {
+            int n = snprintf(notice + used, notice_size - used, "%s unavailable (%s: %s), ", backends[i]->name,
+                             why.what, why.text);
+            used += n > 0 ? (size_t)n : 0;
+            if (used >= notice_size)
+                used = notice_size - 1;
+        }
+    }
+    return -ENOTSUP; /* not reached: the table is never empty */
 }
 
 static uint32_t round_up_power_of_two(uint32_t n)
@@ -102,28 +160,11 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
                        (unsigned long long)(pool_bytes >> 20));
         return -EINVAL;
     }
-    const struct ovl__backend *backend = ovl__backend_find(config->backend);
-    if (!backend) {
-        ovl__error_set(err, -ENOTSUP, "not built into this library (have: " OVL__BACKEND_NAMES ")", "backend %s",
-                       config->backend);
-        return -ENOTSUP;
-    }
-    ovl_error_info why;
-    memset(&why, 0, sizeof why);
-    int unavailable = backend->available ? backend->available(&why) : 0;
-    const struct ovl__backend *fallback = ovl__backend_fallback(backend);
-    bool chosen_by_name = config->backend && config->backend[0];
-    if (unavailable < 0 && (chosen_by_name || !fallback)) {
-        if (err)
-            *err = why;
-        return unavailable;
-    }
-    char notice[320] = "";
-    if (unavailable < 0) {
-        snprintf(notice, sizeof notice, "%s unavailable (%s: %s), using %s", backend->name, why.what, why.text,
-                 fallback->name);
-        backend = fallback;
-    }
+    const struct ovl__backend *backend = NULL;
+    char notice[320];
+    int chosen = backend_choose(config->backend, &backend, notice, sizeof notice, err);
+    if (chosen < 0)
+        return chosen;
     int rc = ovl__net_init();
     if (rc < 0) {
         ovl__error_set(err, rc, NULL, "network initialisation");
