@@ -20,9 +20,12 @@
 
 #include "internal.h"
 
+struct ovl__poller;
+
 struct ovl__backend {
     const char *name;
     const char *alias;                 /* another name config.backend may use, or NULL */
+    const struct ovl__poller *poller;  /* a readiness backend (ready.c): the poller under it; else NULL */
     size_t conn_extra;                 /* bytes of backend state per connection */
     /* Optional: can this backend run here (a kernel or sandbox may forbid it)? 0, or a negative error with err
      * filled. Used to pick the default backend. */

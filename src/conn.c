@@ -162,7 +162,8 @@ static void set_keepalive(ovl_conn *conn)
 
 void ovl__conn_connected(ovl_conn *conn)
 {
-    ovl__timer_stop(conn->worker, &conn->timer); /* the connect deadline: the timer is the application's from on_open on */
+    /* The connect deadline: the timer is the application's from on_open on. */
+    ovl__timer_stop(conn->worker, &conn->timer);
     ovl__set_int_option(conn->fd, IPPROTO_TCP, TCP_NODELAY, 1);
     set_keepalive(conn);
     ovl__count(&conn->worker->counters.conns_connected, 1);

@@ -1,53 +1,40 @@
 /*
- * backend_epoll.c - the epoll backend: readiness turned into the completions conn.c expects. It runs where
- * io_uring cannot (kernels before 5.19, seccomp profiles and the io_uring_disabled sysctl that forbid it); it needs
- * Linux 4.5 for EPOLLEXCLUSIVE and nothing newer.
+ * ready.c - the readiness layer: readiness turned into the completions conn.c expects, for any poller that reports
+ * readiness (poller.h). epoll is the one under it on Linux (poller_epoll.c); the layer itself makes no epoll call,
+ * so a kqueue or poll(2) backend is a poller file and a table entry, not a copy of this file.
  *
- * One epoll instance per worker thread, an eventfd for wake(), and epoll_wait's timeout for the timers (the drain
- * deadline, the 100 ms accept pause after EMFILE/ENFILE, the idle sweep's tick); a timerfd would only add a
- * descriptor.
+ * One poller per worker thread with its own wake-up, and the poller's timeout for the worker's timers.
  *
- * Connections are registered once, edge-triggered, for EPOLLIN | EPOLLOUT | EPOLLRDHUP, and never modified. Why
- * edges: conn.c arms and disarms receiving (a slot wait, EOF, draining) and a send blocks and unblocks all the time;
- * with level triggering each change would be an epoll_ctl(MOD) to keep a disarmed socket from being reported on
- * every turn. With edges the backend remembers "readable" and "writable" itself and a change of interest costs no
- * system call. The price is the edge rule - never stop reading short of EAGAIN without remembering that more may
- * be there - and the ready list keeps it: a connection that used up its RECV_BURST reads for this turn, or that must
- * read without a new edge (draining, re-armed after a slot wait), is read again on the next turn. Listening
- * sockets are the exception: level-triggered with EPOLLEXCLUSIVE (one worker woken per connection, not all), so a
- * backlog left after ACCEPT_BURST is simply reported again.
+ * Connections are registered once, edge-triggered, for input, output, the peer's shutdown and errors, and never
+ * modified. Why edges: conn.c arms and disarms receiving (a slot wait, EOF, draining) and a send blocks and unblocks
+ * all the time; with level triggering each change would be a system call to keep a disarmed socket from being
+ * reported on every turn. With edges the layer remembers "readable" and "writable" itself and a change of interest
+ * costs no system call. The price is the edge rule - never stop reading short of EAGAIN without remembering that
+ * more may be there - and the ready list keeps it: a connection that used up its RECV_BURST reads for this turn, or
+ * that must read without a new edge (draining, re-armed after a slot wait), is read again on the next turn.
+ * Listening sockets are the exception: level-triggered, one waiter woken per connection where the poller can
+ * (EPOLLEXCLUSIVE), so a backlog left after ACCEPT_BURST is simply reported again.
  *
  * Operations are emulated as backend.h asks: each one pending on a connection (its registration, an armed receive,
- * a send waiting for EPOLLOUT, a connect in progress) holds one count of conn->inflight and is finished by exactly
- * one ovl__conn_op_done, from its handler or from cancel(). Holding a count for the registration makes conn.c
- * call cancel() for every registered connection before freeing it, so the descriptor always leaves the epoll set
- * before conn_free closes it: close() alone would leave the registration alive (and pointing at freed memory)
- * while a forked child of the embedding program still holds the descriptor.
+ * a send waiting for output readiness, a connect in progress) holds one count of conn->inflight and is finished by
+ * exactly one ovl__conn_op_done, from its handler or from cancel(). Holding a count for the registration makes
+ * conn.c call cancel() for every registered connection before freeing it, so the descriptor always leaves the
+ * poller before conn_free closes it: close() alone would leave an epoll registration alive (and pointing at freed
+ * memory) while a forked child of the embedding program still holds the descriptor.
  */
-#include "backend.h"
+#include "ready.h"
 
 #include "alloc.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
-enum tag {
-    TAG_CONN = 0,
-    TAG_ACCEPT,
-    TAG_WAKE
-};
-#define TAG_MASK 3u
-
 enum {
-    EVENT_BATCH = 256,        /* events taken per epoll_wait */
+    EVENT_BATCH = 256,        /* events taken per wait */
     RECV_BURST = 16,          /* reads per connection per loop turn: one flooding peer cannot starve the others */
     RECV_BURST_BACKLOGGED = 4, /* the same for a connection that fills whole buffers (OVL__C_RECV_ONE): a hundred
                                  of them flooding at once must not make a loop turn milliseconds long */
@@ -58,70 +45,50 @@ enum {
 
 /* Operations pending on a connection; each holds one count of conn->inflight. */
 enum {
-    OP_WATCH = 1u << 0,       /* the descriptor is in the epoll set */
+    OP_WATCH = 1u << 0,       /* the descriptor is registered with the poller */
     OP_RECV = 1u << 1,        /* receiving is armed (OVL__C_RECV_ARMED) */
-    OP_SEND = 1u << 2,        /* a send started and waits for EPOLLOUT */
-    OP_CONNECT = 1u << 3      /* a non-blocking connect waits for EPOLLOUT */
+    OP_SEND = 1u << 2,        /* a send started and waits for output readiness */
+    OP_CONNECT = 1u << 3      /* a non-blocking connect waits for output readiness */
 };
 
-struct ready_link {
-    struct ready_link *prev, *next; /* NULL while not on a list */
-};
-
-struct epoll_conn {
-    struct ready_link ready;  /* first member: a link is its epoll_conn */
-    ovl_conn *conn;
-    unsigned ops;
-    bool readable;            /* an edge said so and no read has seen EAGAIN since */
-    bool writable;
-    bool peer_done;           /* FIN, reset or error seen: read to EAGAIN or 0, never stop at a short read */
-    int error;                /* registration failed: reported by the armed receive */
-};
-
-struct epoll_accept {
-    struct epoll_accept *next;
+struct ready_accept {
+    struct ready_accept *next;
     struct ovl__listen_socket *socket;
     bool watched;
     struct ovl__timer retry;  /* watch again after EMFILE and the like */
 };
 
-struct epoll_worker {
-    int epoll_fd;
-    int wake_fd;
-    struct epoll_accept *accepts;
+struct ready_worker {
+    const struct ovl__poller *poller;
+    void *poll_state;         /* the poller's */
+    struct ready_accept *accepts;
     struct ready_link ready;  /* connections to read on the next turn without waiting for an edge */
-    bool pwait2;              /* epoll_pwait2 works here (not ENOSYS) */
-    struct epoll_event events[EVENT_BATCH];
+    struct ovl__poll_event events[EVENT_BATCH];
 };
 
-static inline uint64_t tagged(const void *owner, enum tag tag)
-{
-    return (uint64_t)(uintptr_t)owner | tag;
-}
-
-static inline struct epoll_worker *state_of(struct ovl__worker *worker)
+static inline struct ready_worker *state_of(struct ovl__worker *worker)
 {
     return worker->backend_state;
 }
 
-static inline struct epoll_conn *conn_state(ovl_conn *conn)
+static inline struct ready_conn *conn_state(ovl_conn *conn)
 {
-    return (struct epoll_conn *)conn->backend_data;
+    return (struct ready_conn *)conn->backend_data;
 }
 
 /* ---- the ready list ---- */
 
-static void ready_push(struct epoll_worker *ew, struct epoll_conn *ec)
+static void ready_push(struct ready_worker *rw, struct ready_conn *ec)
 {
     if (ec->ready.next)
         return;
-    ec->ready.prev = ew->ready.prev;
-    ec->ready.next = &ew->ready;
-    ew->ready.prev->next = &ec->ready;
-    ew->ready.prev = &ec->ready;
+    ec->ready.prev = rw->ready.prev;
+    ec->ready.next = &rw->ready;
+    rw->ready.prev->next = &ec->ready;
+    rw->ready.prev = &ec->ready;
 }
 
-static void ready_remove(struct epoll_conn *ec)
+static void ready_remove(struct ready_conn *ec)
 {
     if (!ec->ready.next)
         return;
@@ -132,99 +99,73 @@ static void ready_remove(struct epoll_conn *ec)
 
 /* ---- set-up ---- */
 
-static void worker_destroy(struct ovl__worker *worker);
-
-static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
+void ovl__ready_worker_destroy(struct ovl__worker *worker)
 {
-    struct epoll_worker *ew = ovl__zalloc(sizeof *ew);
-    if (!ew) {
-        ovl__error_set(err, -ENOMEM, NULL, "allocate the epoll worker state");
-        return -ENOMEM;
-    }
-    ew->epoll_fd = -1;
-    ew->pwait2 = true;
-    ew->wake_fd = -1;
-    ew->ready.prev = ew->ready.next = &ew->ready;
-    worker->backend_state = ew;
-    int rc = 0;
-    if ((ew->epoll_fd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
-        rc = -errno;
-        ovl__error_set(err, rc, NULL, "epoll_create1");
-    }
-    if (rc == 0 && (ew->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
-        rc = -errno;
-        ovl__error_set(err, rc, NULL, "eventfd");
-    }
-    if (rc == 0) {
-        struct epoll_event event = {.events = EPOLLIN, .data.u64 = tagged(worker, TAG_WAKE)};
-        if (epoll_ctl(ew->epoll_fd, EPOLL_CTL_ADD, ew->wake_fd, &event) < 0) {
-            rc = -errno;
-            ovl__error_set(err, rc, NULL, "epoll_ctl add eventfd");
-        }
-    }
-    if (rc < 0) {
-        worker_destroy(worker);
-        return rc;
-    }
-    return 0;
-}
-
-static void worker_destroy(struct ovl__worker *worker)
-{
-    struct epoll_worker *ew = state_of(worker);
-    if (!ew)
+    struct ready_worker *rw = state_of(worker);
+    if (!rw)
         return;
-    if (ew->epoll_fd >= 0)
-        close(ew->epoll_fd);
-    if (ew->wake_fd >= 0)
-        close(ew->wake_fd);
-    while (ew->accepts) {
-        struct epoll_accept *accept = ew->accepts;
-        ew->accepts = accept->next;
+    rw->poller->close(rw->poll_state);
+    while (rw->accepts) {
+        struct ready_accept *accept = rw->accepts;
+        rw->accepts = accept->next;
         ovl__free(accept);
     }
-    ovl__free(ew);
+    ovl__free(rw);
     worker->backend_state = NULL;
 }
 
-static void wake(struct ovl__worker *worker)
+int ovl__ready_worker_init(struct ovl__worker *worker, ovl_error_info *err)
 {
-    struct epoll_worker *ew = state_of(worker);
-    uint64_t one = 1;
-    if (ew && write(ew->wake_fd, &one, sizeof one) < 0) {
-        /* EAGAIN: the counter is already non-zero, so the worker wakes anyway. */
+    struct ready_worker *rw = ovl__zalloc(sizeof *rw);
+    if (!rw) {
+        ovl__error_set(err, -ENOMEM, NULL, "allocate the %s worker state", worker->engine->backend->name);
+        return -ENOMEM;
     }
+    rw->poller = worker->engine->backend->poller;
+    rw->ready.prev = rw->ready.next = &rw->ready;
+    int rc = rw->poller->open(&rw->poll_state, err);
+    if (rc < 0) {
+        ovl__free(rw);
+        return rc;
+    }
+    worker->backend_state = rw;
+    return 0;
+}
+
+void ovl__ready_wake(struct ovl__worker *worker)
+{
+    struct ready_worker *rw = state_of(worker);
+    if (rw)
+        rw->poller->wake(rw->poll_state);
 }
 
 /* ---- accepting ---- */
 
-static int watch_listener(struct epoll_worker *ew, struct epoll_accept *accept)
+static int watch_listener(struct ready_worker *rw, struct ready_accept *accept)
 {
-    struct epoll_event event = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.u64 = tagged(accept, TAG_ACCEPT)};
-    if (epoll_ctl(ew->epoll_fd, EPOLL_CTL_ADD, accept->socket->fd, &event) < 0)
-        return -errno;
-    accept->watched = true;
-    return 0;
+    int rc = rw->poller->watch_listener(rw->poll_state, accept->socket->fd, accept);
+    if (rc == 0)
+        accept->watched = true;
+    return rc;
 }
 
-static void unwatch_listener(struct epoll_worker *ew, struct epoll_accept *accept)
+static void unwatch_listener(struct ready_worker *rw, struct ready_accept *accept)
 {
-    /* EPOLLEXCLUSIVE registrations cannot be modified (EINVAL), only removed and added again. */
     if (accept->watched)
-        epoll_ctl(ew->epoll_fd, EPOLL_CTL_DEL, accept->socket->fd, NULL);
+        rw->poller->unwatch(rw->poll_state, accept->socket->fd);
     accept->watched = false;
 }
 
-static void retry_later(struct ovl__worker *worker, struct epoll_accept *accept)
+static void retry_later(struct ovl__worker *worker, struct ready_accept *accept)
 {
     ovl__timer_start(worker, &accept->retry, ovl__clock_ns() + ACCEPT_RETRY_MS * 1000000ull);
 }
 
-static void accept_some(struct ovl__worker *worker, struct epoll_accept *accept);
+static void accept_some(struct ovl__worker *worker, struct ready_accept *accept);
 
 static void accept_retry_fired(struct ovl__worker *worker, struct ovl__timer *timer)
 {
-    struct epoll_accept *accept = ovl__container_of(timer, struct epoll_accept, retry);
+    struct ready_accept *accept = ovl__container_of(timer, struct ready_accept, retry);
     if (worker->stopping)
         return;
     if (watch_listener(state_of(worker), accept) == 0)
@@ -233,9 +174,9 @@ static void accept_retry_fired(struct ovl__worker *worker, struct ovl__timer *ti
         retry_later(worker, accept);
 }
 
-static void accept_some(struct ovl__worker *worker, struct epoll_accept *accept)
+static void accept_some(struct ovl__worker *worker, struct ready_accept *accept)
 {
-    struct epoll_worker *ew = state_of(worker);
+    struct ready_worker *rw = state_of(worker);
     for (int i = 0; i < ACCEPT_BURST && accept->watched && !worker->stopping; i++) {
         int fd = accept4(accept->socket->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
@@ -252,7 +193,7 @@ static void accept_some(struct ovl__worker *worker, struct epoll_accept *accept)
         if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
             /* Out of descriptors or memory: the connection stays in the backlog and the level-triggered listener
              * would be reported again at once - a busy loop. Serve the connections we have and try again later. */
-            unwatch_listener(ew, accept);
+            unwatch_listener(rw, accept);
             retry_later(worker, accept);
             return;
         }
@@ -260,25 +201,25 @@ static void accept_some(struct ovl__worker *worker, struct epoll_accept *accept)
     }
 }
 
-static void accept_start(struct ovl__worker *worker, struct ovl__listen_socket *socket)
+void ovl__ready_accept_start(struct ovl__worker *worker, struct ovl__listen_socket *socket)
 {
-    struct epoll_worker *ew = state_of(worker);
-    struct epoll_accept *accept = ovl__zalloc(sizeof *accept);
+    struct ready_worker *rw = state_of(worker);
+    struct ready_accept *accept = ovl__zalloc(sizeof *accept);
     if (!accept) {
         ovl__count(&worker->counters.errors, 1);
         return;
     }
     accept->socket = socket;
     accept->retry.fire = accept_retry_fired;
-    accept->next = ew->accepts;
-    ew->accepts = accept;
+    accept->next = rw->accepts;
+    rw->accepts = accept;
     /* Every worker accepts on this socket: after a wake-up another worker may have taken the connection, and a
      * blocking accept4 would then stall this thread. O_NONBLOCK lives on the shared file description, which is
      * what every worker of this engine wants. */
     int flags = fcntl(socket->fd, F_GETFL);
     if (flags >= 0 && !(flags & O_NONBLOCK))
         fcntl(socket->fd, F_SETFL, flags | O_NONBLOCK);
-    if (watch_listener(ew, accept) < 0) {
+    if (watch_listener(rw, accept) < 0) {
         ovl__count(&worker->counters.errors, 1);
         retry_later(worker, accept);
         return;
@@ -286,11 +227,11 @@ static void accept_start(struct ovl__worker *worker, struct ovl__listen_socket *
     accept_some(worker, accept);
 }
 
-static void accept_stop(struct ovl__worker *worker)
+void ovl__ready_accept_stop(struct ovl__worker *worker)
 {
-    struct epoll_worker *ew = state_of(worker);
-    for (struct epoll_accept *accept = ew->accepts; accept; accept = accept->next) {
-        unwatch_listener(ew, accept);
+    struct ready_worker *rw = state_of(worker);
+    for (struct ready_accept *accept = rw->accepts; accept; accept = accept->next) {
+        unwatch_listener(rw, accept);
         ovl__timer_stop(worker, &accept->retry);
     }
 }
@@ -299,14 +240,14 @@ static void accept_stop(struct ovl__worker *worker)
 
 static int watch(ovl_conn *conn)
 {
-    struct epoll_conn *ec = conn_state(conn);
+    struct ready_conn *ec = conn_state(conn);
     if (ec->ops & OP_WATCH)
         return 0;
     ec->conn = conn;
-    struct epoll_event event = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                                .data.u64 = tagged(conn, TAG_CONN)};
-    if (epoll_ctl(state_of(conn->worker)->epoll_fd, EPOLL_CTL_ADD, conn->fd, &event) < 0)
-        return -errno;
+    struct ready_worker *rw = state_of(conn->worker);
+    int rc = rw->poller->watch(rw->poll_state, conn->fd, conn);
+    if (rc < 0)
+        return rc;
     ec->ops |= OP_WATCH;
     conn->inflight++;
     return 0;
@@ -315,7 +256,7 @@ static int watch(ovl_conn *conn)
 /* The receive is no longer armed; the caller reports why, then calls ovl__conn_op_done. */
 static void recv_finish(ovl_conn *conn)
 {
-    struct epoll_conn *ec = conn_state(conn);
+    struct ready_conn *ec = conn_state(conn);
     ec->ops &= ~OP_RECV;
     conn->flags &= ~OVL__C_RECV_ARMED;
     ready_remove(ec);
@@ -329,10 +270,10 @@ static inline bool drain_read(const ovl_conn *conn)
 
 /* ---- receiving ---- */
 
-static void recv_start(ovl_conn *conn)
+void ovl__ready_recv_start(ovl_conn *conn)
 {
-    struct epoll_worker *ew = state_of(conn->worker);
-    struct epoll_conn *ec = conn_state(conn);
+    struct ready_worker *rw = state_of(conn->worker);
+    struct ready_conn *ec = conn_state(conn);
     if (ec->ops & OP_RECV)
         return;
     int rc = watch(conn);
@@ -344,32 +285,32 @@ static void recv_start(ovl_conn *conn)
     /* Nothing is read here: recv_start runs inside conn.c's callbacks, and a read would re-enter them. The next
      * turn reads it if an edge was already seen (e.g. before a slot wait) or if draining must look for itself. */
     if (rc < 0 || ec->readable || drain_read(conn))
-        ready_push(ew, ec);
+        ready_push(rw, ec);
 }
 
 /* Stop the armed receive; `readable` is kept, so recv_start reads on at the next turn when conn.c resumes. */
-static void recv_pause(ovl_conn *conn)
+void ovl__ready_recv_pause(ovl_conn *conn)
 {
-    /* Registered even when paused before its first receive (in on_open): EPOLLERR must still reach it. */
+    /* Registered even when paused before its first receive (in on_open): an error must still reach it. */
     if (watch(conn) < 0 || !(conn_state(conn)->ops & OP_RECV))
         return;
     recv_finish(conn);
     ovl__conn_op_done(conn);
 }
 
-static void recv_drain(ovl_conn *conn)
+void ovl__ready_recv_drain(ovl_conn *conn)
 {
-    struct epoll_conn *ec = conn_state(conn);
+    struct ready_conn *ec = conn_state(conn);
     if (ec->ops & OP_RECV)
         ready_push(state_of(conn->worker), ec); /* the armed receive reads to EAGAIN in drain mode next turn */
     else if (!(conn->flags & OVL__C_RECV_WAIT))
-        recv_start(conn);
+        ovl__ready_recv_start(conn);
 }
 
 static void do_recv(struct ovl__worker *worker, ovl_conn *conn)
 {
-    struct epoll_worker *ew = state_of(worker);
-    struct epoll_conn *ec = conn_state(conn);
+    struct ready_worker *rw = state_of(worker);
+    struct ready_conn *ec = conn_state(conn);
     if ((ec->ops & OP_RECV) && ec->error) {
         int err = ec->error;
         ec->error = 0;
@@ -391,7 +332,7 @@ static void do_recv(struct ovl__worker *worker, ovl_conn *conn)
             return;
         }
         if (reads >= ((conn->flags & OVL__C_RECV_ONE) ? RECV_BURST_BACKLOGGED : RECV_BURST)) {
-            ready_push(ew, ec);
+            ready_push(rw, ec);
             return;
         }
         struct ovl__pool *pool = &worker->pool;
@@ -453,7 +394,7 @@ static void do_recv(struct ovl__worker *worker, ovl_conn *conn)
 
 static void do_send(ovl_conn *conn)
 {
-    struct epoll_conn *ec = conn_state(conn);
+    struct ready_conn *ec = conn_state(conn);
     struct iovec iov[SEND_BATCH];
     size_t count = 0, bytes = 0;
     for (ovl_buf *buf = conn->queue_head; buf && count < SEND_BATCH; buf = buf->next, count++) {
@@ -472,12 +413,12 @@ static void do_send(ovl_conn *conn)
     while (n < 0 && errno == EINTR);
     int e = n < 0 ? errno : 0;
     if (e == EAGAIN || e == EWOULDBLOCK) {
-        ec->writable = false; /* stays pending: EPOLLOUT continues it */
+        ec->writable = false; /* stays pending: output readiness continues it */
         return;
     }
     ec->ops &= ~OP_SEND;
     if (n > 0 || (n == 0 && bytes == 0)) {
-        /* A short count means the send buffer filled up (the kernel then sets SOCK_NOSPACE, so an EPOLLOUT edge
+        /* A short count means the send buffer filled up (the kernel then sets SOCK_NOSPACE, so an output edge
          * follows); ovl__conn_sent keeps the rest queued and kicks, and send_start waits for that edge. */
         if ((size_t)n < bytes)
             ec->writable = false;
@@ -489,9 +430,9 @@ static void do_send(ovl_conn *conn)
     ovl__conn_op_done(conn);
 }
 
-static void send_start(ovl_conn *conn)
+void ovl__ready_send_start(ovl_conn *conn)
 {
-    struct epoll_conn *ec = conn_state(conn);
+    struct ready_conn *ec = conn_state(conn);
     int rc = watch(conn);
     if (rc < 0) {
         conn->flags &= ~OVL__C_SENDING;
@@ -506,7 +447,7 @@ static void send_start(ovl_conn *conn)
 
 /* ---- connecting ---- */
 
-static int connect_start(ovl_conn *conn, const struct addrinfo *address)
+int ovl__ready_connect_start(ovl_conn *conn, const struct addrinfo *address)
 {
     int fd = socket(address->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
     if (fd < 0)
@@ -517,7 +458,7 @@ static int connect_start(ovl_conn *conn, const struct addrinfo *address)
         return rc;
     }
     conn->fd = fd;
-    struct epoll_conn *ec = conn_state(conn);
+    struct ready_conn *ec = conn_state(conn);
     ec->readable = ec->writable = ec->peer_done = false;
     ec->error = 0;
     /* Registering reports the current state, so a connect that already finished still raises its event. */
@@ -532,10 +473,10 @@ static int connect_start(ovl_conn *conn, const struct addrinfo *address)
     return 0;
 }
 
-static void on_connect(ovl_conn *conn, uint32_t events)
+static void on_connect(ovl_conn *conn, unsigned events)
 {
-    struct epoll_conn *ec = conn_state(conn);
-    if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+    struct ready_conn *ec = conn_state(conn);
+    if (!(events & (OVL__POLL_OUT | OVL__POLL_ERR | OVL__POLL_HUP)))
         return; /* not finished yet */
     int error = 0;
     socklen_t length = sizeof error;
@@ -549,7 +490,8 @@ static void on_connect(ovl_conn *conn, uint32_t events)
     }
     /* This address failed: its descriptor leaves the set before the next attempt registers a new one. */
     ec->ops &= ~OP_WATCH;
-    epoll_ctl(state_of(conn->worker)->epoll_fd, EPOLL_CTL_DEL, conn->fd, NULL);
+    struct ready_worker *rw = state_of(conn->worker);
+    rw->poller->unwatch(rw->poll_state, conn->fd);
     close(conn->fd);
     conn->fd = -1;
     ovl__conn_connect_next(conn, -error);
@@ -559,14 +501,16 @@ static void on_connect(ovl_conn *conn, uint32_t events)
 
 /* Nothing is in the kernel: finish every pending operation now, so inflight reaches 0 and conn.c frees the
  * connection (closing its descriptor) in the next flush. */
-static void cancel(ovl_conn *conn)
+void ovl__ready_cancel(ovl_conn *conn)
 {
-    struct epoll_conn *ec = conn_state(conn);
+    struct ready_conn *ec = conn_state(conn);
     unsigned ops = ec->ops;
     ready_remove(ec);
     ec->ops = 0;
-    if (ops & OP_WATCH)
-        epoll_ctl(state_of(conn->worker)->epoll_fd, EPOLL_CTL_DEL, conn->fd, NULL);
+    if (ops & OP_WATCH) {
+        struct ready_worker *rw = state_of(conn->worker);
+        rw->poller->unwatch(rw->poll_state, conn->fd);
+    }
     if (ops & OP_RECV)
         conn->flags &= ~OVL__C_RECV_ARMED;
     if (ops & OP_SEND)
@@ -576,22 +520,22 @@ static void cancel(ovl_conn *conn)
             ovl__conn_op_done(conn);
 }
 
-static void on_conn_event(struct ovl__worker *worker, ovl_conn *conn, uint32_t events)
+static void on_conn_event(struct ovl__worker *worker, ovl_conn *conn, unsigned events)
 {
-    struct epoll_conn *ec = conn_state(conn);
+    struct ready_conn *ec = conn_state(conn);
     if (!(ec->ops & OP_WATCH))
         return; /* cancelled by a callback earlier in this batch; freed only in the next flush */
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+    if (events & (OVL__POLL_IN | OVL__POLL_RDHUP | OVL__POLL_HUP | OVL__POLL_ERR))
         ec->readable = true;
-    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+    if (events & (OVL__POLL_RDHUP | OVL__POLL_HUP | OVL__POLL_ERR))
         ec->peer_done = true;
-    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+    if (events & (OVL__POLL_OUT | OVL__POLL_HUP | OVL__POLL_ERR))
         ec->writable = true;
     if (ec->ops & OP_CONNECT) {
         on_connect(conn, events);
         return;
     }
-    if ((events & EPOLLERR) && !(ec->ops & (OP_RECV | OP_SEND)) && !(conn->flags & OVL__C_CLOSING)) {
+    if ((events & OVL__POLL_ERR) && !(ec->ops & (OP_RECV | OP_SEND)) && !(conn->flags & OVL__C_CLOSING)) {
         /* Paused, nothing reading or sending: a reset must not wait for the pause to end to be noticed. */
         int error = 0;
         socklen_t length = sizeof error;
@@ -611,101 +555,50 @@ static void on_conn_event(struct ovl__worker *worker, ovl_conn *conn, uint32_t e
 /* Work that no event will announce: the wait must not block. */
 static bool work_waiting(struct ovl__worker *worker)
 {
-    struct epoll_worker *ew = state_of(worker);
-    if (ew->ready.next != &ew->ready)
+    struct ready_worker *rw = state_of(worker);
+    if (rw->ready.next != &rw->ready)
         return true;
     /* Flush walks the wait list before it starts sends, and our sends complete inside flush: slots they freed
      * (or a waiting connection that closed) are seen only by the next flush, which no event would bring. */
     return worker->wait_head && (worker->wait_dirty || worker->pool.held < worker->pool.slot_count);
 }
 
-/* epoll_pwait2 (5.11) waits with a nanosecond timeout, which ovl_conn_timer needs; epoll_wait's milliseconds are
- * the fallback on older kernels (timers then fire up to 1 ms late). */
-static int wait_for_events(struct epoll_worker *ew, int64_t timeout_ns)
-{
-    if (ew->pwait2) {
-        struct timespec timeout = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
-        int count = epoll_pwait2(ew->epoll_fd, ew->events, EVENT_BATCH, timeout_ns < 0 ? NULL : &timeout, NULL);
-        if (count >= 0 || errno != ENOSYS)
-            return count;
-        ew->pwait2 = false;
-    }
-    int64_t ms = timeout_ns < 0 ? -1 : (timeout_ns + 999999) / 1000000;
-    return epoll_wait(ew->epoll_fd, ew->events, EVENT_BATCH, ms > INT_MAX ? INT_MAX : (int)ms);
-}
-
 static void run_ready(struct ovl__worker *worker)
 {
-    struct epoll_worker *ew = state_of(worker);
-    if (ew->ready.next == &ew->ready)
+    struct ready_worker *rw = state_of(worker);
+    if (rw->ready.next == &rw->ready)
         return;
     /* Take the list as it is: connections pushed while it runs wait for the next turn. cancel() may unlink
      * entries from this local list; that needs only their own links. */
-    struct ready_link batch = {ew->ready.prev, ew->ready.next};
+    struct ready_link batch = {rw->ready.prev, rw->ready.next};
     batch.next->prev = &batch;
     batch.prev->next = &batch;
-    ew->ready.prev = ew->ready.next = &ew->ready;
+    rw->ready.prev = rw->ready.next = &rw->ready;
     while (batch.next != &batch) {
-        struct epoll_conn *ec = (struct epoll_conn *)batch.next;
+        struct ready_conn *ec = (struct ready_conn *)batch.next;
         ready_remove(ec);
         do_recv(worker, ec->conn);
     }
 }
 
-static void dispatch(struct ovl__worker *worker, const struct epoll_event *event)
+void ovl__ready_poll(struct ovl__worker *worker, int64_t timeout_ns)
 {
-    struct epoll_worker *ew = state_of(worker);
-    enum tag tag = (enum tag)(event->data.u64 & TAG_MASK);
-    void *owner = (void *)(uintptr_t)(event->data.u64 & ~(uint64_t)TAG_MASK);
-    switch (tag) {
-    case TAG_CONN:
-        on_conn_event(worker, owner, event->events);
-        break;
-    case TAG_ACCEPT:
-        accept_some(worker, owner);
-        break;
-    case TAG_WAKE: {
-        uint64_t value;
-        if (read(ew->wake_fd, &value, sizeof value) < 0) {
-            /* EAGAIN: another wake-up already reset it. */
-        }
-        break;
-    }
-    }
-}
-
-static void poll_events(struct ovl__worker *worker, int64_t timeout_ns)
-{
-    struct epoll_worker *ew = state_of(worker);
-    int count = wait_for_events(ew, work_waiting(worker) ? 0 : timeout_ns);
+    struct ready_worker *rw = state_of(worker);
+    const char *call = "wait";
+    int count = rw->poller->wait(rw->poll_state, rw->events, EVENT_BATCH, work_waiting(worker) ? 0 : timeout_ns, &call);
     ovl__worker_clock(worker);
     if (count < 0) {
-        int e = errno;
-        if (e != EINTR) {
-            ovl__log(worker->engine, OVL_LOG_ERROR, "%s: %s (errno %d)", ew->pwait2 ? "epoll_pwait2" : "epoll_wait",
-                     ovl_strerror(-e), e);
+        if (count != -EINTR) {
+            ovl__log(worker->engine, OVL_LOG_ERROR, "%s: %s (errno %d)", call, ovl_strerror(count), -count);
             ovl__worker_drain_expired(worker);
         }
         count = 0;
     }
-    for (int i = 0; i < count; i++)
-        dispatch(worker, &ew->events[i]);
+    for (int i = 0; i < count; i++) {
+        if (rw->events[i].listener)
+            accept_some(worker, rw->events[i].owner);
+        else
+            on_conn_event(worker, rw->events[i].owner, rw->events[i].events);
+    }
     run_ready(worker);
 }
-
-const struct ovl__backend ovl__backend_epoll = {
-    .name = "epoll",
-    .conn_extra = sizeof(struct epoll_conn),
-    .worker_init = worker_init,
-    .poll = poll_events,
-    .worker_destroy = worker_destroy,
-    .wake = wake,
-    .accept_start = accept_start,
-    .accept_stop = accept_stop,
-    .recv_start = recv_start,
-    .recv_drain = recv_drain,
-    .recv_pause = recv_pause,
-    .send_start = send_start,
-    .connect_start = connect_start,
-    .cancel = cancel,
-};
