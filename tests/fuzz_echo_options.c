@@ -1,5 +1,5 @@
 /*
- * fuzz_echo_options.c - libFuzzer target for overlap-echo's command line parser (src/echo_options.c).
+ * fuzz_echo_options.c - libFuzzer target for overlap-echo's command line parser (programs/echo/echo_options.c).
  *
  * The input is split at NUL bytes into arguments (fuzz_argv.h; argv[0] is "overlap-echo"), the way a shell hands them over, so
  * the fuzzer reaches every option with any value, "--name=value" forms, missing values and stray arguments. Besides
