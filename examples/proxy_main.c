@@ -283,14 +283,6 @@ static void print_error(const ovl_error_info *err, int rc, const char *operation
         fprintf(stderr, "overlap-proxy: %s: %s (" CODE_LABEL " %d)\n", operation, ovl_strerror(rc), -rc);
 }
 
-static uint32_t milliseconds(double seconds)
-{
-    /* Rounded up: a tiny positive value must not become 0, which means "off" or "default". */
-    double ms = seconds * 1000.0;
-    uint32_t whole = (uint32_t)ms;
-    return (double)whole < ms ? whole + 1 : whole;
-}
-
 static void print_stats_line(const ovl_stats *now, const ovl_stats *before, double seconds)
 {
     printf("open %llu  clients %llu  connect failures %llu  MB/s in %.2f  resets %llu  errors %llu\n",
@@ -333,19 +325,9 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    ovl_config config;
-    ovl_config_init(&config);
-    config.threads = options.threads;
+    ovl_config config = options.engine.config;
     config.log = engine_log;
     config.max_conns = options.max_conns * 2; /* the engine counts the client and the upstream connection */
-    config.buffer_size = options.buffer_size;
-    config.buffer_count = options.buffer_count;
-    config.drain_timeout_ms = milliseconds(options.drain_timeout);
-    config.idle_timeout_ms = milliseconds(options.idle_timeout);
-    common_options_apply(&options.common, &config);
-    config.connect_timeout_ms = options.connect_timeout < 0    ? 0
-                                : options.connect_timeout == 0 ? -1
-                                                               : (int)milliseconds(options.connect_timeout);
     rc = ovl_engine_create(&proxy.engine, &config, &err);
     if (rc < 0) {
         print_error(&err, rc, "engine");
@@ -380,9 +362,9 @@ int main(int argc, char **argv)
     for (int i = 0; i < ovl_listener_count(listener); i++)
         printf("listening on %s\n", ovl_listener_address(listener, i));
     struct metrics_server *metrics = NULL;
-    if (options.common.metrics_port[0]) {
-        rc = metrics_start(&metrics, proxy.engine, "overlap-proxy", options.common.metrics_host,
-                           options.common.metrics_port, &err);
+    if (options.engine.metrics_port[0]) {
+        rc = metrics_start(&metrics, proxy.engine, "overlap-proxy", options.engine.metrics_host,
+                           options.engine.metrics_port, &err);
         if (rc < 0) {
             print_error(&err, rc, "metrics");
             ovl_engine_destroy(proxy.engine);

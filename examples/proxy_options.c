@@ -31,6 +31,9 @@ const char proxy_usage[] =
     "  --stall-timeout S  close a connection whose peer has taken none of its queued bytes for S\n"
     "                     seconds: it does not read (default 60; 0 = off)\n"
     "  --drain-timeout S  on SIGINT/SIGTERM, keep forwarding for at most S seconds (default 5)\n"
+    "  --backend NAME     io_uring (default; epoll where io_uring is forbidden), epoll; iocp on Windows\n"
+    "  --busy-poll US     io_uring: spin up to US microseconds for the next completion (default 50; 0 = never)\n"
+    "  --zero-byte-recv M IOCP: auto (default: above 1024 connections per thread), on, off\n"
     "  --stats SECONDS    print a stats line every SECONDS (at least 0.1)\n"
     "  --metrics A:P      serve Prometheus metrics at http://A:P/metrics (\":9100\": every interface)\n"
     "  --help             this text\n"
@@ -80,8 +83,7 @@ static int parse_destination(const char *text, struct proxy_options *options, ch
 int proxy_options_parse(int argc, char *const argv[], struct proxy_options *options, char *error, size_t error_size)
 {
     memset(options, 0, sizeof *options);
-    common_options_init(&options->common);
-    options->connect_timeout = -1;
+    engine_options_init(&options->engine, true);
     options->max_pending = PROXY_DEFAULT_MAX_PENDING;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -126,13 +128,6 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
                 return -1;
         } else if (!strcmp(name, "--host")) {
             options->host = *value ? value : NULL;
-        } else if (!strcmp(name, "--threads")) {
-            if (option_parse_uint(value, OVL_MAX_THREADS, &number)) {
-                snprintf(error, error_size, "--threads: '%s' is not a thread count (0-%d, 0 = CPUs)", value,
-                         OVL_MAX_THREADS);
-                return -1;
-            }
-            options->threads = (int)number;
         } else if (!strcmp(name, "--max-conns")) {
             /* The engine counts both connections of a pair: the limit it gets is twice this. */
             if (option_parse_uint(value, UINT32_MAX / 2, &number)) {
@@ -141,46 +136,18 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
                 return -1;
             }
             options->max_conns = (uint32_t)number;
-        } else if (!strcmp(name, "--buffer-size")) {
-            if (option_parse_uint(value, 1u << 24, &number) || number < 64) {
-                snprintf(error, error_size, "--buffer-size: '%s' is not a size in bytes (64-16777216)", value);
-                return -1;
-            }
-            options->buffer_size = (uint32_t)number;
-        } else if (!strcmp(name, "--buffer-count")) {
-            if (option_parse_uint(value, 32768, &number) || number < 1) {
-                snprintf(error, error_size, "--buffer-count: '%s' is not a count (1-32768)", value);
-                return -1;
-            }
-            options->buffer_count = (uint32_t)number;
         } else if (!strcmp(name, "--max-pending")) {
             if (option_parse_uint(value, UINT32_MAX, &number) || number < 1) {
                 snprintf(error, error_size, "--max-pending: '%s' is not a size in bytes (1-4294967295)", value);
                 return -1;
             }
             options->max_pending = (uint32_t)number;
-        } else if (!strcmp(name, "--connect-timeout")) {
-            if (option_parse_seconds(value, &options->connect_timeout) || options->connect_timeout > 3600) {
-                snprintf(error, error_size, "--connect-timeout: '%s' is not a number of seconds (0-3600, 0 = the "
-                         "system's)", value);
-                return -1;
-            }
-        } else if (!strcmp(name, "--idle-timeout")) {
-            if (option_parse_seconds(value, &options->idle_timeout)) {
-                snprintf(error, error_size, "--idle-timeout: '%s' is not a number of seconds", value);
-                return -1;
-            }
-        } else if (!strcmp(name, "--drain-timeout")) {
-            if (option_parse_seconds(value, &options->drain_timeout)) {
-                snprintf(error, error_size, "--drain-timeout: '%s' is not a number of seconds", value);
-                return -1;
-            }
         } else if (!strcmp(name, "--stats")) {
             if (option_parse_seconds(value, &options->stats_interval) || options->stats_interval < 0.1) {
                 snprintf(error, error_size, "--stats: '%s' is not a number of seconds (at least 0.1)", value);
                 return -1;
             }
-        } else if (common_options_parse(&options->common, name, value, error, error_size) < 0) {
+        } else if (engine_options_parse(&options->engine, name, value, error, error_size) < 0) {
             return -1;
         }
     }
@@ -194,5 +161,5 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
         snprintf(error, error_size, "--to HOST:PORT is required");
         return -1;
     }
-    return option_check_pool(options->buffer_size, options->buffer_count, error, error_size);
+    return engine_options_check(&options->engine, error, error_size);
 }

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "option_values.h"
+#include "engine_options.h"
 
 struct proxy_options {
     const char *host;         /* address to listen on; NULL = every interface */
@@ -17,16 +17,10 @@ struct proxy_options {
     char to_host[256];        /* upstream host from --to, brackets of an IPv6 literal removed */
     char to_port[8];          /* upstream port from --to */
     const char *to;           /* --to as given, for messages */
-    int threads;              /* 0 = online CPUs */
     uint32_t max_conns;       /* client connections at most; 0 = no limit */
-    uint32_t buffer_size;     /* bytes per receive buffer; 0 = engine default */
-    uint32_t buffer_count;    /* receive buffers per worker; 0 = engine default */
     uint32_t max_pending;     /* bytes waiting to be sent to one side before the other side stops being read */
-    double idle_timeout;      /* seconds; 0 = never close an idle pair */
-    double connect_timeout;   /* seconds an upstream connect may take: -1 = engine default (10), 0 = the system's */
-    double drain_timeout;     /* seconds; 0 = engine default */
     double stats_interval;    /* seconds; 0 = no periodic stats line */
-    struct common_options common; /* --keepalive, --stall-timeout, --metrics */
+    struct engine_options engine; /* the engine's options (threads, buffers, timeouts, backend, --metrics) */
     bool help;
     bool version;
 };

@@ -58,20 +58,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check(*options.port >= '0' && *options.port <= '9' && *end == '\0' && port <= 65535,
               "port outside 0-65535, or not only digits, accepted");
         check(options.host == NULL || (*options.host && in_argv(options.host, argv, argc)), "host");
-        check(options.backend == NULL || in_argv(options.backend, argv, argc), "backend");
-        check(options.threads >= 0 && options.threads <= OVL_MAX_THREADS, "threads outside 0-256");
-        check((uint64_t)(options.buffer_size ? options.buffer_size : OVL_DEFAULT_BUFFER_SIZE) *
-                      (options.buffer_count ? options.buffer_count : OVL_DEFAULT_BUFFER_COUNT) <= OVL_MAX_POOL_BYTES,
+        const ovl_config *config = &options.engine.config;
+        check(config->backend == NULL || in_argv(config->backend, argv, argc), "backend");
+        check(config->threads >= 0 && config->threads <= OVL_MAX_THREADS, "threads outside 0-256");
+        check((uint64_t)(config->buffer_size ? config->buffer_size : OVL_DEFAULT_BUFFER_SIZE) *
+                      (config->buffer_count ? config->buffer_count : OVL_DEFAULT_BUFFER_COUNT) <= OVL_MAX_POOL_BYTES,
               "a receive pool above 256 MiB per worker accepted");
         check(options.stats_interval == 0 || options.stats_interval >= 0.1, "--stats below 0.1 s accepted");
-        check(options.buffer_size == 0 || (options.buffer_size >= 64 && options.buffer_size <= (1u << 24)),
+        check(config->buffer_size == 0 || (config->buffer_size >= 64 && config->buffer_size <= (1u << 24)),
               "buffer size outside 64-16777216");
-        check(options.buffer_count <= 32768, "buffer count above 32768");
-        double seconds[] = { options.stats_interval, options.drain_timeout, options.idle_timeout };
-        for (size_t i = 0; i < sizeof seconds / sizeof seconds[0]; i++)
-            check(isfinite(seconds[i]) && seconds[i] >= 0 && seconds[i] <= 86400, "seconds outside 0-86400");
-        check(options.zero_byte_receive >= -1 && options.zero_byte_receive <= 1, "zero-byte mode");
-        check(options.busy_poll_us >= -1 && options.busy_poll_us <= 100000, "busy-poll outside 0-100000");
+        check(config->buffer_count <= 32768, "buffer count above 32768");
+        check(isfinite(options.stats_interval) && options.stats_interval >= 0 && options.stats_interval <= 86400,
+              "--stats outside 0-86400 s");
+        check(config->drain_timeout_ms <= 86400000u && config->idle_timeout_ms <= 86400000u,
+              "a timeout above 86400 s");
+        check(config->keepalive_ms >= -1 && config->keepalive_ms <= 32767000, "keepalive outside 0-32767 s");
+        check(config->stall_timeout_ms >= -1 && config->stall_timeout_ms <= 2000000000, "stall timeout");
+        check(config->connect_timeout_ms == 0, "--connect-timeout taken by a program that does not connect");
+        check(config->zero_byte_receive >= -1 && config->zero_byte_receive <= 1, "zero-byte mode");
+        check(config->busy_poll_us >= -1 && config->busy_poll_us <= 100000, "busy-poll outside 0-100000");
     }
     free(text);
     return 0;

@@ -23,23 +23,4 @@ int option_check_pool(unsigned long long buffer_size, unsigned long long buffer_
 int option_parse_address(const char *text, const char *option, char *host, size_t host_cap, char *port,
                          size_t port_cap, char *error, size_t error_size);
 
-/* What overlap-echo and overlap-proxy share beyond the values above: the options that bound dead and stalled peers
- * and the metrics endpoint. Each program embeds one and hands it every option it does not know itself. */
-struct common_options {
-    double keepalive;        /* seconds of silence before TCP keepalive probes: -1 = engine default, 0 = off */
-    double stall_timeout;    /* seconds a peer may leave queued bytes unread: -1 = engine default, 0 = off */
-    char metrics_host[64];   /* --metrics ADDR:PORT: "" with metrics_port set = every interface */
-    char metrics_port[8];    /* "" = no metrics endpoint */
-};
-
-/* Every field to "not given". */
-void common_options_init(struct common_options *options);
-/* `name` with `value`, an option the program does not know itself: 0 when it is one of the common options and was
- * taken; -1 with a message in error when its value is wrong or it is no option at all ("unknown option"). */
-int common_options_parse(struct common_options *options, const char *name, const char *value, char *error,
-                         size_t error_size);
-/* Their ovl_config fields (left out = the engine's default, 0 = off, which is the engine's negative). */
-struct ovl_config;
-void common_options_apply(const struct common_options *options, struct ovl_config *config);
-
 #endif

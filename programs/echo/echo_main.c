@@ -110,25 +110,8 @@ static void describe_listeners(const ovl_listener *listener, char *out, size_t c
 static int serve(const struct echo_options *options, int (*wait_stop)(double seconds),
                  const char *(*stop_name)(int which))
 {
-    ovl_config config;
-    ovl_config_init(&config);
-    config.threads = options->threads;
-    config.max_conns = options->max_conns;
-    config.buffer_size = options->buffer_size;
-    config.buffer_count = options->buffer_count;
-    config.max_pending = options->max_pending;
-    config.backend = options->backend;
-    config.zero_byte_receive = options->zero_byte_receive;
+    ovl_config config = options->engine.config;
     config.log = engine_log;
-    config.reuse_port = options->reuse_port;
-    config.busy_poll_us = options->busy_poll_us < 0 ? 0 : options->busy_poll_us == 0 ? -1 : options->busy_poll_us;
-    config.drain_timeout_ms = (uint32_t)(options->drain_timeout * 1000.0);
-    common_options_apply(&options->common, &config);
-    /* Rounded up (no libm): a tiny positive value must not turn into 0, which means "off". At most 86400 s. */
-    double idle_ms = options->idle_timeout * 1000.0;
-    config.idle_timeout_ms = (uint32_t)idle_ms;
-    if ((double)config.idle_timeout_ms < idle_ms)
-        config.idle_timeout_ms++;
 
     ovl_error_info err;
     memset(&err, 0, sizeof err);
@@ -184,9 +167,10 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
         for (int i = 0; i < ovl_listener_count(listeners[l]); i++)
             emit(report_stream, "listening on %s\n", ovl_listener_address(listeners[l], i));
     struct metrics_server *metrics = NULL;
-    if (options->common.metrics_port[0]) {
-        const struct common_options *common = &options->common;
-        if (metrics_start(&metrics, engine, "overlap-echo", common->metrics_host, common->metrics_port, &err) < 0) {
+    if (options->engine.metrics_port[0]) {
+        const struct engine_options *engine_options = &options->engine;
+        if (metrics_start(&metrics, engine, "overlap-echo", engine_options->metrics_host, engine_options->metrics_port,
+                          &err) < 0) {
             print_error(&err);
             ovl_engine_destroy(engine);
             return 1;

@@ -48,9 +48,8 @@ const char echo_usage[] =
 int echo_options_parse(int argc, char *const argv[], struct echo_options *options, char *error, size_t error_size)
 {
     memset(options, 0, sizeof *options);
-    common_options_init(&options->common);
+    engine_options_init(&options->engine, false);
     options->port = "27015";
-    options->busy_poll_us = -1;
     options->first_server_arg = 1;
     /* The service commands are words, not options, so that "overlap-echo install --port 7" reads as it acts. */
     if (argc > 1 && !strcmp(argv[1], "install")) {
@@ -87,7 +86,7 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
             } else if (!strcmp(name, "--version")) {
                 options->version = true;
             } else if (!strcmp(name, "--reuse-port")) {
-                options->reuse_port = true;
+                options->engine.config.reuse_port = true;
             } else {
                 /* install writes --service into the service's command line itself; twice would be a typo. */
                 if (options->command == ECHO_COMMAND_INSTALL) {
@@ -115,44 +114,13 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
                 return -1;
             }
             options->port = value;
-        } else if (!strcmp(name, "--threads")) {
-            if (option_parse_uint(value, OVL_MAX_THREADS, &number)) {
-                snprintf(error, error_size, "--threads: '%s' is not a thread count (0-%d, 0 = CPUs)", value,
-                         OVL_MAX_THREADS);
-                return -1;
-            }
-            options->threads = (int)number;
-        } else if (!strcmp(name, "--busy-poll")) {
-            if (option_parse_uint(value, 100000, &number)) {
-                snprintf(error, error_size, "--busy-poll: '%s' is not a number of microseconds (0-100000)", value);
-                return -1;
-            }
-            options->busy_poll_us = (int)number;
         } else if (!strcmp(name, "--max-conns")) {
             if (option_parse_uint(value, UINT32_MAX, &number)) {
                 snprintf(error, error_size, "--max-conns: '%s' is not a count (0-%u, 0 = no limit)", value,
                          UINT32_MAX);
                 return -1;
             }
-            options->max_conns = (uint32_t)number;
-        } else if (!strcmp(name, "--buffer-size")) {
-            if (option_parse_uint(value, 1u << 24, &number) || number < 64) {
-                snprintf(error, error_size, "--buffer-size: '%s' is not a size in bytes (64-16777216)", value);
-                return -1;
-            }
-            options->buffer_size = (uint32_t)number;
-        } else if (!strcmp(name, "--buffer-count")) {
-            if (option_parse_uint(value, 32768, &number) || number < 1) {
-                snprintf(error, error_size, "--buffer-count: '%s' is not a count (1-32768)", value);
-                return -1;
-            }
-            options->buffer_count = (uint32_t)number;
-        } else if (!strcmp(name, "--max-pending")) {
-            if (option_parse_uint(value, UINT32_MAX, &number) || number < 1) {
-                snprintf(error, error_size, "--max-pending: '%s' is not a size in bytes (1-4294967295)", value);
-                return -1;
-            }
-            options->max_pending = (uint32_t)number;
+            options->engine.config.max_conns = (uint32_t)number;
         } else if (!strcmp(name, "--stats")) {
             if (option_parse_seconds(value, &options->stats_interval) || options->stats_interval < 0.1) {
                 snprintf(error, error_size, "--stats: '%s' is not a number of seconds (at least 0.1)", value);
@@ -164,29 +132,6 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
                 return -1;
             }
             options->stats_json = strcmp(value, "json") == 0;
-        } else if (!strcmp(name, "--drain-timeout")) {
-            if (option_parse_seconds(value, &options->drain_timeout)) {
-                snprintf(error, error_size, "--drain-timeout: '%s' is not a number of seconds", value);
-                return -1;
-            }
-        } else if (!strcmp(name, "--idle-timeout")) {
-            if (option_parse_seconds(value, &options->idle_timeout)) {
-                snprintf(error, error_size, "--idle-timeout: '%s' is not a number of seconds", value);
-                return -1;
-            }
-        } else if (!strcmp(name, "--zero-byte-recv")) {
-            if (!strcmp(value, "auto"))
-                options->zero_byte_receive = 0;
-            else if (!strcmp(value, "on"))
-                options->zero_byte_receive = 1;
-            else if (!strcmp(value, "off"))
-                options->zero_byte_receive = -1;
-            else {
-                snprintf(error, error_size, "--zero-byte-recv: '%s' is not auto, on or off", value);
-                return -1;
-            }
-        } else if (!strcmp(name, "--backend")) {
-            options->backend = value;
         } else if (!strcmp(name, "--log-file")) {
             if (!*value) {
                 snprintf(error, error_size, "--log-file: the file name is empty");
@@ -203,9 +148,9 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
                 return -1;
             }
             options->start_on_demand = strcmp(value, "demand") == 0;
-        } else if (common_options_parse(&options->common, name, value, error, error_size) < 0) {
+        } else if (engine_options_parse(&options->engine, name, value, error, error_size) < 0) {
             return -1;
         }
     }
-    return option_check_pool(options->buffer_size, options->buffer_count, error, error_size);
+    return engine_options_check(&options->engine, error, error_size);
 }

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "option_values.h"
+#include "engine_options.h"
 
 /* What the command line asks for: serve (the default), or register/remove the Windows service. */
 enum echo_command {
@@ -21,20 +21,10 @@ struct echo_options {
     enum echo_command command;
     const char *host;        /* NULL = every interface */
     const char *port;        /* "27015" */
-    int threads;             /* 0 = online CPUs */
-    uint32_t max_conns;      /* 0 = no limit */
-    uint32_t buffer_size;    /* 0 = engine default */
-    uint32_t buffer_count;   /* 0 = engine default */
-    uint32_t max_pending;    /* 0 = engine default */
+    struct engine_options engine; /* the engine's options, --max-conns and --reuse-port: straight into its config */
     double stats_interval;   /* seconds, 0 = no periodic stats */
     bool stats_json;         /* --stats-format json: one JSON object per interval, for log collectors */
-    double drain_timeout;    /* seconds, 0 = engine default */
-    double idle_timeout;     /* seconds, 0 = never close idle connections */
-    const char *backend;     /* NULL = best available */
-    int zero_byte_receive;   /* IOCP: 1 on, -1 off, 0 automatic */
-    int busy_poll_us;        /* io_uring spin before sleeping: -1 = engine default, 0 = never */
     const char *log_file;    /* NULL = the console; else append stdout and stderr to it */
-    struct common_options common; /* --keepalive, --stall-timeout, --metrics */
     bool service;            /* --service: run under the Windows Service Control Manager */
     bool reuse_port;         /* --reuse-port: SO_REUSEPORT on the listening sockets */
     bool start_on_demand;    /* install --start demand (default auto: at boot) */

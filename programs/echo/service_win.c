@@ -61,7 +61,8 @@ static void print_win_error(const char *what, DWORD code)
 
 static double drain_seconds(const struct echo_options *options)
 {
-    return options->drain_timeout > 0 ? options->drain_timeout : DEFAULT_DRAIN_SECONDS;
+    uint32_t ms = options->engine.config.drain_timeout_ms;
+    return ms > 0 ? ms / 1000.0 : DEFAULT_DRAIN_SECONDS;
 }
 
 /* ---- running as the service ---- */
