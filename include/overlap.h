@@ -225,6 +225,17 @@ OVL_API const char *ovl_engine_backend(const ovl_engine *engine);
 OVL_API const char *ovl_engine_notice(const ovl_engine *engine);
 /* Number of worker threads (config threads, 0 resolved to the CPU count). */
 OVL_API int ovl_engine_threads(const ovl_engine *engine);
+/* Run fn(arg) on worker `worker` (0 .. threads-1) at its next loop turn, after what it is doing: how an embedder
+ * moves work off a worker (to its own threads, for blocking calls) and back onto the worker that owns a connection
+ * (ovl_conn_worker). fn runs on that worker's thread like a callback: it may use every call of the connections that
+ * worker owns - but a connection may have closed meanwhile, so find it through state the worker keeps (on_close
+ * tells when to forget it), never through a pointer held elsewhere. Posts to one worker run in the order they were
+ * made. One that has not run when the worker ends (the engine stopped) runs in ovl_engine_destroy, on its thread,
+ * with no connection left, so that arg is never lost. Returns 0, -EINVAL (engine or fn NULL, worker out of range),
+ * -ENOMEM. Any thread, callbacks included. */
+OVL_API int ovl_post(ovl_engine *engine, int worker, void (*fn)(void *arg), void *arg);
+/* The index of the worker of `engine` running on the calling thread, or -1 when this thread is none of them. */
+OVL_API int ovl_worker_index(const ovl_engine *engine);
 /* Graceful stop, without waiting: stop accepting, let every connection finish echoing what it already received
  * (up to drain_timeout_ms), close them all with OVL_CLOSE_ENGINE_STOP (connects still in progress at once). From
  * then on ovl_listen and ovl_connect fail with -ESHUTDOWN. Only the first call counts; before ovl_engine_start it

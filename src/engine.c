@@ -351,6 +351,8 @@ void ovl_engine_destroy(ovl_engine *engine)
                 ovl__conn_free_unattached(command->conn);
             if (command->kind == OVL__CMD_ADOPT)
                 ovl__socket_close(command->socket);
+            if (command->kind == OVL__CMD_POST)
+                command->fn(command->arg); /* ovl_post: arg is the embedder's to release */
             ovl__free(command);
         }
         pthread_mutex_destroy(&worker->command_lock);

@@ -202,11 +202,13 @@ struct ovl_conn {
 
 struct ovl__command {
     struct ovl__command *next;
-    enum { OVL__CMD_LISTEN, OVL__CMD_CONNECT, OVL__CMD_ADOPT, OVL__CMD_RELEASE } kind;
+    enum { OVL__CMD_LISTEN, OVL__CMD_CONNECT, OVL__CMD_ADOPT, OVL__CMD_RELEASE, OVL__CMD_POST } kind;
     struct ovl__listen_socket *listen_socket;
     ovl_conn *conn;
     ovl_buf *buf;                /* RELEASE: a pool slot of this worker, let go on another worker's thread */
     ovl__socket socket;          /* ADOPT: a socket accepted on another worker's behalf */
+    void (*fn)(void *arg);       /* POST: ovl_post's function and argument */
+    void *arg;
     char peer[64];
 };
 

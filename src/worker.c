@@ -54,6 +54,25 @@ int ovl__worker_adopt(struct ovl__worker *worker, struct ovl__listen_socket *soc
     return post(worker, command);
 }
 
+int ovl_post(ovl_engine *engine, int index, void (*fn)(void *arg), void *arg)
+{
+    if (!engine || !fn || index < 0 || index >= engine->thread_count)
+        return -EINVAL;
+    struct ovl__command *command = ovl__zalloc(sizeof *command);
+    if (!command)
+        return -ENOMEM;
+    command->kind = OVL__CMD_POST;
+    command->fn = fn;
+    command->arg = arg;
+    return post(&engine->workers[index], command);
+}
+
+int ovl_worker_index(const ovl_engine *engine)
+{
+    struct ovl__worker *worker = ovl__current_worker;
+    return worker && engine && worker->engine == engine ? worker->index : -1;
+}
+
 int ovl__worker_release(struct ovl__worker *worker, ovl_buf *buf)
 {
     struct ovl__command *command = ovl__zalloc(sizeof *command);
@@ -165,6 +184,9 @@ void ovl__worker_run_commands(struct ovl__worker *worker)
         }
         case OVL__CMD_RELEASE:
             ovl__buf_free(command->buf);
+            break;
+        case OVL__CMD_POST:
+            command->fn(command->arg);
             break;
         }
         ovl__free(command);
