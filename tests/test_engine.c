@@ -7,6 +7,7 @@
  * struct; every assertion happens on the test's own thread. Every wait is bounded (socket timeouts, polled stats
  * with deadlines, .timeout), so a broken engine fails a test instead of hanging it.
  */
+#include "engine_fixture.h"
 #include "overlap.h"
 #include "support.h"
 
@@ -31,118 +32,6 @@
 #include <unistd.h>
 
 #define IO_TIMEOUT_MS 10000
-
-/* $OVERLAP_TEST_BACKEND ("io_uring", "epoll") runs the suite on that backend; unset: the engine's default. */
-static const char *test_backend(void)
-{
-    const char *name = getenv("OVERLAP_TEST_BACKEND");
-    return name && *name ? name : NULL;
-}
-
-/* ---- the echo server under test ---- */
-
-struct echo_server {
-    ovl_engine *engine;
-    ovl_listener *listener;
-    int port;
-    atomic_int opened;
-    atomic_int closed;
-    atomic_int closed_by[OVL_CLOSE_REFUSED + 1];
-    atomic_int send_failures;
-};
-
-struct server_opts {
-    const char *host;           /* NULL: every interface */
-    int threads;
-    uint32_t buffer_size;       /* 0: engine default */
-    uint32_t drain_timeout_ms;  /* 0: engine default */
-    int connect_timeout_ms;     /* 0: engine default */
-    bool start_before_listen;
-};
-
-static void echo_open(ovl_conn *conn, void *user)
-{
-    (void)conn;
-    struct echo_server *server = user;
-    atomic_fetch_add(&server->opened, 1);
-}
-
-static void echo_data(ovl_conn *conn, ovl_buf *buf)
-{
-    /* Zero copy: the received buffer goes back out as it is (ovl_send_buf releases it on failure). */
-    if (ovl_send_buf(conn, buf) < 0) {
-        struct echo_server *server = ovl_conn_user(conn);
-        atomic_fetch_add(&server->send_failures, 1);
-    }
-}
-
-static void echo_close(ovl_conn *conn, ovl_close_reason reason, int err)
-{
-    (void)err;
-    struct echo_server *server = ovl_conn_user(conn);
-    if (reason >= OVL_CLOSE_PEER && reason <= OVL_CLOSE_REFUSED)
-        atomic_fetch_add(&server->closed_by[reason], 1);
-    atomic_fetch_add(&server->closed, 1);
-}
-
-static const ovl_callbacks echo_callbacks = {
-    .on_open = echo_open,
-    .on_data = echo_data,
-    .on_close = echo_close,
-};
-
-static void server_listen(struct echo_server *server, const char *host, const char *port)
-{
-    ovl_error_info err;
-    memset(&err, 0, sizeof(err));
-    int rc = ovl_listen(server->engine, host, port, &echo_callbacks, server, &server->listener, &err);
-    cr_assert_eq(rc, 0, "ovl_listen(%s, %s) = %d: %s: %s", host ? host : "NULL", port, rc, err.what, err.text);
-    server->port = ovl_listener_port(server->listener);
-    cr_assert(server->port > 0 && server->port < 65536, "ovl_listener_port = %d", server->port);
-}
-
-static void server_start_engine(struct echo_server *server)
-{
-    ovl_error_info err;
-    memset(&err, 0, sizeof(err));
-    int rc = ovl_engine_start(server->engine, &err);
-    cr_assert_eq(rc, 0, "ovl_engine_start = %d: %s: %s", rc, err.what, err.text);
-}
-
-static void server_start(struct echo_server *server, const struct server_opts *opts)
-{
-    memset(server, 0, sizeof(*server));
-    ovl_config config;
-    ovl_config_init(&config);
-    config.threads = opts->threads > 0 ? opts->threads : 1;
-    config.buffer_size = opts->buffer_size;
-    config.drain_timeout_ms = opts->drain_timeout_ms;
-    config.connect_timeout_ms = opts->connect_timeout_ms;
-    config.backend = test_backend();
-    ovl_error_info err;
-    memset(&err, 0, sizeof(err));
-    int rc = ovl_engine_create(&server->engine, &config, &err);
-    cr_assert_eq(rc, 0, "ovl_engine_create = %d: %s: %s", rc, err.what, err.text);
-    if (opts->start_before_listen) {
-        server_start_engine(server);
-        server_listen(server, opts->host, "0");
-    } else {
-        server_listen(server, opts->host, "0");
-        server_start_engine(server);
-    }
-    cr_log_info("engine: backend %s, %d thread(s), port %d", ovl_engine_backend(server->engine),
-                ovl_engine_threads(server->engine), server->port);
-    if (test_backend())
-        cr_assert_str_eq(ovl_engine_backend(server->engine), test_backend(), "OVERLAP_TEST_BACKEND=%s but the engine "
-                         "runs %s", test_backend(), ovl_engine_backend(server->engine));
-}
-
-static void server_destroy(struct echo_server *server)
-{
-    if (server->engine)
-        ovl_engine_destroy(server->engine);
-    server->engine = NULL;
-}
 
 /* Poll the engine's counters until pred holds or ms pass; *out holds the last reading either way. */
 static bool wait_stats(ovl_engine *engine, bool (*pred)(const ovl_stats *, const void *), const void *arg, int ms,
@@ -176,15 +65,6 @@ static bool has_connect_failure(const ovl_stats *s, const void *arg)
 {
     (void)arg;
     return s->connect_failures >= 1;
-}
-
-static int atomic_wait_at_least(atomic_int *value, int want, int ms)
-{
-    int64_t deadline = sup_now_ms() + ms;
-    int v;
-    while ((v = atomic_load(value)) < want && sup_now_ms() < deadline)
-        sup_sleep_ms(5);
-    return v;
 }
 
 /* Connect, send `len` pattern bytes, shut down the write side, expect exactly them back and then EOF. */
@@ -253,7 +133,7 @@ Test(engine, version_and_error_text, .timeout = 10)
 /* The seed's flow: "this is a test", half-close, read until the server closes; exactly those 14 bytes return. */
 Test(engine, seed_flow_half_close, .timeout = 20)
 {
-    struct echo_server server;
+    struct server server;
     server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1 });
 
     int fd = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
@@ -330,7 +210,7 @@ static void *sender_main(void *arg)
 
 static void stream_through(uint64_t total, int threads, uint32_t buffer_size)
 {
-    struct echo_server server;
+    struct server server;
     server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = threads, .buffer_size = buffer_size });
 
     int fd = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
@@ -420,7 +300,7 @@ Test(engine, many_concurrent_connections, .timeout = 90)
     long nofile = sup_raise_nofile();
     cr_assert(nofile >= N + 64, "RLIMIT_NOFILE is %ld, need %d", nofile, N + 64);
 
-    struct echo_server server;
+    struct server server;
     server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 2 });
 
     struct client *c = calloc(N, sizeof(*c));
@@ -436,7 +316,7 @@ Test(engine, many_concurrent_connections, .timeout = 90)
         cr_assert(c[i].fd >= 0, "connect #%d: %s", i, strerror(-c[i].fd));
     }
     /* Everyone is connected before anyone sends, so all 500 are open in the engine at the same time. */
-    int opened = atomic_wait_at_least(&server.opened, N, 10000);
+    int opened = server_wait_atomic(&server.opened, N, 10000);
     cr_assert_eq(opened, N, "on_open ran %d times for %d connections", opened, N);
     ovl_stats st;
     ovl_engine_stats(server.engine, &st);
@@ -526,7 +406,7 @@ Test(engine, many_concurrent_connections, .timeout = 90)
 
 /* ---- address families ---- */
 
-static void expect_single_address(const struct echo_server *server, const char *want_prefix)
+static void expect_single_address(const struct server *server, const char *want_prefix)
 {
     char want[80];
     snprintf(want, sizeof(want), "%s:%d", want_prefix, server->port);
@@ -540,7 +420,7 @@ static void expect_single_address(const struct echo_server *server, const char *
 Test(engine, listen_ipv6_loopback, .timeout = 20)
 {
     require_ipv6("engine::listen_ipv6_loopback");
-    struct echo_server server;
+    struct server server;
     server_start(&server, &(struct server_opts){ .host = "::1", .threads = 1 });
     expect_single_address(&server, "[::1]");
     echo_roundtrip_once("::1", server.port, 61, 100000);
@@ -555,7 +435,7 @@ Test(engine, listen_ipv6_loopback, .timeout = 20)
 
 Test(engine, listen_ipv4_loopback, .timeout = 20)
 {
-    struct echo_server server;
+    struct server server;
     server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1 });
     expect_single_address(&server, "127.0.0.1");
     echo_roundtrip_once("127.0.0.1", server.port, 41, 100000);
@@ -595,8 +475,8 @@ static int expect_accepted_nodelay(int port, int client)
 
 static void expect_nodelay_through(const char *server_host, const char *client_host)
 {
-    struct echo_server server;
-    server_start(&server, &(struct server_opts){ .host = server_host, .threads = 1 });
+    struct server server;
+    server_start(&server, &(struct server_opts){ .host = server_host, .every_interface = !server_host, .threads = 1 });
     int client = sup_connect(client_host, server.port, IO_TIMEOUT_MS);
     cr_assert(client >= 0, "connect %s: %s", client_host, strerror(-client));
     echo_exchange(client, "first echo", 77, 0, 100);
@@ -623,8 +503,8 @@ Test(engine, accepted_sockets_have_nodelay_ipv6_and_dual_stack, .timeout = 20)
 Test(engine, listen_any_dual_stack, .timeout = 20)
 {
     require_ipv6("engine::listen_any_dual_stack");
-    struct echo_server server;
-    server_start(&server, &(struct server_opts){ .host = NULL, .threads = 2 });
+    struct server server;
+    server_start(&server, &(struct server_opts){ .every_interface = true, .threads = 2 });
     int count = ovl_listener_count(server.listener);
     cr_assert(count >= 1, "listener has %d addresses", count);
     char suffix[16];
@@ -648,8 +528,9 @@ Test(engine, listen_any_dual_stack, .timeout = 20)
 /* Listeners added to a running engine accept at once. */
 Test(engine, listen_after_start, .timeout = 20)
 {
-    struct echo_server server;
-    server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 2, .start_before_listen = true });
+    struct server server;
+    server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 2, .listen_later = true });
+    server_listen(&server);
     echo_roundtrip_once("127.0.0.1", server.port, 77, 20000);
     server_destroy(&server);
 }
@@ -812,7 +693,7 @@ Test(engine, connect_tries_every_address, .timeout = 30)
     const char *second_shown = families[1] == AF_INET6 ? "[::1]" : "127.0.0.1";
     cr_log_info("getaddrinfo(%s): %s then %s", name, first, second);
 
-    struct echo_server server;
+    struct server server;
     server_start(&server, &(struct server_opts){ .host = second, .threads = 2 });
     int probe = sup_connect(first, server.port, IO_TIMEOUT_MS);
     if (probe >= 0)
@@ -867,7 +748,7 @@ Test(engine, connect_refused, .timeout = 20)
     int holder = sup_tcp_bind("127.0.0.1", 0, false, &port);
     cr_assert(holder >= 0, "bind: %s", strerror(-holder));
 
-    struct echo_server server;
+    struct server server;
     server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1 });
     char port_text[16];
     snprintf(port_text, sizeof(port_text), "%d", port);
@@ -921,7 +802,7 @@ Test(engine, connect_timeout_ends_an_unanswered_attempt, .timeout = 30)
     }
     sup_sleep_ms(100);
 
-    struct echo_server server;
+    struct server server;
     server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1, .connect_timeout_ms = 300 });
     char port_text[16];
     snprintf(port_text, sizeof(port_text), "%d", port);
@@ -952,23 +833,13 @@ Test(engine, connect_timeout_ends_an_unanswered_attempt, .timeout = 30)
 
 /* ---- failures of peers and of the system ---- */
 
-/* A one-worker engine with `callbacks` on a 127.0.0.1 listener (and `log` as its log hook), started, and a client
+/* A one-worker server with `callbacks` on a 127.0.0.1 listener (and `log` as its log hook), started, and a client
  * connected to it: returns the client's socket. */
-static int engine_with_one_client(ovl_engine **engine, const ovl_callbacks *callbacks,
+static int server_with_one_client(struct server *server, const ovl_callbacks *callbacks,
                                   void (*log)(void *, ovl_log_level, const char *))
 {
-    ovl_config config;
-    ovl_config_init(&config);
-    config.threads = 1;
-    config.backend = test_backend();
-    config.log = log;
-    ovl_error_info err;
-    memset(&err, 0, sizeof err);
-    cr_assert_eq(ovl_engine_create(engine, &config, &err), 0, "%s: %s", err.what, err.text);
-    ovl_listener *listener = NULL;
-    cr_assert_eq(ovl_listen(*engine, "127.0.0.1", "0", callbacks, NULL, &listener, &err), 0, "%s", err.text);
-    cr_assert_eq(ovl_engine_start(*engine, &err), 0, "%s", err.text);
-    int fd = sup_connect("127.0.0.1", ovl_listener_port(listener), IO_TIMEOUT_MS);
+    server_start(server, &(struct server_opts){ .threads = 1, .callbacks = callbacks, .log = log });
+    int fd = sup_connect("127.0.0.1", server->port, IO_TIMEOUT_MS);
     cr_assert(fd >= 0, "connect: %s", strerror(-fd));
     return fd;
 }
@@ -995,13 +866,13 @@ static void release_twice(ovl_conn *conn, ovl_buf *buf)
 Test(engine, library_reports_through_the_log_hook, .timeout = 30)
 {
     static const ovl_callbacks callbacks = {.on_data = release_twice};
-    ovl_engine *engine = NULL;
-    int fd = engine_with_one_client(&engine, &callbacks, capture_log);
+    struct server server;
+    int fd = server_with_one_client(&server, &callbacks, capture_log);
     cr_assert_eq(sup_send_all(fd, "x", 1), 0);
     char reply[2];
     cr_assert_eq(sup_recv_exact(fd, reply, 2, NULL), 2, "no reply");
     close(fd);
-    ovl_engine_destroy(engine); /* joins the worker: what it logged is visible here */
+    server_destroy(&server); /* joins the worker: what it logged is visible here */
     cr_assert_eq(atomic_load(&logged_level), OVL_LOG_ERROR, "nothing logged");
     cr_assert(strstr(logged, "released twice") != NULL, "logged: %s", logged);
 }
@@ -1033,8 +904,8 @@ static void pause_on_close(ovl_conn *conn, ovl_close_reason reason, int err)
 static void paused_then_reset(const ovl_callbacks *callbacks, bool send_first, bool half_close_first)
 {
     atomic_store(&paused_closed_reason, 0);
-    ovl_engine *engine = NULL;
-    int fd = engine_with_one_client(&engine, callbacks, NULL);
+    struct server server;
+    int fd = server_with_one_client(&server, callbacks, NULL);
     if (send_first)
         cr_assert_eq(sup_send_all(fd, "pause here", 10), 0);
     sup_sleep_ms(200); /* the server reads it (or opens) and pauses */
@@ -1049,7 +920,7 @@ static void paused_then_reset(const ovl_callbacks *callbacks, bool send_first, b
     cr_assert_eq(reason, OVL_CLOSE_RESET, "the paused connection (send first %d, half-close first %d) ended with %s "
                  "10 s after its peer reset it", send_first, half_close_first,
                  reason ? ovl_close_reason_name((ovl_close_reason)reason) : "nothing");
-    ovl_engine_destroy(engine);
+    server_destroy(&server);
 }
 
 Test(engine, paused_connection_notices_a_reset, .timeout = 60)
@@ -1063,7 +934,7 @@ Test(engine, paused_connection_notices_a_reset, .timeout = 60)
 
 Test(engine, peer_reset_mid_stream, .timeout = 30)
 {
-    struct echo_server server;
+    struct server server;
     server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1, .buffer_size = 4096 });
 
     /* Both connections on the one worker: the reset of one must not disturb the other. */
@@ -1115,32 +986,23 @@ Test(engine, listen_port_in_use, .timeout = 20)
     int holder = sup_tcp_bind("127.0.0.1", 0, true, &port);
     cr_assert(holder >= 0, "bind: %s", strerror(-holder));
 
-    ovl_config config;
-    ovl_config_init(&config);
-    config.threads = 1;
-    config.backend = test_backend();
-    ovl_engine *engine = NULL;
-    ovl_error_info err;
-    memset(&err, 0, sizeof(err));
-    int rc = ovl_engine_create(&engine, &config, &err);
-    cr_assert_eq(rc, 0, "ovl_engine_create = %d: %s: %s", rc, err.what, err.text);
+    struct server server;
+    server_create(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1 });
 
     char port_text[16], want_what[64];
     snprintf(port_text, sizeof(port_text), "%d", port);
     snprintf(want_what, sizeof(want_what), "bind 127.0.0.1:%d", port);
     ovl_listener *listener = NULL;
+    ovl_error_info err;
     memset(&err, 0, sizeof(err));
-    rc = ovl_listen(engine, "127.0.0.1", port_text, &echo_callbacks, NULL, &listener, &err);
+    int rc = ovl_listen(server.engine, "127.0.0.1", port_text, &server_echo_callbacks, NULL, &listener, &err);
     cr_assert_eq(rc, -EADDRINUSE, "ovl_listen on a held port = %d (%s), want -EADDRINUSE", rc, ovl_strerror(rc));
     cr_expect_eq(err.code, -EADDRINUSE, "err.code = %d", err.code);
     cr_expect_str_eq(err.what, want_what);
     cr_expect(strstr(err.text, "Address already in use") != NULL, "err.text = \"%s\"", err.text);
 
     /* The failed listen leaves the engine usable. */
-    struct echo_server server;
-    memset(&server, 0, sizeof(server));
-    server.engine = engine;
-    server_listen(&server, "127.0.0.1", "0");
+    server_listen(&server);
     server_start_engine(&server);
     echo_roundtrip_once("127.0.0.1", server.port, 5, 1000);
     server_destroy(&server);
@@ -1149,7 +1011,7 @@ Test(engine, listen_port_in_use, .timeout = 20)
 
 /* ---- graceful stop ---- */
 
-static void expect_stop_reason(struct echo_server *server, uint64_t bytes_out)
+static void expect_stop_reason(struct server *server, uint64_t bytes_out)
 {
     ovl_stats st;
     ovl_engine_stats(server->engine, &st);
@@ -1166,7 +1028,7 @@ static void expect_stop_reason(struct echo_server *server, uint64_t bytes_out)
 
 /* Client sends A and reads its echo, sends B, and the engine is told to stop 100 ms later. Returns the connected
  * socket after B went out; B's pattern continues A's at offset a_len. */
-static int send_a_then_b(const struct echo_server *server, size_t a_len, size_t b_len)
+static int send_a_then_b(const struct server *server, size_t a_len, size_t b_len)
 {
     int fd = sup_connect("127.0.0.1", server->port, IO_TIMEOUT_MS);
     cr_assert(fd >= 0, "connect: %s", strerror(-fd));
@@ -1199,7 +1061,7 @@ static void expect_b_then_eof(int fd, size_t a_len, size_t b_len)
  * engine finishes without waiting for the drain deadline. */
 Test(engine, graceful_stop_drains_open_connection, .timeout = 30)
 {
-    struct echo_server server;
+    struct server server;
     server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1, .drain_timeout_ms = 4000 });
     const size_t a_len = 16 * 1024, b_len = 48 * 1024;
     int fd = send_a_then_b(&server, a_len, b_len);
@@ -1221,7 +1083,7 @@ Test(engine, graceful_stop_drains_open_connection, .timeout = 30)
  * wait, and still nothing already received is lost: B's echo in full, then EOF (no reset). */
 Test(engine, graceful_stop_from_test_thread, .timeout = 30)
 {
-    struct echo_server server;
+    struct server server;
     server_start(&server, &(struct server_opts){ .host = "127.0.0.1", .threads = 1, .drain_timeout_ms = 1000 });
     const size_t a_len = 16 * 1024, b_len = 48 * 1024;
     int fd = send_a_then_b(&server, a_len, b_len);
