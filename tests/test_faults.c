@@ -9,6 +9,7 @@
  * threads and only record into atomics; assertions happen on the test's thread. Criterion runs each test in its
  * own process, which is what lets the EMFILE test lower RLIMIT_NOFILE for itself alone. Every wait is bounded.
  */
+#include "engine_fixture.h"
 #include "overlap.h"
 #include "echo_client.h"
 #include "support.h"
@@ -44,101 +45,7 @@ static void end_children(void)
 
 TestSuite(faults, .fini = end_children);
 
-static const char *test_backend(void)
-{
-    const char *name = getenv("OVERLAP_TEST_BACKEND");
-    return name && *name ? name : NULL;
-}
-
-/* ---- an in-process engine ---- */
-
-struct server {
-    ovl_engine *engine;
-    ovl_listener *listener;
-    int port;
-    atomic_int opened;
-    atomic_int closed;
-    atomic_int closed_by[OVL_CLOSE_IDLE + 1];
-    atomic_int send_failures;
-    void *app;                  /* a test's own state, for its callbacks */
-};
-
-struct server_opts {
-    int threads;
-    uint32_t buffer_size, max_conns, max_pending, idle_timeout_ms, drain_timeout_ms;
-    const ovl_callbacks *callbacks; /* NULL: echo */
-    bool no_listen;             /* start the engine only; server_listen later */
-};
-
-static void echo_open(ovl_conn *conn, void *user)
-{
-    (void)conn;
-    atomic_fetch_add(&((struct server *)user)->opened, 1);
-}
-
-static void echo_data(ovl_conn *conn, ovl_buf *buf)
-{
-    if (ovl_send_buf(conn, buf) < 0)
-        atomic_fetch_add(&((struct server *)ovl_conn_user(conn))->send_failures, 1);
-}
-
-static void count_close(ovl_conn *conn, ovl_close_reason reason, int err)
-{
-    (void)err;
-    struct server *server = ovl_conn_user(conn);
-    if (reason >= OVL_CLOSE_PEER && reason <= OVL_CLOSE_IDLE)
-        atomic_fetch_add(&server->closed_by[reason], 1);
-    atomic_fetch_add(&server->closed, 1);
-}
-
-static const ovl_callbacks echo_callbacks = {
-    .on_open = echo_open,
-    .on_data = echo_data,
-    .on_close = count_close,
-};
-
-static void server_listen(struct server *server, const ovl_callbacks *callbacks)
-{
-    ovl_error_info err;
-    memset(&err, 0, sizeof(err));
-    int rc = ovl_listen(server->engine, "127.0.0.1", "0", callbacks ? callbacks : &echo_callbacks, server,
-                        &server->listener, &err);
-    cr_assert_eq(rc, 0, "ovl_listen = %d: %s: %s", rc, err.what, err.text);
-    server->port = ovl_listener_port(server->listener);
-}
-
-static void server_start(struct server *server, const struct server_opts *opts)
-{
-    memset(server, 0, sizeof(*server));
-    ovl_config config;
-    ovl_config_init(&config);
-    config.threads = opts->threads > 0 ? opts->threads : 1;
-    config.buffer_size = opts->buffer_size;
-    config.max_conns = opts->max_conns;
-    config.max_pending = opts->max_pending;
-    config.idle_timeout_ms = opts->idle_timeout_ms;
-    config.drain_timeout_ms = opts->drain_timeout_ms;
-    config.backend = test_backend();
-    ovl_error_info err;
-    memset(&err, 0, sizeof(err));
-    int rc = ovl_engine_create(&server->engine, &config, &err);
-    cr_assert_eq(rc, 0, "ovl_engine_create = %d: %s: %s", rc, err.what, err.text);
-    if (!opts->no_listen)
-        server_listen(server, opts->callbacks);
-    rc = ovl_engine_start(server->engine, &err);
-    cr_assert_eq(rc, 0, "ovl_engine_start = %d: %s: %s", rc, err.what, err.text);
-    if (test_backend())
-        cr_assert_str_eq(ovl_engine_backend(server->engine), test_backend());
-    cr_log_info("engine: backend %s, %d thread(s)", ovl_engine_backend(server->engine),
-                ovl_engine_threads(server->engine));
-}
-
-static void server_destroy(struct server *server)
-{
-    if (server->engine)
-        ovl_engine_destroy(server->engine);
-    server->engine = NULL;
-}
+/* ---- an in-process engine (engine_fixture.h) ---- */
 
 static ovl_stats stats_of(const struct server *server)
 {
@@ -161,15 +68,6 @@ static uint64_t wait_counter(const struct server *server, size_t offset, uint64_
     }
 }
 #define WAIT_COUNTER(server, field, want, ms) wait_counter(server, offsetof(ovl_stats, field), want, ms)
-
-static int wait_atomic(atomic_int *value, int want, int ms)
-{
-    int64_t deadline = sup_now_ms() + ms;
-    int v;
-    while ((v = atomic_load(value)) < want && sup_now_ms() < deadline)
-        sup_sleep_ms(5);
-    return v;
-}
 
 static const char *reasons_text(struct server *s)
 {
@@ -541,8 +439,8 @@ static void trailer_drain(ovl_conn *conn)
 Test(faults, server_sends_after_peer_half_close, .timeout = 30)
 {
     static const ovl_callbacks callbacks = {
-        .on_open = echo_open, .on_data = echo_data, .on_eof = trailer_eof, .on_drain = trailer_drain,
-        .on_close = count_close,
+        .on_open = server_echo_open, .on_data = server_echo_data, .on_eof = trailer_eof, .on_drain = trailer_drain,
+        .on_close = server_count_close,
     };
     struct trailer_app app = { .shutdown_rc = 1 };
     app.pattern = malloc(TRAILER_TOTAL);
@@ -572,7 +470,7 @@ Test(faults, server_sends_after_peer_half_close, .timeout = 30)
     cr_assert_eq(sup_pattern_check(buf, TRAILER_TOTAL, TRAILER_SEED, 0), TRAILER_TOTAL, "the trailer differs");
     close(fd);
 
-    int closed = wait_atomic(&server.closed, 1, 3000);
+    int closed = server_wait_atomic(&server.closed, 1, 3000);
     cr_assert_eq(closed, 1, "on_close ran %d times", closed);
     cr_expect_eq(atomic_load(&app.eof_seen), 1);
     cr_expect_eq(atomic_load(&app.send_errors), 0, "ovl_send after the peer's half-close failed %d times",
@@ -609,8 +507,8 @@ static void counting_data(ovl_conn *conn, ovl_buf *buf)
 
 Test(faults, server_half_close_first_keeps_receiving, .timeout = 30)
 {
-    static const ovl_callbacks callbacks = { .on_open = echo_open, .on_data = counting_data,
-                                             .on_close = count_close };
+    static const ovl_callbacks callbacks = { .on_open = server_echo_open, .on_data = counting_data,
+                                             .on_close = server_count_close };
     struct counting_app app;
     memset(&app, 0, sizeof app);
     struct server server;
@@ -638,7 +536,7 @@ Test(faults, server_half_close_first_keeps_receiving, .timeout = 30)
                  (unsigned long long)atomic_load(&app.received), (unsigned long long)want);
     cr_assert_eq(atomic_load(&server.closed), 0, "the server closed before our FIN (%s)", reasons_text(&server));
     shutdown(fd, SHUT_WR);
-    int closed = wait_atomic(&server.closed, 1, 3000);
+    int closed = server_wait_atomic(&server.closed, 1, 3000);
     cr_assert_eq(closed, 1, "no close after both sides shut");
     cr_expect_eq(atomic_load(&server.closed_by[OVL_CLOSE_PEER]), 1, "%s", reasons_text(&server));
     close(fd);
@@ -756,7 +654,7 @@ Test(faults, emfile_does_not_spin_and_recovers, .timeout = 60)
 {
     enum { RESERVE = 64, ROOM = 8 };
     struct server server;
-    server_start(&server, &(struct server_opts){ .threads = 2, .no_listen = true });
+    server_start(&server, &(struct server_opts){ .threads = 2, .listen_later = true });
 
     /* Client sockets made before the limit drops, so only the engine's accepts (and the listening socket and one
      * client) need new descriptors. */
@@ -775,7 +673,7 @@ Test(faults, emfile_does_not_spin_and_recovers, .timeout = 60)
     cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0, "setrlimit: %s", strerror(errno));
     cr_log_info("EMFILE: %d descriptors open (highest %d), soft limit %llu -> %llu", open_now, max_fd,
                 (unsigned long long)saved.rlim_cur, (unsigned long long)low.rlim_cur);
-    server_listen(&server, NULL);
+    server_listen(&server);
     int first = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
     cr_assert(first >= 0, "connect: %s", strerror(-first));
     expect_exchange(first, "before the limit", 1, 0, 1000);
@@ -915,7 +813,7 @@ Test(faults, idle_connections_closed_active_kept, .timeout = 30)
     close(active.fd);
 
     uint64_t idle_closed = WAIT_COUNTER(&server, idle_closed, IDLE + 1, 2000);
-    wait_atomic(&server.closed, IDLE + 1, 2000);
+    server_wait_atomic(&server.closed, IDLE + 1, 2000);
     cr_assert_eq(idle_closed, IDLE + 1, "stats.idle_closed = %llu", (unsigned long long)idle_closed);
     cr_expect_eq(atomic_load(&server.closed_by[OVL_CLOSE_IDLE]), IDLE + 1, "%s", reasons_text(&server));
     cr_expect_eq(stats_of(&server).errors, 0);
