@@ -7,6 +7,7 @@
  * test's thread. Times are only asserted from below (a timer never fires early): how late it fires depends on the
  * machine's load and is not a unit test's business.
  */
+#include "engine_fixture.h"
 #include "overlap.h"
 #include "support.h"
 
@@ -79,14 +80,7 @@ static struct {
     uint32_t drain_ms;      /* engine config, 0 = default */
 } t = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static ovl_engine *engine;
-static int port;
-
-static const char *test_backend(void)
-{
-    const char *name = getenv("OVERLAP_TEST_BACKEND");
-    return name && *name ? name : NULL;
-}
+static struct server server;
 
 static void arm(struct per_conn *pc, uint64_t delay_us, void (*fn)(ovl_conn *))
 {
@@ -225,36 +219,22 @@ static void start(enum behaviour behaviour, uint64_t delay_us, int expected)
     t.delay_us = delay_us;
     t.expected = expected;
     srand(12345);
-    ovl_config config;
-    ovl_config_init(&config);
-    config.threads = 1; /* ARM_ON_LAST_OPEN arms other connections' timers: they must share the worker */
-    config.buffer_size = t.buffer_size;
-    config.drain_timeout_ms = t.drain_ms;
-    config.backend = test_backend();
-    ovl_error_info err = {0};
-    int rc = ovl_engine_create(&engine, &config, &err);
-    cr_assert_eq(rc, 0, "ovl_engine_create = %d: %s: %s", rc, err.what, err.text);
-    ovl_listener *listener;
-    rc = ovl_listen(engine, "127.0.0.1", "0", &callbacks, NULL, &listener, &err);
-    cr_assert_eq(rc, 0, "ovl_listen = %d: %s: %s", rc, err.what, err.text);
-    port = ovl_listener_port(listener);
-    rc = ovl_engine_start(engine, &err);
-    cr_assert_eq(rc, 0, "ovl_engine_start = %d: %s: %s", rc, err.what, err.text);
+    /* One thread: ARM_ON_LAST_OPEN arms other connections' timers, so they must share the worker. */
+    server_start(&server, &(struct server_opts){ .threads = 1, .buffer_size = t.buffer_size,
+                                                 .drain_timeout_ms = t.drain_ms, .callbacks = &callbacks });
 }
 
 static void stop(void)
 {
-    if (engine)
-        ovl_engine_destroy(engine);
-    engine = NULL;
+    server_destroy(&server);
 }
 
 TestSuite(timer, .fini = stop, .timeout = 60);
 
 static int connect_client(void)
 {
-    int fd = sup_connect("127.0.0.1", port, IO_TIMEOUT_MS);
-    cr_assert(fd >= 0, "connect 127.0.0.1:%d: %s", port, strerror(-fd));
+    int fd = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+    cr_assert(fd >= 0, "connect 127.0.0.1:%d: %s", server.port, strerror(-fd));
     return fd;
 }
 
@@ -326,7 +306,7 @@ Test(timer, closing_connection_loses_its_timer)
     int64_t end = sup_now_ms() + IO_TIMEOUT_MS;
     do {
         sup_sleep_ms(5);
-        ovl_engine_stats(engine, &stats);
+        ovl_engine_stats(server.engine, &stats);
     } while (stats.conns_closed < 1 && sup_now_ms() < end);
     cr_assert_eq(stats.conns_closed, 1, "the server did not close the connection");
     sup_sleep_ms(1200);
@@ -411,7 +391,7 @@ Test(timer, max_pending_zero_never_pauses_by_itself)
     sup_pattern_fill(out, TOTAL, 3, 0);
     cr_assert_eq(sup_send_all(fd, out, TOTAL), 0, "sending 4 MiB without reading");
     ovl_stats stats;
-    ovl_engine_stats(engine, &stats);
+    ovl_engine_stats(server.engine, &stats);
     cr_assert_eq(stats.recv_pauses, 0, "receiving paused %llu times with max_pending 0",
                  (unsigned long long)stats.recv_pauses);
     size_t got = 0;
@@ -468,7 +448,7 @@ Test(timer, paused_connection_does_not_hold_up_a_stop)
     cr_assert_eq(shutdown(fd, SHUT_WR), 0);
     sup_sleep_ms(100);
     cr_assert_eq(atomic_load(&t.data_while_paused), 0, "on_data ran while paused");
-    ovl_engine_stop(engine);
+    ovl_engine_stop(server.engine);
     size_t got = 0;
     cr_assert_eq(sup_recv_to_eof(fd, in, sizeof in, &got), (ssize_t)sizeof in, "echo before EOF: %zu bytes", got);
     cr_assert_eq(sup_pattern_check(in, sizeof in, 5, 0), sizeof in, "the echo differs");
@@ -490,7 +470,7 @@ Test(timer, farthest_timer_leaves_stop_and_deadlines_working)
     while (atomic_load(&t.opened_atomic) < 1 && sup_now_ms() < end)
         sup_sleep_ms(2);
     cr_assert_eq(atomic_load(&t.timer_errors), 0, "ovl_conn_timer refused its own maximum");
-    ovl_engine_stop(engine); /* the client never closes: only the 300 ms drain deadline ends the connection */
+    ovl_engine_stop(server.engine); /* the client never closes: only the 300 ms drain deadline ends the connection */
     cr_assert_eq(atomic_load(&t.closes), 1);
     cr_assert_eq(atomic_load(&t.fired), 0);
     close(fd);
