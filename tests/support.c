@@ -55,6 +55,11 @@ int sup_set_timeouts(int fd, int timeout_ms)
 
 int sup_connect(const char *host, int port, int timeout_ms)
 {
+    return sup_connect_rcvbuf(host, port, 0, timeout_ms);
+}
+
+int sup_connect_rcvbuf(const char *host, int port, int rcvbuf, int timeout_ms)
+{
     struct sockaddr_storage ss;
     socklen_t len;
     int rc = make_addr(host, port, &ss, &len);
@@ -63,6 +68,9 @@ int sup_connect(const char *host, int port, int timeout_ms)
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
+    /* Before connect(): the window scale the connection offers follows from it. */
+    if (rcvbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     /* SO_SNDTIMEO also bounds a blocking connect(). */
     rc = sup_set_timeouts(fd, timeout_ms);
     if (rc == 0 && connect(fd, (struct sockaddr *)&ss, len) != 0)

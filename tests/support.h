@@ -18,6 +18,9 @@
 /* Connect a blocking TCP socket to host:port (numeric host: "127.0.0.1", "::1"), with SO_RCVTIMEO/SO_SNDTIMEO set
  * to timeout_ms. Returns the fd or -errno. */
 int sup_connect(const char *host, int port, int timeout_ms);
+/* sup_connect with SO_RCVBUF set to rcvbuf bytes (0: the kernel's default) before it connects: a client whose
+ * small receive window makes the server's sends wait. */
+int sup_connect_rcvbuf(const char *host, int port, int rcvbuf, int timeout_ms);
 /* Set SO_RCVTIMEO and SO_SNDTIMEO. Returns 0 or -errno. */
 int sup_set_timeouts(int fd, int timeout_ms);
 /* A plain TCP socket bound to host:port (port 0 = any free one), listening if `listen_too`. A bound socket that

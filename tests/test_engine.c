@@ -404,6 +404,93 @@ Test(engine, many_concurrent_connections, .timeout = 90)
     server_destroy(&server);
 }
 
+/* Connections spread over the workers: 400 of them, from 8 clients at once, on 4 workers; none takes three
+ * quarters. (io_uring's multishot accepts on the shared listening socket once handed every connection to one
+ * worker.) */
+static _Atomic int spread[4];
+static int spread_port;
+
+static void spread_open(ovl_conn *conn, void *user)
+{
+    (void)user;
+    spread[ovl_conn_worker(conn)]++;
+}
+
+static void *spread_client(void *arg)
+{
+    (void)arg;
+    char buf[256] = "hello";
+    for (int i = 0; i < 50; i++) {
+        int fd = sup_connect("127.0.0.1", spread_port, IO_TIMEOUT_MS);
+        for (int k = 0; k < 10; k++) {
+            send(fd, buf, 100, 0);
+            recv(fd, buf, sizeof buf, 0);
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+Test(engine, accepts_spread_over_workers, .timeout = 60)
+{
+    static const ovl_callbacks callbacks = {.on_open = spread_open, .on_data = server_echo_data};
+    struct server server;
+    server_start(&server, &(struct server_opts){ .threads = 4, .callbacks = &callbacks });
+    spread_port = server.port;
+    pthread_t threads[8];
+    for (int i = 0; i < 8; i++)
+        pthread_create(&threads[i], NULL, spread_client, NULL);
+    for (int i = 0; i < 8; i++)
+        pthread_join(threads[i], NULL);
+    server_destroy(&server);
+    int busiest = 0;
+    for (int i = 0; i < 4; i++)
+        busiest = spread[i] > busiest ? spread[i] : busiest;
+    cr_expect_lt(busiest, 400 * 3 / 4, "400 connections over 4 workers: %d %d %d %d", spread[0], spread[1], spread[2],
+                 spread[3]);
+}
+
+/* ---- a connection's callbacks ---- */
+
+/* ovl_conn_peer in on_close still names the peer (the socket was once closed before on_close, which then said
+ * "(unknown)"). */
+static char peer_at_close[64];
+
+static void close_on_data(ovl_conn *conn, ovl_buf *buf)
+{
+    ovl_buf_release(buf);
+    ovl_close(conn);
+}
+
+static void record_peer_at_close(ovl_conn *conn, ovl_close_reason reason, int err)
+{
+    (void)reason;
+    (void)err;
+    snprintf(peer_at_close, sizeof peer_at_close, "%s", ovl_conn_peer(conn));
+}
+
+Test(engine, peer_in_on_close, .timeout = 20)
+{
+    static const ovl_callbacks callbacks = {.on_data = close_on_data, .on_close = record_peer_at_close};
+    struct server server;
+    server_start(&server, &(struct server_opts){ .threads = 1, .callbacks = &callbacks });
+    int fd = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+    struct sockaddr_in me;
+    socklen_t length = sizeof me;
+    getsockname(fd, (struct sockaddr *)&me, &length);
+    send(fd, "x", 1, 0);
+    char tmp[8];
+    recv(fd, tmp, sizeof tmp, 0);
+    sup_sleep_ms(100);
+    server_destroy(&server);
+    char expected[64];
+    snprintf(expected, sizeof expected, "127.0.0.1:%d", ntohs(me.sin_port));
+    cr_expect_str_eq(peer_at_close, expected, "ovl_conn_peer() in on_close: \"%s\", expected \"%s\"", peer_at_close,
+                     expected);
+    close(fd);
+}
+
 /* ---- address families ---- */
 
 static void expect_single_address(const struct server *server, const char *want_prefix)
@@ -1098,4 +1185,179 @@ Test(engine, graceful_stop_from_test_thread, .timeout = 30)
     close(fd);
     expect_stop_reason(&server, a_len + b_len);
     server_destroy(&server);
+}
+
+/* A connection paused by backpressure when the stop comes (max_pending 1: it resumes only once its queue is
+ * empty, so the resume and the stop's linger come in the same completion): once the peer has read every echo and
+ * closed, the stop ends at once and the connection closes cleanly, not by the 3 s drain deadline. (On io_uring a
+ * drain read started on resume after the read side was done once completed with EAGAIN, and nothing read again.) */
+#define LINGER_TOTAL (8u << 20)
+static ovl_buf *linger_held[4096];
+static int linger_nheld;
+static size_t linger_got;
+static _Atomic int linger_err = 12345;
+
+static void linger_data(ovl_conn *conn, ovl_buf *buf)
+{
+    /* hold everything, then queue it all at once: the connection pauses with its socket already read empty */
+    linger_got += ovl_buf_len(buf);
+    linger_held[linger_nheld++] = buf;
+    if (linger_got == LINGER_TOTAL) {
+        for (int i = 0; i < linger_nheld; i++)
+            ovl_send_buf(conn, linger_held[i]);
+        linger_nheld = 0;
+    }
+}
+
+static void linger_close(ovl_conn *conn, ovl_close_reason reason, int err)
+{
+    (void)conn;
+    (void)reason;
+    atomic_store(&linger_err, err);
+}
+
+Test(engine, linger_after_paused_drain, .timeout = 30)
+{
+    static const ovl_callbacks callbacks = {.on_data = linger_data, .on_close = linger_close};
+    struct server server;
+    server_start(&server, &(struct server_opts){ .threads = 1, .max_pending = 1, .drain_timeout_ms = 3000,
+                                                 .callbacks = &callbacks });
+    int fd = sup_connect_rcvbuf("127.0.0.1", server.port, 16384, IO_TIMEOUT_MS);
+    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+    char *block = calloc(1, LINGER_TOTAL);
+    size_t off = 0;
+    while (off < LINGER_TOTAL) {
+        ssize_t n = send(fd, block + off, LINGER_TOTAL - off, 0);
+        cr_assert_gt(n, 0);
+        off += (size_t)n;
+    }
+    ovl_stats s;
+    for (int i = 0; i < 500; i++) {
+        ovl_engine_stats(server.engine, &s);
+        if (s.bytes_in == LINGER_TOTAL && s.recv_pauses)
+            break;
+        sup_sleep_ms(10);
+    }
+    cr_assert(s.bytes_in == LINGER_TOTAL && s.recv_pauses, "setup: the server did not pause");
+    sup_sleep_ms(200);
+    ovl_engine_request_stop(server.engine);
+    sup_sleep_ms(200); /* the drain read finds the socket empty: READ_DONE while still paused */
+    size_t back = 0;
+    ssize_t n;
+    while ((n = recv(fd, block, LINGER_TOTAL, 0)) > 0)
+        back += (size_t)n;
+    cr_assert_eq(back, LINGER_TOTAL, "echo incomplete: %zu", back);
+    int64_t t0 = sup_now_ms();
+    close(fd);
+    ovl_engine_wait(server.engine);
+    int64_t waited = sup_now_ms() - t0;
+    cr_expect_lt(waited, 1000,
+                 "the peer read everything and closed, yet the stop took %lld ms (drain deadline 3000 ms): "
+                 "the connection stopped receiving in LINGER",
+                 (long long)waited);
+    cr_expect_eq(atomic_load(&linger_err), 0, "on_close err %d (-ETIMEDOUT: closed by the drain deadline)",
+                 atomic_load(&linger_err));
+    server_destroy(&server);
+    free(block);
+}
+
+/* ovl_connect returned 0 and the engine stops before the connect completes: on_close still comes, once (it once
+ * never did, nor on_open). */
+static _Atomic int pending_opened, pending_closed;
+
+static void pending_open(ovl_conn *conn, void *user)
+{
+    (void)conn;
+    (void)user;
+    pending_opened++;
+}
+
+static void pending_close(ovl_conn *conn, ovl_close_reason reason, int err)
+{
+    (void)conn;
+    (void)reason;
+    (void)err;
+    pending_closed++;
+}
+
+Test(engine, pending_connect_at_stop, .timeout = 30)
+{
+    /* a listener with a full accept queue drops further SYNs: a connect to it stays pending */
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(l, (struct sockaddr *)&a, sizeof a);
+    listen(l, 0);
+    socklen_t length = sizeof a;
+    getsockname(l, (struct sockaddr *)&a, &length);
+    int c1 = socket(AF_INET, SOCK_STREAM, 0);
+    connect(c1, (struct sockaddr *)&a, sizeof a);
+    int c2 = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    connect(c2, (struct sockaddr *)&a, sizeof a);
+    char port[16];
+    snprintf(port, sizeof port, "%d", ntohs(a.sin_port));
+    struct server server;
+    server_start(&server, &(struct server_opts){ .threads = 1, .listen_later = true }); /* no listener */
+    ovl_target *target;
+    ovl_error_info err;
+    cr_assert_eq(ovl_target_resolve(&target, "127.0.0.1", port, &err), 0);
+    static const ovl_callbacks callbacks = {.on_open = pending_open, .on_close = pending_close};
+    cr_assert_eq(ovl_connect(server.engine, target, &callbacks, NULL), 0);
+    sup_sleep_ms(300);
+    cr_assert_eq(pending_opened + pending_closed, 0, "setup: the connect was expected to be still pending");
+    ovl_engine_stop(server.engine);
+    cr_expect_eq(pending_opened + pending_closed, 1,
+                 "ovl_connect returned 0 but after the stop on_open ran %d times and on_close %d", pending_opened,
+                 pending_closed);
+    server_destroy(&server);
+    ovl_target_free(target);
+    close(c1);
+    close(c2);
+    close(l);
+}
+
+/* ovl_engine_wait returns after a stop while a callback calls ovl_listen ("callable from any thread"): wait once
+ * held the engine's lock while it joined the workers, and the ovl_listen blocked on it for ever. */
+static struct server wait_server;
+static _Atomic int listen_returned;
+static atomic_int stop_requested; /* ovl_engine_request_stop has returned: the engine may be destroyed */
+
+static void listen_on_data(ovl_conn *conn, ovl_buf *buf)
+{
+    (void)conn;
+    ovl_buf_release(buf);
+    static const ovl_callbacks none = {0};
+    ovl_listener *second;
+    ovl_error_info err;
+    ovl_listen(wait_server.engine, "127.0.0.1", "0", &none, NULL, &second, &err);
+    listen_returned = 1;
+}
+
+static void *connect_then_stop(void *arg)
+{
+    (void)arg;
+    sup_sleep_ms(200); /* the main thread is inside ovl_engine_wait */
+    int fd = sup_connect("127.0.0.1", wait_server.port, IO_TIMEOUT_MS);
+    send(fd, "x", 1, 0);
+    sup_sleep_ms(300);
+    ovl_engine_request_stop(wait_server.engine);
+    atomic_store(&stop_requested, 1);
+    sleep(3);
+    /* still here: ovl_engine_wait did not return */
+    fprintf(stderr, "wait_vs_listen_in_callback: ovl_engine_wait blocked 3 s after the stop (ovl_listen returned: "
+            "%d)\n", listen_returned);
+    _exit(1);
+}
+
+Test(engine, wait_vs_listen_in_callback, .timeout = 20)
+{
+    static const ovl_callbacks callbacks = {.on_data = listen_on_data};
+    server_start(&wait_server, &(struct server_opts){ .threads = 1, .drain_timeout_ms = 500,
+                                                      .callbacks = &callbacks });
+    pthread_t thread;
+    pthread_create(&thread, NULL, connect_then_stop, NULL);
+    ovl_engine_wait(wait_server.engine);
+    cr_expect(listen_returned, "ovl_listen in the callback never returned");
+    server_wait_atomic(&stop_requested, 1, 3000); /* wait may return before request_stop does */
+    server_destroy(&wait_server);
 }
