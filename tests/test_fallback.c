@@ -3,6 +3,7 @@
  * with EPERM, as container runtimes do, and the engine must choose epoll, say why, and still echo.
  * Criterion runs each test in its own process, so the filter stays inside the test.
  */
+#include "engine_fixture.h"
 #include "overlap.h"
 #include "support.h"
 
@@ -32,31 +33,18 @@ static void forbid_io_uring(void)
     cr_assert(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) == 0, "seccomp: %s", strerror(errno));
 }
 
-static void echo_data(ovl_conn *conn, ovl_buf *buf)
-{
-    ovl_send_buf(conn, buf);
-}
-
 Test(fallback, io_uring_forbidden_chooses_epoll, .timeout = 30)
 {
     forbid_io_uring();
-    ovl_config config;
-    ovl_config_init(&config);
-    config.threads = 1;
-    ovl_engine *engine = NULL;
-    ovl_error_info err;
-    memset(&err, 0, sizeof err);
-    cr_assert(ovl_engine_create(&engine, &config, &err) == 0, "create: %s: %s", err.what, err.text);
-    cr_assert_str_eq(ovl_engine_backend(engine), "epoll");
-    const char *notice = ovl_engine_notice(engine);
+    struct server server;
+    server_create(&server, &(struct server_opts){ .threads = 1 }); /* the default backend */
+    cr_assert_str_eq(ovl_engine_backend(server.engine), "epoll");
+    const char *notice = ovl_engine_notice(server.engine);
     cr_assert(notice && strstr(notice, "io_uring_setup") && strstr(notice, "Operation not permitted"),
               "notice: %s", notice ? notice : "(none)");
-    static const ovl_callbacks echo = {.on_data = echo_data};
-    ovl_listener *listener = NULL;
-    cr_assert(ovl_listen(engine, "127.0.0.1", "0", &echo, NULL, &listener, &err) == 0, "%s: %s", err.what,
-              err.text);
-    cr_assert(ovl_engine_start(engine, &err) == 0, "start: %s: %s", err.what, err.text);
-    int fd = sup_connect("127.0.0.1", ovl_listener_port(listener), 5000);
+    server_listen(&server);
+    server_start_engine(&server);
+    int fd = sup_connect("127.0.0.1", server.port, 5000);
     cr_assert(fd >= 0);
     cr_assert(sup_send_all(fd, "this is a test", 14) == 0);
     shutdown(fd, SHUT_WR);
@@ -64,7 +52,7 @@ Test(fallback, io_uring_forbidden_chooses_epoll, .timeout = 30)
     cr_assert(sup_recv_to_eof(fd, reply, sizeof reply, NULL) == 14);
     cr_assert(memcmp(reply, "this is a test", 14) == 0);
     close(fd);
-    ovl_engine_destroy(engine);
+    server_destroy(&server);
 }
 
 Test(fallback, io_uring_named_but_forbidden_fails_clearly, .timeout = 30)
