@@ -1,38 +1,28 @@
 /*
- * load_histogram.c - the log-linear latency histogram (see load_histogram.h for the layout).
- *
- * A value v >= 512 has its highest set bit at position msb >= 9; it is shifted right by msb - 8 so that 9 bits
- * remain (256..511), and those select one of 256 buckets of that octave. Below 512 every nanosecond has its own
- * bucket. This is HdrHistogram's scheme with a unit of 1 ns and 2.4 significant decimal digits.
+ * load_histogram.c - the latency histogram (see load_histogram.h): HdrHistogram's index arithmetic (load_hdr.h)
+ * on a fixed layout, so the compiler folds the layout's constants into the recording path.
  */
 #include "load_histogram.h"
 
 #include <string.h>
 
-enum {
-    SUB = 1 << LOAD_HIST_SUB_BITS,
-    HALF = SUB / 2,
+const struct load_hdr_layout load_histogram_layout = {
+    .lowest = LOAD_HIST_LOWEST,
+    .highest = LOAD_HIST_HIGHEST,
+    .digits = LOAD_HIST_DIGITS,
+    .unit_magnitude = 0,
+    .sub_half_magnitude = LOAD_HIST_SUB_HALF_MAGNITUDE,
+    .counts_len = LOAD_HIST_BUCKETS,
 };
 
 static unsigned bucket_of(uint64_t v)
 {
-    if (v < SUB)
-        return (unsigned)v;
-    if (v >> LOAD_HIST_MAX_BITS)
-        v = (1ull << LOAD_HIST_MAX_BITS) - 1;
-    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
-    unsigned shift = msb - (LOAD_HIST_SUB_BITS - 1);
-    unsigned sub = (unsigned)(v >> shift);
-    return SUB + (shift - 1) * HALF + (sub - HALF);
-}
-
-static uint64_t bucket_top(unsigned index)
-{
-    if (index < SUB)
-        return index;
-    unsigned shift = (index - SUB) / HALF + 1;
-    uint64_t sub = (index - SUB) % HALF + HALF;
-    return ((sub + 1) << shift) - 1;
+    static const struct load_hdr_layout layout = {
+        .lowest = LOAD_HIST_LOWEST, .highest = LOAD_HIST_HIGHEST, .digits = LOAD_HIST_DIGITS,
+        .unit_magnitude = 0, .sub_half_magnitude = LOAD_HIST_SUB_HALF_MAGNITUDE, .counts_len = LOAD_HIST_BUCKETS};
+    if (v > (uint64_t)LOAD_HIST_HIGHEST)
+        v = (uint64_t)LOAD_HIST_HIGHEST;
+    return load_hdr_index(&layout, v);
 }
 
 void load_histogram_init(struct load_histogram *h)
@@ -85,7 +75,7 @@ uint64_t load_histogram_quantile(const struct load_histogram *h, double q)
     for (unsigned i = 0; i < LOAD_HIST_BUCKETS; i++) {
         seen += h->buckets[i];
         if (seen >= rank) {
-            uint64_t top = bucket_top(i);
+            uint64_t top = load_hdr_highest_at(&load_histogram_layout, i);
             if (top > h->max)
                 top = h->max;
             if (top < h->min)
