@@ -29,6 +29,9 @@ const char load_usage[] =
     "  --backend NAME       engine backend: io_uring, epoll (iocp on Windows); default: the best available\n"
     "  --busy-poll US       io_uring: spin up to US microseconds for the next echo before sleeping (default 50;\n"
     "                       0 = always sleep)\n"
+    "  --hdr-log FILE       write the latency histograms as an HdrHistogram interval log (microseconds)\n"
+    "  --hdr-interval S     seconds per logged interval (default 1)\n"
+    "  --hdr-tag NAME       this generator's tag in the log (default: the host name)\n"
     "  --json               print the result as one JSON object on stdout\n"
     "  --progress           a progress line every second on stderr (default: only when stderr is a terminal)\n"
     "  --once               send \"this is a test\", shut down the write side, print what comes back\n"
@@ -79,7 +82,8 @@ static bool is_valued(const char *name)
 {
     static const char *const valued[] = {"--host", "--port", "--connections", "--threads", "--size", "--pipeline",
                                          "--duration", "--warmup", "--rate", "--churn", "--connect-rate",
-                                         "--target-p99", "--backend", "--busy-poll"};
+                                         "--target-p99", "--backend", "--busy-poll", "--hdr-log",
+                                         "--hdr-interval", "--hdr-tag"};
     for (size_t i = 0; i < sizeof valued / sizeof valued[0]; i++)
         if (!strcmp(name, valued[i]))
             return true;
@@ -178,6 +182,28 @@ static int set_value(const char *name, const char *value, struct load_options *o
             return -1;
         }
         o->busy_poll_us = (int)n;
+    } else if (!strcmp(name, "--hdr-log")) {
+        if (!*value) {
+            snprintf(error, error_size, "--hdr-log: the file name is empty");
+            return -1;
+        }
+        o->hdr_log = value;
+    } else if (!strcmp(name, "--hdr-interval")) {
+        if (parse_number(value, 0.1, 3600, &o->hdr_interval)) {
+            snprintf(error, error_size, "--hdr-interval: '%s' is not a number of seconds (0.1-3600)", value);
+            return -1;
+        }
+    } else if (!strcmp(name, "--hdr-tag")) {
+        size_t len = strlen(value);
+        bool ok = len >= 1 && len <= 64;
+        for (const char *p = value; ok && *p; p++)
+            ok = isalnum((unsigned char)*p) || *p == '.' || *p == '_' || *p == '-';
+        if (!ok) {
+            snprintf(error, error_size, "--hdr-tag: '%.64s' is not a tag (1-64 letters, digits, '.', '_', '-')",
+                     value);
+            return -1;
+        }
+        o->hdr_tag = value;
     } else if (!strcmp(name, "--backend")) {
         if (!*value) {
             snprintf(error, error_size, "--backend: the name is empty");
@@ -203,6 +229,8 @@ int load_options_parse(int argc, char *const argv[], struct load_options *o, cha
     o->pipeline = 1;
     o->duration = 5;
     o->warmup = 1;
+    o->hdr_interval = 1;
+    bool interval_given = false;
     if (error_size)
         error[0] = '\0';
     bool host_given = false;
@@ -256,6 +284,8 @@ int load_options_parse(int argc, char *const argv[], struct load_options *o, cha
             return -1;
         if (!strcmp(name, "--host"))
             host_given = true;
+        if (!strcmp(name, "--hdr-interval") || !strcmp(name, "--hdr-tag"))
+            interval_given = true;
     }
     if ((uint32_t)o->threads > o->connections)
         o->threads = (int)o->connections; /* a worker without a connection would only idle */
@@ -263,6 +293,14 @@ int load_options_parse(int argc, char *const argv[], struct load_options *o, cha
         return 0;
     if (o->target_p99_us > 0 && o->rate > 0) {
         snprintf(error, error_size, "--target-p99 searches for the rate itself: leave out --rate");
+        return -1;
+    }
+    if (interval_given && !o->hdr_log) {
+        snprintf(error, error_size, "--hdr-interval and --hdr-tag describe the --hdr-log file: give --hdr-log too");
+        return -1;
+    }
+    if (o->hdr_log && o->target_p99_us > 0) {
+        snprintf(error, error_size, "--hdr-log logs one run, --target-p99 makes several: leave one out");
         return -1;
     }
     if ((uint64_t)o->size * o->pipeline > (1ull << 28)) {

@@ -24,6 +24,9 @@ struct load_options {
     double target_p99_us;      /* search the highest rate whose p99 stays under this; 0 = no search */
     const char *backend;       /* engine backend; NULL = the best available */
     int busy_poll_us;          /* io_uring spin before sleeping: -1 = engine default, 0 = never */
+    const char *hdr_log;       /* HdrHistogram interval log to write, or NULL */
+    double hdr_interval;       /* seconds per logged interval, 1 */
+    const char *hdr_tag;       /* the log's tag for this generator; NULL = the host name */
     bool json;
     bool once;
     bool progress;             /* the progress line even when stderr is not a terminal */

@@ -25,6 +25,7 @@
  * shut their write side down; the server closes, and only then is the engine stopped. Bytes a server never echoes
  * within the grace period count as short echoes.
  */
+#include "load_hdr_log.h"
 #include "load_report.h"
 #include "load_run.h"
 #include "overlap.h"
@@ -112,6 +113,9 @@ struct load_worker {
     struct load_histogram latency;
     struct load_histogram connect_latency;
     struct load_histogram send_lag;
+    /* --hdr-log: the logged (microsecond) histograms, cumulative; the main thread reads them each interval and
+     * logs the difference. NULL without --hdr-log. */
+    _Atomic uint64_t *log_latency, *log_connect;
 };
 
 /* One of the N connections, and its successors under --churn. */
@@ -152,7 +156,37 @@ struct load_run {
     _Atomic uint64_t main_errors[LOAD_ERR_KINDS]; /* errors seen on the main thread (no worker to count them) */
     _Atomic int error_claimed;
     char first_error[320];
+    /* --hdr-log, on the main thread: the workers' logged counts summed at the last interval end, and now. */
+    struct load_hdr_writer *hdr;
+    bool hdr_active;
+    uint64_t hdr_start_ns, hdr_last_ns, hdr_interval_ns;
+    uint64_t *hdr_seen[2], *hdr_now[2];
 };
+
+double load_wall_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* --hdr-tag, or the host name with what a tag cannot hold replaced, or "load". */
+static void hdr_default_tag(const struct load_options *o, char *tag, size_t size)
+{
+    if (o->hdr_tag) {
+        snprintf(tag, size, "%s", o->hdr_tag);
+        return;
+    }
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0 || !host[0])
+        snprintf(host, sizeof host, "load");
+    host[64] = '\0';
+    for (char *p = host; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' ||
+              *p == '_' || *p == '-'))
+            *p = '-';
+    snprintf(tag, size, "%s", host);
+}
 
 uint64_t load_now_ns(void)
 {
@@ -405,6 +439,8 @@ static void on_open(ovl_conn *conn, void *user)
     if (phase_of(run) == PHASE_MEASURE)
         bump(&w->window_connects, 1);
     load_histogram_record(&w->connect_latency, now - s->connect_started);
+    if (w->log_connect)
+        bump(&w->log_connect[load_log_index(now - s->connect_started)], 1);
     if (!s->opened_once) {
         s->opened_once = true;
         s->worker = w;
@@ -463,8 +499,12 @@ static void on_data(ovl_conn *conn, ovl_buf *buf)
             s->free_at = now;
         uint64_t stamp = s->stamps[s->msgs_done % o->pipeline];
         s->msgs_done++;
-        if (measuring)
-            load_histogram_record(&w->latency, now > stamp ? now - stamp : 0);
+        if (measuring) {
+            uint64_t latency = now > stamp ? now - stamp : 0;
+            load_histogram_record(&w->latency, latency);
+            if (w->log_latency)
+                bump(&w->log_latency[load_log_index(latency)], 1);
+        }
     }
     if (run->rate > 0)
         slot_tick(s, now);
@@ -621,7 +661,31 @@ static void progress_restart(struct load_run *run, struct progress *p, uint64_t 
     }
 }
 
-/* Sleep until `end`, printing a progress line every second. */
+/* --hdr-log: one interval line per series, from the last interval's end to `now`. The workers' cumulative counts
+ * are read with relaxed loads: a message recorded while they are read lands in this interval or the next, and
+ * after the engine has stopped the last interval takes whatever is left, so the intervals add up to the report. */
+static void hdr_tick(struct load_run *run, uint64_t now)
+{
+    for (int series = 0; series < 2; series++) {
+        uint64_t *seen = run->hdr_seen[series], *total = run->hdr_now[series];
+        memset(total, 0, LOAD_LOG_COUNTS * sizeof *total);
+        for (int i = 0; i < run->worker_count; i++) {
+            _Atomic uint64_t *counts = series ? run->workers[i].log_connect : run->workers[i].log_latency;
+            for (unsigned k = 0; k < LOAD_LOG_COUNTS; k++)
+                total[k] += peek(&counts[k]);
+        }
+        for (unsigned k = 0; k < LOAD_LOG_COUNTS; k++) {
+            uint64_t t = total[k];
+            total[k] = t - seen[k];
+            seen[k] = t;
+        }
+        load_hdr_writer_interval(run->hdr, series == 1, (double)(run->hdr_last_ns - run->hdr_start_ns) / 1e9,
+                                 (double)(now - run->hdr_last_ns) / 1e9, total);
+    }
+    run->hdr_last_ns = now;
+}
+
+/* Sleep until `end`, printing a progress line every second (and logging intervals with --hdr-log). */
 static void wait_with_progress(struct load_run *run, struct progress *p, struct load_result *scratch, uint64_t end,
                                const char *label)
 {
@@ -630,12 +694,16 @@ static void wait_with_progress(struct load_run *run, struct progress *p, struct 
         if (now >= end)
             return;
         uint64_t next = p->enabled ? p->last_ns + 1000000000ull : end;
+        if (run->hdr_active && run->hdr_last_ns + run->hdr_interval_ns < next)
+            next = run->hdr_last_ns + run->hdr_interval_ns;
         if (next > end)
             next = end;
         sleep_until(next);
         now = load_now_ns();
         if (p->enabled && now >= p->last_ns + 1000000000ull)
             progress_tick(run, p, scratch, now, label);
+        if (run->hdr_active && now >= run->hdr_last_ns + run->hdr_interval_ns && now < end)
+            hdr_tick(run, now);
     }
 }
 
@@ -677,6 +745,29 @@ static int setup(struct load_run *run, const struct load_options *o, double rate
     }
     for (size_t k = 0; k < PATTERN_PERIOD + (size_t)o->size; k++)
         run->table[k] = (unsigned char)(((k % PATTERN_PERIOD) * 97u + 31u) % PATTERN_PERIOD);
+    if (o->hdr_log) {
+        char tag[72];
+        hdr_default_tag(o, tag, sizeof tag);
+        if (load_hdr_writer_open(&run->hdr, o->hdr_log, tag, result->first_error, sizeof result->first_error) < 0)
+            return -1;
+        run->hdr_interval_ns = (uint64_t)(o->hdr_interval * 1e9);
+        for (int series = 0; series < 2; series++) {
+            run->hdr_seen[series] = load_zalloc(LOAD_LOG_COUNTS * sizeof(uint64_t));
+            run->hdr_now[series] = load_zalloc(LOAD_LOG_COUNTS * sizeof(uint64_t));
+            if (!run->hdr_seen[series] || !run->hdr_now[series]) {
+                snprintf(result->first_error, sizeof result->first_error, "out of memory");
+                return -1;
+            }
+        }
+        for (int i = 0; i < run->worker_count; i++) {
+            run->workers[i].log_latency = load_zalloc(LOAD_LOG_COUNTS * sizeof(_Atomic uint64_t));
+            run->workers[i].log_connect = load_zalloc(LOAD_LOG_COUNTS * sizeof(_Atomic uint64_t));
+            if (!run->workers[i].log_latency || !run->workers[i].log_connect) {
+                snprintf(result->first_error, sizeof result->first_error, "out of memory");
+                return -1;
+            }
+        }
+    }
     for (int i = 0; i < run->worker_count; i++) {
         run->workers[i].run = run;
         load_histogram_init(&run->workers[i].latency);
@@ -703,6 +794,15 @@ static void teardown(struct load_run *run)
     if (run->engine)
         ovl_engine_destroy(run->engine); /* stops it first if it still runs */
     ovl_target_free(run->target);
+    if (run->workers)
+        for (int i = 0; i < run->worker_count; i++) {
+            load_free(run->workers[i].log_latency);
+            load_free(run->workers[i].log_connect);
+        }
+    for (int series = 0; series < 2; series++) {
+        load_free(run->hdr_seen[series]);
+        load_free(run->hdr_now[series]);
+    }
     if (run->slots)
         for (uint32_t i = 0; i < run->options->connections; i++)
             load_free(run->slots[i]);
@@ -784,6 +884,11 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
     cpu_times(&user0, &system0);
     uint64_t start = load_now_ns();
     atomic_store(&run->phase, PHASE_MEASURE);
+    if (run->hdr) {
+        load_hdr_writer_start(run->hdr, load_wall_s());
+        run->hdr_start_ns = run->hdr_last_ns = start;
+        run->hdr_active = true;
+    }
     progress_restart(run, &progress, start);
     wait_with_progress(run, &progress, scratch, start + (uint64_t)(o->duration * 1e9), "");
     uint64_t stop = load_now_ns();
@@ -801,12 +906,26 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
         load_histogram_merge(&result->send_lag, &run->workers[i].send_lag);
     }
     snprintf(result->first_error, sizeof result->first_error, "%s", run->first_error);
+    if (run->hdr) {
+        /* The engine has stopped: the last interval takes what is left, up to the window's end. */
+        hdr_tick(run, stop);
+        run->hdr_active = false;
+        load_hdr_writer_summary(run->hdr, o, result);
+    }
     ovl_stats stats;
     ovl_engine_stats(run->engine, &stats);
     result->reuse_ok = stats.reuse_ok;
     result->reuse_fallback = stats.reuse_fallback;
     result->context_updates = stats.context_updates;
 out:
+    if (run->hdr) {
+        char reason[320];
+        if (load_hdr_writer_close(run->hdr, reason, sizeof reason) < 0 && status == 0) {
+            snprintf(result->first_error, sizeof result->first_error, "%s", reason);
+            status = -1;
+        }
+        run->hdr = NULL;
+    }
     teardown(run);
     load_free(run);
     load_free(scratch);

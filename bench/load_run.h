@@ -60,5 +60,7 @@ int load_once(const struct load_options *options);
 
 /* Monotonic clock, nanoseconds. */
 uint64_t load_now_ns(void);
+/* Wall clock, seconds since the epoch. */
+double load_wall_s(void);
 
 #endif

@@ -607,6 +607,10 @@ Test(load, bad_arguments_get_a_message_and_usage)
         {"--frobnicate", NULL, "unknown option '--frobnicate'", NULL},
         {"--port", NULL, "--port needs a value", NULL},
         {"--json=1", NULL, "--json takes no value", NULL},
+        {"--hdr-interval", "0", "--hdr-interval", NULL},
+        {"--hdr-interval", "2", "give --hdr-log too", NULL},
+        {"--hdr-tag", "a,b", "--hdr-tag", NULL},
+        {"--hdr-log", "", "--hdr-log", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct proc run;
