@@ -4,6 +4,7 @@
  * exits non-zero whenever anything was wrong: a bad argument (2), a server that is not there, or any error during
  * the run (1).
  */
+#include "load_merge.h"
 #include "load_options.h"
 #include "load_report.h"
 #include "load_run.h"
@@ -101,8 +102,20 @@ int main(int argc, char **argv)
 #ifndef _WIN32
     signal(SIGPIPE, SIG_IGN);
 #endif
-    struct load_options options;
     char reason[256];
+    if (argc >= 2 && argv[1] && !strcmp(argv[1], "merge")) {
+        struct load_merge_options merge;
+        if (load_merge_options_parse(argc - 1, argv + 1, &merge, reason, sizeof reason) < 0) {
+            fprintf(stderr, "overlap-load: %s\n%s", reason, load_merge_usage);
+            return 2;
+        }
+        if (merge.help) {
+            fputs(load_merge_usage, stdout);
+            return 0;
+        }
+        return load_merge(&merge);
+    }
+    struct load_options options;
     if (load_options_parse(argc, argv, &options, reason, sizeof reason) < 0) {
         fprintf(stderr, "overlap-load: %s\n%s", reason, load_usage);
         return 2;

@@ -14,6 +14,7 @@
 
 const char load_usage[] =
     "usage: overlap-load [HOST] [options]\n"
+    "       overlap-load merge [--json] LOG...   (merge --hdr-log files of several generators; merge --help)\n"
     "  HOST                 server name or address (default localhost); every address it resolves to is tried\n"
     "  --port P             server port (default 27015)\n"
     "  --connections N      connections to open (default 50)\n"

@@ -7,13 +7,12 @@
 
 #include <string.h>
 
-static const double quantiles[] = {0.5, 0.9, 0.99, 0.999};
 static const char *const quantile_names[] = {"p50", "p90", "p99", "p99.9"};
 static const char *const quantile_keys[] = {"p50", "p90", "p99", "p99_9"};
-enum { QUANTILES = sizeof quantiles / sizeof quantiles[0] };
+enum { QUANTILES = LOAD_REPORT_QUANTILES };
 
 /* "35.1 us", "1.20 ms", "2.05 s". */
-static const char *duration_text(char *text, size_t size, double ns)
+const char *load_report_duration(char *text, size_t size, double ns)
 {
     if (ns < 1e3)
         snprintf(text, size, "%.2f us", ns / 1e3);
@@ -36,53 +35,78 @@ void load_report_progress(FILE *out, const struct load_progress *p)
     char p99[32];
     fprintf(out, "[%5.1fs%s%s] %10.0f msgs/s %9.2f MB/s  p99 %10s  errors %llu  connections %llu\n", p->elapsed,
             p->label[0] ? " " : "", p->label, p->msgs_per_s, p->mb_per_s,
-            p->p99_ns ? duration_text(p99, sizeof p99, (double)p->p99_ns) : "-", (unsigned long long)p->errors,
+            p->p99_ns ? load_report_duration(p99, sizeof p99, (double)p->p99_ns) : "-", (unsigned long long)p->errors,
             (unsigned long long)p->connections);
     fflush(out);
 }
 
-static void latency_line(FILE *out, const char *label, const struct load_histogram *h)
+const double load_report_quantiles[LOAD_REPORT_QUANTILES] = {0.5, 0.9, 0.99, 0.999};
+
+void load_latency_of_histogram(const struct load_histogram *h, struct load_latency *l)
+{
+    l->count = h->count;
+    l->min_ns = h->count ? (double)h->min : 0.0;
+    l->mean_ns = load_histogram_mean(h);
+    l->max_ns = (double)h->max;
+    for (int i = 0; i < QUANTILES; i++)
+        l->q_ns[i] = (double)load_histogram_quantile(h, load_report_quantiles[i]);
+}
+
+void load_report_latency_line(FILE *out, const char *label, const struct load_latency *l)
 {
     char text[32];
     fprintf(out, "  %-11s", label);
-    if (!h->count) {
+    if (!l->count) {
         fprintf(out, " no samples\n");
         return;
     }
     for (int i = 0; i < QUANTILES; i++)
-        fprintf(out, " %s %s ", quantile_names[i],
-                duration_text(text, sizeof text, (double)load_histogram_quantile(h, quantiles[i])));
-    fprintf(out, " max %s", duration_text(text, sizeof text, (double)h->max));
-    fprintf(out, "  (mean %s, %llu samples)\n", duration_text(text, sizeof text, load_histogram_mean(h)),
-            (unsigned long long)h->count);
+        fprintf(out, " %s %s ", quantile_names[i], load_report_duration(text, sizeof text, l->q_ns[i]));
+    fprintf(out, " max %s", load_report_duration(text, sizeof text, l->max_ns));
+    fprintf(out, "  (mean %s, %llu samples)\n", load_report_duration(text, sizeof text, l->mean_ns),
+            (unsigned long long)l->count);
+}
+
+static void latency_line(FILE *out, const char *label, const struct load_histogram *h)
+{
+    struct load_latency l;
+    load_latency_of_histogram(h, &l);
+    load_report_latency_line(out, label, &l);
 }
 
 static void errors_line(FILE *out, const struct load_result *r)
 {
-    uint64_t total = load_result_errors(r);
+    load_report_errors_line(out, r->errors, r->first_error);
+}
+
+void load_report_errors_line(FILE *out, const uint64_t errors[LOAD_ERR_KINDS], const char *first_error)
+{
+    uint64_t total = 0;
+    for (int k = 0; k < LOAD_ERR_KINDS; k++)
+        total += errors[k];
     fprintf(out, "  %-11s %llu", "errors", (unsigned long long)total);
     if (total) {
         const char *separator = " (";
         for (int k = 0; k < LOAD_ERR_KINDS; k++)
-            if (r->errors[k]) {
-                fprintf(out, "%s%s %llu", separator, load_error_names[k], (unsigned long long)r->errors[k]);
+            if (errors[k]) {
+                fprintf(out, "%s%s %llu", separator, load_error_names[k], (unsigned long long)errors[k]);
                 separator = ", ";
             }
         fprintf(out, ")");
     }
     fprintf(out, "\n");
-    if (r->first_error[0])
-        fprintf(out, "  %-11s %s\n", "first error", r->first_error);
+    if (first_error && first_error[0])
+        fprintf(out, "  %-11s %s\n", "first error", first_error);
 }
 
 static void search_text(FILE *out, const struct load_search *search)
 {
     char text[32];
-    fprintf(out, "  %-11s target p99 %s:", "search", duration_text(text, sizeof text, search->target_p99_us * 1e3));
+    fprintf(out, "  %-11s target p99 %s:", "search", load_report_duration(text, sizeof text, search->target_p99_us * 1e3));
     if (search->best >= 0) {
         const struct load_trial *best = &search->trials[search->best];
         fprintf(out, " highest rate under it %.0f msgs/s (p99 %s)\n", best->rate,
-                duration_text(text, sizeof text, (double)best->p99_ns));
+                load_report_duration(text, sizeof text, (double)best->p99_ns));
     } else {
         fprintf(out, " no rate tried met it\n");
     }
@@ -90,11 +114,11 @@ static void search_text(FILE *out, const struct load_search *search)
         const struct load_trial *t = &search->trials[i];
         if (t->rate > 0)
             fprintf(out, "  %-11s rate %10.0f: %10.0f msgs/s, p99 %10s, errors %llu%s\n", "", t->rate,
-                    t->msgs_per_s, duration_text(text, sizeof text, (double)t->p99_ns),
+                    t->msgs_per_s, load_report_duration(text, sizeof text, (double)t->p99_ns),
                     (unsigned long long)t->errors, t->met ? "  ok" : "");
         else
             fprintf(out, "  %-11s closed loop: %10.0f msgs/s, p99 %10s, errors %llu%s\n", "", t->msgs_per_s,
-                    duration_text(text, sizeof text, (double)t->p99_ns), (unsigned long long)t->errors,
+                    load_report_duration(text, sizeof text, (double)t->p99_ns), (unsigned long long)t->errors,
                     t->met ? "  ok" : "");
     }
 }
@@ -151,7 +175,7 @@ void load_report_text(FILE *out, const struct load_options *o, const struct load
 
 /* ---- JSON ---- */
 
-static void json_string(FILE *out, const char *text)
+void load_report_json_string(FILE *out, const char *text)
 {
     fputc('"', out);
     for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
@@ -165,29 +189,36 @@ static void json_string(FILE *out, const char *text)
     fputc('"', out);
 }
 
+void load_report_json_latency(FILE *out, const struct load_latency *l)
+{
+    fprintf(out, "{\"samples\":%llu", (unsigned long long)l->count);
+    fprintf(out, ",\"min\":%.3f", l->min_ns / 1e3);
+    fprintf(out, ",\"mean\":%.3f", l->mean_ns / 1e3);
+    for (int i = 0; i < QUANTILES; i++)
+        fprintf(out, ",\"%s\":%.3f", quantile_keys[i], l->q_ns[i] / 1e3);
+    fprintf(out, ",\"max\":%.3f}", l->max_ns / 1e3);
+}
+
 static void json_latency(FILE *out, const struct load_histogram *h)
 {
-    fprintf(out, "{\"samples\":%llu", (unsigned long long)h->count);
-    fprintf(out, ",\"min\":%.3f", h->count ? (double)h->min / 1e3 : 0.0);
-    fprintf(out, ",\"mean\":%.3f", load_histogram_mean(h) / 1e3);
-    for (int i = 0; i < QUANTILES; i++)
-        fprintf(out, ",\"%s\":%.3f", quantile_keys[i], (double)load_histogram_quantile(h, quantiles[i]) / 1e3);
-    fprintf(out, ",\"max\":%.3f}", (double)h->max / 1e3);
+    struct load_latency l;
+    load_latency_of_histogram(h, &l);
+    load_report_json_latency(out, &l);
 }
 
 void load_report_json(FILE *out, const struct load_options *o, const struct load_result *r,
                       const struct load_search *search)
 {
     fprintf(out, "{\"version\":");
-    json_string(out, ovl_version());
+    load_report_json_string(out, ovl_version());
     fprintf(out, ",\"config\":{\"host\":");
-    json_string(out, o->host);
+    load_report_json_string(out, o->host);
     fprintf(out, ",\"port\":");
-    json_string(out, o->port);
+    load_report_json_string(out, o->port);
     fprintf(out, ",\"target\":");
-    json_string(out, r->target);
+    load_report_json_string(out, r->target);
     fprintf(out, ",\"backend\":");
-    json_string(out, r->backend);
+    load_report_json_string(out, r->backend);
     fprintf(out, ",\"connections\":%u,\"threads\":%d,\"size\":%u,\"pipeline\":%u", o->connections, r->threads,
             o->size, o->pipeline);
     fprintf(out, ",\"duration_s\":%.3f,\"warmup_s\":%.3f", o->duration, o->warmup);
@@ -210,7 +241,7 @@ void load_report_json(FILE *out, const struct load_options *o, const struct load
         fprintf(out, ",\"%s\":%llu", load_error_keys[k], (unsigned long long)r->errors[k]);
     fprintf(out, "},\"first_error\":");
     if (r->first_error[0])
-        json_string(out, r->first_error);
+        load_report_json_string(out, r->first_error);
     else
         fprintf(out, "null");
     fprintf(out, ",\"cpu\":{\"user_s\":%.3f,\"system_s\":%.3f,\"us_per_msg\":%.3f}", r->cpu_user, r->cpu_system,
@@ -220,7 +251,7 @@ void load_report_json(FILE *out, const struct load_options *o, const struct load
             (unsigned long long)r->context_updates);
     if (r->notice[0]) {
         fprintf(out, ",\"notice\":");
-        json_string(out, r->notice);
+        load_report_json_string(out, r->notice);
     }
     if (search) {
         fprintf(out, ",\"search\":{\"target_p99_us\":%.3f,\"best_rate\":", search->target_p99_us);

@@ -23,6 +23,23 @@ struct load_progress {
 
 void load_report_progress(FILE *out, const struct load_progress *progress);
 
+/* A latency distribution as the report shows it (from our histogram, or from merged interval logs). */
+enum { LOAD_REPORT_QUANTILES = 4 };
+extern const double load_report_quantiles[LOAD_REPORT_QUANTILES]; /* p50, p90, p99, p99.9 */
+struct load_latency {
+    uint64_t count;
+    double min_ns, mean_ns, max_ns;
+    double q_ns[LOAD_REPORT_QUANTILES];
+};
+void load_latency_of_histogram(const struct load_histogram *h, struct load_latency *latency);
+/* The pieces of the summary and the JSON, for the merged report. */
+void load_report_latency_line(FILE *out, const char *label, const struct load_latency *latency);
+void load_report_errors_line(FILE *out, const uint64_t errors[LOAD_ERR_KINDS], const char *first_error);
+void load_report_json_latency(FILE *out, const struct load_latency *latency);
+void load_report_json_string(FILE *out, const char *text);
+/* "35.1 us", "1.20 ms", "2.05 s". */
+const char *load_report_duration(char *text, size_t size, double ns);
+
 /* --target-p99: the runs tried, in order. */
 enum { LOAD_SEARCH_MAX = 16 };
 struct load_trial {
