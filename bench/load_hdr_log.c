@@ -123,8 +123,12 @@ void load_hdr_writer_summary(struct load_hdr_writer *w, const struct load_option
             (unsigned long long)r->window_connects);
     for (int k = 0; k < LOAD_ERR_KINDS; k++)
         fprintf(w->file, " errors.%s=%llu", load_error_keys[k], (unsigned long long)r->errors[k]);
-    fprintf(w->file, " rate=%.3f connections=%u size=%u pipeline=%u]\n", r->rate, o->connections, o->size,
-            o->pipeline);
+    fprintf(w->file, " rate=%.3f connections=%u size=%u pipeline=%u", r->rate, o->connections, o->size, o->pipeline);
+    if (o->share_count)
+        fprintf(w->file, " share=%u/%u total_rate=%.3f", o->share_index, o->share_count, o->rate);
+    if (o->start_at > 0)
+        fprintf(w->file, " start_at=%.3f start_late=%.6f", o->start_at, r->start_late);
+    fprintf(w->file, "]\n");
 }
 
 int load_hdr_writer_close(struct load_hdr_writer *w, char *error, size_t error_size)

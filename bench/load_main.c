@@ -96,6 +96,12 @@ static int search_rate(const struct load_options *o, struct load_search *search,
     return 0;
 }
 
+/* --share A/B: this generator's part of the total --rate. */
+static double share_rate(const struct load_options *o)
+{
+    return o->share_count ? o->rate / o->share_count : o->rate;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -139,7 +145,7 @@ int main(int argc, char **argv)
         return 1;
     }
     int rc = options.target_p99_us > 0 ? search_rate(&options, search, result, scratch)
-                                       : load_run(&options, options.rate, result);
+                                       : load_run(&options, share_rate(&options), result);
     const struct load_search *searched = options.target_p99_us > 0 ? search : NULL;
     int status = 0;
     if (rc < 0) {

@@ -479,7 +479,7 @@ static void latency_of(const struct load_hdr_layout *l, const struct series *s, 
 }
 
 struct totals {
-    double window, msgs_per_s, mb_per_s, skew, earliest;
+    double window, msgs_per_s, mb_per_s, skew, earliest, intended;
     uint64_t msgs, bytes, connects, errors[LOAD_ERR_KINDS], error_total;
     int with_start, without_summary;
     struct series latency, connect;
@@ -535,6 +535,7 @@ static int sum_up(struct merge *m, struct totals *t)
         }
         if (seconds > t->window)
             t->window = seconds;
+        t->intended += g->rate;
         for (int k = 0; k < LOAD_ERR_KINDS; k++)
             t->errors[k] += g->errors[k];
         t->error_total += generator_errors(g);
@@ -569,7 +570,7 @@ static void report_text(FILE *out, struct merge *m, const struct load_merge_opti
                 (unsigned long long)generator_msgs(g), seconds,
                 seconds > 0 ? (double)generator_msgs(g) / seconds : 0.0);
         if (g->rate > 0)
-            fprintf(out, ", rate asked %.0f", g->rate);
+            fprintf(out, ", intended %.0f", g->rate);
         fprintf(out, "), p99 %s", load_report_duration(a, sizeof a, l.q_ns[2]));
         if (g->has_summary)
             fprintf(out, ", errors %llu", (unsigned long long)generator_errors(g));
@@ -585,6 +586,9 @@ static void report_text(FILE *out, struct merge *m, const struct load_merge_opti
     fprintf(out, "  %-11s %.2f s (the longest generator's)\n", "window", t->window);
     fprintf(out, "  %-11s %llu (%.0f msgs/s summed), %.2f MB echoed (%.2f MB/s summed each way)\n", "messages",
             (unsigned long long)t->msgs, t->msgs_per_s, (double)t->bytes / 1e6, t->mb_per_s);
+    if (t->intended > 0)
+        fprintf(out, "  %-11s intended %.0f msgs/s summed, achieved %.0f msgs/s summed (%.1f%%)\n", "rate",
+                t->intended, t->msgs_per_s, 100.0 * t->msgs_per_s / t->intended);
     struct load_latency l;
     latency_of(&m->layout, &t->latency, &l);
     load_report_latency_line(out, "latency", &l);
@@ -609,6 +613,7 @@ static void report_json(FILE *out, struct merge *m, const struct load_merge_opti
         fprintf(out, "null}");
     fprintf(out, ",\"seconds\":%.6f,\"msgs\":%llu,\"bytes\":%llu,\"msgs_per_s\":%.3f,\"mb_per_s\":%.6f", t->window,
             (unsigned long long)t->msgs, (unsigned long long)t->bytes, t->msgs_per_s, t->mb_per_s);
+    fprintf(out, ",\"intended_rate\":%.3f,\"achieved_rate\":%.3f", t->intended, t->intended > 0 ? t->msgs_per_s : 0.0);
     struct load_latency l;
     latency_of(&m->layout, &t->latency, &l);
     fprintf(out, ",\"latency_us\":");

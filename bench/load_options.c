@@ -33,6 +33,9 @@ const char load_usage[] =
     "  --hdr-log FILE       write the latency histograms as an HdrHistogram interval log (microseconds)\n"
     "  --hdr-interval S     seconds per logged interval (default 1)\n"
     "  --hdr-tag NAME       this generator's tag in the log (default: the host name)\n"
+    "  --start-at TIME      connect, then send nothing until this wall-clock time (Unix seconds, fractions\n"
+    "                       allowed): generators given the same TIME start together\n"
+    "  --share A/B          with --rate: this is generator A of B splitting one schedule of --rate msgs/s\n"
     "  --json               print the result as one JSON object on stdout\n"
     "  --progress           a progress line every second on stderr (default: only when stderr is a terminal)\n"
     "  --once               send \"this is a test\", shut down the write side, print what comes back\n"
@@ -84,7 +87,7 @@ static bool is_valued(const char *name)
     static const char *const valued[] = {"--host", "--port", "--connections", "--threads", "--size", "--pipeline",
                                          "--duration", "--warmup", "--rate", "--churn", "--connect-rate",
                                          "--target-p99", "--backend", "--busy-poll", "--hdr-log",
-                                         "--hdr-interval", "--hdr-tag"};
+                                         "--hdr-interval", "--hdr-tag", "--start-at", "--share"};
     for (size_t i = 0; i < sizeof valued / sizeof valued[0]; i++)
         if (!strcmp(name, valued[i]))
             return true;
@@ -205,6 +208,29 @@ static int set_value(const char *name, const char *value, struct load_options *o
             return -1;
         }
         o->hdr_tag = value;
+    } else if (!strcmp(name, "--start-at")) {
+        /* Absolute only: a small number is a relative time typed by mistake, which would start at once. */
+        if (parse_number(value, 1e9, 1e10, &o->start_at)) {
+            snprintf(error, error_size, "--start-at: '%s' is not a Unix time in seconds (1000000000-10000000000; "
+                     "date +%%s prints the current one)", value);
+            return -1;
+        }
+    } else if (!strcmp(name, "--share")) {
+        const char *slash = strchr(value, '/');
+        char index[16];
+        unsigned long long b = 0;
+        size_t len = slash ? (size_t)(slash - value) : 0;
+        if (slash && len > 0 && len < sizeof index) {
+            memcpy(index, value, len);
+            index[len] = '\0';
+        }
+        if (!slash || len == 0 || len >= sizeof index || parse_uint(index, 1, 1024, &n) ||
+            parse_uint(slash + 1, 1, 1024, &b) || n > b) {
+            snprintf(error, error_size, "--share: '%s' is not A/B with 1 <= A <= B <= 1024", value);
+            return -1;
+        }
+        o->share_index = (uint32_t)n;
+        o->share_count = (uint32_t)b;
     } else if (!strcmp(name, "--backend")) {
         if (!*value) {
             snprintf(error, error_size, "--backend: the name is empty");
@@ -298,6 +324,15 @@ int load_options_parse(int argc, char *const argv[], struct load_options *o, cha
     }
     if (interval_given && !o->hdr_log) {
         snprintf(error, error_size, "--hdr-interval and --hdr-tag describe the --hdr-log file: give --hdr-log too");
+        return -1;
+    }
+    if (o->share_count && o->rate <= 0) {
+        snprintf(error, error_size, "--share splits the schedule of a --rate: give --rate (the total of all "
+                 "generators)");
+        return -1;
+    }
+    if ((o->start_at > 0 || o->share_count) && o->target_p99_us > 0) {
+        snprintf(error, error_size, "--start-at and --share start one run, --target-p99 makes several: leave one out");
         return -1;
     }
     if (o->hdr_log && o->target_p99_us > 0) {

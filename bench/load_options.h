@@ -27,6 +27,9 @@ struct load_options {
     const char *hdr_log;       /* HdrHistogram interval log to write, or NULL */
     double hdr_interval;       /* seconds per logged interval, 1 */
     const char *hdr_tag;       /* the log's tag for this generator; NULL = the host name */
+    double start_at;           /* wall-clock start of the load, seconds since the epoch; 0 = at once */
+    uint32_t share_index;      /* --share A/B: this generator takes messages A-1, A-1+B, ... of the --rate */
+    uint32_t share_count;      /* schedule (1-based A); 0 = no share */
     bool json;
     bool once;
     bool progress;             /* the progress line even when stderr is not a terminal */

@@ -129,10 +129,19 @@ void load_report_text(FILE *out, const struct load_options *o, const struct load
     fprintf(out, "overlap-load %s -> %s (%s, %d thread%s): %u connection%s, %u-byte messages, pipeline %u, ",
             ovl_version(), r->target, r->backend, r->threads, r->threads == 1 ? "" : "s", o->connections,
             o->connections == 1 ? "" : "s", o->size, o->pipeline);
-    if (r->rate > 0)
+    if (r->rate > 0 && o->share_count)
+        fprintf(out, "open loop at %.0f msgs/s, share %u/%u of %.0f (latency from scheduled send times)\n", r->rate,
+                o->share_index, o->share_count, o->rate);
+    else if (r->rate > 0)
         fprintf(out, "open loop at %.0f msgs/s (latency from scheduled send times)\n", r->rate);
     else
         fprintf(out, "closed loop\n");
+    if (o->start_at > 0 && r->start_late > 0)
+        fprintf(out, "  %-11s %.3f s late: --start-at %.3f had passed when the connections were open\n", "start",
+                r->start_late, o->start_at);
+    else if (o->start_at > 0)
+        fprintf(out, "  %-11s at %.3f (--start-at), after %.2f s with the connections open\n", "start", o->start_at,
+                r->start_wait);
     if (r->notice[0])
         fprintf(out, "  %-11s %s\n", "notice", r->notice);
     fprintf(out, "  %-11s %.2f s after %.2f s warmup", "window", r->seconds, o->warmup);
@@ -142,6 +151,11 @@ void load_report_text(FILE *out, const struct load_options *o, const struct load
     double mb = (double)r->bytes / 1e6;
     fprintf(out, "  %-11s %llu (%.0f msgs/s), %.2f MB echoed (%.2f MB/s each way)\n", "messages",
             (unsigned long long)r->msgs, per_second((double)r->msgs, r->seconds), mb, per_second(mb, r->seconds));
+    if (r->rate > 0) {
+        double achieved = per_second((double)r->msgs, r->seconds);
+        fprintf(out, "  %-11s intended %.0f msgs/s, achieved %.0f msgs/s (%.1f%%)\n", "rate", r->rate, achieved,
+                100.0 * achieved / r->rate);
+    }
     latency_line(out, "latency", &r->latency);
     if (r->rate > 0) {
         latency_line(out, "client lag", &r->send_lag);
@@ -222,12 +236,22 @@ void load_report_json(FILE *out, const struct load_options *o, const struct load
     fprintf(out, ",\"connections\":%u,\"threads\":%d,\"size\":%u,\"pipeline\":%u", o->connections, r->threads,
             o->size, o->pipeline);
     fprintf(out, ",\"duration_s\":%.3f,\"warmup_s\":%.3f", o->duration, o->warmup);
-    fprintf(out, ",\"rate\":%.3f,\"churn\":%u,\"connect_rate\":%.3f,\"target_p99_us\":%.3f}", r->rate, o->churn,
+    fprintf(out, ",\"rate\":%.3f,\"churn\":%u,\"connect_rate\":%.3f,\"target_p99_us\":%.3f", r->rate, o->churn,
             o->connect_rate, o->target_p99_us);
+    if (o->share_count)
+        fprintf(out, ",\"share\":\"%u/%u\",\"total_rate\":%.3f", o->share_index, o->share_count, o->rate);
+    else
+        fprintf(out, ",\"share\":null,\"total_rate\":%.3f", r->rate);
+    if (o->start_at > 0)
+        fprintf(out, ",\"start_at\":%.3f}", o->start_at);
+    else
+        fprintf(out, ",\"start_at\":null}");
     fprintf(out, ",\"seconds\":%.6f,\"msgs\":%llu,\"bytes\":%llu", r->seconds, (unsigned long long)r->msgs,
             (unsigned long long)r->bytes);
     fprintf(out, ",\"msgs_per_s\":%.3f,\"mb_per_s\":%.6f", per_second((double)r->msgs, r->seconds),
             per_second((double)r->bytes / 1e6, r->seconds));
+    fprintf(out, ",\"intended_rate\":%.3f,\"achieved_rate\":%.3f,\"start_wait_s\":%.6f,\"start_late_s\":%.6f",
+            r->rate, r->rate > 0 ? per_second((double)r->msgs, r->seconds) : 0.0, r->start_wait, r->start_late);
     fprintf(out, ",\"latency_us\":");
     json_latency(out, &r->latency);
     fprintf(out, ",\"connects\":%llu,\"connects_in_window\":%llu,\"connects_per_s\":%.3f,\"connect_latency_us\":",

@@ -151,6 +151,7 @@ struct load_run {
     ovl_callbacks callbacks;
     _Atomic int phase;
     _Atomic uint64_t base_ns;     /* open loop: the schedule's time zero; 0 until the warmup starts */
+    _Atomic uint64_t start_ns;    /* --start-at on the monotonic clock: closed loop sends nothing before; 0 = none */
     _Atomic uint32_t opened, failed; /* slots whose first connection opened / never could */
     _Atomic int64_t live;         /* connections started and not closed yet (clock connections not included) */
     _Atomic uint64_t main_errors[LOAD_ERR_KINDS]; /* errors seen on the main thread (no worker to count them) */
@@ -319,6 +320,8 @@ static void pump(struct load_slot *s, uint64_t now)
     }
     uint64_t limit = o->churn ? o->churn : UINT64_MAX;
     uint64_t base = run->rate > 0 ? atomic_load_explicit(&run->base_ns, memory_order_relaxed) : 0;
+    if (run->rate <= 0 && now < atomic_load_explicit(&run->start_ns, memory_order_relaxed))
+        return; /* --start-at: connected early, silent until then (on_start_timer comes back) */
     while (s->msgs_sent - s->msgs_done < o->pipeline && s->msgs_sent < limit) {
         if (run->rate > 0) {
             if (!base || s->scheduled_sent >= s->due)
@@ -425,6 +428,12 @@ static void publish_p99(struct load_worker *w, uint64_t now)
     atomic_store_explicit(&w->p99_ns, load_histogram_quantile(&w->latency, 0.99), memory_order_relaxed);
 }
 
+/* Closed loop with --start-at: the connection opened early; its first messages go at the start. */
+static void on_start_timer(ovl_conn *conn)
+{
+    pump(ovl_conn_user(conn), load_now_ns());
+}
+
 static void on_open(ovl_conn *conn, void *user)
 {
     struct load_slot *s = user;
@@ -446,8 +455,11 @@ static void on_open(ovl_conn *conn, void *user)
         s->worker = w;
         atomic_fetch_add(&run->opened, 1);
     }
+    uint64_t start = atomic_load_explicit(&run->start_ns, memory_order_relaxed);
     if (run->rate > 0)
         slot_tick(s, now);
+    else if (now < start)
+        ovl_conn_timer(conn, (start - now + 999) / 1000, on_start_timer);
     else
         pump(s, now);
 }
@@ -811,6 +823,13 @@ static void teardown(struct load_run *run)
     load_free(run->table);
 }
 
+/* --share A/B: this generator's part of the one schedule of --rate messages per second is every B-th message from
+ * the (A-1)-th, which is a schedule of rate / B (load_main passes that rate) shifted by (A - 1) / rate. */
+static uint64_t share_offset_ns(const struct load_options *o)
+{
+    return o->share_count ? (uint64_t)((double)(o->share_index - 1) * 1e9 / o->rate) : 0;
+}
+
 /* Stop: wait (up to the grace period) for every connection to finish, then stop the engine. */
 static void stop_all(struct load_run *run)
 {
@@ -840,6 +859,23 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
     if (setup(run, o, rate, result) < 0) {
         status = -1;
         goto out;
+    }
+
+    /* --start-at on the monotonic clock (the wall clock may be stepped while we wait; the schedule must not). */
+    if (o->start_at > 0) {
+        double ahead = o->start_at - load_wall_s();
+        if (ahead > 86400) {
+            snprintf(result->first_error, sizeof result->first_error, "--start-at %.3f is %.0f s from now, more "
+                     "than a day: check the time given (and this host's clock)", o->start_at, ahead);
+            status = -1;
+            goto out;
+        }
+        uint64_t now = load_now_ns();
+        uint64_t start_ns = ahead > 0 ? now + (uint64_t)(ahead * 1e9) : now;
+        atomic_store(&run->start_ns, start_ns);
+        /* The open-loop schedule is fixed now: the slots' timers sleep until their first message instead of
+         * looking every millisecond while the connections wait. */
+        atomic_store(&run->base_ns, start_ns + share_offset_ns(o));
     }
 
     struct progress progress = {.enabled = o->progress};
@@ -873,9 +909,26 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
         goto out;
     }
 
-    /* Warm up, then measure. The open-loop schedule starts with the warmup. */
+    /* --start-at: the connections are open; wait, sending nothing, until the agreed time. */
     uint64_t now = load_now_ns();
-    atomic_store(&run->base_ns, now);
+    uint64_t start_ns = atomic_load(&run->start_ns);
+    if (start_ns) {
+        if (now < start_ns) {
+            result->start_wait = (double)(start_ns - now) / 1e9;
+            progress_restart(run, &progress, now);
+            wait_with_progress(run, &progress, scratch, start_ns, "waiting");
+            now = start_ns;
+        } else {
+            result->start_late = load_wall_s() - o->start_at;
+            if (result->start_late < 0)
+                result->start_late = 0;
+            fprintf(stderr, "overlap-load: --start-at had passed %.3f s ago when the connections were open: "
+                            "starting now\n", result->start_late);
+        }
+    }
+    /* Warm up, then measure. The open-loop schedule starts with the warmup (with --start-at it was fixed at it). */
+    if (!start_ns)
+        atomic_store(&run->base_ns, now + share_offset_ns(o));
     atomic_store(&run->phase, PHASE_WARMUP);
     progress_restart(run, &progress, now);
     wait_with_progress(run, &progress, scratch, now + (uint64_t)(o->warmup * 1e9), "warmup");

@@ -26,7 +26,10 @@ extern const char *const load_error_names[LOAD_ERR_KINDS];
 
 /* Everything one run measured. Large (the histograms): allocate it, do not put it on the stack. */
 struct load_result {
-    double rate;                   /* the --rate this run used (0 = closed loop) */
+    double rate;                   /* the --rate this run used (0 = closed loop); with --share, this generator's
+                                      part of it: the rate it intends */
+    double start_wait;             /* --start-at: seconds waited with the connections open (0: none) */
+    double start_late;             /* --start-at: seconds it had already passed when the connections were open */
     double seconds;                /* the measured window */
     uint64_t msgs;                 /* messages whose echo was complete and verified inside the window */
     uint64_t bytes;                /* echoed bytes verified inside the window (each way) */

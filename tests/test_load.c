@@ -611,6 +611,9 @@ Test(load, bad_arguments_get_a_message_and_usage)
         {"--hdr-interval", "2", "give --hdr-log too", NULL},
         {"--hdr-tag", "a,b", "--hdr-tag", NULL},
         {"--hdr-log", "", "--hdr-log", NULL},
+        {"--start-at", "5", "is not a Unix time", NULL},
+        {"--share", "3/2", "--share", NULL},
+        {"--share", "1/2", "give --rate", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct proc run;
