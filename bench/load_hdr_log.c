@@ -118,8 +118,9 @@ int load_hdr_writer_interval(struct load_hdr_writer *w, bool connect, double sta
 void load_hdr_writer_summary(struct load_hdr_writer *w, const struct load_options *o, const struct load_result *r)
 {
     fprintf(w->file, "#[overlap-load summary: generator=%s target=%s seconds=%.6f msgs=%llu bytes=%llu "
-                     "connects=%llu connects_in_window=%llu", w->tag, r->target, r->seconds,
-            (unsigned long long)r->msgs, (unsigned long long)r->bytes, (unsigned long long)r->connects,
+                     "bytes_total=%llu connects=%llu connects_in_window=%llu", w->tag, r->target, r->seconds,
+            (unsigned long long)r->msgs, (unsigned long long)r->bytes, (unsigned long long)r->bytes_total,
+            (unsigned long long)r->connects,
             (unsigned long long)r->window_connects);
     for (int k = 0; k < LOAD_ERR_KINDS; k++)
         fprintf(w->file, " errors.%s=%llu", load_error_keys[k], (unsigned long long)r->errors[k]);

@@ -105,7 +105,7 @@ struct generator {
     struct series latency, connect;
     bool has_summary;
     double seconds, rate;
-    uint64_t msgs, bytes, connects;
+    uint64_t msgs, bytes, bytes_total, connects;
     uint64_t errors[LOAD_ERR_KINDS];
     char target[160];
 };
@@ -250,6 +250,8 @@ static int read_summary(struct merge *m, const char *log, unsigned line_no, cons
             bad = count_value(value, p, &to->msgs);
         else if (KEY("bytes"))
             bad = count_value(value, p, &to->bytes);
+        else if (KEY("bytes_total"))
+            bad = count_value(value, p, &to->bytes_total);
         else if (KEY("connects"))
             bad = count_value(value, p, &to->connects);
         else if (KEY("target"))
@@ -480,7 +482,7 @@ static void latency_of(const struct load_hdr_layout *l, const struct series *s, 
 
 struct totals {
     double window, msgs_per_s, mb_per_s, skew, earliest, intended;
-    uint64_t msgs, bytes, connects, errors[LOAD_ERR_KINDS], error_total;
+    uint64_t msgs, bytes, bytes_total, connects, errors[LOAD_ERR_KINDS], error_total;
     int with_start, without_summary;
     struct series latency, connect;
 };
@@ -528,6 +530,7 @@ static int sum_up(struct merge *m, struct totals *t)
         uint64_t msgs = generator_msgs(g);
         t->msgs += msgs;
         t->bytes += g->bytes;
+        t->bytes_total += g->bytes_total;
         t->connects += g->has_summary ? g->connects : g->connect.count;
         if (seconds > 0) {
             t->msgs_per_s += (double)msgs / seconds;
@@ -586,6 +589,9 @@ static void report_text(FILE *out, struct merge *m, const struct load_merge_opti
     fprintf(out, "  %-11s %.2f s (the longest generator's)\n", "window", t->window);
     fprintf(out, "  %-11s %llu (%.0f msgs/s summed), %.2f MB echoed (%.2f MB/s summed each way)\n", "messages",
             (unsigned long long)t->msgs, t->msgs_per_s, (double)t->bytes / 1e6, t->mb_per_s);
+    if (t->bytes_total)
+        fprintf(out, "  %-11s %llu bytes each way over the whole runs, warmup included (what the server should "
+                     "count in and out)\n", "traffic", (unsigned long long)t->bytes_total);
     if (t->intended > 0)
         fprintf(out, "  %-11s intended %.0f msgs/s summed, achieved %.0f msgs/s summed (%.1f%%)\n", "rate",
                 t->intended, t->msgs_per_s, 100.0 * t->msgs_per_s / t->intended);
@@ -613,6 +619,7 @@ static void report_json(FILE *out, struct merge *m, const struct load_merge_opti
         fprintf(out, "null}");
     fprintf(out, ",\"seconds\":%.6f,\"msgs\":%llu,\"bytes\":%llu,\"msgs_per_s\":%.3f,\"mb_per_s\":%.6f", t->window,
             (unsigned long long)t->msgs, (unsigned long long)t->bytes, t->msgs_per_s, t->mb_per_s);
+    fprintf(out, ",\"bytes_total\":%llu", (unsigned long long)t->bytes_total);
     fprintf(out, ",\"intended_rate\":%.3f,\"achieved_rate\":%.3f", t->intended, t->intended > 0 ? t->msgs_per_s : 0.0);
     struct load_latency l;
     latency_of(&m->layout, &t->latency, &l);
@@ -637,8 +644,9 @@ static void report_json(FILE *out, struct merge *m, const struct load_merge_opti
             fprintf(out, "%.3f", g->start_time);
         else
             fprintf(out, "null");
-        fprintf(out, ",\"seconds\":%.6f,\"msgs\":%llu,\"bytes\":%llu,\"msgs_per_s\":%.3f,\"rate\":%.3f", seconds,
-                (unsigned long long)generator_msgs(g), (unsigned long long)g->bytes,
+        fprintf(out, ",\"seconds\":%.6f,\"msgs\":%llu,\"bytes\":%llu,\"bytes_total\":%llu,\"msgs_per_s\":%.3f,"
+                "\"rate\":%.3f", seconds, (unsigned long long)generator_msgs(g), (unsigned long long)g->bytes,
+                (unsigned long long)g->bytes_total,
                 seconds > 0 ? (double)generator_msgs(g) / seconds : 0.0, g->rate);
         fprintf(out, ",\"errors\":");
         if (g->has_summary)

@@ -246,8 +246,8 @@ void load_report_json(FILE *out, const struct load_options *o, const struct load
         fprintf(out, ",\"start_at\":%.3f}", o->start_at);
     else
         fprintf(out, ",\"start_at\":null}");
-    fprintf(out, ",\"seconds\":%.6f,\"msgs\":%llu,\"bytes\":%llu", r->seconds, (unsigned long long)r->msgs,
-            (unsigned long long)r->bytes);
+    fprintf(out, ",\"seconds\":%.6f,\"msgs\":%llu,\"bytes\":%llu,\"bytes_total\":%llu", r->seconds,
+            (unsigned long long)r->msgs, (unsigned long long)r->bytes, (unsigned long long)r->bytes_total);
     fprintf(out, ",\"msgs_per_s\":%.3f,\"mb_per_s\":%.6f", per_second((double)r->msgs, r->seconds),
             per_second((double)r->bytes / 1e6, r->seconds));
     fprintf(out, ",\"intended_rate\":%.3f,\"achieved_rate\":%.3f,\"start_wait_s\":%.6f,\"start_late_s\":%.6f",

@@ -607,8 +607,10 @@ static void sum_counters(struct load_run *run, struct load_result *r)
     r->msgs = r->bytes = r->connects = r->window_connects = 0;
     for (int k = 0; k < LOAD_ERR_KINDS; k++)
         r->errors[k] = atomic_load(&run->main_errors[k]);
+    r->bytes_total = 0;
     for (int i = 0; i < run->worker_count; i++) {
         struct load_worker *w = &run->workers[i];
+        r->bytes_total += peek(&w->all_bytes);
         r->msgs += peek(&w->msgs);
         r->bytes += peek(&w->bytes);
         r->connects += peek(&w->connects);

@@ -33,6 +33,8 @@ struct load_result {
     double seconds;                /* the measured window */
     uint64_t msgs;                 /* messages whose echo was complete and verified inside the window */
     uint64_t bytes;                /* echoed bytes verified inside the window (each way) */
+    uint64_t bytes_total;          /* echoed bytes verified over the whole run, warmup and end included: what the
+                                      server received and sent, when there was no error */
     uint64_t connects;             /* connections established, the whole run (ramp-up and churn included) */
     uint64_t window_connects;      /* of which inside the measured window */
     uint64_t errors[LOAD_ERR_KINDS];
