@@ -458,9 +458,11 @@ static void on_open(ovl_conn *conn, void *user)
     uint64_t start = atomic_load_explicit(&run->start_ns, memory_order_relaxed);
     if (run->rate > 0)
         slot_tick(s, now);
-    else if (now < start)
-        ovl_conn_timer(conn, (start - now + 999) / 1000, on_start_timer);
-    else
+    else if (now < start) {
+        int rc = ovl_conn_timer(conn, (start - now + 999) / 1000, on_start_timer);
+        if (rc < 0 && rc != -ENOTCONN)
+            count_error(run, w, LOAD_ERR_IO, "connection %u: timer: %s", s->index, ovl_strerror(rc));
+    } else
         pump(s, now);
 }
 
