@@ -176,7 +176,7 @@ static int base64_value(char c)
 /* Standard base64, padding optional. Returns the decoded length, or -1. `out` needs len * 3 / 4 + 3 bytes. */
 static long base64_decode(const char *in, size_t len, unsigned char *out)
 {
-    while (len && in[len - 1] == '=' )
+    while (len && in[len - 1] == '=')
         len--;
     if (len % 4 == 1)
         return -1;

@@ -291,7 +291,7 @@ static int add_counts(struct merge *m, const char *log, unsigned line_no, struct
             return fail(m, log, line_no, "out of memory");
     }
     for (unsigned i = 0; i < m->layout.counts_len; i++) {
-        if (counts[i] > UINT64_MAX - s->counts[i] || counts[i] > UINT64_MAX - s->count - counts[i])
+        if (counts[i] > UINT64_MAX - s->counts[i] || counts[i] > UINT64_MAX - s->count)
             return fail(m, log, line_no, "counts overflow 64 bits");
         s->counts[i] += counts[i];
         s->count += counts[i];
@@ -511,9 +511,16 @@ static int add_series(struct merge *m, struct series *into, const struct series 
         return 0;
     if (!into->counts) {
         into->counts = calloc(m->layout.counts_len, sizeof *into->counts);
-        if (!into->counts)
+        if (!into->counts) {
+            snprintf(m->error, sizeof m->error, "merge: out of memory");
             return -1;
+        }
     }
+    if (from->count > UINT64_MAX - into->count) {
+        snprintf(m->error, sizeof m->error, "merge: the merged counts overflow 64 bits");
+        return -1;
+    }
+    /* Each count is at most the series' total, so no bucket can overflow when the totals do not. */
     for (unsigned i = 0; i < m->layout.counts_len; i++)
         into->counts[i] += from->counts[i];
     into->count += from->count;
@@ -675,10 +682,8 @@ int load_merge(const struct load_merge_options *o)
             status = 1;
     struct totals t;
     memset(&t, 0, sizeof t);
-    if (status == 0 && sum_up(m, &t) < 0) {
-        snprintf(m->error, sizeof m->error, "merge: out of memory");
+    if (status == 0 && sum_up(m, &t) < 0)
         status = 1;
-    }
     if (status) {
         fprintf(stderr, "overlap-load: %s\n", m->error);
     } else {
