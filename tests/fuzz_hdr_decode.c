@@ -1,5 +1,5 @@
 /*
- * fuzz_hdr_decode.c - libFuzzer target for the HdrHistogram decoder (bench/load_hdr.c) that `overlap-load merge`
+ * fuzz_hdr_decode.c - libFuzzer target for the HdrHistogram decoder (bench/load/load_hdr.c) that `overlap-load merge`
  * runs on log lines it did not write. The first byte picks what the rest is: 0, the base64 text of a log line as it
  * stands; 1, the bytes a base64 text decodes to (plain or compressed encoding); 2, a plain V2 encoding, which this
  * target deflates and wraps as the compressed form, so the fuzzer reaches the counts decoder past zlib. Besides what

@@ -1,5 +1,5 @@
 /*
- * fuzz_load_options.c - libFuzzer target for overlap-load's command line parser (bench/load_options.c), built the
+ * fuzz_load_options.c - libFuzzer target for overlap-load's command line parser (bench/load/load_options.c), built the
  * same way as fuzz_echo_options.c: the input split at NUL bytes into argv; besides what the sanitizers catch, an
  * accepted command line must hold only values inside the ranges the parser promises, and a refused one must come
  * with a one-line message. Built and run by scripts/fuzz; seeds in tests/corpus/load_options/.
