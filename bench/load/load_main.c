@@ -17,14 +17,6 @@
 #include <signal.h>
 #endif
 
-#ifdef OVL_HAVE_MIMALLOC
-#include <mimalloc.h>
-#define load_zalloc(size) mi_zalloc(size)
-#define load_free(pointer) mi_free(pointer)
-#else
-#define load_zalloc(size) calloc(1, size)
-#define load_free(pointer) free(pointer)
-#endif
 
 enum { SEARCH_STEPS = 8 };
 
@@ -137,9 +129,9 @@ int main(int argc, char **argv)
     if (options.once)
         return load_once(&options);
 
-    struct load_result *result = load_zalloc(sizeof *result);
-    struct load_result *scratch = load_zalloc(sizeof *scratch);
-    struct load_search *search = load_zalloc(sizeof *search);
+    struct load_result *result = calloc(1, sizeof *result);
+    struct load_result *scratch = calloc(1, sizeof *scratch);
+    struct load_search *search = calloc(1, sizeof *search);
     if (!result || !scratch || !search) {
         fprintf(stderr, "overlap-load: out of memory\n");
         return 1;
@@ -170,8 +162,8 @@ int main(int argc, char **argv)
             status = 1;
         }
     }
-    load_free(result);
-    load_free(scratch);
-    load_free(search);
+    free(result);
+    free(scratch);
+    free(search);
     return status;
 }

@@ -49,10 +49,6 @@
 #ifndef ESHUTDOWN /* the C runtime has none; the engine returns Winsock's, as overlap.h says */
 #define ESHUTDOWN WSAESHUTDOWN
 #endif
-typedef SOCKET load_socket;
-#define LOAD_NO_SOCKET INVALID_SOCKET
-#define load_socket_close closesocket
-#define LOAD_SEND_FLAGS 0
 #else
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -64,22 +60,8 @@ typedef SOCKET load_socket;
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
-typedef int load_socket;
-#define LOAD_NO_SOCKET (-1)
-#define load_socket_close close
-#define LOAD_SEND_FLAGS MSG_NOSIGNAL
 #endif
 
-#ifdef OVL_HAVE_MIMALLOC
-#include <mimalloc.h>
-#define load_zalloc(size) mi_zalloc(size)
-#define load_realloc(pointer, size) mi_realloc(pointer, size)
-#define load_free(pointer) mi_free(pointer)
-#else /* the mingw-w64 cross build, which has no mimalloc */
-#define load_zalloc(size) calloc(1, size)
-#define load_realloc(pointer, size) realloc(pointer, size)
-#define load_free(pointer) free(pointer)
-#endif
 
 enum {
     PATTERN_PERIOD = 251,
@@ -752,9 +734,9 @@ static int setup(struct load_run *run, const struct load_options *o, double rate
     const char *notice = ovl_engine_notice(run->engine);
     snprintf(result->notice, sizeof result->notice, "%s", notice ? notice : "");
 
-    run->workers = load_zalloc((size_t)run->worker_count * sizeof *run->workers);
-    run->table = load_zalloc(PATTERN_PERIOD + (size_t)o->size);
-    run->slots = load_zalloc((size_t)o->connections * sizeof *run->slots);
+    run->workers = calloc(1, (size_t)run->worker_count * sizeof *run->workers);
+    run->table = calloc(1, PATTERN_PERIOD + (size_t)o->size);
+    run->slots = calloc(1, (size_t)o->connections * sizeof *run->slots);
     if (!run->workers || !run->table || !run->slots) {
         snprintf(result->first_error, sizeof result->first_error, "out of memory");
         return -1;
@@ -768,16 +750,16 @@ static int setup(struct load_run *run, const struct load_options *o, double rate
             return -1;
         run->hdr_interval_ns = (uint64_t)(o->hdr_interval * 1e9);
         for (int series = 0; series < 2; series++) {
-            run->hdr_seen[series] = load_zalloc(LOAD_LOG_COUNTS * sizeof(uint64_t));
-            run->hdr_now[series] = load_zalloc(LOAD_LOG_COUNTS * sizeof(uint64_t));
+            run->hdr_seen[series] = calloc(1, LOAD_LOG_COUNTS * sizeof(uint64_t));
+            run->hdr_now[series] = calloc(1, LOAD_LOG_COUNTS * sizeof(uint64_t));
             if (!run->hdr_seen[series] || !run->hdr_now[series]) {
                 snprintf(result->first_error, sizeof result->first_error, "out of memory");
                 return -1;
             }
         }
         for (int i = 0; i < run->worker_count; i++) {
-            run->workers[i].log_latency = load_zalloc(LOAD_LOG_COUNTS * sizeof(_Atomic uint64_t));
-            run->workers[i].log_connect = load_zalloc(LOAD_LOG_COUNTS * sizeof(_Atomic uint64_t));
+            run->workers[i].log_latency = calloc(1, LOAD_LOG_COUNTS * sizeof(_Atomic uint64_t));
+            run->workers[i].log_connect = calloc(1, LOAD_LOG_COUNTS * sizeof(_Atomic uint64_t));
             if (!run->workers[i].log_latency || !run->workers[i].log_connect) {
                 snprintf(result->first_error, sizeof result->first_error, "out of memory");
                 return -1;
@@ -793,7 +775,7 @@ static int setup(struct load_run *run, const struct load_options *o, double rate
     /* Rounded to whole cache lines: slots of different workers never share one. */
     size_t slot_size = (sizeof(struct load_slot) + o->pipeline * sizeof(uint64_t) + 63) / 64 * 64;
     for (uint32_t i = 0; i < o->connections; i++) {
-        run->slots[i] = load_zalloc(slot_size);
+        run->slots[i] = calloc(1, slot_size);
         if (!run->slots[i]) {
             snprintf(result->first_error, sizeof result->first_error, "out of memory");
             return -1;
@@ -812,19 +794,19 @@ static void teardown(struct load_run *run)
     ovl_target_free(run->target);
     if (run->workers)
         for (int i = 0; i < run->worker_count; i++) {
-            load_free(run->workers[i].log_latency);
-            load_free(run->workers[i].log_connect);
+            free(run->workers[i].log_latency);
+            free(run->workers[i].log_connect);
         }
     for (int series = 0; series < 2; series++) {
-        load_free(run->hdr_seen[series]);
-        load_free(run->hdr_now[series]);
+        free(run->hdr_seen[series]);
+        free(run->hdr_now[series]);
     }
     if (run->slots)
         for (uint32_t i = 0; i < run->options->connections; i++)
-            load_free(run->slots[i]);
-    load_free(run->slots);
-    load_free(run->workers);
-    load_free(run->table);
+            free(run->slots[i]);
+    free(run->slots);
+    free(run->workers);
+    free(run->table);
 }
 
 /* --share A/B: this generator's part of the one schedule of --rate messages per second is every B-th message from
@@ -851,12 +833,12 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
     load_histogram_init(&result->connect_latency);
     load_histogram_init(&result->send_lag);
     result->rate = rate;
-    struct load_run *run = load_zalloc(sizeof *run);
-    struct load_result *scratch = load_zalloc(sizeof *scratch);
+    struct load_run *run = calloc(1, sizeof *run);
+    struct load_result *scratch = calloc(1, sizeof *scratch);
     if (!run || !scratch) {
         snprintf(result->first_error, sizeof result->first_error, "out of memory");
-        load_free(run);
-        load_free(scratch);
+        free(run);
+        free(scratch);
         return -1;
     }
     int status = 0;
@@ -984,8 +966,8 @@ out:
         run->hdr = NULL;
     }
     teardown(run);
-    load_free(run);
-    load_free(scratch);
+    free(run);
+    free(scratch);
     return status;
 }
 
