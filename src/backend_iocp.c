@@ -22,10 +22,11 @@
  * packet either, and goes through the same ready list.
  *
  * Socket reuse. A connection closed in good order is disconnected with DisconnectEx(TF_REUSE_SOCKET) and its
- * socket kept in its worker's reuse pool; AcceptEx and ConnectEx draw from it. A provider may refuse a reused
- * socket: Wine 8 only shuts the socket down, so ConnectEx on it fails with WSAEISCONN and AcceptEx with WSAEINVAL.
- * Such a socket is closed, `reuse_fallback` counted, and the same accept or connect is made at once with a fresh
- * socket, so no connection attempt is lost.
+ * socket kept in its worker's reuse pool for its role: Microsoft lets an accepted socket go to AcceptEx again and a
+ * connected one (which stays bound) to ConnectEx only, so AcceptEx draws from the accepted pool, ConnectEx from the
+ * connected one. A provider may refuse a reused socket: Wine 8 only shuts the socket down, so ConnectEx on it fails
+ * with WSAEISCONN and AcceptEx with WSAEINVAL. Such a socket is closed, `reuse_fallback` counted, and the same accept
+ * or connect is made at once with a fresh socket, so no connection attempt is lost.
  */
 #include "alloc.h"
 #include "backend.h"
@@ -38,7 +39,7 @@ enum {
     ACCEPTS_POSTED = 32,         /* AcceptEx calls kept posted per listening socket */
     COMPLETION_BATCH = 128,      /* entries per GetQueuedCompletionStatusEx */
     SEND_BATCH = 16,             /* queued buffers gathered into one WSASend */
-    REUSE_POOL_MAX = 256,        /* sockets kept per worker and family */
+    REUSE_POOL_MAX = 256,        /* sockets kept per worker, role and family */
     ACCEPT_RETRY_MS = 100,
     ZERO_BYTE_ABOVE = 1024,      /* automatic zero-byte receives above this many connections per worker */
     RETIRE_TIMEOUT_MS = 2000,    /* a DisconnectEx still pending after this is cancelled (see on_retire_timer) */
@@ -46,6 +47,10 @@ enum {
 };
 
 #define KEY_WAKE ((ULONG_PTR)1)
+
+/* What a pooled socket was: Microsoft allows a socket accepted by AcceptEx and disconnected with TF_REUSE_SOCKET
+ * to go to AcceptEx again, and a ConnectEx socket (which stays bound) to ConnectEx only. */
+enum reuse_role { ROLE_ACCEPTED, ROLE_CONNECTED };
 
 enum op_kind { OP_RECV = 1, OP_RECV_ZERO, OP_SEND, OP_CONNECT, OP_ACCEPT, OP_DISCONNECT, OP_DRAIN_READ };
 
@@ -65,6 +70,7 @@ struct iocp_conn {
     ovl_buf *recv_slot;
     const struct addrinfo *connect_address;
     bool connect_reused;
+    enum reuse_role role;
 };
 
 struct iocp_accept {
@@ -83,14 +89,21 @@ struct iocp_retire {
     struct iocp_op op;
     struct iocp_retire *prev, *next;
     int family;
+    enum reuse_role role;
     int stage;                   /* 0 pending, 1 cancel requested, 2 socket closed and given up on */
     struct ovl__timer timer;     /* stage 0: time to cancel; stage 1: time to give up */
 };
 
+struct reuse_entry {
+    SOCKET socket;
+    enum reuse_role role;
+};
+
+/* A pool per role and family: a socket only ever goes back to the call that made it. */
 struct reuse_pool {
     pthread_mutex_t lock;        /* the acceptor thread draws from other workers' pools */
-    SOCKET sockets[2][REUSE_POOL_MAX]; /* [0] IPv4, [1] IPv6 */
-    int count[2];
+    struct reuse_entry sockets[2][2][REUSE_POOL_MAX]; /* [role][0 IPv4, 1 IPv6] */
+    int count[2][2];
 };
 
 struct iocp_worker {
@@ -227,23 +240,31 @@ static int attach_socket(struct iocp_worker *iw, SOCKET socket)
 
 /* ---- the reuse pool ---- */
 
-static SOCKET reuse_take(struct iocp_worker *iw, int family)
+/* A socket for `role` from iw's pool, or INVALID_SOCKET. Each entry carries its role as well: one found in the
+ * wrong pool (which the pools by role make impossible) is closed and counted on `counting`, never handed over, so
+ * the Wine tests can assert that reuse_wrong_role stays 0. */
+static SOCKET reuse_take(struct ovl__worker *counting, struct iocp_worker *iw, enum reuse_role role, int family)
 {
-    SOCKET socket = INVALID_SOCKET;
+    struct reuse_entry entry = {.socket = INVALID_SOCKET, .role = role};
     int f = family_index(family);
     pthread_mutex_lock(&iw->reuse.lock);
-    if (iw->reuse.count[f] > 0)
-        socket = iw->reuse.sockets[f][--iw->reuse.count[f]];
+    if (iw->reuse.count[role][f] > 0)
+        entry = iw->reuse.sockets[role][f][--iw->reuse.count[role][f]];
     pthread_mutex_unlock(&iw->reuse.lock);
-    return socket;
+    if (entry.role != role) {
+        closesocket(entry.socket);
+        ovl__count(&counting->counters.reuse_wrong_role, 1);
+        return INVALID_SOCKET;
+    }
+    return entry.socket;
 }
 
-static void reuse_put(struct iocp_worker *iw, int family, SOCKET socket)
+static void reuse_put(struct iocp_worker *iw, enum reuse_role role, int family, SOCKET socket)
 {
     int f = family_index(family);
     pthread_mutex_lock(&iw->reuse.lock);
-    if (iw->reuse.count[f] < REUSE_POOL_MAX) {
-        iw->reuse.sockets[f][iw->reuse.count[f]++] = socket;
+    if (iw->reuse.count[role][f] < REUSE_POOL_MAX) {
+        iw->reuse.sockets[role][f][iw->reuse.count[role][f]++] = (struct reuse_entry){.socket = socket, .role = role};
         socket = INVALID_SOCKET;
     }
     pthread_mutex_unlock(&iw->reuse.lock);
@@ -313,7 +334,7 @@ static void post_accept(struct ovl__worker *worker, struct iocp_accept *accept)
     int family = local.ss_family;
     for (;;) {
         struct iocp_worker *target_state = state_of(accept->target);
-        accept->socket = target_state ? reuse_take(target_state, family) : INVALID_SOCKET;
+        accept->socket = target_state ? reuse_take(worker, target_state, ROLE_ACCEPTED, family) : INVALID_SOCKET;
         accept->reused = accept->socket != INVALID_SOCKET;
         if (!accept->reused)
             accept->socket = ovl__socket_open(family);
@@ -665,7 +686,7 @@ static int post_connect(ovl_conn *conn)
     struct iocp_conn *ic = conn_state(conn);
     const struct addrinfo *address = ic->connect_address;
     for (;;) {
-        SOCKET socket = reuse_take(iw, address->ai_family);
+        SOCKET socket = reuse_take(conn->worker, iw, ROLE_CONNECTED, address->ai_family);
         ic->connect_reused = socket != INVALID_SOCKET;
         if (!ic->connect_reused) {
             socket = ovl__socket_open(address->ai_family);
@@ -710,6 +731,7 @@ static int post_connect(ovl_conn *conn)
 static int connect_start(ovl_conn *conn, const struct addrinfo *address)
 {
     conn_state(conn)->connect_address = address;
+    conn_state(conn)->role = ROLE_CONNECTED;
     return post_connect(conn);
 }
 
@@ -792,6 +814,7 @@ static bool socket_retire(ovl_conn *conn)
     if (!retire)
         return false;
     retire->family = local.ss_family;
+    retire->role = conn_state(conn)->role;
     retire->timer.fire = retire_timer_fired;
     prepare(&retire->op, OP_DISCONNECT, retire, conn->fd);
     struct iocp_worker *iw = state_of(worker);
@@ -830,7 +853,7 @@ static void on_disconnect(struct ovl__worker *worker, struct iocp_retire *retire
         if (!worker->stopping)
             ovl__count(&worker->counters.reuse_fallback, 1);
     } else {
-        reuse_put(iw, retire->family, retire->op.socket);
+        reuse_put(iw, retire->role, retire->family, retire->op.socket);
     }
     ovl__free(retire);
 }
@@ -939,9 +962,10 @@ static void worker_destroy(struct ovl__worker *worker)
             closesocket(accept->socket);
         ovl__free(accept);
     }
-    for (int f = 0; f < 2; f++)
-        while (iw->reuse.count[f] > 0)
-            closesocket(iw->reuse.sockets[f][--iw->reuse.count[f]]);
+    for (int role = 0; role < 2; role++)
+        for (int f = 0; f < 2; f++)
+            while (iw->reuse.count[role][f] > 0)
+                closesocket(iw->reuse.sockets[role][f][--iw->reuse.count[role][f]].socket);
     pthread_mutex_destroy(&iw->reuse.lock);
     CloseHandle(iw->port);
     ovl__free(iw);
