@@ -70,6 +70,7 @@ struct iocp_conn {
     ovl_buf *recv_slot;
     const struct addrinfo *connect_address;
     bool connect_reused;
+    bool peer_closed_first;      /* the peer's FIN came before our side shut down: no TIME_WAIT here */
     enum reuse_role role;
 };
 
@@ -550,6 +551,15 @@ static void recv_drain(ovl_conn *conn)
     }
 }
 
+/* The peer's FIN. Whoever sends the first FIN holds TIME_WAIT, and a DisconnectEx on such a socket may wait it
+ * out (240 s by default) before completing; only a socket whose peer closed first is worth retiring. */
+static void peer_eof(ovl_conn *conn)
+{
+    if (!(conn->flags & OVL__C_SHUT_DONE))
+        conn_state(conn)->peer_closed_first = true;
+    ovl__conn_eof(conn);
+}
+
 static void rearm_recv(ovl_conn *conn)
 {
     if (!(conn->flags & (OVL__C_CLOSING | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT | OVL__C_PAUSED)))
@@ -577,7 +587,7 @@ static void on_recv(ovl_conn *conn, DWORD bytes, int error)
     } else {
         ovl__buf_free(slot);
         if (!error)
-            ovl__conn_eof(conn);
+            peer_eof(conn);
         else if (error == ERROR_OPERATION_ABORTED || error == WSA_OPERATION_ABORTED)
             rearm = (conn->flags & OVL__C_DRAINING) != 0;
         else
@@ -623,7 +633,7 @@ static void read_now(ovl_conn *conn, int error)
                 if (slot)
                     ovl__buf_free(slot);
                 if (n == 0)
-                    ovl__conn_eof(conn);
+                    peer_eof(conn);
                 else if (error == WSAEWOULDBLOCK && (conn->flags & OVL__C_DRAINING) &&
                          !(conn->flags & OVL__C_LINGER))
                     ovl__conn_read_done(conn);
@@ -781,30 +791,33 @@ static void retire_unlink(struct iocp_worker *iw, struct iocp_retire *retire)
     iw->retiring--;
 }
 
-/* A DisconnectEx that does not complete (Wine 8 leaves it pending when the peer closed first) would hold its
- * socket for ever and keep the worker from stopping: cancel it, and if even the cancellation does not complete,
- * close the socket and stop counting it. Its memory stays until a completion arrives, since the system may
- * still write the OVERLAPPED. */
+/* A DisconnectEx that does not complete (Wine 8 leaves every one pending) would hold its socket for ever and keep
+ * the worker from stopping: cancel it (counted in reuse_timeouts unless the engine is stopping), and if even the
+ * cancellation does not complete, close the socket and stop counting it. Its memory stays until a completion
+ * arrives, since the system may still write the OVERLAPPED. */
 static void retire_timer_fired(struct ovl__worker *worker, struct ovl__timer *timer)
 {
     struct iocp_retire *retire = ovl__container_of(timer, struct iocp_retire, timer);
     if (retire->stage == 0) {
         retire->stage = 1;
+        if (!worker->stopping)
+            ovl__count(&worker->counters.reuse_timeouts, 1);
         ovl__timer_start(worker, timer, ovl__clock_ns() + RETIRE_TIMEOUT_MS / 2 * 1000000ull);
         CancelIoEx((HANDLE)retire->op.socket, &retire->op.overlapped);
     } else {
         retire->stage = 2;
         retire_unlink(state_of(worker), retire);
         closesocket(retire->op.socket);
-        ovl__count(&worker->counters.reuse_fallback, 1);
     }
 }
 
 static bool socket_retire(ovl_conn *conn)
 {
     struct ovl__worker *worker = conn->worker;
-    if (worker->stopping || !(conn->flags & OVL__C_OPEN) ||
-        (conn->close_reason != OVL_CLOSE_PEER && conn->close_reason != OVL_CLOSE_LOCAL))
+    /* Only a socket whose peer closed first: one whose FIN we sent first is in TIME_WAIT, and its DisconnectEx
+     * could take minutes; it is closed at once instead. */
+    if (worker->stopping || !(conn->flags & OVL__C_OPEN) || conn->close_reason != OVL_CLOSE_PEER ||
+        !conn_state(conn)->peer_closed_first)
         return false;
     SOCKADDR_STORAGE local;
     int length = sizeof local;
@@ -850,8 +863,8 @@ static void on_disconnect(struct ovl__worker *worker, struct iocp_retire *retire
     ovl__timer_stop(worker, &retire->timer);
     if (error || worker->stopping) {
         closesocket(retire->op.socket);
-        if (!worker->stopping)
-            ovl__count(&worker->counters.reuse_fallback, 1);
+        if (!worker->stopping && retire->stage == 0)
+            ovl__count(&worker->counters.reuse_fallback, 1); /* refused; a cancelled one is in reuse_timeouts */
     } else {
         reuse_put(iw, retire->role, retire->family, retire->op.socket);
     }
