@@ -18,8 +18,9 @@
  * Skip-on-success. Where every TCP provider is an IFS provider (XP1_IFS_HANDLES, checked with WSAEnumProtocols,
  * as libuv does), sockets get FILE_SKIP_COMPLETION_PORT_ON_SUCCESS: a call that completes at once posts no packet
  * and is handled by the calling thread through the worker's ready list. Layered non-IFS providers (some
- * firewalls) would lose such completions, so then the mode stays off. A call that fails at once never posts a
- * packet either, and goes through the same ready list.
+ * firewalls) would lose such completions, so then the mode stays off. The mode is set per socket and whether it
+ * took is kept per socket: where it did not, a call completing at once still posts a packet and is handled from
+ * there only. A call that fails at once never posts a packet either, and goes through the same ready list.
  *
  * Socket reuse. A connection closed in good order is disconnected with DisconnectEx(TF_REUSE_SOCKET) and its
  * socket kept in its worker's reuse pool for its role: Microsoft lets an accepted socket go to AcceptEx again and a
@@ -70,6 +71,8 @@ struct iocp_conn {
     ovl_buf *recv_slot;
     const struct addrinfo *connect_address;
     bool connect_reused;
+    bool skip;                   /* skip-on-success took on conn->fd (valid once skip_known) */
+    bool skip_known;
     bool peer_closed_first;      /* the peer's FIN came before our side shut down: no TIME_WAIT here */
     enum reuse_role role;
 };
@@ -82,6 +85,7 @@ struct iocp_accept {
     SOCKET socket;
     bool reused;
     bool armed;
+    bool listen_skip;            /* skip-on-success took on the listening socket */
     struct ovl__timer retry;     /* post again after a failure to post */
     char addresses[2 * ADDRESS_SPACE];
 };
@@ -124,7 +128,7 @@ static struct {
     LPFN_CONNECTEX connect_ex;
     LPFN_DISCONNECTEX disconnect_ex;
     LPFN_GETACCEPTEXSOCKADDRS get_accept_ex_sockaddrs;
-    bool skip_on_success;
+    bool skip_allowed;           /* every TCP provider is IFS: FILE_SKIP_COMPLETION_PORT_ON_SUCCESS may be tried */
     int error;
 } winsock = {.once = PTHREAD_ONCE_INIT};
 
@@ -190,7 +194,7 @@ static void load_winsock(void)
     if (!rc)
         rc = load_extension(probe, addresses_guid, &winsock.get_accept_ex_sockaddrs);
     winsock.error = rc;
-    winsock.skip_on_success = all_providers_ifs();
+    winsock.skip_allowed = all_providers_ifs();
     closesocket(probe);
 }
 
@@ -208,11 +212,12 @@ static void make_ready(struct iocp_worker *iw, struct iocp_op *op, DWORD bytes, 
     iw->ready_tail = op;
 }
 
-/* After a call that takes an OVERLAPPED: decide whether a packet will come or we complete it ourselves. */
-static void after_post(struct iocp_worker *iw, struct iocp_op *op, bool succeeded_now, DWORD bytes)
+/* After a call that takes an OVERLAPPED: decide whether a packet will come or we complete it ourselves. `skip`
+ * says whether skip-on-success took on the socket the call was made on. */
+static void after_post(struct iocp_worker *iw, struct iocp_op *op, bool skip, bool succeeded_now, DWORD bytes)
 {
     if (succeeded_now) {
-        if (winsock.skip_on_success)
+        if (skip)
             make_ready(iw, op, bytes, 0);
         return;
     }
@@ -233,10 +238,31 @@ static int attach_socket(struct iocp_worker *iw, SOCKET socket)
 {
     if (!CreateIoCompletionPort((HANDLE)socket, iw->port, 0, 0))
         return ovl__win_error(GetLastError());
-    if (winsock.skip_on_success)
-        SetFileCompletionNotificationModes((HANDLE)socket,
-                                           FILE_SKIP_COMPLETION_PORT_ON_SUCCESS | FILE_SKIP_SET_EVENT_ON_HANDLE);
     return 0;
+}
+
+/* Skip-on-success for one socket; true if it took. The call can fail for one socket (a provider layered on it)
+ * while others have it: an operation completing at once on that socket still posts a packet, and handling it from
+ * the ready list too would handle it twice. So the result is kept per socket (as libuv does) and consulted for
+ * every call made on it. */
+static bool set_skip_mode(SOCKET socket)
+{
+    return winsock.skip_allowed &&
+           SetFileCompletionNotificationModes((HANDLE)socket,
+                                              FILE_SKIP_COMPLETION_PORT_ON_SUCCESS | FILE_SKIP_SET_EVENT_ON_HANDLE);
+}
+
+/* A connection's socket gets its mode on its owner's thread before its first operation. An accepted socket is
+ * handed over by worker 0 without its result, and a socket drawn from a reuse pool had it set by its previous
+ * connection: the call is repeated then, and on the same socket and provider it gives the same result. */
+static bool conn_skip(ovl_conn *conn)
+{
+    struct iocp_conn *ic = conn_state(conn);
+    if (!ic->skip_known) {
+        ic->skip = set_skip_mode(conn->fd);
+        ic->skip_known = true;
+    }
+    return ic->skip;
 }
 
 /* ---- the reuse pool ---- */
@@ -352,7 +378,7 @@ static void post_accept(struct ovl__worker *worker, struct iocp_accept *accept)
                                     ADDRESS_SPACE, &bytes, &accept->op.overlapped);
         int error = ok ? 0 : WSAGetLastError();
         if (ok || error == WSA_IO_PENDING) {
-            if (ok && winsock.skip_on_success)
+            if (ok && accept->listen_skip)
                 make_ready(iw, &accept->op, bytes, 0);
             return;
         }
@@ -379,6 +405,7 @@ static void accept_start(struct ovl__worker *worker, struct ovl__listen_socket *
         ovl__count(&worker->counters.errors, 1);
         return;
     }
+    bool listen_skip = set_skip_mode(listen_socket->fd);
     for (int i = 0; i < ACCEPTS_POSTED; i++) {
         struct iocp_accept *accept = ovl__zalloc(sizeof *accept);
         if (!accept) {
@@ -386,6 +413,7 @@ static void accept_start(struct ovl__worker *worker, struct ovl__listen_socket *
             break;
         }
         accept->listen_socket = listen_socket;
+        accept->listen_skip = listen_skip;
         accept->socket = INVALID_SOCKET;
         accept->retry.fire = accept_retry_fired;
         accept->next = iw->accepts;
@@ -492,6 +520,7 @@ static void recv_start(ovl_conn *conn)
 {
     struct iocp_worker *iw = state_of(conn->worker);
     struct iocp_conn *ic = conn_state(conn);
+    conn_skip(conn); /* before the call: SetFileCompletionNotificationModes would overwrite its WSA error */
     if ((conn->flags & OVL__C_DRAINING) && !(conn->flags & OVL__C_LINGER)) {
         /* Only what is already buffered: a non-blocking read on this thread, from the ready list. */
         prepare(&ic->recv, OP_DRAIN_READ, conn, conn->fd);
@@ -510,7 +539,7 @@ static void recv_start(ovl_conn *conn)
         WSABUF none = {.len = 0, .buf = NULL};
         DWORD bytes = 0, flags = 0;
         int rc = WSARecv(conn->fd, &none, 1, &bytes, &flags, &ic->recv.overlapped, NULL);
-        after_post(iw, &ic->recv, rc == 0, bytes);
+        after_post(iw, &ic->recv, ic->skip, rc == 0, bytes);
         return;
     }
     struct ovl__pool *pool = &conn->worker->pool;
@@ -531,7 +560,7 @@ static void recv_start(ovl_conn *conn)
     WSABUF buffer = {.len = conn->worker->pool.slot_size, .buf = slot->data};
     DWORD bytes = 0, flags = 0;
     int rc = WSARecv(conn->fd, &buffer, 1, &bytes, &flags, &ic->recv.overlapped, NULL);
-    after_post(iw, &ic->recv, rc == 0, bytes);
+    after_post(iw, &ic->recv, ic->skip, rc == 0, bytes);
 }
 
 static void recv_drain(ovl_conn *conn)
@@ -653,6 +682,7 @@ static void send_start(ovl_conn *conn)
 {
     struct iocp_worker *iw = state_of(conn->worker);
     struct iocp_conn *ic = conn_state(conn);
+    conn_skip(conn);
     DWORD count = 0;
     size_t bytes = 0;
     for (ovl_buf *buf = conn->queue_head; buf && count < SEND_BATCH; buf = buf->next, count++) {
@@ -671,7 +701,7 @@ static void send_start(ovl_conn *conn)
     conn->inflight++;
     DWORD sent = 0;
     int rc = WSASend(conn->fd, ic->send_buffers, count, &sent, 0, &ic->send.overlapped, NULL);
-    after_post(iw, &ic->send, rc == 0, sent);
+    after_post(iw, &ic->send, ic->skip, rc == 0, sent);
 }
 
 static void on_send(ovl_conn *conn, DWORD bytes, int error)
@@ -716,6 +746,8 @@ static int post_connect(ovl_conn *conn)
             }
         }
         conn->fd = socket;
+        ic->skip_known = false;
+        bool skip = conn_skip(conn);
         prepare(&ic->connect, OP_CONNECT, conn, socket);
         conn->inflight++;
         DWORD sent = 0;
@@ -723,7 +755,7 @@ static int post_connect(ovl_conn *conn)
                                      &ic->connect.overlapped);
         int error = ok ? 0 : WSAGetLastError();
         if (ok || error == WSA_IO_PENDING) {
-            if (ok && winsock.skip_on_success)
+            if (ok && skip)
                 make_ready(iw, &ic->connect, 0, 0);
             return 0;
         }
@@ -836,11 +868,12 @@ static bool socket_retire(ovl_conn *conn)
     if (iw->retire_list)
         iw->retire_list->prev = retire;
     iw->retire_list = retire;
+    bool skip = conn_skip(conn);
     BOOL ok = winsock.disconnect_ex(conn->fd, &retire->op.overlapped, TF_REUSE_SOCKET, 0);
     int error = ok ? 0 : WSAGetLastError();
     if (ok || error == WSA_IO_PENDING) {
         ovl__timer_start(worker, &retire->timer, ovl__clock_ns() + RETIRE_TIMEOUT_MS * 1000000ull);
-        if (ok && winsock.skip_on_success)
+        if (ok && skip)
             make_ready(iw, &retire->op, 0, 0);
         return true;
     }
