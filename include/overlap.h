@@ -273,6 +273,7 @@ OVL_API void ovl_engine_destroy(ovl_engine *engine);
     X(reuse_fallback, counter, "IOCP: reused sockets the provider refused, replaced by fresh ones")                  \
     X(context_updates, counter, "IOCP: SO_UPDATE_ACCEPT_CONTEXT / SO_UPDATE_CONNECT_CONTEXT applied")                \
     X(reuse_timeouts, counter, "IOCP: DisconnectEx calls still pending after 2 s, cancelled, sockets closed")      \
+    X(io_retries, counter, "IOCP: receives and sends tried again after WSAENOBUFS or too many overlapped requests")  \
     X(reuse_wrong_role, counter, "IOCP: pooled sockets met by the other call (AcceptEx vs ConnectEx), closed")     \
     X(idle_closed, counter, "connections closed by the idle timeout")                                                \
     X(stalled_closed, counter, "connections closed by the stall timeout: their peer took none of their bytes")       \

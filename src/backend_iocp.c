@@ -44,6 +44,8 @@ enum {
     ACCEPT_RETRY_MS = 100,
     ZERO_BYTE_ABOVE = 1024,      /* automatic zero-byte receives above this many connections per worker */
     RETIRE_TIMEOUT_MS = 2000,    /* a DisconnectEx still pending after this is cancelled (see on_retire_timer) */
+    RESOURCE_RETRY_MS = 10,      /* a receive or send refused for lack of resources is tried again after this, */
+    RESOURCE_RETRY_MAX = 8,      /* this many times in a row before the connection is closed */
     ADDRESS_SPACE = sizeof(SOCKADDR_STORAGE) + 16 /* what AcceptEx wants per address */
 };
 
@@ -71,6 +73,10 @@ struct iocp_conn {
     ovl_buf *recv_slot;
     const struct addrinfo *connect_address;
     bool connect_reused;
+    ovl_conn *conn;              /* back from the retry timer */
+    struct ovl__timer retry;     /* a receive or send to try again (retry_ops) after a resource error */
+    unsigned retry_ops;          /* RETRY_RECV | RETRY_SEND, each holding one count in conn->inflight */
+    unsigned retries;            /* resource errors in a row */
     bool skip;                   /* skip-on-success took on conn->fd (valid once skip_known) */
     bool skip_known;
     bool peer_closed_first;      /* the peer's FIN came before our side shut down: no TIME_WAIT here */
@@ -595,6 +601,50 @@ static void rearm_recv(ovl_conn *conn)
         recv_start(conn);
 }
 
+/* ---- resource errors: WSAENOBUFS, and WSAEWOULDBLOCK ("too many outstanding overlapped requests") ---- */
+
+enum { RETRY_RECV = 1, RETRY_SEND = 2 };
+
+static void send_start(ovl_conn *conn);
+
+static void retry_fired(struct ovl__worker *worker, struct ovl__timer *timer)
+{
+    (void)worker;
+    struct iocp_conn *ic = ovl__container_of(timer, struct iocp_conn, retry);
+    ovl_conn *conn = ic->conn;
+    unsigned ops = ic->retry_ops;
+    ic->retry_ops = 0;
+    /* Post again first, then let go of the counts the waits held: the connection cannot end in between. */
+    if (ops & RETRY_SEND)
+        send_start(conn); /* OVL__C_SENDING stayed set, so conn.c started no other send meanwhile */
+    if (ops & RETRY_RECV)
+        rearm_recv(conn);
+    if (ops & RETRY_SEND)
+        ovl__conn_op_done(conn);
+    if (ops & RETRY_RECV)
+        ovl__conn_op_done(conn);
+}
+
+/* A receive or send that failed for lack of system resources is no fault of the connection's: try it again after
+ * a short delay, a bounded number of times in a row. Returns false when the error is another one, or the tries are
+ * spent (the caller then fails the connection). The wait holds one count in conn->inflight, like an operation. */
+static bool retry_later(ovl_conn *conn, unsigned op, int error)
+{
+    struct iocp_conn *ic = conn_state(conn);
+    if ((error != WSAENOBUFS && error != WSAEWOULDBLOCK) || (conn->flags & OVL__C_CLOSING) ||
+        ic->retries >= RESOURCE_RETRY_MAX)
+        return false;
+    ic->retries++;
+    ic->conn = conn;
+    ic->retry.fire = retry_fired;
+    ic->retry_ops |= op;
+    conn->inflight++;
+    if (!ic->retry.armed)
+        ovl__timer_start(conn->worker, &ic->retry, ovl__clock_ns() + RESOURCE_RETRY_MS * 1000000ull);
+    ovl__count(&conn->worker->counters.io_retries, 1);
+    return true;
+}
+
 /* A posted receive holds one slot at most: let it complete, and do not post the next one (rearm_recv). */
 static void recv_pause(ovl_conn *conn)
 {
@@ -610,6 +660,7 @@ static void on_recv(ovl_conn *conn, DWORD bytes, int error)
     conn->flags &= ~OVL__C_RECV_ARMED;
     bool rearm = false;
     if (!error && bytes > 0) {
+        ic->retries = 0;
         slot->len = bytes;
         ovl__conn_received(conn, slot);
         rearm = true;
@@ -619,7 +670,7 @@ static void on_recv(ovl_conn *conn, DWORD bytes, int error)
             peer_eof(conn);
         else if (error == ERROR_OPERATION_ABORTED || error == WSA_OPERATION_ABORTED)
             rearm = (conn->flags & OVL__C_DRAINING) != 0;
-        else
+        else if (!retry_later(conn, RETRY_RECV, error))
             ovl__conn_failed(conn, -error);
     }
     if (rearm)
@@ -634,7 +685,8 @@ static void read_now(ovl_conn *conn, int error)
     conn->flags &= ~OVL__C_RECV_ARMED;
     bool aborted = error == ERROR_OPERATION_ABORTED || error == WSA_OPERATION_ABORTED;
     if (error && !aborted) {
-        ovl__conn_failed(conn, -error);
+        if (!retry_later(conn, RETRY_RECV, error)) /* a zero-byte WSARecv refused for lack of resources */
+            ovl__conn_failed(conn, -error);
     } else if (aborted && !(conn->flags & OVL__C_DRAINING)) {
         /* cancelled by a close: nothing to do */
     } else if (!(conn->flags & OVL__C_CLOSING)) {
@@ -649,6 +701,7 @@ static void read_now(ovl_conn *conn, int error)
             int n = slot ? recv(conn->fd, slot->data, (int)len, 0) : SOCKET_ERROR;
             error = n < 0 ? WSAGetLastError() : 0;
             if (n > 0) {
+                conn_state(conn)->retries = 0;
                 slot->len = (size_t)n;
                 bool drained = (conn->flags & (OVL__C_DRAINING | OVL__C_LINGER)) == OVL__C_DRAINING;
                 if (drained)
@@ -708,7 +761,10 @@ static void on_send(ovl_conn *conn, DWORD bytes, int error)
 {
     if (!error && (bytes > 0 || conn->sending_bytes == 0)) {
         /* Short completions happen (Wine makes them): ovl__conn_sent keeps the rest queued and sends it next. */
+        conn_state(conn)->retries = 0;
         ovl__conn_sent(conn, bytes);
+    } else if (error && retry_later(conn, RETRY_SEND, error)) {
+        /* OVL__C_SENDING stays set: the same bytes go again when the timer fires */
     } else {
         conn->flags &= ~OVL__C_SENDING;
         bool aborted = error == ERROR_OPERATION_ABORTED || error == WSA_OPERATION_ABORTED;
@@ -805,6 +861,19 @@ static void on_connect(ovl_conn *conn, int error)
 
 static void cancel(ovl_conn *conn)
 {
+    struct iocp_conn *ic = conn_state(conn);
+    unsigned ops = ic->retry_ops;
+    if (ops) {
+        /* Nothing is posted for a retry that waits: end the wait here, as a cancelled operation would end. */
+        ic->retry_ops = 0;
+        ovl__timer_stop(conn->worker, &ic->retry);
+        if (ops & RETRY_SEND) {
+            conn->flags &= ~OVL__C_SENDING;
+            ovl__conn_op_done(conn);
+        }
+        if (ops & RETRY_RECV)
+            ovl__conn_op_done(conn);
+    }
     if (conn->fd != INVALID_SOCKET)
         CancelIoEx((HANDLE)conn->fd, NULL);
 }
