@@ -614,11 +614,17 @@ static void retry_fired(struct ovl__worker *worker, struct ovl__timer *timer)
     ovl_conn *conn = ic->conn;
     unsigned ops = ic->retry_ops;
     ic->retry_ops = 0;
-    /* Post again first, then let go of the counts the waits held: the connection cannot end in between. */
-    if (ops & RETRY_SEND)
-        send_start(conn); /* OVL__C_SENDING stayed set, so conn.c started no other send meanwhile */
-    if (ops & RETRY_RECV)
-        rearm_recv(conn);
+    /* Post again first, then let go of the counts the waits held: the connection cannot end in between. One that
+     * started closing meanwhile posts nothing more: its send is over, and letting go lets conn.c free it. */
+    if (conn->flags & OVL__C_CLOSING) {
+        if (ops & RETRY_SEND)
+            conn->flags &= ~OVL__C_SENDING;
+    } else {
+        if (ops & RETRY_SEND)
+            send_start(conn); /* OVL__C_SENDING stayed set, so conn.c started no other send meanwhile */
+        if (ops & RETRY_RECV)
+            rearm_recv(conn);
+    }
     if (ops & RETRY_SEND)
         ovl__conn_op_done(conn);
     if (ops & RETRY_RECV)
