@@ -48,9 +48,13 @@ enum tag {
 };
 #define TAG_MASK 7u
 
+/* How long a wait holds back the completions of the sends it submitted while it waits for one more completion. */
+#define SEND_WAIT_NS 1000000
+
 enum {
     RING_ENTRIES = 1024,
     CQ_ENTRIES = 16384,
+    SEND_WAIT_MAX = 4096,     /* at most this many sends' completions counted into one wait (wait_for_completions) */
     BUFFER_GROUP = 0,
     SEND_BATCH = 16,          /* queued buffers gathered into one sendmsg */
     INITIAL_RING_WINDOW = 64, /* receive buffers in the ring at first (see "Buffer reuse") */
@@ -95,6 +99,8 @@ struct uring_worker {
     bool taskrun_flag;        /* IORING_SQ_TASKRUN is maintained: spinning can see completions coming */
     uint64_t spin_ns;         /* spin budget before sleeping; 0 = never spin */
     uint64_t last_wait_ns;    /* how long the previous wait for completions took */
+    unsigned sends_queued;    /* send requests prepared since the last submission (wait_for_completions) */
+    unsigned receives_seen;   /* receive completions the last turn handled (spin_worthwhile) */
     unsigned spin_skips;      /* waits left to sleep through without spinning, after spins that found nothing */
     unsigned spin_misses;     /* spins in a row that found nothing */
 };
@@ -129,6 +135,7 @@ static struct io_uring_sqe *get_sqe(struct uring_worker *uw)
          * that needs this entry cannot be dropped without losing track of its connection. */
         publish_buffers(uw);
         int rc = io_uring_submit(&uw->ring);
+        uw->sends_queued = 0;
         if (rc < 0) {
             io_uring_get_events(&uw->ring);
             bool transient = rc == -EBUSY || rc == -EAGAIN || rc == -ENOMEM || rc == -EINTR;
@@ -628,6 +635,7 @@ static void send_start(ovl_conn *conn)
     }
     io_uring_sqe_set_data64(sqe, tagged(conn, TAG_SEND));
     conn->inflight++;
+    uw->sends_queued++;
 }
 
 static void on_send(ovl_conn *conn, const struct io_uring_cqe *cqe)
@@ -689,6 +697,7 @@ static void dispatch(struct ovl__worker *worker, const struct io_uring_cqe *cqe)
     void *owner = (void *)(uintptr_t)(cqe->user_data & ~(uint64_t)TAG_MASK);
     switch (tag) {
     case TAG_RECV:
+        uw->receives_seen++;
         on_recv(worker, owner, cqe);
         break;
     case TAG_SEND:
@@ -733,6 +742,11 @@ static bool spin_worthwhile(struct ovl__worker *worker, struct uring_worker *uw)
 {
     if (!uw->spin_ns || uw->last_wait_ns >= uw->spin_ns || worker->stopping)
         return false;
+    /* Several peers were active: their input arrives spread out, and a spin enters the kernel for each completion
+     * it sees (one entry per message under such a trickle). A wait for a batch (wait_for_completions) serves them
+     * with one entry for several; the spin is for the lone peer whose next message comes back within it. */
+    if (uw->receives_seen > 1)
+        return false;
     if (uw->spin_skips > 0) {
         uw->spin_skips--;
         return false;
@@ -740,10 +754,25 @@ static bool spin_worthwhile(struct ovl__worker *worker, struct uring_worker *uw)
     return true;
 }
 
-/* Submit what is queued and wait for at least one completion or the earliest ovl_conn_timer deadline; spin first
- * when that is worthwhile. */
+/* Something new since `ready` completions were in the ring: posted, or as task work the next entry runs. */
+static inline bool completions_after(struct uring_worker *uw, unsigned ready)
+{
+    return io_uring_cq_ready(&uw->ring) > ready || (IO_URING_READ_ONCE(*uw->ring.sq.kflags) & IORING_SQ_TASKRUN);
+}
+
+/* Submit what is queued and wait for completions or the earliest timer (timer_ns); spin first when that is
+ * worthwhile.
+ *
+ * One kernel entry per turn where possible. A send to a socket with room completes within the submission, so the
+ * completions of the sends a turn queued are in the ring as soon as it submits: a wait for "at least one" would
+ * return at once with nothing but those, and the receives that matter would take another entry (a third of all
+ * turns on a ping-pong load). So the wait asks for one completion beyond the sends it submits, bounded by
+ * SEND_WAIT_NS for when a send does not complete at once and nothing else comes; the spin looks for something
+ * beyond them, and a spin that finds nothing hands them over without entering again. */
 static int wait_for_completions(struct ovl__worker *worker, struct uring_worker *uw, int64_t timer_ns)
 {
+    unsigned sends = uw->sends_queued < SEND_WAIT_MAX ? uw->sends_queued : SEND_WAIT_MAX;
+    uw->sends_queued = 0;
     if (timer_ns == 0)
         return io_uring_submit_and_get_events(&uw->ring);
     uint64_t start = ovl__clock_ns();
@@ -755,26 +784,35 @@ static int wait_for_completions(struct ovl__worker *worker, struct uring_worker 
             if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
                 return rc;
         }
-        for (unsigned turn = 0; !completions_coming(uw); turn++) {
+        unsigned ready = io_uring_cq_ready(&uw->ring); /* the sends that completed within the submission */
+        for (unsigned turn = 0; !completions_after(uw, ready); turn++) {
             cpu_relax();
             if ((turn & 15) == 15 && ovl__clock_ns() - start >= spin_ns)
                 break;
         }
-        if (completions_coming(uw)) {
+        if (completions_after(uw, ready)) {
             uw->spin_misses = 0;
             uw->last_wait_ns = ovl__clock_ns() - start;
-            return io_uring_get_events(&uw->ring);
+            if (IO_URING_READ_ONCE(*uw->ring.sq.kflags) & IORING_SQ_TASKRUN)
+                return io_uring_get_events(&uw->ring);
+            return 0; /* posted to the ring already: no entry needed */
         }
         if (uw->spin_misses < 10)
             uw->spin_misses++;
         uw->spin_skips = 4u << uw->spin_misses;
+        if (ready > 0)
+            return 0; /* hand over the sends' completions; the next turn sleeps */
+        sends = 0;    /* submitted already */
     }
-    if (timer_ns > 0) {
+    int64_t wait_ns = timer_ns;
+    if (sends > 0 && (wait_ns < 0 || wait_ns > SEND_WAIT_NS))
+        wait_ns = SEND_WAIT_NS;
+    if (wait_ns > 0) {
         /* One io_uring_enter with IORING_ENTER_EXT_ARG (5.11); liburing queues a timeout request on older kernels,
          * whose completion carries a user_data of all ones, tagged TAG_IGNORE. */
-        struct __kernel_timespec wait = {.tv_sec = timer_ns / 1000000000, .tv_nsec = timer_ns % 1000000000};
+        struct __kernel_timespec wait = {.tv_sec = wait_ns / 1000000000, .tv_nsec = wait_ns % 1000000000};
         struct io_uring_cqe *cqe;
-        rc = io_uring_submit_and_wait_timeout(&uw->ring, &cqe, 1, &wait, NULL);
+        rc = io_uring_submit_and_wait_timeout(&uw->ring, &cqe, 1 + sends, &wait, NULL);
     } else {
         rc = io_uring_submit_and_wait(&uw->ring, 1);
     }
@@ -795,6 +833,7 @@ static void poll_completions(struct ovl__worker *worker, int64_t timeout_ns)
     adapt_ring_window(worker, uw);
     publish_buffers(uw);
     int rc = wait_for_completions(worker, uw, timeout_ns);
+    uw->receives_seen = 0;
     ovl__worker_clock(worker);
     if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
         ovl__log(worker->engine, OVL_LOG_ERROR, "io_uring_enter: %s (errno %d)", ovl_strerror(rc), -rc);
