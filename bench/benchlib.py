@@ -1,9 +1,11 @@
-"""bench/benchlib.py - what the Python benchmark drivers share (imported by bench/compare and bench/instructions):
-the build's paths, bench/compare's workloads, its peers built from Debian packages, and starting and stopping
-servers on 127.0.0.1, where only the processes a script started (`started`) are ever signalled.
+"""bench/benchlib.py - what the Python benchmark drivers share (imported by bench/compare, bench/instructions,
+bench/soak, bench/open-loop, bench/isolation and bench/c100k): the build's paths, bench/compare's workloads, its
+peers built from Debian packages, starting servers on 127.0.0.1 and reading the port overlap-echo reports, a
+process's VmRSS, and stopping servers, where only the processes a script started (`started`) are ever signalled.
 """
 import gzip
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,6 +25,8 @@ WORKLOADS = {
     "e": ("50 conns, 64 B, churn every 10", ["--connections", "50", "--size", "64", "--churn", "10"]),
 }
 
+LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")  # overlap-echo's line once it accepts, with its port
+
 started = []  # PIDs this script started; only these are stopped
 
 
@@ -34,6 +38,23 @@ def stop(p, timeout=5):
     except subprocess.TimeoutExpired:
         p.kill()
         p.wait()
+
+
+def read_port(stream, deadline=None):
+    """Reads overlap-echo's output STREAM up to its "listening on 127.0.0.1:PORT" line and returns PORT (an int);
+    None if the stream ends first, or, with DEADLINE (a time.time()), if a line comes after it."""
+    for line in stream:
+        m = LISTENING.match(line)
+        if m:
+            return int(m.group(1))
+        if deadline is not None and time.time() >= deadline:
+            return None
+    return None
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
 def stop_all(*_):
