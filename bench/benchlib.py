@@ -6,6 +6,7 @@ process's VmRSS, and stopping servers, where only the processes a script started
 import gzip
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +29,29 @@ WORKLOADS = {
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")  # overlap-echo's line once it accepts, with its port
 
 started = []  # PIDs this script started; only these are stopped
+
+
+def workloads(ap, text):
+    """The workload letters of TEXT (comma-separated), each checked against WORKLOADS; ArgumentParser AP's error
+    (exit 2) names an unknown one."""
+    wls = [w.strip() for w in text.split(",") if w.strip()]
+    for w in wls:
+        if w not in WORKLOADS:
+            ap.error(f"unknown workload {w!r}")
+    return wls
+
+
+def require_build(prog):
+    """Exits with PROG's message unless build/ has overlap-echo and overlap-load."""
+    if not (os.access(ECHO, os.X_OK) and os.access(LOAD, os.X_OK)):
+        sys.exit(f"{prog}: build first (scripts/build)")
+
+
+def exit_on_signals():
+    """SIGTERM and SIGHUP end the script through sys.exit (status 128 + the signal), so that its finally blocks stop
+    the servers it started."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
 
 
 def stop(p, timeout=5):
