@@ -83,7 +83,7 @@ static int parse_destination(const char *text, struct proxy_options *options, ch
 int proxy_options_parse(int argc, char *const argv[], struct proxy_options *options, char *error, size_t error_size)
 {
     memset(options, 0, sizeof *options);
-    engine_options_init(&options->engine, true);
+    engine_options_init(&options->engine, ENGINE_OPTIONS_CONNECTS | ENGINE_OPTIONS_SERVES);
     options->max_pending = PROXY_DEFAULT_MAX_PENDING;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];

@@ -7,12 +7,29 @@
 #include <stdio.h>
 #include <string.h>
 
-void engine_options_init(struct engine_options *options, bool connects)
+void engine_options_init(struct engine_options *options, unsigned takes)
 {
     /* ovl_config_init's state (every field 0, its default), without a call into the library: the parsers link on
      * their own (scripts/fuzz). */
     memset(options, 0, sizeof *options);
-    options->connects = connects;
+    options->takes = takes;
+}
+
+bool engine_options_takes(const struct engine_options *options, const char *name)
+{
+    static const struct {
+        const char *name;
+        unsigned needs; /* ENGINE_OPTIONS_*, 0 = every program */
+    } table[] = {
+        {"--threads", 0}, {"--buffer-size", 0}, {"--buffer-count", 0}, {"--max-pending", 0},
+        {"--keepalive", 0}, {"--stall-timeout", 0}, {"--backend", 0}, {"--busy-poll", 0}, {"--zero-byte-recv", 0},
+        {"--connect-timeout", ENGINE_OPTIONS_CONNECTS}, {"--drain-timeout", ENGINE_OPTIONS_SERVES},
+        {"--idle-timeout", ENGINE_OPTIONS_SERVES}, {"--metrics", ENGINE_OPTIONS_SERVES},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (!strcmp(name, table[i].name))
+            return (table[i].needs & options->takes) == table[i].needs;
+    return false;
 }
 
 unsigned engine_options_milliseconds(double seconds)
@@ -52,6 +69,10 @@ int engine_options_parse(struct engine_options *options, const char *name, const
     ovl_config *config = &options->config;
     unsigned long long number = 0;
     double seconds = 0;
+    if (!engine_options_takes(options, name)) {
+        snprintf(error, error_size, "unknown option '%s'", name);
+        return -1;
+    }
     if (!strcmp(name, "--threads")) {
         char what[48];
         snprintf(what, sizeof what, "a thread count (0-%d, 0 = CPUs)", OVL_MAX_THREADS);
@@ -93,7 +114,7 @@ int engine_options_parse(struct engine_options *options, const char *name, const
                           error_size) < 0)
             return -1;
         config->stall_timeout_ms = off_or_milliseconds(seconds);
-    } else if (!strcmp(name, "--connect-timeout") && options->connects) {
+    } else if (!strcmp(name, "--connect-timeout")) {
         if (parse_seconds(name, value, 3600, "a number of seconds (0-3600, 0 = the system's)", &seconds, error,
                           error_size) < 0)
             return -1;
@@ -116,12 +137,9 @@ int engine_options_parse(struct engine_options *options, const char *name, const
             snprintf(error, error_size, "--zero-byte-recv: '%s' is not auto, on or off", value);
             return -1;
         }
-    } else if (!strcmp(name, "--metrics")) {
+    } else { /* --metrics: engine_options_takes knows no other */
         return option_parse_address(value, "--metrics", options->metrics_host, sizeof options->metrics_host,
                                     options->metrics_port, sizeof options->metrics_port, error, error_size);
-    } else {
-        snprintf(error, error_size, "unknown option '%s'", name);
-        return -1;
     }
     return 0;
 }

@@ -48,7 +48,7 @@ const char echo_usage[] =
 int echo_options_parse(int argc, char *const argv[], struct echo_options *options, char *error, size_t error_size)
 {
     memset(options, 0, sizeof *options);
-    engine_options_init(&options->engine, false);
+    engine_options_init(&options->engine, ENGINE_OPTIONS_SERVES);
     options->port = "27015";
     options->first_server_arg = 1;
     /* The service commands are words, not options, so that "overlap-echo install --port 7" reads as it acts. */
