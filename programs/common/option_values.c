@@ -25,17 +25,26 @@ int option_parse_uint(const char *text, unsigned long long max, unsigned long lo
     return 0;
 }
 
-int option_parse_seconds(const char *text, double *out)
+int option_parse_decimal(const char *text, double max, double *out)
 {
-    if (!text || !(isdigit((unsigned char)*text) || *text == '.'))
+    if (!text || !*text)
         return -1;
+    /* strtod would also take "1e3" and "0x1p3" after a first digit: a typo must not become a number. */
+    for (const char *p = text; *p; p++)
+        if (!isdigit((unsigned char)*p) && *p != '.')
+            return -1;
     char *end = NULL;
     errno = 0;
     double value = strtod(text, &end);
-    if (errno || *end || !isfinite(value) || value < 0 || value > 86400)
+    if (errno || *end || !isfinite(value) || value < 0 || value > max)
         return -1;
     *out = value;
     return 0;
+}
+
+int option_parse_seconds(const char *text, double *out)
+{
+    return option_parse_decimal(text, 86400, out);
 }
 
 int option_check_pool(unsigned long long buffer_size, unsigned long long buffer_count, char *error,

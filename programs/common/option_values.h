@@ -10,7 +10,10 @@
 
 /* A decimal integer 0..max. Returns 0 and *out, or -1. */
 int option_parse_uint(const char *text, unsigned long long max, unsigned long long *out);
-/* Seconds, 0..86400, fractions allowed. Returns 0 and *out, or -1. */
+/* A decimal number 0..max: digits and a point ("2", "0.5", ".25"), no sign, exponent, hex, inf or nan. Returns 0
+ * and *out, or -1. */
+int option_parse_decimal(const char *text, double max, double *out);
+/* Seconds, 0..86400, fractions allowed (option_parse_decimal). Returns 0 and *out, or -1. */
 int option_parse_seconds(const char *text, double *out);
 
 /* --buffer-size x --buffer-count (0 = the engine's default for either) as the engine rounds it, within
