@@ -614,6 +614,15 @@ Test(load, bad_arguments_get_a_message_and_usage)
         {"--start-at", "5", "is not a Unix time", NULL},
         {"--share", "3/2", "--share", NULL},
         {"--share", "1/2", "give --rate", NULL},
+        /* The engine's options, parsed by programs/common: named in the message; those of a server refused. */
+        {"--threads", "257", "--threads: '257' is not a thread count (0-256", NULL},
+        {"--busy-poll", "-1", "--busy-poll", NULL},
+        {"--buffer-size", "16777216", "--buffer-count", NULL},
+        {"--connect-timeout", "1e1", "--connect-timeout", NULL},
+        {"--backend", NULL, "--backend needs a value", NULL},
+        {"--metrics", ":9100", "unknown option '--metrics'", NULL},
+        {"--drain-timeout", "1", "unknown option '--drain-timeout'", NULL},
+        {"--idle-timeout", "1", "unknown option '--idle-timeout'", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct proc run;

@@ -4,12 +4,10 @@
  * quietly run 0 connections.
  */
 #include "load_options.h"
+#include "option_values.h"
 
 #include <ctype.h>
-#include <errno.h>
-#include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 const char load_usage[] =
@@ -18,7 +16,8 @@ const char load_usage[] =
     "  HOST                 server name or address (default localhost); every address it resolves to is tried\n"
     "  --port P             server port (default 27015)\n"
     "  --connections N      connections to open (default 50)\n"
-    "  --threads T          engine worker threads the connections are spread over (default 1)\n"
+    "  --threads T          engine worker threads the connections are spread over (default 1; at most 256 and\n"
+    "                       never more than --connections; 0 = one per online CPU)\n"
     "  --size BYTES         bytes per message (default 64)\n"
     "  --pipeline DEPTH     messages in flight per connection (default 1 = ping-pong)\n"
     "  --duration S         measured seconds (default 5)\n"
@@ -30,6 +29,16 @@ const char load_usage[] =
     "  --backend NAME       engine backend: io_uring, epoll (iocp on Windows); default: the best available\n"
     "  --busy-poll US       io_uring: spin up to US microseconds for the next echo before sleeping (default 50;\n"
     "                       0 = always sleep)\n"
+    "  --buffer-size B      bytes per receive buffer (default 16384)\n"
+    "  --buffer-count N     receive buffers per worker thread (default 1024; size x count at most 256 MiB)\n"
+    "  --max-pending B      stop reading a connection while B bytes wait to be sent on it (default 262144)\n"
+    "  --connect-timeout S  a connect not done after S seconds is a connect error (default 10; 0 = the\n"
+    "                       system's own, about two minutes)\n"
+    "  --keepalive S        probe a silent server after S seconds; one gone for good is closed 1.5 x S after\n"
+    "                       its last sign (default 60; 0 = off)\n"
+    "  --stall-timeout S    close a connection whose server has taken none of its messages for S seconds: it\n"
+    "                       does not read (default 60; 0 = off)\n"
+    "  --zero-byte-recv M   IOCP: auto (default: above 1024 connections per thread), on, off\n"
     "  --hdr-log FILE       write the latency histograms as an HdrHistogram interval log (microseconds)\n"
     "  --hdr-interval S     seconds per logged interval (default 1)\n"
     "  --hdr-tag NAME       this generator's tag in the log (default: the host name)\n"
@@ -42,32 +51,21 @@ const char load_usage[] =
     "  --help               this text\n"
     "  --version            print the version\n";
 
-/* strtoull and strtod skip leading white space and take a sign: "--connections ' 5'" or "-0" would pass. */
+/* option_values' parsers (digits only: no sign, no white space, no exponent), with overlap-load's lower bounds.
+ * *out is written only when the value is in range. */
 static int parse_uint(const char *text, unsigned long long min, unsigned long long max, unsigned long long *out)
 {
-    if (!isdigit((unsigned char)*text))
-        return -1;
-    char *end = NULL;
-    errno = 0;
-    unsigned long long value = strtoull(text, &end, 10);
-    if (errno || *end || value < min || value > max)
+    unsigned long long value = 0;
+    if (option_parse_uint(text, max, &value) < 0 || value < min)
         return -1;
     *out = value;
     return 0;
 }
 
-/* A non-negative decimal number ("2", "0.5", ".25"); no hex, no exponent, no inf/nan. */
 static int parse_number(const char *text, double min, double max, double *out)
 {
-    if (!(isdigit((unsigned char)*text) || (*text == '.' && isdigit((unsigned char)text[1]))))
-        return -1;
-    for (const char *p = text; *p; p++)
-        if (!isdigit((unsigned char)*p) && *p != '.')
-            return -1;
-    char *end = NULL;
-    errno = 0;
-    double value = strtod(text, &end);
-    if (errno || *end || !isfinite(value) || value < min || value > max)
+    double value = 0;
+    if (option_parse_decimal(text, max, &value) < 0 || value < min)
         return -1;
     *out = value;
     return 0;
@@ -82,16 +80,16 @@ static bool is_flag(const char *name)
     return false;
 }
 
-static bool is_valued(const char *name)
+static bool is_valued(const char *name, const struct load_options *o)
 {
-    static const char *const valued[] = {"--host", "--port", "--connections", "--threads", "--size", "--pipeline",
+    static const char *const valued[] = {"--host", "--port", "--connections", "--size", "--pipeline",
                                          "--duration", "--warmup", "--rate", "--churn", "--connect-rate",
-                                         "--target-p99", "--backend", "--busy-poll", "--hdr-log",
-                                         "--hdr-interval", "--hdr-tag", "--start-at", "--share"};
+                                         "--target-p99", "--hdr-log", "--hdr-interval", "--hdr-tag", "--start-at",
+                                         "--share"};
     for (size_t i = 0; i < sizeof valued / sizeof valued[0]; i++)
         if (!strcmp(name, valued[i]))
             return true;
-    return false;
+    return engine_options_takes(&o->engine, name);
 }
 
 static int set_flag(const char *name, struct load_options *o)
@@ -131,12 +129,6 @@ static int set_value(const char *name, const char *value, struct load_options *o
             return -1;
         }
         o->connections = (uint32_t)n;
-    } else if (!strcmp(name, "--threads")) {
-        if (parse_uint(value, 1, 1024, &n)) {
-            snprintf(error, error_size, "--threads: '%s' is not a thread count (1-1024)", value);
-            return -1;
-        }
-        o->threads = (int)n;
     } else if (!strcmp(name, "--size")) {
         if (parse_uint(value, 1, 1u << 24, &n)) {
             snprintf(error, error_size, "--size: '%s' is not a message size in bytes (1-16777216)", value);
@@ -180,12 +172,6 @@ static int set_value(const char *name, const char *value, struct load_options *o
             snprintf(error, error_size, "--target-p99: '%s' is not a latency in microseconds (1-60000000)", value);
             return -1;
         }
-    } else if (!strcmp(name, "--busy-poll")) {
-        if (parse_uint(value, 0, 100000, &n)) {
-            snprintf(error, error_size, "--busy-poll: '%s' is not a number of microseconds (0-100000)", value);
-            return -1;
-        }
-        o->busy_poll_us = (int)n;
     } else if (!strcmp(name, "--hdr-log")) {
         if (!*value) {
             snprintf(error, error_size, "--hdr-log: the file name is empty");
@@ -231,15 +217,9 @@ static int set_value(const char *name, const char *value, struct load_options *o
         }
         o->share_index = (uint32_t)n;
         o->share_count = (uint32_t)b;
-    } else if (!strcmp(name, "--backend")) {
-        if (!*value) {
-            snprintf(error, error_size, "--backend: the name is empty");
-            return -1;
-        }
-        o->backend = value;
     } else {
-        snprintf(error, error_size, "unknown option '%s'", name);
-        return -1;
+        /* The engine's options (threads, buffers, timeouts, backend), or "unknown option". */
+        return engine_options_parse(&o->engine, name, value, error, error_size);
     }
     return 0;
 }
@@ -249,9 +229,11 @@ int load_options_parse(int argc, char *const argv[], struct load_options *o, cha
     memset(o, 0, sizeof *o);
     o->host = "localhost";
     o->port = "27015";
-    o->busy_poll_us = -1;
+    /* A load client connects out and serves nothing: no --drain-timeout (load_run sets its own), --idle-timeout
+     * or --metrics. One worker thread unless asked: overlap-load's default, not the engine's one per CPU. */
+    engine_options_init(&o->engine, ENGINE_OPTIONS_CONNECTS);
+    o->engine.config.threads = 1;
     o->connections = 50;
-    o->threads = 1;
     o->size = 64;
     o->pipeline = 1;
     o->duration = 5;
@@ -297,7 +279,7 @@ int load_options_parse(int argc, char *const argv[], struct load_options *o, cha
         else if (i + 1 < argc && argv[i + 1])
             value = argv[++i];
         else {
-            if (is_valued(name))
+            if (is_valued(name, o))
                 snprintf(error, error_size, "%s needs a value", name);
             else
                 snprintf(error, error_size, "unknown option '%s'", name);
@@ -314,9 +296,13 @@ int load_options_parse(int argc, char *const argv[], struct load_options *o, cha
         if (!strcmp(name, "--hdr-interval") || !strcmp(name, "--hdr-tag"))
             interval_given = true;
     }
-    if ((uint32_t)o->threads > o->connections)
-        o->threads = (int)o->connections; /* a worker without a connection would only idle */
-    if (o->help || o->version || o->once)
+    if ((uint32_t)o->engine.config.threads > o->connections)
+        o->engine.config.threads = (int)o->connections; /* a worker without a connection would only idle */
+    if (o->help || o->version)
+        return 0;
+    if (engine_options_check(&o->engine, error, error_size) < 0)
+        return -1;
+    if (o->once)
         return 0;
     if (o->target_p99_us > 0 && o->rate > 0) {
         snprintf(error, error_size, "--target-p99 searches for the rate itself: leave out --rate");

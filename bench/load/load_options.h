@@ -9,11 +9,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine_options.h"
+
 struct load_options {
     const char *host;          /* "localhost" */
     const char *port;          /* "27015" */
     uint32_t connections;      /* 50 */
-    int threads;               /* 1 (never more than connections) */
     uint32_t size;             /* bytes per message, 64 */
     uint32_t pipeline;         /* messages in flight per connection, 1 = ping-pong */
     double duration;           /* measured seconds, 5 */
@@ -22,8 +23,8 @@ struct load_options {
     uint32_t churn;            /* reconnect after this many echoes; 0 = keep connections */
     double connect_rate;       /* initial connections opened per second at most; 0 = all at once */
     double target_p99_us;      /* search the highest rate whose p99 stays under this; 0 = no search */
-    const char *backend;       /* engine backend; NULL = the best available */
-    int busy_poll_us;          /* io_uring spin before sleeping: -1 = engine default, 0 = never */
+    struct engine_options engine; /* the engine's options (programs/common): threads 1 (never more than
+                                     connections), the rest at the engine's defaults; load_run sets the drain */
     const char *hdr_log;       /* HdrHistogram interval log to write, or NULL */
     double hdr_interval;       /* seconds per logged interval, 1 */
     const char *hdr_tag;       /* the log's tag for this generator; NULL = the host name */

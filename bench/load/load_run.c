@@ -717,12 +717,8 @@ static int setup(struct load_run *run, const struct load_options *o, double rate
         return -1;
     }
     snprintf(result->target, sizeof result->target, "%s", ovl_target_name(run->target));
-    ovl_config config;
-    ovl_config_init(&config);
-    config.threads = o->threads;
-    config.backend = o->backend;
+    ovl_config config = o->engine.config;
     config.log = engine_log;
-    config.busy_poll_us = o->busy_poll_us < 0 ? 0 : o->busy_poll_us == 0 ? -1 : o->busy_poll_us;
     config.drain_timeout_ms = 500; /* by engine stop, every connection has ended or been given its grace */
     if (ovl_engine_create(&run->engine, &config, &err) < 0 || ovl_engine_start(run->engine, &err) < 0) {
         snprintf(result->first_error, sizeof result->first_error, "%s: %s", err.what, err.text);
@@ -1023,12 +1019,9 @@ int load_once(const struct load_options *o)
         fprintf(stderr, "overlap-load: %s: %s\n", err.what, err.text);
         return 1;
     }
-    ovl_config config;
-    ovl_config_init(&config);
-    config.threads = 1;
-    config.backend = o->backend;
+    ovl_config config = o->engine.config;
+    config.threads = 1; /* one connection */
     config.log = engine_log;
-    config.busy_poll_us = o->busy_poll_us < 0 ? 0 : o->busy_poll_us == 0 ? -1 : o->busy_poll_us;
     ovl_engine *engine = NULL;
     if (ovl_engine_create(&engine, &config, &err) < 0 || ovl_engine_start(engine, &err) < 0) {
         fprintf(stderr, "overlap-load: %s: %s\n", err.what, err.text);
