@@ -338,23 +338,46 @@ void ovl_engine_destroy(ovl_engine *engine)
     if (!engine)
         return;
     ovl_engine_stop(engine);
+    /* Commands never run (engine not started, or posted after the worker ended). Posts run first, while every
+     * worker's pool and backend are still there (their fn may release a buffer or post again, which this loop
+     * runs too); the rest only give back what they hold. */
+    struct ovl__command *leftover = NULL;
+    for (bool ran = true; ran;) {
+        ran = false;
+        for (int i = 0; i < engine->thread_count; i++) {
+            struct ovl__worker *worker = &engine->workers[i];
+            pthread_mutex_lock(&worker->command_lock);
+            struct ovl__command *list = worker->command_head;
+            worker->command_head = worker->command_tail = NULL;
+            pthread_mutex_unlock(&worker->command_lock);
+            while (list) {
+                struct ovl__command *command = list;
+                list = command->next;
+                if (command->kind == OVL__CMD_POST) {
+                    command->fn(command->arg); /* ovl_post: arg is the embedder's to release */
+                    ovl__free(command);
+                    ran = true;
+                } else {
+                    command->next = leftover;
+                    leftover = command;
+                }
+            }
+        }
+    }
+    while (leftover) {
+        struct ovl__command *command = leftover;
+        leftover = command->next;
+        if (command->conn)
+            ovl__conn_free_unattached(command->conn);
+        if (command->kind == OVL__CMD_ADOPT)
+            ovl__socket_close(command->socket);
+        ovl__free(command);
+    }
     for (int i = 0; i < engine->thread_count; i++) {
         struct ovl__worker *worker = &engine->workers[i];
         if (worker->backend_state)
             engine->backend->worker_destroy(worker);
         ovl__pool_destroy(&worker->pool);
-        /* Commands never run (engine not started, or posted after the worker ended). */
-        while (worker->command_head) {
-            struct ovl__command *command = worker->command_head;
-            worker->command_head = command->next;
-            if (command->conn)
-                ovl__conn_free_unattached(command->conn);
-            if (command->kind == OVL__CMD_ADOPT)
-                ovl__socket_close(command->socket);
-            if (command->kind == OVL__CMD_POST)
-                command->fn(command->arg); /* ovl_post: arg is the embedder's to release */
-            ovl__free(command);
-        }
         pthread_mutex_destroy(&worker->command_lock);
     }
     while (engine->listeners) {

@@ -132,6 +132,37 @@ Test(post, destroy_runs_what_never_ran, .timeout = 30)
     cr_expect_eq(atomic_load(&ran), 2, "destroy ran %d of the 2 posts", atomic_load(&ran));
 }
 
+struct chain {
+    ovl_engine *engine;
+    atomic_int ran;
+};
+
+static void chain_last(void *arg)
+{
+    struct chain *chain = arg;
+    atomic_fetch_add(&chain->ran, 1);
+}
+
+static void chain_first(void *arg)
+{
+    struct chain *chain = arg;
+    atomic_fetch_add(&chain->ran, 1);
+    /* Posting again from a post that destroy runs: to the same worker (the one whose queue is being emptied) and to
+     * the other one. Neither may be lost. */
+    cr_assert_eq(ovl_post(chain->engine, 0, chain_last, chain), 0);
+    cr_assert_eq(ovl_post(chain->engine, 1, chain_last, chain), 0);
+}
+
+Test(post, destroy_runs_posts_made_by_posts, .timeout = 30)
+{
+    static struct chain chain;
+    chain.engine = engine_new(2);
+    cr_assert_eq(ovl_post(chain.engine, 1, chain_first, &chain), 0);
+    cr_assert_eq(ovl_post(chain.engine, 0, chain_first, &chain), 0);
+    ovl_engine_destroy(chain.engine);
+    cr_expect_eq(atomic_load(&chain.ran), 6, "destroy ran %d of the 6 posts", atomic_load(&chain.ran));
+}
+
 /* ---- a connection's work leaves its worker and comes back ---- */
 
 /* The server: on_data hands the bytes to a "blocking" thread, which upper-cases them and posts the reply back to the
