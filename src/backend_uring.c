@@ -48,8 +48,11 @@ enum tag {
 };
 #define TAG_MASK 7u
 
-/* How long a wait holds back the completions of the sends it submitted while it waits for one more completion. */
-#define SEND_WAIT_NS 1000000
+/* How long a wait holds back the completions of the sends it submitted while it waits for one more completion, and
+ * how many waits after one that ran out with completions waiting (a send that did not complete at once: the count
+ * overshot) ask for one completion only. */
+#define SEND_WAIT_NS 200000
+#define SEND_WAIT_BACKOFF 16
 
 enum {
     RING_ENTRIES = 1024,
@@ -101,6 +104,7 @@ struct uring_worker {
     uint64_t spin_ns;         /* spin budget before sleeping; 0 = never spin */
     uint64_t last_wait_ns;    /* how long the previous wait for completions took */
     unsigned sends_queued;    /* send requests prepared since the last submission (wait_for_completions) */
+    unsigned send_wait_skips; /* waits left that do not count the sends (after one whose count overshot) */
     unsigned spin_skips;      /* waits left to sleep through without spinning, after spins that found nothing */
     unsigned spin_misses;     /* spins in a row that found nothing */
 };
@@ -767,8 +771,9 @@ static inline bool completions_after(struct uring_worker *uw, unsigned ready)
  * completions of the sends a turn queued are in the ring as soon as it submits: a wait for "at least one" would
  * return at once with nothing but those, and the receives that matter would take another entry (a third of all
  * turns on a ping-pong load). So the wait asks for one completion beyond the sends it submits, bounded by
- * SEND_WAIT_NS for when a send does not complete at once and nothing else comes; the spin looks for something
- * beyond them, and a spin that finds nothing hands them over without entering again. */
+ * SEND_WAIT_NS; a wait that ran out holding completions back (a send that did not complete at once, so the count
+ * overshot) makes the next SEND_WAIT_BACKOFF waits count no sends. The spin looks for something beyond them, and
+ * a spin that finds nothing hands them over without entering again. */
 static int wait_for_completions(struct ovl__worker *worker, struct uring_worker *uw, int64_t timer_ns)
 {
     /* A lone peer's reply is the one send: waiting for it and the next message in one entry measured slower (about
@@ -776,6 +781,10 @@ static int wait_for_completions(struct ovl__worker *worker, struct uring_worker 
     unsigned sends = worker->conn_count > SPIN_MAX_CONNS ? uw->sends_queued : 0;
     if (sends > SEND_WAIT_MAX)
         sends = SEND_WAIT_MAX;
+    if (sends > 0 && uw->send_wait_skips > 0) {
+        uw->send_wait_skips--;
+        sends = 0;
+    }
     uw->sends_queued = 0;
     if (timer_ns == 0)
         return io_uring_submit_and_get_events(&uw->ring);
@@ -809,7 +818,8 @@ static int wait_for_completions(struct ovl__worker *worker, struct uring_worker 
         sends = 0;    /* submitted already */
     }
     int64_t wait_ns = timer_ns;
-    if (sends > 0 && (wait_ns < 0 || wait_ns > SEND_WAIT_NS))
+    bool capped = sends > 0 && (wait_ns < 0 || wait_ns > SEND_WAIT_NS);
+    if (capped)
         wait_ns = SEND_WAIT_NS;
     if (wait_ns > 0) {
         /* One io_uring_enter with IORING_ENTER_EXT_ARG (5.11); liburing queues a timeout request on older kernels,
@@ -817,6 +827,8 @@ static int wait_for_completions(struct ovl__worker *worker, struct uring_worker 
         struct __kernel_timespec wait = {.tv_sec = wait_ns / 1000000000, .tv_nsec = wait_ns % 1000000000};
         struct io_uring_cqe *cqe;
         rc = io_uring_submit_and_wait_timeout(&uw->ring, &cqe, 1 + sends, &wait, NULL);
+        if (capped && rc == -ETIME && io_uring_cq_ready(&uw->ring) > 0)
+            uw->send_wait_skips = SEND_WAIT_BACKOFF; /* held back what had come: count no sends for a while */
     } else {
         rc = io_uring_submit_and_wait(&uw->ring, 1);
     }
