@@ -74,6 +74,19 @@ enum {
 
 enum phase { PHASE_OPENING, PHASE_WARMUP, PHASE_MEASURE, PHASE_STOPPING };
 
+/* Online CPUs, at most the engine's thread limit: what --threads 0 stands for. */
+static int online_cpus(void)
+{
+#ifdef _WIN32
+    SYSTEM_INFO info;
+    GetSystemInfo(&info);
+    long count = (long)info.dwNumberOfProcessors;
+#else
+    long count = sysconf(_SC_NPROCESSORS_ONLN);
+#endif
+    return count < 1 ? 1 : count > OVL_MAX_THREADS ? OVL_MAX_THREADS : (int)count;
+}
+
 const char *const load_error_keys[LOAD_ERR_KINDS] = {"connect", "mismatch", "short_echo", "server_closed", "reset",
                                                      "io"};
 const char *const load_error_names[LOAD_ERR_KINDS] = {"connect failed", "wrong bytes", "short echo",
@@ -720,6 +733,10 @@ static int setup(struct load_run *run, const struct load_options *o, double rate
     ovl_config config = o->engine.config;
     config.log = engine_log;
     config.drain_timeout_ms = 500; /* by engine stop, every connection has ended or been given its grace */
+    if (config.threads == 0) /* --threads 0: one per CPU, but never more than connections (load_options_parse) */
+        config.threads = online_cpus();
+    if ((uint32_t)config.threads > o->connections)
+        config.threads = (int)o->connections;
     if (ovl_engine_create(&run->engine, &config, &err) < 0 || ovl_engine_start(run->engine, &err) < 0) {
         snprintf(result->first_error, sizeof result->first_error, "%s: %s", err.what, err.text);
         return -1;
