@@ -345,11 +345,7 @@ void ovl_engine_destroy(ovl_engine *engine)
     for (bool ran = true; ran;) {
         ran = false;
         for (int i = 0; i < engine->thread_count; i++) {
-            struct ovl__worker *worker = &engine->workers[i];
-            pthread_mutex_lock(&worker->command_lock);
-            struct ovl__command *list = worker->command_head;
-            worker->command_head = worker->command_tail = NULL;
-            pthread_mutex_unlock(&worker->command_lock);
+            struct ovl__command *list = ovl__worker_take_commands(&engine->workers[i]);
             while (list) {
                 struct ovl__command *command = list;
                 list = command->next;

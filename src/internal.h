@@ -378,6 +378,8 @@ void *ovl__worker_main(void *arg);
 /* Hand a command (OVL__CMD_LISTEN, OVL__CMD_CONNECT) to a worker from any thread. */
 int ovl__worker_post(struct ovl__worker *worker, int kind, struct ovl__listen_socket *socket, ovl_conn *conn);
 void ovl__worker_run_commands(struct ovl__worker *worker);
+/* Take the worker's whole command queue (any thread; the loop, or ovl_engine_destroy after the join). */
+struct ovl__command *ovl__worker_take_commands(struct ovl__worker *worker);
 /* Hand a socket accepted by this thread to `worker` (which owns the socket's completion port). */
 int ovl__worker_adopt(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd, const char *peer);
 /* Give a pool slot back to its own worker's pool, from another thread (the pool is not thread-safe). */

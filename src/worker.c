@@ -153,14 +153,20 @@ void ovl__worker_drain_expired(struct ovl__worker *worker)
         ovl__conn_close(conn, OVL_CLOSE_ENGINE_STOP, -ETIMEDOUT);
 }
 
-void ovl__worker_run_commands(struct ovl__worker *worker)
+struct ovl__command *ovl__worker_take_commands(struct ovl__worker *worker)
 {
-    if (!atomic_exchange(&worker->command_pending, 0))
-        return;
     pthread_mutex_lock(&worker->command_lock);
     struct ovl__command *list = worker->command_head;
     worker->command_head = worker->command_tail = NULL;
     pthread_mutex_unlock(&worker->command_lock);
+    return list;
+}
+
+void ovl__worker_run_commands(struct ovl__worker *worker)
+{
+    if (!atomic_exchange(&worker->command_pending, 0))
+        return;
+    struct ovl__command *list = ovl__worker_take_commands(worker);
     while (list) {
         struct ovl__command *command = list;
         list = command->next;
