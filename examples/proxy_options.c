@@ -85,36 +85,18 @@ int proxy_options_parse(int argc, char *const argv[], struct proxy_options *opti
     memset(options, 0, sizeof *options);
     engine_options_init(&options->engine, ENGINE_OPTIONS_CONNECTS | ENGINE_OPTIONS_SERVES);
     options->max_pending = PROXY_DEFAULT_MAX_PENDING;
+    static const char *const flags[] = {"--help", "--version", NULL};
     for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        const char *value = NULL;
         char name[32];
-        const char *eq = strchr(arg, '=');
-        size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
-        if (strncmp(arg, "--", 2) != 0 || name_len >= sizeof name) {
-            snprintf(error, error_size, "unexpected argument '%s'", arg);
+        const char *value;
+        if (option_next(argc, argv, &i, flags, name, sizeof name, &value, error, error_size) < 0)
             return -1;
-        }
-        memcpy(name, arg, name_len);
-        name[name_len] = '\0';
-        if (!strcmp(name, "--help") || !strcmp(name, "--version")) {
-            if (eq) {
-                snprintf(error, error_size, "%s takes no value", name);
-                return -1;
-            }
+        if (!value) {
             if (!strcmp(name, "--help"))
                 options->help = true;
             else
                 options->version = true;
             continue;
-        }
-        if (eq) {
-            value = eq + 1;
-        } else if (i + 1 < argc) {
-            value = argv[++i];
-        } else {
-            snprintf(error, error_size, "%s needs a value", name);
-            return -1;
         }
         unsigned long long number = 0;
         if (!strcmp(name, "--listen")) {

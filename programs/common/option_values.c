@@ -62,6 +62,40 @@ int option_check_pool(unsigned long long buffer_size, unsigned long long buffer_
     return -1;
 }
 
+int option_next(int argc, char *const argv[], int *index, const char *const flags[], char *name, size_t name_size,
+                const char **value, char *error, size_t error_size)
+{
+    const char *arg = argv[*index];
+    const char *eq = strchr(arg, '=');
+    size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
+    if (strncmp(arg, "--", 2) != 0 || name_len >= name_size) {
+        snprintf(error, error_size, "unexpected argument '%s'", arg);
+        return -1;
+    }
+    memcpy(name, arg, name_len);
+    name[name_len] = '\0';
+    bool flag = false;
+    for (size_t i = 0; flags[i] && !flag; i++)
+        flag = !strcmp(name, flags[i]);
+    if (flag) {
+        if (eq) {
+            snprintf(error, error_size, "%s takes no value", name);
+            return -1;
+        }
+        *value = NULL;
+        return 0;
+    }
+    if (eq) {
+        *value = eq + 1;
+    } else if (*index + 1 < argc) {
+        *value = argv[++*index];
+    } else {
+        snprintf(error, error_size, "%s needs a value", name);
+        return -1;
+    }
+    return 0;
+}
+
 int option_parse_address(const char *text, const char *option, char *host, size_t host_cap, char *port,
                           size_t port_cap, char *error, size_t error_size)
 {

@@ -21,6 +21,13 @@ int option_parse_seconds(const char *text, double *out);
 int option_check_pool(unsigned long long buffer_size, unsigned long long buffer_count, char *error,
                       size_t error_size);
 
+/* The option at argv[*index], "--name", "--name=value" or "--name value": its name into `name` and its value into
+ * *value, or NULL when the name is one of `flags` (a NULL-terminated list of options that take none). A value in
+ * the next argument advances *index. Returns 0, or -1 with a message in error: an argument that is no option, a
+ * flag given a value, an option missing its value. */
+int option_next(int argc, char *const argv[], int *index, const char *const flags[], char *name, size_t name_size,
+                const char **value, char *error, size_t error_size);
+
 /* Split "HOST:PORT", "[IPV6]:PORT" or ":PORT" into host (empty = every interface) and port (0-65535). Returns 0,
  * or -1 with a message naming `option` in error. */
 int option_parse_address(const char *text, const char *option, char *host, size_t host_cap, char *port,

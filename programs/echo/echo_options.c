@@ -37,8 +37,8 @@ const char echo_usage[] =
     "                     does not read (default 60; 0 = off)\n"
     "  --zero-byte-recv M IOCP: auto (default: above 1024 connections per thread), on, off\n"
     "  --backend NAME     io_uring (default; epoll where io_uring is forbidden), epoll; iocp on Windows\n"
-    "  --busy-poll US     io_uring: spin up to US microseconds for the next completion while they come back to\n"
-    "                     back, before sleeping (default 50; 0 = always sleep, for machines shared with others)\n"
+    "  --busy-poll US     io_uring, a worker with one connection: spin up to US microseconds for the next\n"
+    "                     completion before sleeping (default 50; 0 = always sleep, for shared machines)\n"
     "  --log-file FILE    append the output to FILE instead of the console (a Windows service has none)\n"
     "  --service          Windows: run under the Service Control Manager (install puts it in the command)\n"
     "  --start M          install: auto (default: at boot) or demand (sc start overlap-echo)\n"
@@ -63,24 +63,13 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
             return -1;
         }
     }
+    static const char *const flags[] = {"--help", "--version", "--service", "--reuse-port", NULL};
     for (int i = options->first_server_arg; i < argc; i++) {
-        const char *arg = argv[i];
-        const char *value = NULL;
         char name[32];
-        const char *eq = strchr(arg, '=');
-        size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
-        if (strncmp(arg, "--", 2) != 0 || name_len >= sizeof name) {
-            snprintf(error, error_size, "unexpected argument '%s'", arg);
+        const char *value;
+        if (option_next(argc, argv, &i, flags, name, sizeof name, &value, error, error_size) < 0)
             return -1;
-        }
-        memcpy(name, arg, name_len);
-        name[name_len] = '\0';
-        if (!strcmp(name, "--help") || !strcmp(name, "--version") || !strcmp(name, "--service") ||
-            !strcmp(name, "--reuse-port")) {
-            if (eq) {
-                snprintf(error, error_size, "%s takes no value", name);
-                return -1;
-            }
+        if (!value) {
             if (!strcmp(name, "--help")) {
                 options->help = true;
             } else if (!strcmp(name, "--version")) {
@@ -96,14 +85,6 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
                 options->service = true;
             }
             continue;
-        }
-        if (eq) {
-            value = eq + 1;
-        } else if (i + 1 < argc) {
-            value = argv[++i];
-        } else {
-            snprintf(error, error_size, "%s needs a value", name);
-            return -1;
         }
         unsigned long long number = 0;
         if (!strcmp(name, "--host")) {
