@@ -158,9 +158,11 @@ typedef struct ovl_config {
                                   stops, not while an outbound connection is still connecting, and not while it
                                   waits for its peer (bytes queued for sending: see stall_timeout_ms) or is paused
                                   (ovl_recv_pause, max_pending): that is not idleness. 0 = off */
-    int busy_poll_us;          /* io_uring: when completions have been arriving back to back, a worker spins up to
-                                  this long before it sleeps, which halves a lone connection's round trip on a VM;
-                                  after a longer wait it sleeps at once (an idle server uses no CPU). 0 = 50,
+    int busy_poll_us;          /* io_uring: when completions have been arriving back to back, a worker serving one
+                                  connection spins up to this long before it sleeps, which halves a lone
+                                  connection's round trip on a VM (a worker with several waits for a batch: a spin
+                                  would enter the kernel per message); after a longer wait it sleeps at once (an
+                                  idle server uses no CPU). 0 = 50,
                                   negative = never spin, at most 100000. Only where the ring reports pending
                                   completions (IORING_SETUP_TASKRUN_FLAG, Linux 5.19+); other backends ignore it. */
     int keepalive_ms;          /* TCP keepalive on every connection, so that a peer that vanished (powered off, cable
