@@ -457,3 +457,20 @@ int load_hdr_decode(const char *text, size_t len, struct load_hdr_layout *l, uin
     return rc;
 #endif
 }
+
+unsigned load_hdr_quantile_index(const uint64_t *counts, unsigned len, uint64_t total, double q)
+{
+    double exact = q * (double)total;
+    uint64_t rank = (uint64_t)exact;
+    if ((double)rank < exact)
+        rank++;
+    if (rank == 0)
+        rank = 1;
+    uint64_t seen = 0;
+    for (unsigned i = 0; i < len; i++) {
+        seen += counts[i];
+        if (seen >= rank)
+            return i;
+    }
+    return len;
+}

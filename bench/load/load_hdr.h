@@ -42,6 +42,9 @@ static inline unsigned load_hdr_index(const struct load_hdr_layout *l, uint64_t 
 /* The lowest and the highest value that land at `index`. */
 uint64_t load_hdr_lowest_at(const struct load_hdr_layout *l, unsigned index);
 uint64_t load_hdr_highest_at(const struct load_hdr_layout *l, unsigned index);
+/* The bucket that holds quantile q (0..1) of `total` samples counted in counts[0..len): the first where the running
+ * count reaches ceil(q * total), at least 1 (HdrHistogram's rule). len when the counts hold fewer. */
+unsigned load_hdr_quantile_index(const uint64_t *counts, unsigned len, uint64_t total, double q);
 
 /* Serialize counts[0..counts_len) (the layout's array) in HdrHistogram's V2 compressed encoding, base64, into
  * `out` (NUL-terminated). Returns the length of the text, or -1 with a reason in `error` (no zlib, no room). */

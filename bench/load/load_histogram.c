@@ -64,26 +64,15 @@ uint64_t load_histogram_quantile(const struct load_histogram *h, double q)
         return h->max;
     if (q <= 0.0)
         return h->min;
-    /* The rank of the sample wanted: ceil(q * count), at least 1. */
-    double exact = q * (double)h->count;
-    uint64_t rank = (uint64_t)exact;
-    if ((double)rank < exact)
-        rank++;
-    if (rank == 0)
-        rank = 1;
-    uint64_t seen = 0;
-    for (unsigned i = 0; i < LOAD_HIST_BUCKETS; i++) {
-        seen += h->buckets[i];
-        if (seen >= rank) {
-            uint64_t top = load_hdr_highest_at(&load_histogram_layout, i);
-            if (top > h->max)
-                top = h->max;
-            if (top < h->min)
-                top = h->min;
-            return top;
-        }
-    }
-    return h->max;
+    unsigned i = load_hdr_quantile_index(h->buckets, LOAD_HIST_BUCKETS, h->count, q);
+    if (i == LOAD_HIST_BUCKETS)
+        return h->max;
+    uint64_t top = load_hdr_highest_at(&load_histogram_layout, i);
+    if (top > h->max)
+        top = h->max;
+    if (top < h->min)
+        top = h->min;
+    return top;
 }
 
 double load_histogram_mean(const struct load_histogram *h)

@@ -463,20 +463,9 @@ static void latency_of(const struct load_hdr_layout *l, const struct series *s, 
     out->max_ns = (double)load_hdr_highest_at(l, last) * 1e3;
     out->mean_ns = sum / (double)s->count * 1e3;
     for (int q = 0; q < LOAD_REPORT_QUANTILES; q++) {
-        double exact = load_report_quantiles[q] * (double)s->count;
-        uint64_t rank = (uint64_t)exact;
-        if ((double)rank < exact)
-            rank++;
-        if (rank == 0)
-            rank = 1;
-        uint64_t seen = 0;
-        for (unsigned i = 0; i < l->counts_len; i++) {
-            seen += s->counts[i];
-            if (seen >= rank) {
-                out->q_ns[q] = (double)load_hdr_highest_at(l, i) * 1e3;
-                break;
-            }
-        }
+        unsigned i = load_hdr_quantile_index(s->counts, l->counts_len, s->count, load_report_quantiles[q]);
+        if (i < l->counts_len)
+            out->q_ns[q] = (double)load_hdr_highest_at(l, i) * 1e3;
     }
 }
 
