@@ -17,6 +17,7 @@
 #include "load_hdr_log.h"
 #include "load_report.h"
 #include "load_run.h"
+#include "option_values.h"
 #include "overlap.h"
 
 #include <ctype.h>
@@ -165,16 +166,24 @@ static struct generator *generator_of(struct merge *m, const char *log, const ch
     return g;
 }
 
+/* [text, end) as a string in buffer: -1 when empty or too long. */
+static int field(const char *text, const char *end, char *buffer, size_t size)
+{
+    size_t len = (size_t)(end - text);
+    if (len == 0 || len >= size)
+        return -1;
+    memcpy(buffer, text, len);
+    buffer[len] = '\0';
+    return 0;
+}
+
 /* A decimal number, finite, the whole of [text, end). */
 static int number(const char *text, const char *end, double *out)
 {
     char buffer[64];
-    size_t len = (size_t)(end - text);
-    if (len == 0 || len >= sizeof buffer)
+    if (field(text, end, buffer, sizeof buffer) < 0)
         return -1;
-    memcpy(buffer, text, len);
-    buffer[len] = '\0';
-    for (size_t i = 0; i < len; i++)
+    for (size_t i = 0; buffer[i]; i++)
         if (!isdigit((unsigned char)buffer[i]) && buffer[i] != '.' && buffer[i] != '-' && buffer[i] != '+' &&
             buffer[i] != 'e' && buffer[i] != 'E')
             return -1;
@@ -187,20 +196,12 @@ static int number(const char *text, const char *end, double *out)
     return 0;
 }
 
+/* A count, digits only, the whole of [text, end). */
 static int count_value(const char *text, const char *end, uint64_t *out)
 {
     char buffer[32];
-    size_t len = (size_t)(end - text);
-    if (len == 0 || len >= sizeof buffer)
-        return -1;
-    memcpy(buffer, text, len);
-    buffer[len] = '\0';
-    for (size_t i = 0; i < len; i++)
-        if (!isdigit((unsigned char)buffer[i]))
-            return -1;
-    errno = 0;
-    unsigned long long value = strtoull(buffer, NULL, 10);
-    if (errno)
+    unsigned long long value;
+    if (field(text, end, buffer, sizeof buffer) < 0 || option_parse_uint(buffer, UINT64_MAX, &value) < 0)
         return -1;
     *out = value;
     return 0;
