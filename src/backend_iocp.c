@@ -344,7 +344,7 @@ static void post_accept(struct ovl__worker *worker, struct iocp_accept *accept);
 
 static void schedule_accept_retry(struct ovl__worker *worker, struct iocp_accept *accept)
 {
-    ovl__timer_start(worker, &accept->retry, ovl__clock_ns() + ACCEPT_RETRY_MS * 1000000ull);
+    ovl__timer_start_ms(worker, &accept->retry, ACCEPT_RETRY_MS);
 }
 
 static void accept_retry_fired(struct ovl__worker *worker, struct ovl__timer *timer)
@@ -646,7 +646,7 @@ static bool retry_later(ovl_conn *conn, unsigned op, int error)
     ic->retry_ops |= op;
     conn->inflight++;
     if (!ic->retry.armed)
-        ovl__timer_start(conn->worker, &ic->retry, ovl__clock_ns() + RESOURCE_RETRY_MS * 1000000ull);
+        ovl__timer_start_ms(conn->worker, &ic->retry, RESOURCE_RETRY_MS);
     ovl__count(&conn->worker->counters.io_retries, 1);
     return true;
 }
@@ -909,7 +909,7 @@ static void retire_timer_fired(struct ovl__worker *worker, struct ovl__timer *ti
         retire->stage = 1;
         if (!worker->stopping)
             ovl__count(&worker->counters.reuse_timeouts, 1);
-        ovl__timer_start(worker, timer, ovl__clock_ns() + RETIRE_TIMEOUT_MS / 2 * 1000000ull);
+        ovl__timer_start_ms(worker, timer, RETIRE_TIMEOUT_MS / 2);
         CancelIoEx((HANDLE)retire->op.socket, &retire->op.overlapped);
     } else {
         retire->stage = 2;
@@ -947,7 +947,7 @@ static bool socket_retire(ovl_conn *conn)
     BOOL ok = winsock.disconnect_ex(conn->fd, &retire->op.overlapped, TF_REUSE_SOCKET, 0);
     int error = ok ? 0 : WSAGetLastError();
     if (ok || error == WSA_IO_PENDING) {
-        ovl__timer_start(worker, &retire->timer, ovl__clock_ns() + RETIRE_TIMEOUT_MS * 1000000ull);
+        ovl__timer_start_ms(worker, &retire->timer, RETIRE_TIMEOUT_MS);
         if (ok && skip)
             make_ready(iw, &retire->op, 0, 0);
         return true;

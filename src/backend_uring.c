@@ -461,7 +461,7 @@ static void on_accept(struct ovl__worker *worker, struct uring_accept *accept, c
         if (!more && !worker->stopping &&
             (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM)) {
             /* Out of descriptors or memory: serve the connections we have and try again shortly. */
-            ovl__timer_start(worker, &accept->retry, ovl__clock_ns() + ACCEPT_RETRY_MS * 1000000ull);
+            ovl__timer_start_ms(worker, &accept->retry, ACCEPT_RETRY_MS);
             return;
         }
     }

@@ -369,6 +369,8 @@ int64_t ovl__timers_wait_ns(const struct ovl__worker *worker);
 void ovl__timers_run(struct ovl__worker *worker);
 /* Arm (or move) a timer to fire at `at_ns` (ovl__clock_ns); timer->fire must be set. Never fails. */
 void ovl__timer_start(struct ovl__worker *worker, struct ovl__timer *timer, uint64_t at_ns);
+/* The same, `ms` milliseconds from now. */
+void ovl__timer_start_ms(struct ovl__worker *worker, struct ovl__timer *timer, uint64_t ms);
 /* Disarm a timer; nothing if it is not armed. */
 void ovl__timer_stop(struct ovl__worker *worker, struct ovl__timer *timer);
 

@@ -158,7 +158,7 @@ static void unwatch_listener(struct ready_worker *rw, struct ready_accept *accep
 
 static void retry_later(struct ovl__worker *worker, struct ready_accept *accept)
 {
-    ovl__timer_start(worker, &accept->retry, ovl__clock_ns() + ACCEPT_RETRY_MS * 1000000ull);
+    ovl__timer_start_ms(worker, &accept->retry, ACCEPT_RETRY_MS);
 }
 
 static void accept_some(struct ovl__worker *worker, struct ready_accept *accept);

@@ -100,6 +100,11 @@ void ovl__timer_start(struct ovl__worker *worker, struct ovl__timer *timer, uint
     heap->count++;
 }
 
+void ovl__timer_start_ms(struct ovl__worker *worker, struct ovl__timer *timer, uint64_t ms)
+{
+    ovl__timer_start(worker, timer, ovl__clock_ns() + ms * 1000000u);
+}
+
 static void conn_timer_fired(struct ovl__worker *worker, struct ovl__timer *timer)
 {
     (void)worker;

@@ -102,8 +102,7 @@ static void begin_stop(struct ovl__worker *worker)
     for (ovl_conn *conn = worker->conns; conn; conn = conn->next)
         ovl__conn_begin_drain(conn);
     if (worker->conn_count)
-        ovl__timer_start(worker, &worker->drain_timer,
-                         ovl__clock_ns() + (uint64_t)engine->config.drain_timeout_ms * 1000000u);
+        ovl__timer_start_ms(worker, &worker->drain_timer, engine->config.drain_timeout_ms);
 }
 
 void ovl__worker_tick(struct ovl__worker *worker)
@@ -144,7 +143,7 @@ static void drain_timer_fired(struct ovl__worker *worker, struct ovl__timer *tim
 static void tick_timer_fired(struct ovl__worker *worker, struct ovl__timer *timer)
 {
     ovl__worker_tick(worker);
-    ovl__timer_start(worker, timer, ovl__clock_ns() + (uint64_t)worker->tick_ms * 1000000u);
+    ovl__timer_start_ms(worker, timer, worker->tick_ms);
 }
 
 void ovl__worker_drain_expired(struct ovl__worker *worker)
@@ -245,7 +244,7 @@ void *ovl__worker_main(void *arg)
         atomic_store(&worker->ready, 1);
         worker->drain_timer.fire = drain_timer_fired;
         worker->tick_timer.fire = tick_timer_fired;
-        ovl__timer_start(worker, &worker->tick_timer, ovl__clock_ns() + (uint64_t)worker->tick_ms * 1000000u);
+        ovl__timer_start_ms(worker, &worker->tick_timer, worker->tick_ms);
         ovl__worker_run_commands(worker);
         worker_loop(worker);
     }
