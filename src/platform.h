@@ -53,7 +53,7 @@ int ovl__net_init(void);
 void ovl__net_cleanup(void);
 /* A new TCP socket for `family` (overlapped and not inheritable on Windows, close-on-exec on POSIX). */
 ovl__socket ovl__socket_open(int family);
-/* Online CPUs, at least 1. */
+/* CPUs this process may run on (its affinity), at least 1. */
 int ovl__cpu_count(void);
 /* Is this error a peer reset (ECONNRESET, EPIPE, WSAECONNRESET, WSAECONNABORTED, ...)? */
 int ovl__is_reset_error(int err);

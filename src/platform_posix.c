@@ -3,6 +3,7 @@
  */
 #include "platform.h"
 
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
@@ -22,6 +23,12 @@ ovl__socket ovl__socket_open(int family)
 
 int ovl__cpu_count(void)
 {
+#ifdef CPU_COUNT
+    /* The CPUs this process may run on: taskset, a cpuset or a container's limit, not the whole machine. */
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0 && CPU_COUNT(&allowed) > 0)
+        return CPU_COUNT(&allowed);
+#endif
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     return cpus > 0 ? (int)cpus : 1;
 }

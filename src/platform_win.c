@@ -26,6 +26,18 @@ ovl__socket ovl__socket_open(int family)
 
 int ovl__cpu_count(void)
 {
+    /* The CPUs this process may run on (a job object or `start /affinity` narrows them); the machine's when the
+     * process spans processor groups, where the mask says nothing about the other groups. */
+    DWORD_PTR process_mask, system_mask;
+    USHORT groups[4];
+    USHORT group_count = 4;
+    if (GetProcessAffinityMask(GetCurrentProcess(), &process_mask, &system_mask) && process_mask &&
+        GetProcessGroupAffinity(GetCurrentProcess(), &group_count, groups) && group_count == 1) {
+        int cpus = 0;
+        for (; process_mask; process_mask &= process_mask - 1)
+            cpus++;
+        return cpus;
+    }
     DWORD cpus = GetActiveProcessorCount(ALL_PROCESSOR_GROUPS);
     return cpus > 0 ? (int)cpus : 1;
 }
