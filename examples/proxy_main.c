@@ -356,9 +356,10 @@ int main(int argc, char **argv)
     }
     if (ovl_engine_notice(proxy.engine))
         fprintf(stderr, "overlap-proxy: %s\n", ovl_engine_notice(proxy.engine));
-    printf("overlap-proxy %s: %s backend, %d worker thread%s, forwarding to %s\n", ovl_version(),
-           ovl_engine_backend(proxy.engine), ovl_engine_threads(proxy.engine),
-           ovl_engine_threads(proxy.engine) == 1 ? "" : "s", ovl_target_name(proxy.target));
+    char threads[128];
+    engine_options_describe_threads(&options.engine, ovl_engine_threads(proxy.engine), threads, sizeof threads);
+    printf("overlap-proxy %s: %s backend, %s, forwarding to %s\n", ovl_version(), ovl_engine_backend(proxy.engine),
+           threads, ovl_target_name(proxy.target));
     for (int i = 0; i < ovl_listener_count(listener); i++)
         printf("listening on %s\n", ovl_listener_address(listener, i));
     struct metrics_server *metrics = NULL;

@@ -18,7 +18,7 @@ const char proxy_usage[] =
     "  --listen PORT      TCP port to accept clients on (0 picks a free one)\n"
     "  --to HOST:PORT     where each client connection is forwarded ([ADDR]:PORT for an IPv6 literal)\n"
     "  --host H           address or name to listen on (default: every interface, IPv6 dual-stack)\n"
-    "  --threads N        worker threads, at most 256 (default: online CPUs)\n"
+    "  --threads N        worker threads, at most 256 (default: the CPUs it may use, less one)\n"
     "  --max-conns N      client connections at most; more are closed at once (default: no limit)\n"
     "  --buffer-size B    bytes per receive buffer (default 16384)\n"
     "  --buffer-count N   receive buffers per worker thread (default 1024; size x count at most 256 MiB)\n"

@@ -134,8 +134,8 @@ typedef enum ovl_log_level {
 /* Engine configuration. Start from ovl_config_init(), then change what you need. Out-of-range values make
  * ovl_engine_create fail with -EINVAL. */
 typedef struct ovl_config {
-    int threads;               /* worker threads, 0..OVL_MAX_THREADS; 0 = number of online CPUs (at most
-                                  OVL_MAX_THREADS) */
+    int threads;               /* worker threads, 0..OVL_MAX_THREADS; 0 = ovl_default_threads(): one less than the
+                                  CPUs the process may run on, at least 1 */
     uint32_t buffer_size;      /* bytes per receive buffer, 64..16777216; 0 = 16384 */
     uint32_t buffer_count;     /* receive buffers per worker, rounded up to a power of two, at most 32768; 0 = 1024.
                                   buffer_size x buffer_count at most OVL_MAX_POOL_BYTES */
@@ -225,8 +225,14 @@ OVL_API const char *ovl_engine_backend(const ovl_engine *engine);
  * (io_uring_setup: Operation not permitted), using epoll"), for the program to show. It belongs to the engine and
  * lives until ovl_engine_destroy. */
 OVL_API const char *ovl_engine_notice(const ovl_engine *engine);
-/* Number of worker threads (config threads, 0 resolved to the CPU count). */
+/* Number of worker threads (config threads, 0 resolved to ovl_default_threads()). */
 OVL_API int ovl_engine_threads(const ovl_engine *engine);
+/* CPUs this process may run on: its affinity (taskset, cpuset, job object), at least 1. */
+OVL_API int ovl_cpu_count(void);
+/* The worker count `threads` 0 stands for: ovl_cpu_count() less one, at least 1 and at most OVL_MAX_THREADS. One
+ * CPU stays for the kernel's network work and whatever shares the host; a dedicated host whose clients are remote
+ * may gain from one worker per CPU (measure it: docs/BENCHMARKS.md). */
+OVL_API int ovl_default_threads(void);
 /* Run fn(arg) on worker `worker` (0 .. threads-1) at its next loop turn, after what it is doing: how an embedder
  * moves work off a worker (to its own threads, for blocking calls) and back onto the worker that owns a connection
  * (ovl_conn_worker). fn runs on that worker's thread like a callback: it may use every call of the connections that

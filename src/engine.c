@@ -180,7 +180,7 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
     engine->config.backend = backend->name;
     memcpy(engine->notice, notice, sizeof notice);
     if (!engine->config.threads)
-        engine->config.threads = ovl__cpu_count() < OVL_MAX_THREADS ? ovl__cpu_count() : OVL_MAX_THREADS;
+        engine->config.threads = ovl_default_threads();
     if (!engine->config.buffer_size)
         engine->config.buffer_size = DEFAULT_BUFFER_SIZE;
     engine->config.buffer_count = round_up_power_of_two(config->buffer_count ? config->buffer_count
@@ -230,6 +230,22 @@ const char *ovl_engine_backend(const ovl_engine *engine)
 const char *ovl_engine_notice(const ovl_engine *engine)
 {
     return engine->notice[0] ? engine->notice : NULL;
+}
+
+int ovl_cpu_count(void)
+{
+    return ovl__cpu_count();
+}
+
+int ovl_default_threads(void)
+{
+    /* One CPU is left to what runs beside the workers: the kernel's network work (softirq), the clients when they
+     * share the host, the rest of the machine. Measured on 2 CPUs with the client on the same host, 2 workers had
+     * 6-8x the p99 of 1 and fewer msgs/s: three busy threads on two cores wait whole scheduler slices
+     * (docs/BENCHMARKS.md, "The default worker count"). */
+    int cpus = ovl__cpu_count();
+    int threads = cpus > 1 ? cpus - 1 : 1;
+    return threads < OVL_MAX_THREADS ? threads : OVL_MAX_THREADS;
 }
 
 int ovl_engine_threads(const ovl_engine *engine)

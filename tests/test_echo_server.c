@@ -12,6 +12,7 @@
 #include <criterion/logging.h>
 
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -256,6 +257,36 @@ Test(echo_server, seed_flow_then_sigint, .timeout = 40)
     close(fd);
     stop_echo(&p, SIGINT);
     sup_proc_free(&p);
+}
+
+/* Without --threads the server runs one worker less than the CPUs it may use (at least one) and says so, with the
+ * CPU count it went by: a cpuset or taskset narrows it. */
+static void expect_default_workers(int cpus)
+{
+    sup_proc p;
+    char line[256], want[160];
+    start_echo(&p, (char *[]){ "--host", "127.0.0.1", "--port", "0", NULL }, line, sizeof(line));
+    int workers = cpus > 1 ? cpus - 1 : 1;
+    snprintf(want, sizeof(want), " backend, %d worker thread%s (default: %d CPU%s%s; --threads N to change)\n",
+             workers, workers == 1 ? "" : "s", cpus, cpus == 1 ? "" : "s", cpus > 1 ? " less one" : "");
+    cr_assert(strstr(p.out, want), "want \"%s\" in the start line; stdout: %s", want, p.out);
+    stop_echo(&p, SIGTERM);
+    sup_proc_free(&p);
+}
+
+Test(echo_server, default_worker_count_leaves_a_cpu, .timeout = 40)
+{
+    cpu_set_t allowed;
+    cr_assert_eq(sched_getaffinity(0, sizeof allowed, &allowed), 0, "sched_getaffinity: %s", strerror(errno));
+    expect_default_workers(CPU_COUNT(&allowed));
+    /* One CPU allowed (this test's process only: criterion runs each test in a process of its own). */
+    int first = 0;
+    while (!CPU_ISSET(first, &allowed))
+        first++;
+    CPU_ZERO(&allowed);
+    CPU_SET(first, &allowed);
+    cr_assert_eq(sched_setaffinity(0, sizeof allowed, &allowed), 0, "sched_setaffinity: %s", strerror(errno));
+    expect_default_workers(1);
 }
 
 Test(echo_server, listening_line_ipv4, .timeout = 40)

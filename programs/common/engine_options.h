@@ -47,6 +47,10 @@ int engine_options_parse(struct engine_options *options, const char *name, const
  * message in error. */
 int engine_options_check(const struct engine_options *options, char *error, size_t error_size);
 
+/* The start line's account of the worker count: with --threads given, "N worker threads"; without, also why
+ * ("1 worker thread (default: 2 CPUs less one; --threads N to change)"), so a user knows what ran and why. */
+void engine_options_describe_threads(const struct engine_options *options, int threads, char *out, size_t out_size);
+
 /* Seconds (0..86400, option_parse_seconds) as milliseconds, rounded up: a tiny positive value must not turn into 0,
  * which means "default" or "off". */
 unsigned engine_options_milliseconds(double seconds);

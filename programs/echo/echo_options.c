@@ -19,7 +19,7 @@ const char echo_usage[] =
     "       overlap-echo uninstall                                 Windows: stop (drain) and remove it\n"
     "  --host H           address or name to listen on (default: every interface, IPv6 dual-stack)\n"
     "  --port P           TCP port (default 27015; 0 picks a free one)\n"
-    "  --threads N        worker threads, at most 256 (default: online CPUs)\n"
+    "  --threads N        worker threads, at most 256 (default: the CPUs it may use, less one)\n"
     "  --max-conns N      refuse connections past N open ones (default and 0: no limit)\n"
     "  --reuse-port       Linux: share the port with other processes (SO_REUSEPORT): run a new one, then stop\n"
     "                     the old one, and no connection is refused (docs/OPERATING.md)\n"
