@@ -8,7 +8,7 @@
  * concurrently, with no lock per connection and per-worker buffer pools and counters (the same shape as the
  * io_uring ring per worker). A listening socket can be associated with only one port: worker 0 owns it, keeps
  * `ACCEPTS_POSTED` AcceptEx calls posted, and hands each accepted socket to the worker chosen for it when the
- * accept was posted (round robin), through that worker's command queue.
+ * accept was posted (the least-loaded one), through that worker's command queue.
  *
  * Operations. Every OVERLAPPED sits in a struct iocp_op that says what it is and whom it belongs to; the op is
  * filled completely before the call that posts it, because another thread may dequeue the completion before the
@@ -124,7 +124,7 @@ struct iocp_worker {
     unsigned accepts_armed;
     unsigned retiring;           /* DisconnectEx calls in flight and not given up on */
     struct iocp_retire *retire_list;
-    unsigned accept_turn;        /* round robin over target workers */
+    uint32_t accept_turn;        /* where ties for the least-loaded target start (ovl__worker_least_loaded) */
     struct reuse_pool reuse;
 };
 
@@ -360,7 +360,9 @@ static void post_accept(struct ovl__worker *worker, struct iocp_accept *accept)
     ovl_engine *engine = worker->engine;
     struct ovl__listen_socket *listen_socket = accept->listen_socket;
     ovl__timer_stop(worker, &accept->retry);
-    accept->target = &engine->workers[iw->accept_turn++ % (unsigned)engine->thread_count];
+    accept->target = ovl__worker_least_loaded(engine, iw->accept_turn++);
+    if (!accept->target)
+        accept->target = worker;
     SOCKADDR_STORAGE local;
     int local_length = sizeof local;
     getsockname(listen_socket->fd, (struct sockaddr *)&local, &local_length);

@@ -99,7 +99,7 @@ struct uring_worker {
     unsigned accepts_armed;
     bool multishot_recv;
     bool multishot_accept;
-    unsigned accept_turn;     /* round robin over the workers for accepted connections */
+    uint32_t accept_turn;     /* where ties for the least-loaded worker start (ovl__worker_least_loaded) */
     bool taskrun_flag;        /* IORING_SQ_TASKRUN is maintained: spinning can see completions coming */
     uint64_t spin_ns;         /* spin budget before sleeping; 0 = never spin */
     uint64_t last_wait_ns;    /* how long the previous wait for completions took */
@@ -395,8 +395,8 @@ static void arm_accept(struct uring_worker *uw, struct uring_accept *accept)
 }
 
 /* A multishot accept keeps its place at the head of the listening socket's exclusive wait queue, so whichever
- * worker armed one first would get every connection. Worker 0 alone accepts, and hands connections to the workers
- * in turn through their command queues (one eventfd wake-up each); a lone worker keeps them all. */
+ * worker armed one first would get every connection. Worker 0 alone accepts, and hands each connection to the
+ * least-loaded worker through its command queue (one eventfd wake-up each); a lone worker keeps them all. */
 /* The pause after EMFILE is over. */
 static void accept_retry_fired(struct ovl__worker *worker, struct ovl__timer *timer)
 {
@@ -446,8 +446,8 @@ static void on_accept(struct ovl__worker *worker, struct uring_accept *accept, c
     int res = cqe->res;
     if (res >= 0) {
         ovl_engine *engine = worker->engine;
-        struct ovl__worker *target = &engine->workers[uw->accept_turn++ % (unsigned)engine->thread_count];
-        if (target == worker || !atomic_load(&target->ready))
+        struct ovl__worker *target = ovl__worker_least_loaded(engine, uw->accept_turn++);
+        if (!target || target == worker)
             ovl__worker_accepted(worker, accept->socket, res);
         else if (ovl__worker_adopt(target, accept->socket, res, NULL) < 0) {
             close(res);

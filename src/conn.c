@@ -40,6 +40,7 @@ void ovl__conn_attach(struct ovl__worker *worker, ovl_conn *conn)
         worker->conns->prev = conn;
     worker->conns = conn;
     worker->conn_count++;
+    atomic_store_explicit(&worker->conns_shown, worker->conn_count, memory_order_relaxed);
     atomic_fetch_add_explicit(&worker->engine->open_conns, 1, memory_order_relaxed);
 }
 
@@ -629,6 +630,7 @@ static void conn_free(ovl_conn *conn)
     if (conn->next)
         conn->next->prev = conn->prev;
     worker->conn_count--;
+    atomic_store_explicit(&worker->conns_shown, worker->conn_count, memory_order_relaxed);
     atomic_fetch_sub_explicit(&worker->engine->open_conns, 1, memory_order_relaxed);
     ovl__uncount(&worker->counters.bytes_pending, conn->queue_bytes); /* never sent: the connection ended */
     while (conn->queue_head) {

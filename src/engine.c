@@ -535,8 +535,11 @@ int ovl_connect(ovl_engine *engine, const ovl_target *target, const ovl_callback
         ovl__conn_connect_next(conn, 0);
         return 0;
     }
-    uint32_t index = atomic_fetch_add_explicit(&engine->next_worker, 1, memory_order_relaxed);
-    int rc = ovl__worker_post(&engine->workers[index % (uint32_t)engine->thread_count], OVL__CMD_CONNECT, NULL, conn);
+    uint32_t turn = atomic_fetch_add_explicit(&engine->next_worker, 1, memory_order_relaxed);
+    struct ovl__worker *owner = ovl__worker_least_loaded(engine, turn);
+    if (!owner) /* not started yet: the command waits for the worker */
+        owner = &engine->workers[turn % (uint32_t)engine->thread_count];
+    int rc = ovl__worker_post(owner, OVL__CMD_CONNECT, NULL, conn);
     if (rc < 0)
         ovl__conn_free_unattached(conn);
     return rc;

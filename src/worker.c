@@ -14,9 +14,16 @@ _Thread_local struct ovl__worker *ovl__current_worker;
 
 /* ---- commands: how other threads hand work to a worker ---- */
 
+static bool is_handoff(int kind)
+{
+    return kind == OVL__CMD_ADOPT || kind == OVL__CMD_CONNECT;
+}
+
 static int post(struct ovl__worker *worker, struct ovl__command *command)
 {
     command->next = NULL;
+    if (is_handoff(command->kind)) /* before it is queued: the worker's take must never find it uncounted */
+        atomic_fetch_add_explicit(&worker->handoffs, 1, memory_order_relaxed);
     pthread_mutex_lock(&worker->command_lock);
     if (worker->command_tail)
         worker->command_tail->next = command;
@@ -29,6 +36,24 @@ static int post(struct ovl__worker *worker, struct ovl__command *command)
     if (atomic_load(&worker->ready))
         worker->engine->backend->wake(worker);
     return 0;
+}
+
+struct ovl__worker *ovl__worker_least_loaded(ovl_engine *engine, uint32_t turn)
+{
+    struct ovl__worker *best = NULL;
+    uint32_t best_load = UINT32_MAX;
+    for (int i = 0; i < engine->thread_count; i++) {
+        struct ovl__worker *worker = &engine->workers[(turn + (uint32_t)i) % (uint32_t)engine->thread_count];
+        if (!atomic_load(&worker->ready))
+            continue;
+        uint32_t load = atomic_load_explicit(&worker->conns_shown, memory_order_relaxed) +
+                        atomic_load_explicit(&worker->handoffs, memory_order_relaxed);
+        if (load < best_load) {
+            best = worker;
+            best_load = load;
+        }
+    }
+    return best;
 }
 
 int ovl__worker_post(struct ovl__worker *worker, int kind, struct ovl__listen_socket *socket, ovl_conn *conn)
@@ -169,6 +194,8 @@ void ovl__worker_run_commands(struct ovl__worker *worker)
     while (list) {
         struct ovl__command *command = list;
         list = command->next;
+        if (is_handoff(command->kind))
+            atomic_fetch_sub_explicit(&worker->handoffs, 1, memory_order_relaxed);
         switch (command->kind) {
         case OVL__CMD_LISTEN:
             if (!worker->stopping)

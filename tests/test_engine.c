@@ -450,6 +450,64 @@ Test(engine, accepts_spread_over_workers, .timeout = 60)
                  spread[3]);
 }
 
+/* A new connection goes to the worker with the fewest: after a worker's connections have all closed, the next ones
+ * fill it up before the other gets any (in turn, 1 of the 2 new ones went to the busy worker). epoll leaves the
+ * choice to the kernel (every worker waits on the listening socket), so the test is for the handing-over backends. */
+static _Atomic int placed_on = -1;
+
+static void placed_open(ovl_conn *conn, void *user)
+{
+    server_echo_open(conn, user);
+    atomic_store(&placed_on, ovl_conn_worker(conn));
+}
+
+/* Connect, wait for the server's on_open, return the worker it ran on; *fd is the client's socket. */
+static int connect_placed(struct server *server, int *fd)
+{
+    int before = atomic_load(&server->opened);
+    atomic_store(&placed_on, -1);
+    *fd = sup_connect("127.0.0.1", server->port, IO_TIMEOUT_MS);
+    cr_assert(*fd >= 0, "connect: %s", strerror(-*fd));
+    cr_assert_eq(server_wait_atomic(&server->opened, before + 1, IO_TIMEOUT_MS), before + 1, "no on_open");
+    return atomic_load(&placed_on);
+}
+
+Test(engine, new_connections_go_to_the_least_loaded_worker, .timeout = 60)
+{
+    if (test_backend() && !strcmp(test_backend(), "epoll")) {
+        fprintf(stderr, "engine::new_connections_go_to_the_least_loaded_worker: SKIPPED: epoll's kernel places\n");
+        cr_skip_test("epoll: the kernel wakes the worker that takes a connection");
+    }
+    static const ovl_callbacks callbacks = {.on_open = placed_open, .on_data = server_echo_data,
+                                            .on_close = server_count_close};
+    struct server server;
+    server_start(&server, &(struct server_opts){ .threads = 2, .callbacks = &callbacks });
+    int fds[4], on[4], per_worker[2] = {0, 0};
+    for (int i = 0; i < 4; i++) {
+        on[i] = connect_placed(&server, &fds[i]);
+        cr_assert(on[i] == 0 || on[i] == 1, "on_open on worker %d", on[i]);
+        per_worker[on[i]]++;
+    }
+    cr_assert_eq(per_worker[0], 2, "4 connections on 2 idle workers: %d and %d", per_worker[0], per_worker[1]);
+    /* Worker 0 loses both of its connections. */
+    for (int i = 0; i < 4; i++)
+        if (on[i] == 0)
+            close(fds[i]);
+    cr_assert_eq(server_wait_atomic(&server.closed, 2, IO_TIMEOUT_MS), 2, "the two closes were not seen");
+    int again[2];
+    for (int i = 0; i < 2; i++) {
+        int worker = connect_placed(&server, &again[i]);
+        cr_expect_eq(worker, 0, "new connection %d went to worker %d, which has 2 while worker 0 has %d", i, worker,
+                     i);
+    }
+    for (int i = 0; i < 4; i++)
+        if (on[i] == 1)
+            close(fds[i]);
+    close(again[0]);
+    close(again[1]);
+    server_destroy(&server);
+}
+
 /* ---- a connection's callbacks ---- */
 
 /* ovl_conn_peer in on_close still names the peer (the socket was once closed before on_close, which then said
