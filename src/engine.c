@@ -61,6 +61,13 @@ static void backend_names(char *out, size_t size)
 
 /* The backend for config->backend (a name, or NULL/"" for the best that runs here), with `notice` saying why the
  * default is not the first entry. 0, or a negative error with err filled. */
+/* 0 when `backend` can run here, or a negative error with why in *why. */
+static int backend_probe(const struct ovl__backend *backend, ovl_error_info *why)
+{
+    memset(why, 0, sizeof *why);
+    return backend->available ? backend->available(why) : 0;
+}
+
 static int backend_choose(const char *name, const struct ovl__backend **out, char *notice, size_t notice_size,
                           ovl_error_info *err)
 {
@@ -75,8 +82,7 @@ static int backend_choose(const char *name, const struct ovl__backend **out, cha
             return -ENOTSUP;
         }
         ovl_error_info why;
-        memset(&why, 0, sizeof why);
-        int rc = backend->available ? backend->available(&why) : 0;
+        int rc = backend_probe(backend, &why);
         if (rc < 0) {
             if (err)
                 *err = why;
@@ -88,8 +94,7 @@ static int backend_choose(const char *name, const struct ovl__backend **out, cha
     size_t used = 0;
     ovl_error_info why;
     for (int i = 0; i < BACKEND_COUNT; i++) {
-        memset(&why, 0, sizeof why);
-        int rc = backends[i]->available ? backends[i]->available(&why) : 0;
+        int rc = backend_probe(backends[i], &why);
         if (rc == 0) {
             if (used)
                 snprintf(notice + used, notice_size - used, "using %s", backends[i]->name);
