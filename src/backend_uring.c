@@ -732,10 +732,11 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Completions are waiting: posted already, or as task work the next kernel entry runs. */
-static inline bool completions_coming(struct uring_worker *uw)
+/* Something new since `ready` completions were in the ring (0: any completion at all): posted, or as task work
+ * the next kernel entry runs. */
+static inline bool completions_after(struct uring_worker *uw, unsigned ready)
 {
-    return io_uring_cq_ready(&uw->ring) > 0 || (IO_URING_READ_ONCE(*uw->ring.sq.kflags) & IORING_SQ_TASKRUN);
+    return io_uring_cq_ready(&uw->ring) > ready || (IO_URING_READ_ONCE(*uw->ring.sq.kflags) & IORING_SQ_TASKRUN);
 }
 
 /* Spin only while it pays: the previous wait was short, and recent spins found something. A spin that finds
@@ -756,12 +757,6 @@ static bool spin_worthwhile(struct ovl__worker *worker, struct uring_worker *uw)
         return false;
     }
     return true;
-}
-
-/* Something new since `ready` completions were in the ring: posted, or as task work the next entry runs. */
-static inline bool completions_after(struct uring_worker *uw, unsigned ready)
-{
-    return io_uring_cq_ready(&uw->ring) > ready || (IO_URING_READ_ONCE(*uw->ring.sq.kflags) & IORING_SQ_TASKRUN);
 }
 
 /* Submit what is queued and wait for completions or the earliest timer (timer_ns); spin first when that is
@@ -791,7 +786,7 @@ static int wait_for_completions(struct ovl__worker *worker, struct uring_worker 
     uint64_t start = ovl__clock_ns();
     uint64_t spin_ns = timer_ns > 0 && (uint64_t)timer_ns < uw->spin_ns ? (uint64_t)timer_ns : uw->spin_ns;
     int rc;
-    if (!completions_coming(uw) && spin_worthwhile(worker, uw)) {
+    if (!completions_after(uw, 0) && spin_worthwhile(worker, uw)) {
         if (io_uring_sq_ready(&uw->ring) > 0) {
             rc = io_uring_submit(&uw->ring);
             if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
