@@ -126,6 +126,7 @@ struct load_slot {
     bool failed;                  /* verification failed: closing */
     uint64_t sent, verified;      /* bytes queued / bytes echoed and verified, current connection */
     uint64_t msgs_sent, msgs_done;/* messages queued / fully echoed, current connection */
+    uint64_t window_msgs;         /* messages echoed in the measured window, every connection of the slot */
     uint64_t due;                 /* open loop: this slot's messages whose scheduled time has come */
     uint64_t scheduled_sent;      /* open loop: of which sent */
     uint64_t connect_started;
@@ -502,6 +503,7 @@ static void on_data(ovl_conn *conn, ovl_buf *buf)
     if (measuring) {
         bump(&w->bytes, len);
         bump(&w->msgs, complete - s->msgs_done);
+        s->window_msgs += complete - s->msgs_done;
     }
     while (s->msgs_done < complete) {
         if (s->msgs_sent - s->msgs_done == o->pipeline)
@@ -956,6 +958,13 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
         load_histogram_merge(&result->latency, &run->workers[i].latency);
         load_histogram_merge(&result->connect_latency, &run->workers[i].connect_latency);
         load_histogram_merge(&result->send_lag, &run->workers[i].send_lag);
+    }
+    uint64_t *per_slot = malloc((size_t)o->connections * sizeof *per_slot);
+    if (per_slot) {
+        for (uint32_t i = 0; i < o->connections; i++)
+            per_slot[i] = run->slots[i]->window_msgs;
+        load_fairness_of(per_slot, o->connections, &result->fairness);
+        free(per_slot);
     }
     snprintf(result->first_error, sizeof result->first_error, "%s", run->first_error);
     if (run->hdr) {

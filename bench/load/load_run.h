@@ -4,6 +4,7 @@
 #ifndef OVL_LOAD_RUN_H
 #define OVL_LOAD_RUN_H
 
+#include "load_fairness.h"
 #include "load_histogram.h"
 #include "load_options.h"
 
@@ -42,6 +43,7 @@ struct load_result {
     struct load_histogram connect_latency; /* ovl_connect to on_open, ns */
     struct load_histogram send_lag;        /* open loop: the client's own delay per message, ns: actual send -
                                               max(scheduled send, pipeline room); part of latency */
+    struct load_fairness fairness; /* messages per connection slot in the window (computed once the run ended) */
     double cpu_user, cpu_system;   /* this process over the measured window, seconds */
     uint64_t reuse_ok, reuse_fallback, context_updates; /* the engine's IOCP socket reuse counters (0 elsewhere) */
     int threads;                   /* worker threads used */

@@ -1,0 +1,23 @@
+/*
+ * load_fairness.h - how evenly a run's connections were served: the messages each connection (each connection slot,
+ * under --churn) had echoed in the measured window, summed up as min / median / max and Jain's fairness index.
+ * A server that starves some connections shows here even when its p50 looks good.
+ */
+#ifndef OVL_LOAD_FAIRNESS_H
+#define OVL_LOAD_FAIRNESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct load_fairness {
+    uint64_t connections;      /* n: the connection slots counted */
+    uint64_t min, median, max; /* messages per slot; median is the ceil(n / 2)-th smallest (the report's quantile
+                                  rule, load_histogram_quantile); all 0 when n = 0 */
+    double jain;               /* (sum x)^2 / (n sum x^2): 1 when every slot had as many, 1/n when one had them all;
+                                  1 by definition when n = 0 or every count is 0 (nobody was treated worse) */
+};
+
+/* The fairness of `counts[0..n)`. Sorts `counts` in place (the caller's copy: the median needs the order). */
+void load_fairness_of(uint64_t *counts, size_t n, struct load_fairness *fairness);
+
+#endif
