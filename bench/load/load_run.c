@@ -3,11 +3,7 @@
  * one immutable pattern table (ovl_send_ref), every echoed byte compared with the table at its stream offset, the
  * latency of every message recorded in per-worker histograms. Also the --once seed client.
  *
- * The pattern. Byte j of a connection's stream is table[(seed + j) % 251]; table[k] = (97 k + 31) mod 251 is a
- * bijection on 0..250, so a byte that comes back shifted by any distance that is not a multiple of 251 (lost,
- * repeated or reordered bytes), or from another connection (another seed), differs. The table holds 251 + size
- * bytes, so every message is one contiguous slice of it: nothing is copied or allocated per message, and a
- * received buffer is compared in place with memcmp and released at once.
+ * The pattern and its check are load_pattern.h's, shared with the plain-socket models (load_socket.h).
  *
  * Threads. Each connection (a "slot": churn reconnects reuse it) belongs to one engine worker; each worker has its
  * own counters and histograms, written only by it. The main thread reads the counters with relaxed atomics for the
@@ -26,6 +22,7 @@
  * within the grace period count as short echoes.
  */
 #include "load_hdr_log.h"
+#include "load_pattern.h"
 #include "load_report.h"
 #include "load_run.h"
 #include "overlap.h"
@@ -62,10 +59,6 @@
 #endif
 #endif
 
-
-enum {
-    PATTERN_PERIOD = 251,
-};
 
 #define CHECK_NS 100000000ull     /* open loop: a slot looks at the run's phase at least this often */
 #define OPEN_TIMEOUT_NS 10000000000ull  /* initial connects still pending this long after the last was started */
@@ -280,12 +273,12 @@ static inline uint64_t scheduled_at(const struct load_run *run, uint64_t base, u
 static void send_one(struct load_slot *s, uint64_t stamp)
 {
     const struct load_options *o = s->run->options;
-    size_t start = (size_t)((s->seed + s->sent) % PATTERN_PERIOD);
+    const unsigned char *message = load_pattern_at(s->run->table, s->seed, s->sent);
     s->stamps[s->msgs_sent % o->pipeline] = stamp;
     s->msgs_sent++;
     s->sent += o->size;
     /* A failure means the connection is closing; on_close reports why. */
-    ovl_send_ref(s->conn, s->run->table + start, o->size);
+    ovl_send_ref(s->conn, message, o->size);
 }
 
 /* Every echo is in and the slot has nothing more to send (the run ends, or --churn's count is reached): end the
@@ -382,36 +375,6 @@ static void on_slot_timer(ovl_conn *conn)
     slot_tick(ovl_conn_user(conn), load_now_ns());
 }
 
-/* ---- verification ---- */
-
-/* Compare `len` received bytes with the slot's pattern from stream offset s->verified. Returns the index of the
- * first differing byte, or len when all match. */
-static size_t verify(const struct load_slot *s, const unsigned char *data, size_t len)
-{
-    const unsigned char *table = s->run->table;
-    size_t table_len = PATTERN_PERIOD + s->run->options->size;
-    size_t position = (size_t)((s->seed + s->verified) % PATTERN_PERIOD);
-    size_t done = 0;
-    while (done < len) {
-        size_t n = len - done;
-        if (n > table_len - position)
-            n = table_len - position;
-        if (memcmp(data + done, table + position, n) != 0) {
-            for (size_t i = 0; i < n; i++)
-                if (data[done + i] != table[position + i])
-                    return done + i;
-        }
-        done += n;
-        position = (position + n) % PATTERN_PERIOD;
-    }
-    return len;
-}
-
-static unsigned char expected_byte(const struct load_slot *s, uint64_t offset)
-{
-    return s->run->table[(s->seed + offset) % PATTERN_PERIOD];
-}
-
 /* ---- connection callbacks ---- */
 
 static void start_connect(struct load_run *run, struct load_slot *s, struct load_worker *w);
@@ -472,24 +435,14 @@ static void on_data(ovl_conn *conn, ovl_buf *buf)
         ovl_buf_release(buf);
         return;
     }
-    const unsigned char *data = ovl_buf_data(buf);
     size_t len = ovl_buf_len(buf);
-    uint64_t owed = s->sent - s->verified;
-    size_t checked = len < owed ? len : (size_t)owed;
-    size_t bad = verify(s, data, checked);
-    if (bad < checked) {
-        uint64_t offset = s->verified + bad;
-        count_error(run, w, LOAD_ERR_MISMATCH,
-                    "connection %u (%s): echoed byte %llu (message %llu, byte %llu) is 0x%02x, sent 0x%02x",
-                    s->index, ovl_conn_peer(conn), (unsigned long long)offset,
-                    (unsigned long long)(offset / o->size), (unsigned long long)(offset % o->size), data[bad],
-                    expected_byte(s, offset));
-    } else if (len > owed) {
-        count_error(run, w, LOAD_ERR_MISMATCH, "connection %u (%s): %llu bytes came back that were never sent",
-                    s->index, ovl_conn_peer(conn), (unsigned long long)(len - owed));
-    }
+    char why[160];
+    int bad = load_pattern_check(run->table, o->size, s->seed, s->verified, s->sent, ovl_buf_data(buf), len, why,
+                                 sizeof why);
+    if (bad < 0)
+        count_error(run, w, LOAD_ERR_MISMATCH, "connection %u (%s): %s", s->index, ovl_conn_peer(conn), why);
     ovl_buf_release(buf);
-    if (bad < checked || len > owed) {
+    if (bad < 0) {
         s->failed = true;
         ovl_close(conn);
         return;
@@ -585,7 +538,7 @@ static void on_close(ovl_conn *conn, ovl_close_reason reason, int err)
 static void start_connect(struct load_run *run, struct load_slot *s, struct load_worker *w)
 {
     s->generation++;
-    s->seed = (s->index * 37u + s->generation * 11u) % PATTERN_PERIOD;
+    s->seed = load_pattern_seed(s->index, s->generation);
     s->connect_started = load_now_ns();
     atomic_fetch_add(&run->live, 1);
     int rc = ovl_connect(run->engine, run->target, &run->callbacks, s);
@@ -750,14 +703,12 @@ static int setup(struct load_run *run, const struct load_options *o, double rate
     snprintf(result->notice, sizeof result->notice, "%s", notice ? notice : "");
 
     run->workers = calloc(1, (size_t)run->worker_count * sizeof *run->workers);
-    run->table = calloc(1, PATTERN_PERIOD + (size_t)o->size);
+    run->table = load_pattern_table(o->size);
     run->slots = calloc(1, (size_t)o->connections * sizeof *run->slots);
     if (!run->workers || !run->table || !run->slots) {
         snprintf(result->first_error, sizeof result->first_error, "out of memory");
         return -1;
     }
-    for (size_t k = 0; k < PATTERN_PERIOD + (size_t)o->size; k++)
-        run->table[k] = (unsigned char)(((k % PATTERN_PERIOD) * 97u + 31u) % PATTERN_PERIOD);
     if (o->hdr_log) {
         char tag[72];
         hdr_default_tag(o, tag, sizeof tag);
