@@ -8,6 +8,9 @@
 #include "load_options.h"
 #include "load_report.h"
 #include "load_run.h"
+#ifndef _WIN32
+#include "load_socket.h"
+#endif
 #include "overlap.h"
 
 #include <stdio.h>
@@ -88,6 +91,24 @@ static int search_rate(const struct load_options *o, struct load_search *search,
     return 0;
 }
 
+/* One run with the client model --model names (the search only ever runs the engine's: load_options refuses
+ * --target-p99 with the others). */
+static int run_model(const struct load_options *o, double rate, struct load_result *result)
+{
+    switch (o->model) {
+#ifdef __linux__
+    case LOAD_MODEL_EPOLL:
+        return load_model_epoll(o, rate, result);
+#endif
+#ifndef _WIN32
+    case LOAD_MODEL_THREADS:
+        return load_model_threads(o, rate, result);
+#endif
+    default:
+        return load_run(o, rate, result);
+    }
+}
+
 /* --share A/B: this generator's part of the total --rate. */
 static double share_rate(const struct load_options *o)
 {
@@ -137,7 +158,7 @@ int main(int argc, char **argv)
         return 1;
     }
     int rc = options.target_p99_us > 0 ? search_rate(&options, search, result, scratch)
-                                       : load_run(&options, share_rate(&options), result);
+                                       : run_model(&options, share_rate(&options), result);
     const struct load_search *searched = options.target_p99_us > 0 ? search : NULL;
     int status = 0;
     if (rc < 0) {

@@ -10,14 +10,29 @@
 #include <stdio.h>
 #include <string.h>
 
+const char *const load_model_names[LOAD_MODELS] = {"uring", "epoll", "threads"};
+
+/* The options only the engine model acts on: the plain-socket models refuse them rather than ignore them. */
+static const char *const engine_model_only[] = {
+    "--churn", "--connect-rate", "--target-p99", "--hdr-log", "--hdr-interval", "--hdr-tag", "--start-at", "--share",
+    "--once", "--backend", "--busy-poll", "--buffer-size", "--buffer-count", "--max-pending", "--keepalive",
+    "--stall-timeout", "--zero-byte-recv"};
+enum { ENGINE_MODEL_ONLY = sizeof engine_model_only / sizeof engine_model_only[0] };
+
+enum { THREADS_MODEL_MAX_CONNECTIONS = 4096, THREADS_MODEL_MAX_IN_FLIGHT = 65536 };
+
 const char load_usage[] =
     "usage: overlap-load [HOST] [options]\n"
     "       overlap-load merge [--json] LOG...   (merge --hdr-log files of several generators; merge --help)\n"
     "  HOST                 server name or address (default localhost); every address it resolves to is tried\n"
     "  --port P             server port (default 27015)\n"
     "  --connections N      connections to open (default 50)\n"
-    "  --threads T          engine worker threads the connections are spread over (default 1; at most 256 and\n"
-    "                       never more than --connections; 0 = one per online CPU)\n"
+    "  --model M            who drives the connections: uring (default: the engine, on --backend's backend),\n"
+    "                       epoll (--threads threads, each an epoll set of non-blocking sockets; Linux) or\n"
+    "                       threads (one blocking thread per connection, at most 4096)\n"
+    "  --threads T          threads the connections are spread over: the engine's workers (default 1), or the\n"
+    "                       epoll model's (default 2); at most 256 and never more than --connections; 0 = one\n"
+    "                       per online CPU\n"
     "  --size BYTES         bytes per message (default 64)\n"
     "  --pipeline DEPTH     messages in flight per connection (default 1 = ping-pong)\n"
     "  --duration S         measured seconds (default 5)\n"
@@ -85,7 +100,7 @@ static bool is_valued(const char *name, const struct load_options *o)
     static const char *const valued[] = {"--host", "--port", "--connections", "--size", "--pipeline",
                                          "--duration", "--warmup", "--rate", "--churn", "--connect-rate",
                                          "--target-p99", "--hdr-log", "--hdr-interval", "--hdr-tag", "--start-at",
-                                         "--share"};
+                                         "--share", "--model"};
     for (size_t i = 0; i < sizeof valued / sizeof valued[0]; i++)
         if (!strcmp(name, valued[i]))
             return true;
@@ -201,6 +216,15 @@ static int set_value(const char *name, const char *value, struct load_options *o
                      "date +%%s prints the current one)", value);
             return -1;
         }
+    } else if (!strcmp(name, "--model")) {
+        int m = 0;
+        while (m < LOAD_MODELS && strcmp(value, load_model_names[m]) != 0)
+            m++;
+        if (m == LOAD_MODELS) {
+            snprintf(error, error_size, "--model: '%.32s' is not a client model (uring, epoll, threads)", value);
+            return -1;
+        }
+        o->model = (enum load_model)m;
     } else if (!strcmp(name, "--share")) {
         const char *slash = strchr(value, '/');
         char index[16];
@@ -224,6 +248,56 @@ static int set_value(const char *name, const char *value, struct load_options *o
     return 0;
 }
 
+/* --model epoll or threads: what the model cannot do is refused, naming the option and the model. */
+static int check_socket_model(const struct load_options *o, const char *engine_only_given, char *error,
+                              size_t error_size)
+{
+    const char *model = load_model_names[o->model];
+#ifndef __linux__
+    if (o->model == LOAD_MODEL_EPOLL) {
+        snprintf(error, error_size, "--model epoll: epoll is Linux's; use --model uring (the engine) here");
+        return -1;
+    }
+#endif
+#ifdef _WIN32
+    if (o->model == LOAD_MODEL_THREADS) {
+        snprintf(error, error_size, "--model threads: not built on Windows (POSIX threads and sockets); use "
+                 "--model uring (the engine, on IOCP)");
+        return -1;
+    }
+#endif
+    if (engine_only_given) {
+        snprintf(error, error_size, "%s: only --model uring (the engine) has it, not --model %s", engine_only_given,
+                 model);
+        return -1;
+    }
+    if (o->model == LOAD_MODEL_THREADS) {
+        if (o->threads_given) {
+            snprintf(error, error_size, "--threads: --model threads runs one thread per connection (--connections)");
+            return -1;
+        }
+        if (o->connections > THREADS_MODEL_MAX_CONNECTIONS) {
+            snprintf(error, error_size, "--connections: %u is more than --model threads runs (one thread each, at "
+                     "most %d)", o->connections, THREADS_MODEL_MAX_CONNECTIONS);
+            return -1;
+        }
+        /* A blocking thread writes its whole pipeline before it reads: more than the sockets' buffers hold in
+         * flight and neither side reads again. */
+        if ((uint64_t)o->size * o->pipeline > THREADS_MODEL_MAX_IN_FLIGHT) {
+            snprintf(error, error_size, "--pipeline: --size %u x --pipeline %u is more than --model threads keeps "
+                     "in flight (%d bytes: it writes without reading)", o->size, o->pipeline,
+                     THREADS_MODEL_MAX_IN_FLIGHT);
+            return -1;
+        }
+        if (o->rate > 0 && o->pipeline > 1) {
+            snprintf(error, error_size, "--pipeline: with --rate, --model threads sends one message at a time (a "
+                     "blocking thread cannot wait for the clock and the socket at once); use --model epoll");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int load_options_parse(int argc, char *const argv[], struct load_options *o, char *error, size_t error_size)
 {
     memset(o, 0, sizeof *o);
@@ -240,6 +314,7 @@ int load_options_parse(int argc, char *const argv[], struct load_options *o, cha
     o->warmup = 1;
     o->hdr_interval = 1;
     bool interval_given = false;
+    const char *engine_only_given = NULL; /* the first option given that only the engine model acts on */
     if (error_size)
         error[0] = '\0';
     bool host_given = false;
@@ -265,6 +340,11 @@ int load_options_parse(int argc, char *const argv[], struct load_options *o, cha
         }
         memcpy(name, arg, name_len);
         name[name_len] = '\0';
+        for (int k = 0; k < ENGINE_MODEL_ONLY && !engine_only_given; k++)
+            if (!strcmp(name, engine_model_only[k]))
+                engine_only_given = engine_model_only[k];
+        if (!strcmp(name, "--threads"))
+            o->threads_given = true;
         if (is_flag(name)) {
             if (eq) {
                 snprintf(error, error_size, "%s takes no value", name);
@@ -300,6 +380,8 @@ int load_options_parse(int argc, char *const argv[], struct load_options *o, cha
         o->engine.config.threads = (int)o->connections; /* a worker without a connection would only idle */
     if (o->help || o->version)
         return 0;
+    if (o->model != LOAD_MODEL_URING && check_socket_model(o, engine_only_given, error, error_size) < 0)
+        return -1;
     if (engine_options_check(&o->engine, error, error_size) < 0)
         return -1;
     if (o->once)

@@ -11,6 +11,15 @@
 
 #include "engine_options.h"
 
+/* Who drives the connections (--model). */
+enum load_model {
+    LOAD_MODEL_URING,          /* the engine (load_run.c), on whatever --backend says: io_uring, epoll or IOCP */
+    LOAD_MODEL_EPOLL,          /* --threads threads, each an epoll set over non-blocking sockets (Linux) */
+    LOAD_MODEL_THREADS,        /* one thread per connection, blocking sockets (POSIX) */
+    LOAD_MODELS
+};
+extern const char *const load_model_names[LOAD_MODELS]; /* "uring", "epoll", "threads" */
+
 struct load_options {
     const char *host;          /* "localhost" */
     const char *port;          /* "27015" */
@@ -23,6 +32,8 @@ struct load_options {
     uint32_t churn;            /* reconnect after this many echoes; 0 = keep connections */
     double connect_rate;       /* initial connections opened per second at most; 0 = all at once */
     double target_p99_us;      /* search the highest rate whose p99 stays under this; 0 = no search */
+    enum load_model model;     /* LOAD_MODEL_URING */
+    bool threads_given;        /* --threads was given (the epoll model's own default is 2) */
     struct engine_options engine; /* the engine's options (programs/common): threads 1 (never more than
                                      connections), the rest at the engine's defaults; load_run sets the drain */
     const char *hdr_log;       /* HdrHistogram interval log to write, or NULL */

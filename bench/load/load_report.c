@@ -133,8 +133,10 @@ static void search_text(FILE *out, const struct load_search *search)
 void load_report_text(FILE *out, const struct load_options *o, const struct load_result *r,
                       const struct load_search *search)
 {
-    fprintf(out, "overlap-load %s -> %s (%s, %d thread%s): %u connection%s, %u-byte messages, pipeline %u, ",
-            ovl_version(), r->target, r->backend, r->threads, r->threads == 1 ? "" : "s", o->connections,
+    fprintf(out, "overlap-load %s -> %s (%s%s, %d thread%s): %u connection%s, %u-byte messages, pipeline %u, ",
+            ovl_version(), r->target, o->model == LOAD_MODEL_URING ? "" : "--model ",
+            o->model == LOAD_MODEL_URING ? r->backend : load_model_names[o->model], r->threads,
+            r->threads == 1 ? "" : "s", o->connections,
             o->connections == 1 ? "" : "s", o->size, o->pipeline);
     if (r->rate > 0 && o->share_count)
         fprintf(out, "open loop at %.0f msgs/s, share %u/%u of %.0f (latency from scheduled send times)\n", r->rate,
@@ -239,6 +241,8 @@ void load_report_json(FILE *out, const struct load_options *o, const struct load
     load_report_json_string(out, o->port);
     fprintf(out, ",\"target\":");
     load_report_json_string(out, r->target);
+    fprintf(out, ",\"model\":");
+    load_report_json_string(out, load_model_names[o->model]);
     fprintf(out, ",\"backend\":");
     load_report_json_string(out, r->backend);
     fprintf(out, ",\"connections\":%u,\"threads\":%d,\"size\":%u,\"pipeline\":%u", o->connections, r->threads,

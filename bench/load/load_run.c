@@ -24,6 +24,7 @@
 #include "load_hdr_log.h"
 #include "load_pattern.h"
 #include "load_report.h"
+#include "load_schedule.h"
 #include "load_run.h"
 #include "overlap.h"
 
@@ -185,8 +186,7 @@ uint64_t load_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* Sleep until the monotonic clock reads `deadline` (ns). */
-static void sleep_until(uint64_t deadline)
+void load_sleep_until(uint64_t deadline)
 {
 #ifdef _WIN32
     uint64_t now = load_now_ns();
@@ -199,7 +199,7 @@ static void sleep_until(uint64_t deadline)
 #endif
 }
 
-static void cpu_times(double *user, double *system)
+void load_cpu_times(double *user, double *system)
 {
 #ifdef _WIN32
     FILETIME created, exited, kernel, usermode;
@@ -266,8 +266,7 @@ static struct load_worker *worker_of(struct load_run *run, ovl_conn *conn)
 
 static inline uint64_t scheduled_at(const struct load_run *run, uint64_t base, uint32_t index, uint64_t k)
 {
-    double n = (double)run->options->connections;
-    return base + (uint64_t)(((double)index + (double)k * n) * run->ns_per_msg);
+    return load_schedule_at(base, run->ns_per_msg, run->options->connections, index, k);
 }
 
 static void send_one(struct load_slot *s, uint64_t stamp)
@@ -334,13 +333,7 @@ static void pump(struct load_slot *s, uint64_t now)
  * is due from base + (i + k N) / rate). */
 static uint64_t due_by(const struct load_slot *s, uint64_t base, uint64_t now)
 {
-    const struct load_run *run = s->run;
-    if (now < base)
-        return 0;
-    double position = (double)(now - base) / run->ns_per_msg - (double)s->index;
-    if (position < 0)
-        return 0;
-    return (uint64_t)(position / (double)run->options->connections) + 1;
+    return load_schedule_due(base, s->run->ns_per_msg, s->run->options->connections, s->index, now);
 }
 
 static void on_slot_timer(ovl_conn *conn);
@@ -664,7 +657,7 @@ static void wait_with_progress(struct load_run *run, struct progress *p, struct 
             next = run->hdr_last_ns + run->hdr_interval_ns;
         if (next > end)
             next = end;
-        sleep_until(next);
+        load_sleep_until(next);
         now = load_now_ns();
         if (p->enabled && now >= p->last_ns + 1000000000ull)
             progress_tick(run, p, scratch, now, label);
@@ -788,7 +781,7 @@ static void stop_all(struct load_run *run)
     atomic_store(&run->phase, PHASE_STOPPING);
     uint64_t deadline = load_now_ns() + GRACE_NS;
     while (atomic_load(&run->live) > 0 && load_now_ns() < deadline)
-        sleep_until(load_now_ns() + 1000000);
+        load_sleep_until(load_now_ns() + 1000000);
     ovl_engine_stop(run->engine);
 }
 
@@ -849,7 +842,7 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
     }
     uint64_t deadline = load_now_ns() + OPEN_TIMEOUT_NS;
     while (atomic_load(&run->opened) + atomic_load(&run->failed) < o->connections && load_now_ns() < deadline)
-        sleep_until(load_now_ns() + 1000000);
+        load_sleep_until(load_now_ns() + 1000000);
     if (atomic_load(&run->opened) == 0) {
         stop_all(run);
         if (run->first_error[0])
@@ -886,7 +879,7 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
     wait_with_progress(run, &progress, scratch, now + (uint64_t)(o->warmup * 1e9), "warmup");
 
     double user0, system0, user1, system1;
-    cpu_times(&user0, &system0);
+    load_cpu_times(&user0, &system0);
     uint64_t start = load_now_ns();
     atomic_store(&run->phase, PHASE_MEASURE);
     if (run->hdr) {
@@ -897,7 +890,7 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
     progress_restart(run, &progress, start);
     wait_with_progress(run, &progress, scratch, start + (uint64_t)(o->duration * 1e9), "");
     uint64_t stop = load_now_ns();
-    cpu_times(&user1, &system1);
+    load_cpu_times(&user1, &system1);
     stop_all(run);
 
     /* The engine has stopped: the workers' histograms are quiet and every counter is final. */
@@ -1012,7 +1005,7 @@ int load_once(const struct load_options *o)
     int rc = ovl_connect(engine, target, &callbacks, &state);
     uint64_t deadline = load_now_ns() + 10000000000ull;
     while (rc == 0 && !atomic_load(&state.done) && load_now_ns() < deadline)
-        sleep_until(load_now_ns() + 1000000);
+        load_sleep_until(load_now_ns() + 1000000);
     bool done = rc == 0 && atomic_load(&state.done);
     ovl_engine_stop(engine); /* after this the callbacks are over and state is stable */
     fflush(stdout);

@@ -69,5 +69,9 @@ int load_once(const struct load_options *options);
 uint64_t load_now_ns(void);
 /* Wall clock, seconds since the epoch. */
 double load_wall_s(void);
+/* Sleep until the monotonic clock reads `deadline` (ns). */
+void load_sleep_until(uint64_t deadline);
+/* This process's CPU time so far, seconds. */
+void load_cpu_times(double *user, double *system);
 
 #endif

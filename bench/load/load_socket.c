@@ -1,0 +1,481 @@
+/*
+ * load_socket.c - the run of overlap-load's plain-socket client models (load_socket.h): the target's addresses,
+ * connecting, the accounting of echoes and ends, and the main thread's phases, progress and final sums.
+ */
+#include "load_socket.h"
+#include "load_pattern.h"
+#include "load_report.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define OPEN_TIMEOUT_NS 10000000000ull  /* beyond --connect-timeout: every first connect has ended by then */
+#define GRACE_NS 2000000000ull          /* after the window: time for echoes in flight to come back */
+#define THREAD_STACK (256u * 1024)      /* a model thread keeps nothing large on its stack; 4096 of them must fit */
+
+static inline void bump(_Atomic uint64_t *counter, uint64_t n)
+{
+    /* Single writer (the owning thread): a plain load and store, no locked instruction. */
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n, memory_order_relaxed);
+}
+
+static inline uint64_t peek(const _Atomic uint64_t *counter)
+{
+    return atomic_load_explicit(counter, memory_order_relaxed);
+}
+
+void load_socket_error(struct load_socket_thread *t, enum load_error_kind kind, const char *format, ...)
+{
+    struct load_socket_run *run = t->run;
+    bump(&t->errors[kind], 1);
+    if (atomic_exchange(&run->error_claimed, 1))
+        return;
+    va_list args;
+    va_start(args, format);
+    vsnprintf(run->first_error, sizeof run->first_error, format, args);
+    va_end(args);
+}
+
+static int set_blocking(int fd, bool blocking)
+{
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0)
+        return -1;
+    return fcntl(fd, F_SETFL, blocking ? flags & ~O_NONBLOCK : flags | O_NONBLOCK);
+}
+
+/* One address: a non-blocking connect bounded by --connect-timeout. The socket, or -1 with errno set. */
+static int connect_one(const struct addrinfo *ai, int timeout_ms)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+    if (fd < 0)
+        return -1;
+    int err = 0;
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || set_blocking(fd, false) < 0)
+        err = errno;
+    else if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        err = errno;
+        if (err == EINPROGRESS) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            int rc;
+            while ((rc = poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {
+            }
+            socklen_t len = sizeof err;
+            if (rc == 0)
+                err = ETIMEDOUT;
+            else if (rc < 0)
+                err = errno;
+            else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+                err = errno;
+        }
+    }
+    if (err) {
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    return fd;
+}
+
+int load_socket_connect(struct load_socket_thread *t, struct load_socket_conn *c, bool nonblocking)
+{
+    struct load_socket_run *run = t->run;
+    int timeout_ms = run->options->engine.config.connect_timeout_ms;
+    uint64_t started = load_now_ns();
+    int err = ECONNREFUSED;
+    for (const struct addrinfo *ai = run->addresses; ai; ai = ai->ai_next) {
+        int fd = connect_one(ai, timeout_ms > 0 ? timeout_ms : -1);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        int one = 1;
+        if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0 || (!nonblocking && set_blocking(fd, true) < 0)) {
+            err = errno;
+            close(fd);
+            continue;
+        }
+        uint64_t now = load_now_ns();
+        c->fd = fd;
+        c->free_at = now;
+        load_histogram_record(&t->connect_latency, now - started);
+        bump(&t->connects, 1);
+        atomic_fetch_add(&t->live, 1);
+        atomic_fetch_add(&run->opened, 1);
+        return 0;
+    }
+    load_socket_error(t, LOAD_ERR_CONNECT, "connect %s: %s", run->target, strerror(err));
+    atomic_fetch_add(&run->failed, 1);
+    return -1;
+}
+
+bool load_socket_wait_start(struct load_socket_run *run)
+{
+    while (load_socket_phase(run) == LOAD_SOCKET_OPENING)
+        load_sleep_until(load_now_ns() + 1000000);
+    return load_socket_phase(run) != LOAD_SOCKET_OVER;
+}
+
+const unsigned char *load_socket_next(struct load_socket_conn *c, struct load_socket_run *run, uint64_t stamp)
+{
+    const struct load_options *o = run->options;
+    const unsigned char *message = load_pattern_at(run->table, c->seed, c->sent);
+    c->stamps[c->msgs_sent % o->pipeline] = stamp;
+    c->msgs_sent++;
+    c->sent += o->size;
+    c->unsent = o->size;
+    return message;
+}
+
+static void close_conn(struct load_socket_thread *t, struct load_socket_conn *c)
+{
+    close(c->fd);
+    c->fd = -1;
+    atomic_fetch_sub(&t->live, 1);
+}
+
+int load_socket_echoed(struct load_socket_thread *t, struct load_socket_conn *c, const unsigned char *data,
+                       size_t len, uint64_t now)
+{
+    struct load_socket_run *run = t->run;
+    const struct load_options *o = run->options;
+    char why[160];
+    if (load_pattern_check(run->table, o->size, c->seed, c->verified, c->sent - c->unsent, data, len, why,
+                           sizeof why) < 0) {
+        load_socket_error(t, LOAD_ERR_MISMATCH, "connection %u (%s): %s", c->index, run->target, why);
+        close_conn(t, c);
+        return -1;
+    }
+    c->verified += len;
+    bool measuring = load_socket_phase(run) == LOAD_SOCKET_MEASURE;
+    uint64_t complete = c->verified / o->size;
+    bump(&t->all_bytes, len);
+    bump(&t->all_msgs, complete - c->msgs_done);
+    if (measuring) {
+        bump(&t->bytes, len);
+        bump(&t->msgs, complete - c->msgs_done);
+        c->window_msgs += complete - c->msgs_done;
+    }
+    while (c->msgs_done < complete) {
+        if (c->msgs_sent - c->msgs_done == o->pipeline)
+            c->free_at = now;
+        uint64_t stamp = c->stamps[c->msgs_done % o->pipeline];
+        c->msgs_done++;
+        if (measuring)
+            load_histogram_record(&t->latency, now > stamp ? now - stamp : 0);
+    }
+    return 0;
+}
+
+void load_socket_ended(struct load_socket_thread *t, struct load_socket_conn *c, int err)
+{
+    const char *target = t->run->target;
+    uint64_t owed = c->sent - c->verified;
+    if (err == 0 && owed)
+        load_socket_error(t, LOAD_ERR_SHORT, "connection %u to %s: closed by the server with %llu of %llu bytes not "
+                          "echoed", c->index, target, (unsigned long long)owed, (unsigned long long)c->sent);
+    else if (err == 0 && !c->shut)
+        load_socket_error(t, LOAD_ERR_SERVER_CLOSED, "connection %u to %s: closed by the server", c->index, target);
+    else if (err == ECONNRESET || err == EPIPE)
+        load_socket_error(t, LOAD_ERR_RESET, "connection %u to %s: reset by the server (%llu bytes not echoed)",
+                          c->index, target, (unsigned long long)owed);
+    else if (err)
+        load_socket_error(t, LOAD_ERR_IO, "connection %u to %s: %s", c->index, target, strerror(err));
+    close_conn(t, c);
+}
+
+void load_socket_close(struct load_socket_thread *t, struct load_socket_conn *c)
+{
+    if (c->fd < 0)
+        return;
+    uint64_t owed = c->sent - c->verified;
+    if (owed)
+        load_socket_error(t, LOAD_ERR_SHORT, "connection %u to %s: %llu bytes sent were never echoed (waited %.1f s "
+                          "after the end)", c->index, t->run->target, (unsigned long long)owed,
+                          (double)GRACE_NS / 1e9);
+    close_conn(t, c);
+}
+
+void load_socket_shut_if_done(struct load_socket_conn *c)
+{
+    if (c->shut || c->fd < 0 || c->unsent || c->verified != c->sent)
+        return;
+    c->shut = true;
+    shutdown(c->fd, SHUT_WR);
+}
+
+void load_socket_lag(struct load_socket_thread *t, struct load_socket_conn *c, uint64_t at, uint64_t now)
+{
+    /* From when the message could have gone (its time had come and the pipeline had room) to now. */
+    uint64_t could = at > c->free_at ? at : c->free_at;
+    if (load_socket_phase(t->run) == LOAD_SOCKET_MEASURE)
+        load_histogram_record(&t->send_lag, now > could ? now - could : 0);
+}
+
+/* ---- the main thread ---- */
+
+struct progress {
+    bool enabled;
+    uint64_t start_ns, last_ns, last_msgs, last_bytes;
+};
+
+static void sum_counters(struct load_socket_run *run, struct load_result *r)
+{
+    r->msgs = r->bytes = r->bytes_total = r->connects = 0;
+    memset(r->errors, 0, sizeof r->errors);
+    for (uint32_t i = 0; i < run->thread_count; i++) {
+        struct load_socket_thread *t = run->threads[i];
+        r->msgs += peek(&t->msgs);
+        r->bytes += peek(&t->bytes);
+        r->bytes_total += peek(&t->all_bytes);
+        r->connects += peek(&t->connects);
+        for (int k = 0; k < LOAD_ERR_KINDS; k++)
+            r->errors[k] += peek(&t->errors[k]);
+    }
+}
+
+static uint64_t live_connections(struct load_socket_run *run)
+{
+    uint64_t live = 0;
+    for (uint32_t i = 0; i < run->thread_count; i++)
+        live += atomic_load(&run->threads[i]->live);
+    return live;
+}
+
+static void progress_totals(struct load_socket_run *run, uint64_t *msgs, uint64_t *bytes)
+{
+    *msgs = *bytes = 0;
+    for (uint32_t i = 0; i < run->thread_count; i++) {
+        *msgs += peek(&run->threads[i]->all_msgs);
+        *bytes += peek(&run->threads[i]->all_bytes);
+    }
+}
+
+static void progress_restart(struct load_socket_run *run, struct progress *p, uint64_t now)
+{
+    p->start_ns = p->last_ns = now;
+    progress_totals(run, &p->last_msgs, &p->last_bytes);
+}
+
+/* Sleep until `end`, with a progress line every second when enabled. */
+static void wait_until(struct load_socket_run *run, struct progress *p, struct load_result *scratch, uint64_t end,
+                       const char *label)
+{
+    for (;;) {
+        uint64_t now = load_now_ns();
+        if (now >= end)
+            return;
+        uint64_t next = p->enabled && p->last_ns + 1000000000ull < end ? p->last_ns + 1000000000ull : end;
+        load_sleep_until(next);
+        now = load_now_ns();
+        if (!p->enabled || now < p->last_ns + 1000000000ull)
+            continue;
+        uint64_t msgs, bytes;
+        progress_totals(run, &msgs, &bytes);
+        sum_counters(run, scratch);
+        double interval = (double)(now - p->last_ns) / 1e9;
+        struct load_progress line = {
+            .elapsed = (double)(now - p->start_ns) / 1e9,
+            .label = label,
+            .msgs_per_s = (double)(msgs - p->last_msgs) / interval,
+            .mb_per_s = (double)(bytes - p->last_bytes) / interval / 1e6,
+            .errors = load_result_errors(scratch),
+            .connections = live_connections(run),
+        };
+        load_report_progress(stderr, &line);
+        p->last_ns = now;
+        p->last_msgs = msgs;
+        p->last_bytes = bytes;
+    }
+}
+
+static int setup(struct load_socket_run *run, const struct load_options *o, const struct load_socket_model *model,
+                 struct load_result *result)
+{
+    snprintf(run->target, sizeof run->target, "%s:%s", o->host, o->port);
+    snprintf(result->target, sizeof result->target, "%s", run->target);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP};
+    int rc = getaddrinfo(o->host, o->port, &hints, &run->addresses);
+    if (rc != 0) {
+        snprintf(result->first_error, sizeof result->first_error, "resolve %s: %s", run->target, gai_strerror(rc));
+        return -1;
+    }
+    run->table = load_pattern_table(o->size);
+    run->conns = calloc(o->connections, sizeof *run->conns);
+    run->threads = calloc(model->threads, sizeof *run->threads);
+    if (!run->table || !run->conns || !run->threads)
+        goto oom;
+    for (uint32_t i = 0; i < o->connections; i++) {
+        struct load_socket_conn *c = calloc(1, sizeof *c + o->pipeline * sizeof(uint64_t));
+        if (!c)
+            goto oom;
+        c->fd = -1;
+        c->index = i;
+        c->seed = load_pattern_seed(i, 1);
+        run->conns[i] = c;
+    }
+    run->thread_count = model->threads;
+    for (uint32_t i = 0; i < model->threads; i++) {
+        /* calloc'd, not load_histogram_init'd: the buckets stay untouched zero pages until a thread records into
+         * them, so 4096 threads' histograms cost what they use. */
+        struct load_socket_thread *t = calloc(1, sizeof *t);
+        if (!t)
+            goto oom;
+        run->threads[i] = t;
+        t->latency.min = t->connect_latency.min = t->send_lag.min = UINT64_MAX;
+        t->buffer = malloc(LOAD_SOCKET_BUFFER);
+        if (!t->buffer)
+            goto oom;
+        t->run = run;
+        t->first = (uint32_t)((uint64_t)o->connections * i / model->threads);
+        t->count = (uint32_t)((uint64_t)o->connections * (i + 1) / model->threads) - t->first;
+    }
+    return 0;
+oom:
+    snprintf(result->first_error, sizeof result->first_error, "out of memory");
+    return -1;
+}
+
+static void teardown(struct load_socket_run *run)
+{
+    if (run->threads)
+        for (uint32_t i = 0; i < run->thread_count; i++)
+            if (run->threads[i]) {
+                free(run->threads[i]->buffer);
+                free(run->threads[i]);
+            }
+    if (run->conns)
+        for (uint32_t i = 0; i < run->options->connections; i++)
+            if (run->conns[i]) {
+                if (run->conns[i]->fd >= 0)
+                    close(run->conns[i]->fd);
+                free(run->conns[i]);
+            }
+    free(run->threads);
+    free(run->conns);
+    free(run->table);
+    if (run->addresses)
+        freeaddrinfo(run->addresses);
+}
+
+static void join_all(struct load_socket_run *run)
+{
+    atomic_store(&run->phase, LOAD_SOCKET_OVER);
+    for (uint32_t i = 0; i < run->thread_count; i++)
+        if (run->threads[i]->started) {
+            pthread_join(run->threads[i]->id, NULL);
+            run->threads[i]->started = false;
+        }
+}
+
+static int start_threads(struct load_socket_run *run, const struct load_socket_model *model,
+                         struct load_result *result)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, THREAD_STACK);
+    int rc = 0;
+    for (uint32_t i = 0; i < run->thread_count && rc == 0; i++) {
+        rc = pthread_create(&run->threads[i]->id, &attr, model->thread_main, run->threads[i]);
+        run->threads[i]->started = rc == 0;
+        if (rc)
+            snprintf(result->first_error, sizeof result->first_error, "--connections: thread %u of %u: %s "
+                     "(ulimit -u?)", i + 1, run->thread_count, strerror(rc));
+    }
+    pthread_attr_destroy(&attr);
+    return rc ? -1 : 0;
+}
+
+int load_socket_run(const struct load_options *o, double rate, struct load_result *result,
+                    const struct load_socket_model *model)
+{
+    memset(result, 0, sizeof *result);
+    load_histogram_init(&result->latency);
+    load_histogram_init(&result->connect_latency);
+    load_histogram_init(&result->send_lag);
+    result->rate = rate;
+    result->threads = (int)model->threads;
+    snprintf(result->backend, sizeof result->backend, "%s", model->backend);
+    struct load_socket_run *run = calloc(1, sizeof *run);
+    struct load_result *scratch = calloc(1, sizeof *scratch);
+    if (!run || !scratch) {
+        snprintf(result->first_error, sizeof result->first_error, "out of memory");
+        free(run);
+        free(scratch);
+        return -1;
+    }
+    run->options = o;
+    run->rate = rate;
+    run->ns_per_msg = rate > 0 ? 1e9 / rate : 0;
+    int status = -1;
+    if (setup(run, o, model, result) < 0 || start_threads(run, model, result) < 0)
+        goto out;
+
+    struct progress progress = {.enabled = o->progress || isatty(2)};
+    uint64_t now = load_now_ns();
+    uint64_t deadline = now + OPEN_TIMEOUT_NS + (uint64_t)o->engine.config.connect_timeout_ms * 1000000ull;
+    while (atomic_load(&run->opened) + atomic_load(&run->failed) < o->connections && load_now_ns() < deadline)
+        load_sleep_until(load_now_ns() + 1000000);
+    if (atomic_load(&run->opened) == 0) {
+        snprintf(result->first_error, sizeof result->first_error, "%s",
+                 run->first_error[0] ? run->first_error : "no connection opened");
+        goto out;
+    }
+    now = load_now_ns();
+    atomic_store(&run->base_ns, now);
+    atomic_store(&run->phase, LOAD_SOCKET_WARMUP);
+    progress_restart(run, &progress, now);
+    wait_until(run, &progress, scratch, now + (uint64_t)(o->warmup * 1e9), "warmup");
+
+    double user0, system0, user1, system1;
+    load_cpu_times(&user0, &system0);
+    uint64_t start = load_now_ns();
+    atomic_store(&run->phase, LOAD_SOCKET_MEASURE);
+    progress_restart(run, &progress, start);
+    wait_until(run, &progress, scratch, start + (uint64_t)(o->duration * 1e9), "");
+    uint64_t stop = load_now_ns();
+    load_cpu_times(&user1, &system1);
+    atomic_store(&run->phase, LOAD_SOCKET_STOPPING);
+    deadline = load_now_ns() + GRACE_NS;
+    while (live_connections(run) > 0 && load_now_ns() < deadline)
+        load_sleep_until(load_now_ns() + 1000000);
+    join_all(run);
+
+    /* Every thread has ended: the counters are final and the histograms quiet. */
+    sum_counters(run, result);
+    result->window_connects = 0;
+    result->seconds = (double)(stop - start) / 1e9;
+    result->cpu_user = user1 - user0;
+    result->cpu_system = system1 - system0;
+    for (uint32_t i = 0; i < run->thread_count; i++) {
+        load_histogram_merge(&result->latency, &run->threads[i]->latency);
+        load_histogram_merge(&result->connect_latency, &run->threads[i]->connect_latency);
+        load_histogram_merge(&result->send_lag, &run->threads[i]->send_lag);
+    }
+    uint64_t *per_conn = malloc((size_t)o->connections * sizeof *per_conn);
+    if (per_conn) {
+        for (uint32_t i = 0; i < o->connections; i++)
+            per_conn[i] = run->conns[i]->window_msgs;
+        load_fairness_of(per_conn, o->connections, &result->fairness);
+        free(per_conn);
+    }
+    snprintf(result->first_error, sizeof result->first_error, "%s", run->first_error);
+    status = 0;
+out:
+    if (run->threads)
+        join_all(run);
+    teardown(run);
+    free(run);
+    free(scratch);
+    return status;
+}
