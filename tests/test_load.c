@@ -366,6 +366,80 @@ static void bad_server_stop(struct bad_server *s)
     close(s->listen_fd);
 }
 
+/* ---- a server of this test that never answers every 4th connection it accepts ---- */
+
+enum { PARTIAL_MAX = 64 };
+
+struct partial_server {
+    int listen_fd;
+    int port;
+    _Atomic int stop;
+    _Atomic int accepted, starved;
+    pthread_t thread;
+};
+
+/* One thread, poll over the listener and every connection: connections 4, 8, 12, ... (1-based) are accepted and
+ * held open but never read, so their clients wait for echoes that never come. */
+static void *partial_server_main(void *arg)
+{
+    struct partial_server *s = arg;
+    struct pollfd fds[1 + PARTIAL_MAX];
+    bool answer[1 + PARTIAL_MAX];
+    int count = 1;
+    fds[0] = (struct pollfd){.fd = s->listen_fd, .events = POLLIN};
+    while (!atomic_load(&s->stop)) {
+        if (poll(fds, (nfds_t)count, 50) <= 0)
+            continue;
+        for (int i = count - 1; i >= 1; i--) {
+            if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            unsigned char data[65536];
+            ssize_t n = recv(fds[i].fd, data, sizeof data, 0);
+            if (n <= 0 || send_all(fds[i].fd, data, (size_t)n) < 0) {
+                close(fds[i].fd);
+                fds[i] = fds[count - 1];
+                answer[i] = answer[count - 1];
+                count--;
+            }
+        }
+        if ((fds[0].revents & POLLIN) && count < 1 + PARTIAL_MAX) {
+            int fd = accept(s->listen_fd, NULL, NULL);
+            if (fd < 0)
+                continue;
+            int k = atomic_fetch_add(&s->accepted, 1) + 1;
+            fds[count] = (struct pollfd){.fd = fd, .events = k % 4 == 0 ? 0 : POLLIN};
+            answer[count] = k % 4 != 0;
+            if (!answer[count])
+                atomic_fetch_add(&s->starved, 1);
+            count++;
+        }
+    }
+    for (int i = 1; i < count; i++)
+        close(fds[i].fd);
+    return NULL;
+}
+
+static void partial_server_start(struct partial_server *s)
+{
+    memset(s, 0, sizeof *s);
+    s->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(s->listen_fd >= 0);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof address;
+    cr_assert(bind(s->listen_fd, (struct sockaddr *)&address, sizeof address) == 0, "bind: %s", strerror(errno));
+    cr_assert(listen(s->listen_fd, 64) == 0);
+    cr_assert(getsockname(s->listen_fd, (struct sockaddr *)&address, &len) == 0);
+    s->port = ntohs(address.sin_port);
+    cr_assert(pthread_create(&s->thread, NULL, partial_server_main, s) == 0);
+}
+
+static void partial_server_stop(struct partial_server *s)
+{
+    atomic_store(&s->stop, 1);
+    pthread_join(s->thread, NULL);
+    close(s->listen_fd);
+}
+
 /* A port nothing listens on: bound, then closed (nobody else takes it in the moment the test needs). */
 static int free_port(void)
 {
@@ -614,6 +688,7 @@ Test(load, bad_arguments_get_a_message_and_usage)
         {"--start-at", "5", "is not a Unix time", NULL},
         {"--share", "3/2", "--share", NULL},
         {"--share", "1/2", "give --rate", NULL},
+        {"--model", "io_uring", "--model: 'io_uring' is not a client model", NULL},
         /* The engine's options, parsed by programs/common: named in the message; those of a server refused. */
         {"--threads", "257", "--threads: '257' is not a thread count (0-256", NULL},
         {"--busy-poll", "-1", "--busy-poll", NULL},
@@ -638,4 +713,99 @@ Test(load, bad_arguments_get_a_message_and_usage)
     cr_assert(load(&help, NULL, 0, args) == 0);
     cr_assert(strstr(help.out, "--target-p99") && strstr(help.out, "--churn"), "%s", help.out);
     proc_free(&help);
+}
+
+/* ---- client models and fairness ---- */
+
+static const char *const models[] = {"uring", "epoll", "threads"};
+
+Test(load, every_model_echoes_cleanly)
+{
+    struct proc server, run;
+    int port = echo_start(&server);
+    for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
+        const char *args[] = {"--model", models[m], "--connections", "4", "--pipeline", "2", "--size", "300",
+                              "--duration", "1", "--warmup", "0.2", "--json", NULL};
+        int code = load(&run, "127.0.0.1", port, args);
+        assert_clean(&run, code, 100);
+        char check[512];
+        snprintf(check, sizeof check,
+                 "d['config']['model'] == '%s' and d['connects'] == 4 and d['latency_us']['samples'] == d['msgs'] "
+                 "and d['latency_us']['p99'] > 0 and d['connect_latency_us']['samples'] == 4 and "
+                 "d['bytes_total'] >= 300 * d['msgs'] and d['fairness']['connections'] == 4 and "
+                 "0 < d['fairness']['min'] <= d['fairness']['median'] <= d['fairness']['max'] and "
+                 "0.25 <= d['fairness']['jain'] <= 1",
+                 models[m]);
+        json_check(run.out, check);
+        cr_expect(strstr(run.err, "fairness"), "%s: no fairness line: %s", models[m], run.err);
+        proc_free(&run);
+    }
+    echo_stop(&server);
+}
+
+Test(load, every_model_keeps_an_open_loop_schedule)
+{
+    struct proc server, run;
+    int port = echo_start(&server);
+    for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
+        const char *args[] = {"--model", models[m], "--connections", "3", "--rate", "1000", "--duration", "1",
+                              "--warmup", "0.2", "--json", NULL};
+        int code = load(&run, "127.0.0.1", port, args);
+        assert_clean(&run, code, 1);
+        /* Never ahead of the schedule: 1000 x 1.2 s were due by the window's end. */
+        double msgs = json_number(run.out, "\"msgs\":");
+        cr_assert(msgs <= 1000 * 1.2 + 3, "%s: %.0f messages at 1000/s for 1 s: %s", models[m], msgs, run.out);
+        json_check(run.out, "d['client_lag_us']['samples'] > 0 and d['config']['rate'] == 1000");
+        proc_free(&run);
+    }
+    echo_stop(&server);
+}
+
+Test(load, a_model_refuses_what_it_cannot_honour)
+{
+    static const char *const cases[][4] = {
+        {"epoll", "--churn", "5", "--churn: only --model uring"},
+        {"threads", "--busy-poll", "0", "--busy-poll: only --model uring"},
+        {"epoll", "--backend", "epoll", "--backend: only --model uring"},
+        {"threads", "--target-p99", "100", "--target-p99: only --model uring"},
+        {"epoll", "--hdr-log", "/tmp/never-written.hlog", "--hdr-log: only --model uring"},
+        {"threads", "--threads", "2", "--threads: --model threads"},
+        {"threads", "--connections", "5000", "--connections: 5000"},
+        {"threads", "--pipeline", "32", "--pipeline:"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct proc run;
+        /* --pipeline 32 with --size 4096 is 128 KiB in flight: more than a blocking thread may write unread. */
+        const char *args[] = {"--model", cases[i][0], cases[i][1], cases[i][2], "--size", "4096", NULL};
+        int code = load(&run, "127.0.0.1", 9, args);
+        cr_assert(code == 2, "--model %s %s %s: exit %d", cases[i][0], cases[i][1], cases[i][2], code);
+        cr_assert(strstr(run.err, cases[i][3]), "--model %s %s: stderr %s", cases[i][0], cases[i][1], run.err);
+        proc_free(&run);
+    }
+    struct proc run;
+    const char *rate[] = {"--model", "threads", "--rate", "100", "--pipeline", "2", NULL};
+    cr_assert(load(&run, "127.0.0.1", 9, rate) == 2);
+    cr_assert(strstr(run.err, "--pipeline: with --rate, --model threads"), "stderr %s", run.err);
+    proc_free(&run);
+}
+
+Test(load, fairness_shows_starved_connections)
+{
+    for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
+        struct partial_server partial;
+        partial_server_start(&partial);
+        struct proc run;
+        const char *args[] = {"--model", models[m], "--connections", "8", "--duration", "1", "--warmup", "0.2",
+                              "--json", NULL};
+        int code = load(&run, "127.0.0.1", partial.port, args);
+        partial_server_stop(&partial);
+        cr_assert_eq(atomic_load(&partial.starved), 2, "%s: %d connections accepted", models[m],
+                     atomic_load(&partial.accepted));
+        /* The starved connections' messages are never echoed: short echoes at the end, exit 1. */
+        cr_assert(code == 1, "%s: exit %d", models[m], code);
+        json_check(run.out, "d['fairness']['connections'] == 8 and d['fairness']['min'] == 0 and "
+                            "d['fairness']['max'] > 0 and d['fairness']['jain'] < 0.9 and "
+                            "d['errors']['short_echo'] == 2");
+        proc_free(&run);
+    }
 }
