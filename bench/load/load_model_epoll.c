@@ -35,7 +35,7 @@ struct epoll_thread {
 static void write_rest(struct epoll_thread *e, struct load_socket_conn *c)
 {
     const struct load_options *o = e->t->run->options;
-    const unsigned char *message = load_pattern_at(e->t->run->table, c->seed, c->sent - o->size);
+    const unsigned char *message = load_pattern_at(e->t->run->table, c->seed, c->stream.sent - o->size);
     ssize_t n = send(c->fd, message + (o->size - c->unsent), c->unsent, MSG_NOSIGNAL);
     if (n < 0 && errno != EAGAIN && errno != EINTR) {
         load_socket_ended(e->t, c, errno);
@@ -61,7 +61,7 @@ static void pump(struct epoll_thread *e, struct load_socket_conn *c, uint64_t no
         load_socket_shut_if_done(c);
         return;
     }
-    while (c->fd >= 0 && !c->unsent && c->msgs_sent - c->msgs_done < o->pipeline) {
+    while (c->fd >= 0 && !c->unsent && c->stream.msgs_sent - c->stream.msgs_done < o->pipeline) {
         uint64_t stamp = now;
         if (run->rate > 0) {
             if (c->scheduled_sent >= c->due)

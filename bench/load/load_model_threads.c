@@ -25,7 +25,7 @@ static int write_all(struct load_socket_thread *t, struct load_socket_conn *c)
 {
     struct load_socket_run *run = t->run;
     uint32_t size = run->options->size;
-    const unsigned char *message = load_pattern_at(run->table, c->seed, c->sent - size);
+    const unsigned char *message = load_pattern_at(run->table, c->seed, c->stream.sent - size);
     while (c->unsent) {
         ssize_t n = send(c->fd, message + (size - c->unsent), c->unsent, MSG_NOSIGNAL);
         if (n > 0) {
@@ -53,14 +53,14 @@ static int send_due(struct load_socket_thread *t, struct load_socket_conn *c, in
         return 0;
     }
     if (run->rate <= 0) {
-        while (c->msgs_sent - c->msgs_done < o->pipeline) {
+        while (c->stream.msgs_sent - c->stream.msgs_done < o->pipeline) {
             load_socket_next(c, run, now);
             if (write_all(t, c) < 0)
                 return -1;
         }
         return 0;
     }
-    if (c->msgs_sent != c->msgs_done)
+    if (c->stream.msgs_sent != c->stream.msgs_done)
         return 0; /* its echo first */
     uint64_t at = load_schedule_at(atomic_load(&run->base_ns), run->ns_per_msg, o->connections, c->index,
                                    c->scheduled_sent);
@@ -93,7 +93,7 @@ static void *threads_thread_main(void *arg)
         int phase = load_socket_phase(run);
         if (phase == LOAD_SOCKET_OVER || send_due(t, c, phase) < 0)
             break;
-        if (c->sent == c->verified && !c->shut)
+        if (c->stream.sent == c->stream.verified && !c->shut)
             continue; /* nothing owed: --rate slept towards its next message */
         ssize_t n = recv(c->fd, t->buffer, LOAD_SOCKET_BUFFER, 0);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))

@@ -25,6 +25,7 @@
 #include "load_pattern.h"
 #include "load_report.h"
 #include "load_schedule.h"
+#include "load_stream.h"
 #include "load_run.h"
 #include "overlap.h"
 
@@ -93,8 +94,8 @@ struct load_slot;
  * histogram ends on. */
 struct load_worker {
     char pad[64];
-    _Atomic uint64_t msgs, bytes, connects, window_connects, errors[LOAD_ERR_KINDS];
-    _Atomic uint64_t all_msgs, all_bytes; /* warmup included, for the progress line */
+    struct load_tally tally;
+    _Atomic uint64_t connects, window_connects, errors[LOAD_ERR_KINDS];
     _Atomic uint64_t p99_ns;
     char pad2[64];
     uint64_t published_at;
@@ -118,13 +119,10 @@ struct load_slot {
     bool opened_once;
     bool shut;                    /* our write side is shut down: the connection is ending in good order */
     bool failed;                  /* verification failed: closing */
-    uint64_t sent, verified;      /* bytes queued / bytes echoed and verified, current connection */
-    uint64_t msgs_sent, msgs_done;/* messages queued / fully echoed, current connection */
-    uint64_t window_msgs;         /* messages echoed in the measured window, every connection of the slot */
+    struct load_stream stream;
     uint64_t due;                 /* open loop: this slot's messages whose scheduled time has come */
     uint64_t scheduled_sent;      /* open loop: of which sent */
     uint64_t connect_started;
-    uint64_t free_at;             /* open loop: when the pipeline last had room again (or the connection opened) */
     uint64_t stamps[];            /* per message in flight (index msgs_sent % pipeline): latency start, ns */
 };
 
@@ -214,17 +212,6 @@ void load_cpu_times(double *user, double *system)
 #endif
 }
 
-static inline void bump(_Atomic uint64_t *counter, uint64_t n)
-{
-    /* Single writer (the owning worker): a plain load and store, no locked instruction. */
-    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n, memory_order_relaxed);
-}
-
-static inline uint64_t peek(const _Atomic uint64_t *counter)
-{
-    return atomic_load_explicit(counter, memory_order_relaxed);
-}
-
 static inline int phase_of(struct load_run *run)
 {
     return atomic_load_explicit(&run->phase, memory_order_relaxed);
@@ -246,7 +233,7 @@ static void count_error(struct load_run *run, struct load_worker *w, enum load_e
                         ...)
 {
     if (w)
-        bump(&w->errors[kind], 1);
+        load_bump(&w->errors[kind], 1);
     else
         atomic_fetch_add(&run->main_errors[kind], 1);
     if (atomic_exchange(&run->error_claimed, 1))
@@ -272,10 +259,10 @@ static inline uint64_t scheduled_at(const struct load_run *run, uint64_t base, u
 static void send_one(struct load_slot *s, uint64_t stamp)
 {
     const struct load_options *o = s->run->options;
-    const unsigned char *message = load_pattern_at(s->run->table, s->seed, s->sent);
-    s->stamps[s->msgs_sent % o->pipeline] = stamp;
-    s->msgs_sent++;
-    s->sent += o->size;
+    const unsigned char *message = load_pattern_at(s->run->table, s->seed, s->stream.sent);
+    s->stamps[s->stream.msgs_sent % o->pipeline] = stamp;
+    s->stream.msgs_sent++;
+    s->stream.sent += o->size;
     /* A failure means the connection is closing; on_close reports why. */
     ovl_send_ref(s->conn, message, o->size);
 }
@@ -284,10 +271,10 @@ static void send_one(struct load_slot *s, uint64_t stamp)
  * connection in good order. The server answers our FIN with its own and on_close sees OVL_CLOSE_PEER. */
 static void finish_if_done(struct load_slot *s)
 {
-    if (s->shut || s->failed || !s->conn || s->verified != s->sent)
+    if (s->shut || s->failed || !s->conn || s->stream.verified != s->stream.sent)
         return;
     const struct load_options *o = s->run->options;
-    if (phase_of(s->run) == PHASE_STOPPING || (o->churn && s->msgs_done >= o->churn)) {
+    if (phase_of(s->run) == PHASE_STOPPING || (o->churn && s->stream.msgs_done >= o->churn)) {
         s->shut = true;
         ovl_shutdown(s->conn);
     }
@@ -310,7 +297,7 @@ static void pump(struct load_slot *s, uint64_t now)
     uint64_t base = run->rate > 0 ? atomic_load_explicit(&run->base_ns, memory_order_relaxed) : 0;
     if (run->rate <= 0 && now < atomic_load_explicit(&run->start_ns, memory_order_relaxed))
         return; /* --start-at: connected early, silent until then (on_start_timer comes back) */
-    while (s->msgs_sent - s->msgs_done < o->pipeline && s->msgs_sent < limit) {
+    while (s->stream.msgs_sent - s->stream.msgs_done < o->pipeline && s->stream.msgs_sent < limit) {
         if (run->rate > 0) {
             if (!base || s->scheduled_sent >= s->due)
                 break;
@@ -319,7 +306,7 @@ static void pump(struct load_slot *s, uint64_t now)
             s->scheduled_sent++;
             /* The client's own delay: from when the message could have gone (its time had come and the pipeline
              * had room) to now. Waiting for room is the server's doing and not counted here. */
-            uint64_t could = at > s->free_at ? at : s->free_at;
+            uint64_t could = at > s->stream.free_at ? at : s->stream.free_at;
             if (phase == PHASE_MEASURE)
                 load_histogram_record(&s->worker->send_lag, now > could ? now - could : 0);
         } else {
@@ -394,14 +381,14 @@ static void on_open(ovl_conn *conn, void *user)
     uint64_t now = load_now_ns();
     s->conn = conn;
     s->shut = s->failed = false;
-    s->sent = s->verified = s->msgs_sent = s->msgs_done = 0;
-    s->free_at = now;
-    bump(&w->connects, 1);
+    s->stream.sent = s->stream.verified = s->stream.msgs_sent = s->stream.msgs_done = 0;
+    s->stream.free_at = now;
+    load_bump(&w->connects, 1);
     if (phase_of(run) == PHASE_MEASURE)
-        bump(&w->window_connects, 1);
+        load_bump(&w->window_connects, 1);
     load_histogram_record(&w->connect_latency, now - s->connect_started);
     if (w->log_connect)
-        bump(&w->log_connect[load_log_index(now - s->connect_started)], 1);
+        load_bump(&w->log_connect[load_log_index(now - s->connect_started)], 1);
     if (!s->opened_once) {
         s->opened_once = true;
         s->worker = w;
@@ -430,7 +417,7 @@ static void on_data(ovl_conn *conn, ovl_buf *buf)
     }
     size_t len = ovl_buf_len(buf);
     char why[160];
-    int bad = load_pattern_check(run->table, o->size, s->seed, s->verified, s->sent, ovl_buf_data(buf), len, why,
+    int bad = load_pattern_check(run->table, o->size, s->seed, s->stream.verified, s->stream.sent, ovl_buf_data(buf), len, why,
                                  sizeof why);
     if (bad < 0)
         count_error(run, w, LOAD_ERR_MISMATCH, "connection %u (%s): %s", s->index, ovl_conn_peer(conn), why);
@@ -440,29 +427,10 @@ static void on_data(ovl_conn *conn, ovl_buf *buf)
         ovl_close(conn);
         return;
     }
-    s->verified += len;
     uint64_t now = load_now_ns();
     bool measuring = phase_of(run) == PHASE_MEASURE;
-    uint64_t complete = s->verified / o->size;
-    bump(&w->all_bytes, len);
-    bump(&w->all_msgs, complete - s->msgs_done);
-    if (measuring) {
-        bump(&w->bytes, len);
-        bump(&w->msgs, complete - s->msgs_done);
-        s->window_msgs += complete - s->msgs_done;
-    }
-    while (s->msgs_done < complete) {
-        if (s->msgs_sent - s->msgs_done == o->pipeline)
-            s->free_at = now;
-        uint64_t stamp = s->stamps[s->msgs_done % o->pipeline];
-        s->msgs_done++;
-        if (measuring) {
-            uint64_t latency = now > stamp ? now - stamp : 0;
-            load_histogram_record(&w->latency, latency);
-            if (w->log_latency)
-                bump(&w->log_latency[load_log_index(latency)], 1);
-        }
-    }
+    load_stream_echoed(&s->stream, s->stamps, o->size, o->pipeline, len, now, measuring, &w->tally, &w->latency,
+                       w->log_latency);
     if (run->rate > 0)
         slot_tick(s, now);
     else
@@ -484,7 +452,7 @@ static void on_close(ovl_conn *conn, ovl_close_reason reason, int err)
     struct load_run *run = s->run;
     struct load_worker *w = worker_of(run, conn);
     bool stopping = phase_of(run) == PHASE_STOPPING;
-    uint64_t owed = s->sent - s->verified;
+    uint64_t owed = s->stream.sent - s->stream.verified;
     /* The socket is gone by now (ovl_conn_peer would not know the address): name the target. */
     const char *peer = ovl_target_name(run->target);
     s->conn = NULL;
@@ -507,7 +475,7 @@ static void on_close(ovl_conn *conn, ovl_close_reason reason, int err)
             break;
         if (owed)
             count_error(run, w, LOAD_ERR_SHORT, "connection %u to %s: closed by the server with %llu of %llu bytes "
-                        "not echoed", s->index, peer, (unsigned long long)owed, (unsigned long long)s->sent);
+                        "not echoed", s->index, peer, (unsigned long long)owed, (unsigned long long)s->stream.sent);
         else if (!s->shut)
             count_error(run, w, LOAD_ERR_SERVER_CLOSED, "connection %u to %s: closed by the server", s->index, peer);
         break;
@@ -555,13 +523,13 @@ static void sum_counters(struct load_run *run, struct load_result *r)
     r->bytes_total = 0;
     for (int i = 0; i < run->worker_count; i++) {
         struct load_worker *w = &run->workers[i];
-        r->bytes_total += peek(&w->all_bytes);
-        r->msgs += peek(&w->msgs);
-        r->bytes += peek(&w->bytes);
-        r->connects += peek(&w->connects);
-        r->window_connects += peek(&w->window_connects);
+        r->bytes_total += load_peek(&w->tally.all_bytes);
+        r->msgs += load_peek(&w->tally.msgs);
+        r->bytes += load_peek(&w->tally.bytes);
+        r->connects += load_peek(&w->connects);
+        r->window_connects += load_peek(&w->window_connects);
         for (int k = 0; k < LOAD_ERR_KINDS; k++)
-            r->errors[k] += peek(&w->errors[k]);
+            r->errors[k] += load_peek(&w->errors[k]);
     }
 }
 
@@ -569,7 +537,7 @@ static uint64_t published_p99(struct load_run *run)
 {
     uint64_t p99 = 0;
     for (int i = 0; i < run->worker_count; i++) {
-        uint64_t p = peek(&run->workers[i].p99_ns);
+        uint64_t p = load_peek(&run->workers[i].p99_ns);
         if (p > p99)
             p99 = p;
     }
@@ -590,8 +558,8 @@ static void progress_tick(struct load_run *run, struct progress *p, struct load_
     sum_counters(run, scratch);
     uint64_t msgs = 0, bytes = 0;
     for (int i = 0; i < run->worker_count; i++) {
-        msgs += peek(&run->workers[i].all_msgs);
-        bytes += peek(&run->workers[i].all_bytes);
+        msgs += load_peek(&run->workers[i].tally.all_msgs);
+        bytes += load_peek(&run->workers[i].tally.all_bytes);
     }
     double interval = (double)(now - p->last_ns) / 1e9;
     struct load_progress line = {
@@ -615,8 +583,8 @@ static void progress_restart(struct load_run *run, struct progress *p, uint64_t 
     p->start_ns = p->last_ns = now;
     p->last_msgs = p->last_bytes = 0;
     for (int i = 0; i < run->worker_count; i++) {
-        p->last_msgs += peek(&run->workers[i].all_msgs);
-        p->last_bytes += peek(&run->workers[i].all_bytes);
+        p->last_msgs += load_peek(&run->workers[i].tally.all_msgs);
+        p->last_bytes += load_peek(&run->workers[i].tally.all_bytes);
     }
 }
 
@@ -631,7 +599,7 @@ static void hdr_tick(struct load_run *run, uint64_t now)
         for (int i = 0; i < run->worker_count; i++) {
             _Atomic uint64_t *counts = series ? run->workers[i].log_connect : run->workers[i].log_latency;
             for (unsigned k = 0; k < LOAD_LOG_COUNTS; k++)
-                total[k] += peek(&counts[k]);
+                total[k] += load_peek(&counts[k]);
         }
         for (unsigned k = 0; k < LOAD_LOG_COUNTS; k++) {
             uint64_t t = total[k];
@@ -906,7 +874,7 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
     uint64_t *per_slot = malloc((size_t)o->connections * sizeof *per_slot);
     if (per_slot) {
         for (uint32_t i = 0; i < o->connections; i++)
-            per_slot[i] = run->slots[i]->window_msgs;
+            per_slot[i] = run->slots[i]->stream.window_msgs;
         load_fairness_of(per_slot, o->connections, &result->fairness);
         free(per_slot);
     }

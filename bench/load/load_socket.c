@@ -23,21 +23,10 @@
 #define GRACE_NS 2000000000ull          /* after the window: time for echoes in flight to come back */
 #define THREAD_STACK (256u * 1024)      /* a model thread keeps nothing large on its stack; 4096 of them must fit */
 
-static inline void bump(_Atomic uint64_t *counter, uint64_t n)
-{
-    /* Single writer (the owning thread): a plain load and store, no locked instruction. */
-    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n, memory_order_relaxed);
-}
-
-static inline uint64_t peek(const _Atomic uint64_t *counter)
-{
-    return atomic_load_explicit(counter, memory_order_relaxed);
-}
-
 void load_socket_error(struct load_socket_thread *t, enum load_error_kind kind, const char *format, ...)
 {
     struct load_socket_run *run = t->run;
-    bump(&t->errors[kind], 1);
+    load_bump(&t->errors[kind], 1);
     if (atomic_exchange(&run->error_claimed, 1))
         return;
     va_list args;
@@ -107,9 +96,9 @@ int load_socket_connect(struct load_socket_thread *t, struct load_socket_conn *c
         }
         uint64_t now = load_now_ns();
         c->fd = fd;
-        c->free_at = now;
+        c->stream.free_at = now;
         load_histogram_record(&t->connect_latency, now - started);
-        bump(&t->connects, 1);
+        load_bump(&t->connects, 1);
         atomic_fetch_add(&t->live, 1);
         atomic_fetch_add(&run->opened, 1);
         return 0;
@@ -129,10 +118,10 @@ bool load_socket_wait_start(struct load_socket_run *run)
 const unsigned char *load_socket_next(struct load_socket_conn *c, struct load_socket_run *run, uint64_t stamp)
 {
     const struct load_options *o = run->options;
-    const unsigned char *message = load_pattern_at(run->table, c->seed, c->sent);
-    c->stamps[c->msgs_sent % o->pipeline] = stamp;
-    c->msgs_sent++;
-    c->sent += o->size;
+    const unsigned char *message = load_pattern_at(run->table, c->seed, c->stream.sent);
+    c->stamps[c->stream.msgs_sent % o->pipeline] = stamp;
+    c->stream.msgs_sent++;
+    c->stream.sent += o->size;
     c->unsent = o->size;
     return message;
 }
@@ -150,40 +139,24 @@ int load_socket_echoed(struct load_socket_thread *t, struct load_socket_conn *c,
     struct load_socket_run *run = t->run;
     const struct load_options *o = run->options;
     char why[160];
-    if (load_pattern_check(run->table, o->size, c->seed, c->verified, c->sent - c->unsent, data, len, why,
+    if (load_pattern_check(run->table, o->size, c->seed, c->stream.verified, c->stream.sent - c->unsent, data, len, why,
                            sizeof why) < 0) {
         load_socket_error(t, LOAD_ERR_MISMATCH, "connection %u (%s): %s", c->index, run->target, why);
         close_conn(t, c);
         return -1;
     }
-    c->verified += len;
-    bool measuring = load_socket_phase(run) == LOAD_SOCKET_MEASURE;
-    uint64_t complete = c->verified / o->size;
-    bump(&t->all_bytes, len);
-    bump(&t->all_msgs, complete - c->msgs_done);
-    if (measuring) {
-        bump(&t->bytes, len);
-        bump(&t->msgs, complete - c->msgs_done);
-        c->window_msgs += complete - c->msgs_done;
-    }
-    while (c->msgs_done < complete) {
-        if (c->msgs_sent - c->msgs_done == o->pipeline)
-            c->free_at = now;
-        uint64_t stamp = c->stamps[c->msgs_done % o->pipeline];
-        c->msgs_done++;
-        if (measuring)
-            load_histogram_record(&t->latency, now > stamp ? now - stamp : 0);
-    }
+    load_stream_echoed(&c->stream, c->stamps, o->size, o->pipeline, len, now,
+                       load_socket_phase(run) == LOAD_SOCKET_MEASURE, &t->tally, &t->latency, NULL);
     return 0;
 }
 
 void load_socket_ended(struct load_socket_thread *t, struct load_socket_conn *c, int err)
 {
     const char *target = t->run->target;
-    uint64_t owed = c->sent - c->verified;
+    uint64_t owed = c->stream.sent - c->stream.verified;
     if (err == 0 && owed)
         load_socket_error(t, LOAD_ERR_SHORT, "connection %u to %s: closed by the server with %llu of %llu bytes not "
-                          "echoed", c->index, target, (unsigned long long)owed, (unsigned long long)c->sent);
+                          "echoed", c->index, target, (unsigned long long)owed, (unsigned long long)c->stream.sent);
     else if (err == 0 && !c->shut)
         load_socket_error(t, LOAD_ERR_SERVER_CLOSED, "connection %u to %s: closed by the server", c->index, target);
     else if (err == ECONNRESET || err == EPIPE)
@@ -198,7 +171,7 @@ void load_socket_close(struct load_socket_thread *t, struct load_socket_conn *c)
 {
     if (c->fd < 0)
         return;
-    uint64_t owed = c->sent - c->verified;
+    uint64_t owed = c->stream.sent - c->stream.verified;
     if (owed)
         load_socket_error(t, LOAD_ERR_SHORT, "connection %u to %s: %llu bytes sent were never echoed (waited %.1f s "
                           "after the end)", c->index, t->run->target, (unsigned long long)owed,
@@ -208,7 +181,7 @@ void load_socket_close(struct load_socket_thread *t, struct load_socket_conn *c)
 
 void load_socket_shut_if_done(struct load_socket_conn *c)
 {
-    if (c->shut || c->fd < 0 || c->unsent || c->verified != c->sent)
+    if (c->shut || c->fd < 0 || c->unsent || c->stream.verified != c->stream.sent)
         return;
     c->shut = true;
     shutdown(c->fd, SHUT_WR);
@@ -217,7 +190,7 @@ void load_socket_shut_if_done(struct load_socket_conn *c)
 void load_socket_lag(struct load_socket_thread *t, struct load_socket_conn *c, uint64_t at, uint64_t now)
 {
     /* From when the message could have gone (its time had come and the pipeline had room) to now. */
-    uint64_t could = at > c->free_at ? at : c->free_at;
+    uint64_t could = at > c->stream.free_at ? at : c->stream.free_at;
     if (load_socket_phase(t->run) == LOAD_SOCKET_MEASURE)
         load_histogram_record(&t->send_lag, now > could ? now - could : 0);
 }
@@ -235,12 +208,12 @@ static void sum_counters(struct load_socket_run *run, struct load_result *r)
     memset(r->errors, 0, sizeof r->errors);
     for (uint32_t i = 0; i < run->thread_count; i++) {
         struct load_socket_thread *t = run->threads[i];
-        r->msgs += peek(&t->msgs);
-        r->bytes += peek(&t->bytes);
-        r->bytes_total += peek(&t->all_bytes);
-        r->connects += peek(&t->connects);
+        r->msgs += load_peek(&t->tally.msgs);
+        r->bytes += load_peek(&t->tally.bytes);
+        r->bytes_total += load_peek(&t->tally.all_bytes);
+        r->connects += load_peek(&t->connects);
         for (int k = 0; k < LOAD_ERR_KINDS; k++)
-            r->errors[k] += peek(&t->errors[k]);
+            r->errors[k] += load_peek(&t->errors[k]);
     }
 }
 
@@ -256,8 +229,8 @@ static void progress_totals(struct load_socket_run *run, uint64_t *msgs, uint64_
 {
     *msgs = *bytes = 0;
     for (uint32_t i = 0; i < run->thread_count; i++) {
-        *msgs += peek(&run->threads[i]->all_msgs);
-        *bytes += peek(&run->threads[i]->all_bytes);
+        *msgs += load_peek(&run->threads[i]->tally.all_msgs);
+        *bytes += load_peek(&run->threads[i]->tally.all_bytes);
     }
 }
 
@@ -465,7 +438,7 @@ int load_socket_run(const struct load_options *o, double rate, struct load_resul
     uint64_t *per_conn = malloc((size_t)o->connections * sizeof *per_conn);
     if (per_conn) {
         for (uint32_t i = 0; i < o->connections; i++)
-            per_conn[i] = run->conns[i]->window_msgs;
+            per_conn[i] = run->conns[i]->stream.window_msgs;
         load_fairness_of(per_conn, o->connections, &result->fairness);
         free(per_conn);
     }

@@ -20,6 +20,7 @@
 
 #include "load_options.h"
 #include "load_run.h"
+#include "load_stream.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -36,18 +37,16 @@ struct load_socket_conn {
     bool shut;                    /* our write side is shut down: the run is over and every byte came back */
     uint32_t unsent;              /* bytes of the last message not written yet (a short send) */
     bool want_out;                /* --model epoll: EPOLLOUT is asked for (unsent > 0) */
-    uint64_t sent, verified;      /* bytes given to send (unsent included) / echoed and verified */
-    uint64_t msgs_sent, msgs_done;
-    uint64_t window_msgs;         /* messages echoed in the measured window (fairness) */
+    struct load_stream stream;    /* stream.sent: bytes given to send, unsent included */
     uint64_t due, scheduled_sent; /* open loop: messages whose time has come / of which sent */
-    uint64_t free_at;             /* open loop: when the pipeline last had room again */
     uint64_t stamps[];            /* per message in flight (msgs_sent % pipeline): latency start, ns */
 };
 
 /* One thread of a model. */
 struct load_socket_thread {
     char pad[64];
-    _Atomic uint64_t msgs, bytes, all_msgs, all_bytes, connects, errors[LOAD_ERR_KINDS];
+    struct load_tally tally;
+    _Atomic uint64_t connects, errors[LOAD_ERR_KINDS];
     _Atomic uint32_t live;        /* its connections not ended yet */
     char pad2[64];
     struct load_socket_run *run;
