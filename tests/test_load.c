@@ -343,19 +343,26 @@ static void *bad_server_main(void *arg)
     return NULL;
 }
 
+/* A listening socket on 127.0.0.1, an ephemeral port (in *port). */
+static int listen_loopback(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fd >= 0);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof address;
+    cr_assert(bind(fd, (struct sockaddr *)&address, sizeof address) == 0, "bind: %s", strerror(errno));
+    cr_assert(listen(fd, 64) == 0);
+    cr_assert(getsockname(fd, (struct sockaddr *)&address, &len) == 0);
+    *port = ntohs(address.sin_port);
+    return fd;
+}
+
 static void bad_server_start(struct bad_server *s, enum bad_mode mode)
 {
     memset(s, 0, sizeof *s);
     s->mode = mode;
     s->flip_at = 1000;
-    s->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert(s->listen_fd >= 0);
-    struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof address;
-    cr_assert(bind(s->listen_fd, (struct sockaddr *)&address, sizeof address) == 0, "bind: %s", strerror(errno));
-    cr_assert(listen(s->listen_fd, 16) == 0);
-    cr_assert(getsockname(s->listen_fd, (struct sockaddr *)&address, &len) == 0);
-    s->port = ntohs(address.sin_port);
+    s->listen_fd = listen_loopback(&s->port);
     cr_assert(pthread_create(&s->thread, NULL, bad_server_main, s) == 0);
 }
 
@@ -422,14 +429,7 @@ static void *partial_server_main(void *arg)
 static void partial_server_start(struct partial_server *s)
 {
     memset(s, 0, sizeof *s);
-    s->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert(s->listen_fd >= 0);
-    struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof address;
-    cr_assert(bind(s->listen_fd, (struct sockaddr *)&address, sizeof address) == 0, "bind: %s", strerror(errno));
-    cr_assert(listen(s->listen_fd, 64) == 0);
-    cr_assert(getsockname(s->listen_fd, (struct sockaddr *)&address, &len) == 0);
-    s->port = ntohs(address.sin_port);
+    s->listen_fd = listen_loopback(&s->port);
     cr_assert(pthread_create(&s->thread, NULL, partial_server_main, s) == 0);
 }
 
