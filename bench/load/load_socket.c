@@ -97,7 +97,9 @@ int load_socket_connect(struct load_socket_thread *t, struct load_socket_conn *c
         uint64_t now = load_now_ns();
         c->fd = fd;
         c->stream.free_at = now;
-        load_histogram_record(&t->connect_latency, now - started);
+        pthread_mutex_lock(&t->hists->lock);
+        load_histogram_record(&t->hists->connect_latency, now - started);
+        pthread_mutex_unlock(&t->hists->lock);
         load_bump(&t->connects, 1);
         atomic_fetch_add(&t->live, 1);
         atomic_fetch_add(&run->opened, 1);
@@ -145,8 +147,10 @@ int load_socket_echoed(struct load_socket_thread *t, struct load_socket_conn *c,
         close_conn(t, c);
         return -1;
     }
+    pthread_mutex_lock(&t->hists->lock);
     load_stream_echoed(&c->stream, c->stamps, o->size, o->pipeline, len, now,
-                       load_socket_phase(run) == LOAD_SOCKET_MEASURE, &t->tally, &t->latency, NULL);
+                       load_socket_phase(run) == LOAD_SOCKET_MEASURE, &t->tally, &t->hists->latency, NULL);
+    pthread_mutex_unlock(&t->hists->lock);
     return 0;
 }
 
@@ -191,8 +195,11 @@ void load_socket_lag(struct load_socket_thread *t, struct load_socket_conn *c, u
 {
     /* From when the message could have gone (its time had come and the pipeline had room) to now. */
     uint64_t could = at > c->stream.free_at ? at : c->stream.free_at;
-    if (load_socket_phase(t->run) == LOAD_SOCKET_MEASURE)
-        load_histogram_record(&t->send_lag, now > could ? now - could : 0);
+    if (load_socket_phase(t->run) == LOAD_SOCKET_MEASURE) {
+        pthread_mutex_lock(&t->hists->lock);
+        load_histogram_record(&t->hists->send_lag, now > could ? now - could : 0);
+        pthread_mutex_unlock(&t->hists->lock);
+    }
 }
 
 /* ---- the main thread ---- */
@@ -297,15 +304,24 @@ static int setup(struct load_socket_run *run, const struct load_options *o, cons
         c->seed = load_pattern_seed(i, 1);
         run->conns[i] = c;
     }
+    run->hist_count = model->threads < LOAD_SOCKET_HIST_SETS ? model->threads : LOAD_SOCKET_HIST_SETS;
+    for (uint32_t i = 0; i < run->hist_count; i++) {
+        struct load_socket_hists *hists = malloc(sizeof *hists);
+        if (!hists)
+            goto oom;
+        pthread_mutex_init(&hists->lock, NULL);
+        load_histogram_init(&hists->latency);
+        load_histogram_init(&hists->connect_latency);
+        load_histogram_init(&hists->send_lag);
+        run->hists[i] = hists;
+    }
     run->thread_count = model->threads;
     for (uint32_t i = 0; i < model->threads; i++) {
-        /* calloc'd, not load_histogram_init'd: the buckets stay untouched zero pages until a thread records into
-         * them, so 4096 threads' histograms cost what they use. */
         struct load_socket_thread *t = calloc(1, sizeof *t);
         if (!t)
             goto oom;
         run->threads[i] = t;
-        t->latency.min = t->connect_latency.min = t->send_lag.min = UINT64_MAX;
+        t->hists = run->hists[i % run->hist_count];
         t->buffer = malloc(LOAD_SOCKET_BUFFER);
         if (!t->buffer)
             goto oom;
@@ -334,6 +350,11 @@ static void teardown(struct load_socket_run *run)
                     close(run->conns[i]->fd);
                 free(run->conns[i]);
             }
+    for (uint32_t i = 0; i < run->hist_count; i++)
+        if (run->hists[i]) {
+            pthread_mutex_destroy(&run->hists[i]->lock);
+            free(run->hists[i]);
+        }
     free(run->threads);
     free(run->conns);
     free(run->table);
@@ -430,10 +451,10 @@ int load_socket_run(const struct load_options *o, double rate, struct load_resul
     result->seconds = (double)(stop - start) / 1e9;
     result->cpu_user = user1 - user0;
     result->cpu_system = system1 - system0;
-    for (uint32_t i = 0; i < run->thread_count; i++) {
-        load_histogram_merge(&result->latency, &run->threads[i]->latency);
-        load_histogram_merge(&result->connect_latency, &run->threads[i]->connect_latency);
-        load_histogram_merge(&result->send_lag, &run->threads[i]->send_lag);
+    for (uint32_t i = 0; i < run->hist_count; i++) {
+        load_histogram_merge(&result->latency, &run->hists[i]->latency);
+        load_histogram_merge(&result->connect_latency, &run->hists[i]->connect_latency);
+        load_histogram_merge(&result->send_lag, &run->hists[i]->send_lag);
     }
     uint64_t *per_conn = malloc((size_t)o->connections * sizeof *per_conn);
     if (per_conn) {

@@ -42,6 +42,17 @@ struct load_socket_conn {
     uint64_t stamps[];            /* per message in flight (msgs_sent % pipeline): latency start, ns */
 };
 
+/* Histograms some threads record into, under their lock. A histogram is 248 KiB: one set per thread would cost the
+ * threads model (a thread per connection, up to 4096) gigabytes once transparent huge pages back each touched
+ * stretch, so threads share at most LOAD_SOCKET_HIST_SETS sets; a blocking thread's message takes microseconds, an
+ * uncontended lock tens of nanoseconds. */
+struct load_socket_hists {
+    pthread_mutex_t lock;
+    struct load_histogram latency, connect_latency, send_lag;
+};
+
+enum { LOAD_SOCKET_HIST_SETS = 8 };
+
 /* One thread of a model. */
 struct load_socket_thread {
     char pad[64];
@@ -54,7 +65,7 @@ struct load_socket_thread {
     pthread_t id;
     bool started;
     unsigned char *buffer;        /* receive buffer, LOAD_SOCKET_BUFFER bytes */
-    struct load_histogram latency, connect_latency, send_lag;
+    struct load_socket_hists *hists; /* shared with the threads i + k * LOAD_SOCKET_HIST_SETS */
 };
 
 enum { LOAD_SOCKET_BUFFER = 65536 };
@@ -68,6 +79,8 @@ struct load_socket_run {
     struct load_socket_conn **conns;
     struct load_socket_thread **threads;
     uint32_t thread_count;
+    struct load_socket_hists *hists[LOAD_SOCKET_HIST_SETS];
+    uint32_t hist_count;
     _Atomic int phase;
     _Atomic uint64_t base_ns;     /* open loop: the schedule's time zero, set before the warmup starts */
     _Atomic uint32_t opened, failed;
