@@ -32,9 +32,25 @@
 #include "alloc.h"
 #include "backend.h"
 
+#include <mstcpip.h>
 #include <mswsock.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+
+/* SIO_TCP_INITIAL_RTO (Windows 8 and later; mstcpip.h): older mingw-w64 headers lack it. */
+#ifndef SIO_TCP_INITIAL_RTO
+#define SIO_TCP_INITIAL_RTO _WSAIOW(IOC_VENDOR, 17)
+typedef struct {
+    USHORT Rtt;
+    UCHAR MaxSynRetransmissions;
+} TCP_INITIAL_RTO_PARAMETERS;
+#endif
+#ifndef TCP_INITIAL_RTO_NO_SYN_RETRANSMISSIONS
+#define TCP_INITIAL_RTO_UNSPECIFIED_RTT ((USHORT)-1)
+#define TCP_INITIAL_RTO_UNSPECIFIED_MAX_SYN_RETRANSMISSIONS ((UCHAR)-1)
+#define TCP_INITIAL_RTO_NO_SYN_RETRANSMISSIONS ((UCHAR)-2)
+#endif
 
 enum {
     ACCEPTS_POSTED = 32,         /* AcceptEx calls kept posted per listening socket */
@@ -135,6 +151,7 @@ static struct {
     LPFN_DISCONNECTEX disconnect_ex;
     LPFN_GETACCEPTEXSOCKADDRS get_accept_ex_sockaddrs;
     bool skip_allowed;           /* every TCP provider is IFS: FILE_SKIP_COMPLETION_PORT_ON_SUCCESS may be tried */
+    atomic_bool initial_rto;     /* SIO_TCP_INITIAL_RTO may be tried (see loopback_connect_options) */
     int error;
 } winsock = {.once = PTHREAD_ONCE_INIT};
 
@@ -183,6 +200,19 @@ static bool all_providers_ifs(void)
     return all;
 }
 
+/* The Windows build number from RtlGetVersion (GetVersionEx answers by the program's manifest), 0 if unknown. */
+static DWORD windows_build(void)
+{
+    typedef LONG(WINAPI * rtl_get_version_fn)(OSVERSIONINFOW *);
+    HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
+    rtl_get_version_fn get_version =
+        ntdll ? (rtl_get_version_fn)(void (*)(void))GetProcAddress(ntdll, "RtlGetVersion") : NULL;
+    OSVERSIONINFOW info = {.dwOSVersionInfoSize = sizeof info};
+    if (!get_version || get_version(&info) != 0)
+        return 0;
+    return info.dwMajorVersion >= 10 ? info.dwBuildNumber : 0; /* Windows 11 is 10.0 too */
+}
+
 static void load_winsock(void)
 {
     SOCKET probe = ovl__socket_open(AF_INET);
@@ -201,6 +231,7 @@ static void load_winsock(void)
         rc = load_extension(probe, addresses_guid, &winsock.get_accept_ex_sockaddrs);
     winsock.error = rc;
     winsock.skip_allowed = all_providers_ifs();
+    atomic_store(&winsock.initial_rto, windows_build() >= 16299);
     closesocket(probe);
 }
 
@@ -784,6 +815,39 @@ static void on_send(ovl_conn *conn, DWORD bytes, int error)
 
 /* ---- connecting ---- */
 
+static bool is_loopback(const struct sockaddr *address)
+{
+    if (address->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)address)->sin_addr.s_addr) >> 24) == 127;
+    if (address->sa_family != AF_INET6)
+        return false;
+    const IN6_ADDR *a6 = &((const struct sockaddr_in6 *)address)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+}
+
+/* A SYN to a closed loopback port is answered by a reset, and Windows, unlike Linux, sends the SYN again: the
+ * connect is refused only after the retransmissions, about 2 s later. SIO_TCP_INITIAL_RTO with
+ * TCP_INITIAL_RTO_NO_SYN_RETRANSMISSIONS (honoured from Windows 10 1709, build 16299, as libuv checks) makes that
+ * refusal immediate. Only for loopback targets, as libuv and Go do: there no SYN is lost, so a reset is final; on a
+ * network, no retransmission would let one lost SYN fail the connect. A reused socket may carry the setting of
+ * its last connect, so for other targets it is set back to the system's (both fields unspecified). The call is
+ * an optimisation: where it fails (WSAEOPNOTSUPP: a provider without it; Wine, which reports Windows 7 and so is
+ * not asked) nothing is reported and it is not tried again. */
+static void loopback_connect_options(SOCKET socket, const struct sockaddr *target, bool reused)
+{
+    bool loopback = is_loopback(target);
+    if (!atomic_load_explicit(&winsock.initial_rto, memory_order_relaxed) || (!loopback && !reused))
+        return;
+    TCP_INITIAL_RTO_PARAMETERS rto;
+    memset(&rto, 0, sizeof rto);
+    rto.Rtt = TCP_INITIAL_RTO_UNSPECIFIED_RTT;
+    rto.MaxSynRetransmissions =
+        loopback ? TCP_INITIAL_RTO_NO_SYN_RETRANSMISSIONS : TCP_INITIAL_RTO_UNSPECIFIED_MAX_SYN_RETRANSMISSIONS;
+    DWORD bytes = 0;
+    if (WSAIoctl(socket, SIO_TCP_INITIAL_RTO, &rto, sizeof rto, NULL, 0, &bytes, NULL, NULL) != 0)
+        atomic_store_explicit(&winsock.initial_rto, false, memory_order_relaxed);
+}
+
 static int post_connect(ovl_conn *conn)
 {
     struct iocp_worker *iw = state_of(conn->worker);
@@ -809,6 +873,7 @@ static int post_connect(ovl_conn *conn)
                 return rc;
             }
         }
+        loopback_connect_options(socket, address->ai_addr, ic->connect_reused);
         conn->fd = socket;
         ic->skip_known = false;
         bool skip = conn_skip(conn);
