@@ -71,8 +71,13 @@ static int listen_one(const ovl_config *config, const struct addrinfo *ai, bool 
         return code;
     }
 #ifdef _WIN32
-    /* Windows' SO_REUSEADDR would let another process steal the port; exclusive use is the safe equivalent. */
-    ovl__set_int_option(fd, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, 1);
+    /* Neither option, as libuv decides. Windows' SO_REUSEADDR would let another socket take the port over. And
+     * Microsoft documents that after a listener with SO_EXCLUSIVEADDRUSE that accepted connections is closed,
+     * another socket with the option cannot bind the port until those connections are inactive: a service
+     * restarted at once (sc stop and start, the failure actions) could fail with WSAEADDRINUSE while its previous
+     * run's connections close. Without either, a restart binds over them, and a second live listener is still
+     * refused; only a process of the same account setting SO_REUSEADDR could share the port (Windows' enhanced
+     * socket security refuses other accounts). docs/WINDOWS.md, issue 16 item 9. */
 #else
     /* SO_REUSEADDR: a restarted server can bind while old connections sit in TIME_WAIT. */
     ovl__set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1);

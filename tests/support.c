@@ -242,6 +242,23 @@ int sup_wait_closed(int fd, int ms, int64_t *took_ms)
     return -errno;
 }
 
+int sup_count_time_wait(int port)
+{
+    FILE *file = fopen("/proc/net/tcp", "r");
+    if (!file)
+        return -errno;
+    char line[512];
+    int count = 0;
+    while (fgets(line, sizeof line, file)) {
+        unsigned local_address, local_port, state;
+        if (sscanf(line, " %*d: %8X:%4X %*8X:%*4X %2X", &local_address, &local_port, &state) == 3 &&
+            local_port == (unsigned)port && state == 0x06)
+            count++;
+    }
+    fclose(file);
+    return count;
+}
+
 void sup_close_reset(int fd)
 {
     struct linger lg = { .l_onoff = 1, .l_linger = 0 };

@@ -45,6 +45,8 @@ int sup_exchange(int fd, uint32_t seed, uint64_t offset, size_t len);
 int sup_wait_closed(int fd, int ms, int64_t *took_ms);
 /* Close with SO_LINGER {1, 0}: the kernel sends RST instead of FIN. */
 void sup_close_reset(int fd);
+/* Sockets whose local port is `port` in state TIME_WAIT (06 in /proc/net/tcp), or -errno. */
+int sup_count_time_wait(int port);
 /* Raise the RLIMIT_NOFILE soft limit to the hard limit; returns the new soft limit. */
 long sup_raise_nofile(void);
 /* Milliseconds on CLOCK_MONOTONIC. */

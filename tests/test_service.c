@@ -466,23 +466,6 @@ Test(service, log_file_takes_the_output)
 
 /* ---- restart on the same port ---- */
 
-/* Sockets on 127.0.0.1:port in state TIME_WAIT (06 in /proc/net/tcp). */
-static int count_time_wait(int port)
-{
-    FILE *file = fopen("/proc/net/tcp", "r");
-    cr_assert(file, "/proc/net/tcp: %s", strerror(errno));
-    char line[512];
-    int count = 0;
-    while (fgets(line, sizeof line, file)) {
-        unsigned local_address, local_port, state;
-        if (sscanf(line, " %*d: %8X:%4X %*8X:%*4X %2X", &local_address, &local_port, &state) == 3 &&
-            local_port == (unsigned)port && state == 0x06)
-            count++;
-    }
-    fclose(file);
-    return count;
-}
-
 Test(service, restart_on_the_same_port_with_connections_in_time_wait)
 {
     sup_proc first = {0};
@@ -507,7 +490,7 @@ Test(service, restart_on_the_same_port_with_connections_in_time_wait)
     }
     cr_assert(sup_proc_wait(&first, EXIT_TIMEOUT_MS) == 0 && sup_proc_exit_code(&first) == 0, "%s",
               sup_proc_describe(&first));
-    int waiting = count_time_wait(port);
+    int waiting = sup_count_time_wait(port);
     cr_assert(waiting > 0, "no TIME_WAIT socket on port %d: the test would prove nothing", port);
 
     char port_text[16];
