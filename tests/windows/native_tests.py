@@ -22,6 +22,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -190,7 +191,8 @@ def wait_eof(s, timeout=IO_TIMEOUT):
 
 
 def close_reset(s):
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    # struct linger is two ints on Linux, two u_shorts in Winsock.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("HH" if WINDOWS else "ii", 1, 0))
     s.close()
 
 
@@ -427,11 +429,21 @@ def service_install_start_stop(b):
     holder.bind(("127.0.0.1", 0))
     port = holder.getsockname()[1]
     holder.close()
-    log = os.path.join(os.environ.get("RUNNER_TEMP", os.environ.get("TEMP", ".")), "overlap-echo-service.log")
 
     def run(*argv):
         return subprocess.run(list(argv), capture_output=True, text=True, timeout=120)
-    done = run(b.echo, "install", "--start", "demand", "--host", "127.0.0.1", "--port", str(port), "--log-file", log)
+    # The service runs as LocalService: it gets its own copy of the program and a folder it may write its log to
+    # (docs/OPERATING.md), since the checkout may not be readable, nor the runner's temp writable, for that account.
+    folder = os.path.join(os.environ.get("ProgramData", r"C:\ProgramData"), "overlap-echo-test")
+    os.makedirs(folder, exist_ok=True)
+    done = run("icacls", folder, "/grant", r"NT AUTHORITY\LocalService:(OI)(CI)M")
+    assert done.returncode == 0, "icacls: " + done.stdout + done.stderr
+    program = os.path.join(folder, "overlap-echo.exe")
+    shutil.copyfile(b.echo, program)
+    log = os.path.join(folder, "overlap-echo.log")
+    if os.path.exists(log):
+        os.remove(log)
+    done = run(program, "install", "--start", "demand", "--host", "127.0.0.1", "--port", str(port), "--log-file", log)
     if done.returncode != 0 and "error 5" in done.stdout + done.stderr:
         raise Skip("not elevated: %s" % done.stderr.strip())
     assert done.returncode == 0, done.stdout + done.stderr
@@ -450,7 +462,7 @@ def service_install_start_stop(b):
             assert time.monotonic() < deadline, "the service did not stop"
             time.sleep(0.5)
     finally:
-        done = run(b.echo, "uninstall")
+        done = run(program, "uninstall")
     assert done.returncode == 0, done.stdout + done.stderr
     with open(log, errors="replace") as f:
         text = f.read()
