@@ -52,8 +52,10 @@ class Program:
                                      creationflags=flags)
         self.lines = queue.Queue()
         self.out, self.err = [], []
-        for stream, store in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
-            threading.Thread(target=self._collect, args=(stream, store), daemon=True).start()
+        self.collectors = [threading.Thread(target=self._collect, args=(stream, store), daemon=True)
+                           for stream, store in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for collector in self.collectors:
+            collector.start()
 
     def _collect(self, stream, store):
         for line in stream:
@@ -84,7 +86,8 @@ class Program:
 
     def wait(self, timeout=EXIT_TIMEOUT):
         code = self.proc.wait(timeout=timeout)
-        time.sleep(0.1)  # let the collector threads take the last lines
+        for collector in self.collectors:  # the last lines: each collector ends at its pipe's end
+            collector.join(IO_TIMEOUT)
         return code
 
     def stop(self):
