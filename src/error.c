@@ -12,6 +12,46 @@ const char *ovl_version(void)
     return OVL_VERSION_STRING;
 }
 
+#ifdef _WIN32
+/* Text for the Winsock codes a network program meets, for systems whose FormatMessage has none for them (Wine, a
+ * stripped-down image): "Windows error 10048" tells an operator nothing. */
+static const char *winsock_text(int code)
+{
+    switch (code) {
+    case WSAEINTR: return "interrupted function call";
+    case WSAEACCES: return "permission denied";
+    case WSAEFAULT: return "bad address";
+    case WSAEINVAL: return "invalid argument";
+    case WSAEMFILE: return "too many open sockets";
+    case WSAEWOULDBLOCK: return "resource temporarily unavailable";
+    case WSAENOTSOCK: return "not a socket";
+    case WSAEMSGSIZE: return "message too long";
+    case WSAEAFNOSUPPORT: return "address family not supported";
+    case WSAEADDRINUSE: return "address already in use";
+    case WSAEADDRNOTAVAIL: return "cannot assign requested address";
+    case WSAENETDOWN: return "network is down";
+    case WSAENETUNREACH: return "network is unreachable";
+    case WSAENETRESET: return "connection reset by the network";
+    case WSAECONNABORTED: return "connection aborted";
+    case WSAECONNRESET: return "connection reset by peer";
+    case WSAENOBUFS: return "no buffer space available";
+    case WSAENOTCONN: return "socket is not connected";
+    case WSAESHUTDOWN: return "cannot send after socket shutdown";
+    case WSAETIMEDOUT: return "connection timed out";
+    case WSAECONNREFUSED: return "connection refused";
+    case WSAEHOSTUNREACH: return "no route to host";
+    case WSAEPROCLIM: return "too many processes";
+    case WSASYSNOTREADY: return "network subsystem is unavailable";
+    case WSANOTINITIALISED: return "Winsock is not initialised";
+    case WSAHOST_NOT_FOUND: return "host not found";
+    case WSATRY_AGAIN: return "name lookup failed for now; try again";
+    case WSANO_RECOVERY: return "name lookup failed";
+    case WSANO_DATA: return "no address for this name";
+    default: return NULL;
+    }
+}
+#endif
+
 const char *ovl_strerror(int err)
 {
     static _Thread_local char text[256];
@@ -31,8 +71,13 @@ const char *ovl_strerror(int err)
                                   MAKELANGID(LANG_NEUTRAL, SUBLANG_DEFAULT), text, sizeof text, NULL);
     while (length > 0 && (text[length - 1] == '\n' || text[length - 1] == '\r' || text[length - 1] == '.'))
         text[--length] = '\0';
-    if (length == 0)
-        snprintf(text, sizeof text, "Windows error %d", code);
+    if (length == 0) {
+        const char *known = winsock_text(code);
+        if (known)
+            snprintf(text, sizeof text, "%s", known);
+        else
+            snprintf(text, sizeof text, "Windows error %d", code);
+    }
     return text;
 #else
     /* strerror_r (GNU flavour) may return a static string instead of filling the buffer. */

@@ -344,6 +344,26 @@ Test(wine, restart_on_the_same_port_with_connections_in_time_wait)
     sup_proc_free(&third);
 }
 
+/* A port already taken is named in words, with the code: Wine's FormatMessage has no Winsock text, and "Windows
+ * error 10048" told an operator nothing. */
+Test(wine, port_in_use_is_named_in_words)
+{
+    int port = 0;
+    int holder = sup_tcp_bind("127.0.0.1", 0, true, &port);
+    cr_assert(holder >= 0, "bind: %s", strerror(-holder));
+    sup_proc proc;
+    spawn_windows_echo(&proc, port, NULL);
+    int rc = sup_proc_wait(&proc, EXIT_TIMEOUT_MS);
+    cr_assert(rc == 0, "overlap-echo.exe did not exit on a taken port; stderr: %s", proc.err);
+    cr_assert_eq(sup_proc_exit_code(&proc), 1, "%s; stderr: %s", sup_proc_describe(&proc), proc.err);
+    char want[64];
+    snprintf(want, sizeof want, "overlap-echo: bind 127.0.0.1:%d: ", port);
+    cr_assert(strstr(proc.err, want) && strstr(proc.err, " (error 10048)"), "stderr: %s", proc.err);
+    cr_assert(!strstr(proc.err, "Windows error 10048"), "no text for WSAEADDRINUSE: %s", proc.err);
+    sup_proc_free(&proc);
+    close(holder);
+}
+
 Test(wine, linux_load_against_windows_server)
 {
     sup_proc server = {0};
