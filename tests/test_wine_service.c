@@ -114,6 +114,8 @@ struct service_state {
     int state;                   /* STATE_*, or 0 when sc query failed (not installed) */
     unsigned long win32_exit;    /* WIN32_EXIT_CODE */
     unsigned long service_exit;  /* SERVICE_EXIT_CODE */
+    unsigned long checkpoint;    /* CHECKPOINT */
+    unsigned long wait_hint;     /* WAIT_HINT, ms */
     char text[1024];
 };
 
@@ -130,6 +132,10 @@ static void query_state(struct service_state *state)
         state->win32_exit = strtoul(at + 1, NULL, 10);
     if ((at = strstr(query.out, "SERVICE_EXIT_CODE")) && (at = strchr(at, ':')))
         state->service_exit = strtoul(at + 1, NULL, 10);
+    if ((at = strstr(query.out, "CHECKPOINT")) && (at = strchr(at, ':')))
+        state->checkpoint = strtoul(at + 1, NULL, 0);
+    if ((at = strstr(query.out, "WAIT_HINT")) && (at = strchr(at, ':')))
+        state->wait_hint = strtoul(at + 1, NULL, 0);
     sup_proc_free(&query);
 }
 
@@ -317,6 +323,8 @@ Test(wine_service, install_start_echo_stop_uninstall)
               "ImagePath: %s", reg.out);
     cr_assert(strstr(reg.out, "Start    REG_DWORD    0x3"), "not a demand start: %s", reg.out);
     cr_assert(strstr(reg.out, "NT AUTHORITY\\LocalService"), "account: %s", reg.out);
+    /* At system shutdown the drain gets --drain-timeout (5 s) + 5 s, not the SCM's default. */
+    cr_assert(strstr(reg.out, "PreshutdownTimeout    REG_DWORD    0x2710"), "preshutdown timeout: %s", reg.out);
     /* Wine 8.0 accepts SERVICE_CONFIG_FAILURE_ACTIONS and stores nothing (Windows writes FailureActions). */
     cr_log_info("failure actions stored by this SCM: %s", strstr(reg.out, "FailureActions") ? "yes" : "no");
     sup_proc_free(&reg);
@@ -450,4 +458,52 @@ Test(wine_service, uninstall_without_the_service_names_1060)
                   strstr(proc.err, "(error 1060)"),
               "stderr: %s", proc.err);
     sup_proc_free(&proc);
+}
+
+Test(wine_service, checkpoint_holds_while_the_drain_makes_no_progress)
+{
+    /* A connection whose peer stays silent: the drain waits for it until --drain-timeout. Meanwhile nothing moves,
+     * so the checkpoint must not advance (the wait hint covers the drain); advancing it anyway would hide a stop
+     * that hangs. Over four seconds it may change once: the server's own STOP_PENDING after the handler's. */
+    char log[LOG_PATH_SIZE], windows_log[LOG_PATH_SIZE + 2];
+    log_paths("checkpoint.log", log, windows_log);
+    sup_proc proc;
+    char *args[] = {"install", "--start", "demand", "--host", "127.0.0.1", "--port", "0", "--threads", "1",
+                    "--drain-timeout", "12", "--log-file", windows_log, NULL};
+    int code = run_echo(&proc, args);
+    cr_assert(code == 0, "install: exit %d: %s%s", code, proc.out, proc.err);
+    sup_proc_free(&proc);
+    start_service();
+    int port = wait_for_listening(log);
+    struct service_state state;
+    wait_for_state(STATE_RUNNING, &state);
+    int fd = sup_connect("127.0.0.1", port, IO_TIMEOUT_MS);
+    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+    expect_echo(fd, 43, 1000);
+
+    sup_proc stop;
+    cr_assert(run_sc(&stop, "stop") == 0, "sc stop: %s%s", stop.out, stop.err);
+    sup_proc_free(&stop);
+    query_state(&state);
+    cr_assert(state.state == STATE_STOP_PENDING, "after sc stop, with a silent peer: %s", state.text);
+    /* 12 s of drain + 5 s. */
+    cr_assert(state.wait_hint == 17000, "wait hint: %s", state.text);
+    unsigned long first = state.checkpoint;
+    int64_t until = sup_now_ms() + 4000;
+    while (sup_now_ms() < until) {
+        sup_sleep_ms(500);
+        query_state(&state);
+        cr_assert(state.state == STATE_STOP_PENDING, "the drain of a silent peer ended early: %s", state.text);
+    }
+    cr_assert(state.checkpoint <= first + 1, "the checkpoint advanced from %lu to %lu with no progress: %s", first,
+              state.checkpoint, state.text);
+
+    /* The drain deadline closes the connection; the service then stops cleanly. */
+    unsigned char rest[16];
+    size_t got = 0;
+    sup_recv_to_eof(fd, rest, sizeof rest, &got);
+    close(fd);
+    wait_for_state(STATE_STOPPED, &state);
+    cr_assert(state.win32_exit == 0 && state.service_exit == 0, "exit codes: %s", state.text);
+    uninstall();
 }

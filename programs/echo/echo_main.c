@@ -211,8 +211,9 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
     snprintf(status, sizeof status, "%s: draining %llu open connection%s", stop_name(signal_number),
              (unsigned long long)at_stop.conns_open, at_stop.conns_open == 1 ? "" : "s");
     /* drain_timeout_ms 0 means the engine's default, 5 s (overlap.h). */
-    service_notify_stopping(status, config.drain_timeout_ms ? config.drain_timeout_ms / 1000.0 : 5.0);
+    service_notify_stopping(status, config.drain_timeout_ms ? config.drain_timeout_ms / 1000.0 : 5.0, engine);
     ovl_engine_stop(engine);
+    service_notify_drained();
     ovl_stats total;
     ovl_engine_stats(engine, &total);
     emit(report_stream, "overlap-echo: stopped after %.1f s: accepted %llu, refused %llu, resets %llu, errors %llu, "

@@ -7,6 +7,8 @@
 #ifndef OVL_SERVICE_NOTIFY_H
 #define OVL_SERVICE_NOTIFY_H
 
+#include "overlap.h"
+
 #if defined(OVL_HAVE_SYSTEMD)
 /* systemd socket activation: how many listening sockets it passed (LISTEN_FDS for this process), numbered from
  * SERVICE_LISTEN_FDS_START; 0 when started otherwise. The environment variables are unset afterwards. */
@@ -22,19 +24,28 @@ static inline int service_listen_fds(void) { return 0; }
 void service_notify_ready(const char *status);
 /* A line for `systemctl status` (STATUS=); the SCM has no such field. */
 void service_notify_status(const char *status);
-/* The graceful drain starts and takes at most `drain_seconds`: systemd STOPPING=1 (with the stop timeout extended
- * to cover the drain), Windows SERVICE_STOP_PENDING with a wait hint and a checkpoint that advances while it runs. */
-void service_notify_stopping(const char *status, double drain_seconds);
+/* The graceful drain of `engine` starts and takes at most `drain_seconds`: systemd STOPPING=1 (with the stop timeout
+ * extended to cover the drain), Windows SERVICE_STOP_PENDING with a wait hint and a checkpoint that advances while
+ * the drain makes progress (ovl_engine_stats of `engine`: connections closing, bytes echoed). */
+void service_notify_stopping(const char *status, double drain_seconds, ovl_engine *engine);
 #else
 /* No service manager here: it passes no sockets. */
 static inline int service_listen_fds(void) { return 0; }
 static inline void service_notify_ready(const char *status) { (void)status; }
 static inline void service_notify_status(const char *status) { (void)status; }
-static inline void service_notify_stopping(const char *status, double drain_seconds)
+static inline void service_notify_stopping(const char *status, double drain_seconds, ovl_engine *engine)
 {
     (void)status;
     (void)drain_seconds;
+    (void)engine;
 }
+#endif
+
+#if defined(_WIN32)
+/* The drain is over (ovl_engine_stop returned): stop watching the engine, before it is destroyed. */
+void service_notify_drained(void);
+#else
+static inline void service_notify_drained(void) {}
 #endif
 
 #endif

@@ -38,8 +38,9 @@ void service_notify_status(const char *status)
     report_failure(sd_notifyf(0, "STATUS=%s", status), "STATUS", &reported);
 }
 
-void service_notify_stopping(const char *status, double drain_seconds)
+void service_notify_stopping(const char *status, double drain_seconds, ovl_engine *engine)
 {
+    (void)engine; /* systemd judges a stop by its timeout alone */
     static int reported;
     /* EXTEND_TIMEOUT_USEC keeps systemd from killing a drain longer than the unit's TimeoutStopSec. */
     uint64_t extend_usec = (uint64_t)((drain_seconds + STOP_MARGIN_SECONDS) * 1e6);

@@ -5,7 +5,8 @@
  * runs in the service's main function. Stop and shutdown controls do what Ctrl+C does in a console: the control
  * handler only records the control and signals an event the server's loop waits on, and the server drains as
  * usual. Meanwhile the SCM sees SERVICE_STOP_PENDING with a wait hint covering --drain-timeout and a checkpoint
- * that advances every second, then SERVICE_STOPPED with the exit code.
+ * that advances while the drain makes progress, then SERVICE_STOPPED with the exit code. At system shutdown the
+ * service takes SERVICE_CONTROL_PRESHUTDOWN, with a preshutdown timeout (set by install) that covers the drain.
  *
  * "overlap-echo install [--start auto|demand] [options]" and "overlap-echo uninstall" register and remove the
  * service. Every failure prints the call, the Win32 code and its FormatMessage text.
@@ -67,41 +68,62 @@ static double drain_seconds(const struct echo_options *options)
 
 /* ---- running as the service ---- */
 
+/* The service's status has one writer at a time, so no lock guards it (a control handler must not wait on one:
+ * the dispatcher thread that runs it serves every control): service_main writes START_PENDING; the server thread
+ * RUNNING; the control handler the first STOP_PENDING, before it sets stop_event, which the server thread waits on;
+ * the server thread then STOP_PENDING with the drain's hint and starts the checkpoint timer; the timer alone while
+ * the drain runs; service_main STOPPED once the timer is deleted. A pending state accepts no control (the SCM sends
+ * none then), so the handler reports at most once. */
 static struct {
     SERVICE_STATUS_HANDLE handle; /* NULL unless running under the SCM: the notify calls then do nothing */
-    SERVICE_STATUS status;        /* guarded by lock: the control handler, the timer and the server report */
-    CRITICAL_SECTION lock;
+    SERVICE_STATUS status;
     HANDLE stop_event;
     volatile LONG stop_control;   /* the control that asked to stop, + 1 (0: none yet) */
     HANDLE checkpoint_timer;
+    ovl_engine *draining;         /* read by the timer: the drain's progress */
+    ovl_stats progress;           /* the counters at the last checkpoint */
     const struct echo_options *options;
     echo_serve_fn serve;
     int exit_code;
 } service;
 
-/* With lock held. Pending states advance the checkpoint on every report, which tells the SCM the service is
- * making progress; the final states reset it, as the SCM expects. */
-static void report_status_locked(DWORD state, DWORD wait_hint)
+/* Pending states advance the checkpoint on every report, which tells the SCM the service is making progress; the
+ * final states reset it, as the SCM expects. */
+static void report_status(DWORD state, DWORD wait_hint)
 {
     service.status.dwCurrentState = state;
     service.status.dwWaitHint = wait_hint;
     bool pending = state == SERVICE_START_PENDING || state == SERVICE_STOP_PENDING;
     service.status.dwCheckPoint = pending ? service.status.dwCheckPoint + 1 : 0;
-    /* A stop can only be carried out once the listeners are up (serve owns the engine from then on). */
+    /* A stop can only be carried out once the listeners are up (serve owns the engine from then on). PRESHUTDOWN:
+     * at system shutdown the SCM waits for the preshutdown timeout install configured (covering --drain-timeout)
+     * instead of the ~20 s SHUTDOWN allows; SHUTDOWN stays accepted for a system that sends no PRESHUTDOWN. */
     service.status.dwControlsAccepted =
-        state == SERVICE_RUNNING || state == SERVICE_STOP_PENDING ? SERVICE_ACCEPT_STOP | SERVICE_ACCEPT_SHUTDOWN : 0;
+        state == SERVICE_RUNNING ? SERVICE_ACCEPT_STOP | SERVICE_ACCEPT_PRESHUTDOWN | SERVICE_ACCEPT_SHUTDOWN : 0;
     if (!SetServiceStatus(service.handle, &service.status))
         print_win_error("SetServiceStatus", GetLastError());
 }
 
+static DWORD stop_wait_hint(double drain)
+{
+    return (DWORD)(drain * 1000.0) + STOP_MARGIN_MS;
+}
+
+/* The checkpoint advances only when the drain moves: a connection closed, bytes echoed or read. A drain that
+ * waits for silent peers holds it still, which is fine: the wait hint covers the whole --drain-timeout. A stop
+ * that hangs past it then shows as one (the SCM's wait hint runs out, uninstall gives up) instead of advancing
+ * forever. */
 static VOID CALLBACK advance_checkpoint(PVOID context, BOOLEAN timer_fired)
 {
     (void)context;
     (void)timer_fired;
-    EnterCriticalSection(&service.lock);
-    if (service.status.dwCurrentState == SERVICE_STOP_PENDING)
-        report_status_locked(SERVICE_STOP_PENDING, service.status.dwWaitHint);
-    LeaveCriticalSection(&service.lock);
+    ovl_stats now;
+    ovl_engine_stats(service.draining, &now);
+    if (now.conns_open == service.progress.conns_open && now.bytes_out == service.progress.bytes_out &&
+        now.bytes_in == service.progress.bytes_in && now.bytes_discarded == service.progress.bytes_discarded)
+        return;
+    service.progress = now;
+    report_status(SERVICE_STOP_PENDING, service.status.dwWaitHint);
 }
 
 void service_notify_ready(const char *status)
@@ -109,9 +131,7 @@ void service_notify_ready(const char *status)
     (void)status;
     if (!service.handle)
         return;
-    EnterCriticalSection(&service.lock);
-    report_status_locked(SERVICE_RUNNING, 0);
-    LeaveCriticalSection(&service.lock);
+    report_status(SERVICE_RUNNING, 0);
 }
 
 void service_notify_status(const char *status)
@@ -120,22 +140,30 @@ void service_notify_status(const char *status)
     (void)status;
 }
 
-void service_notify_stopping(const char *status, double drain)
+void service_notify_stopping(const char *status, double drain, ovl_engine *engine)
 {
     (void)status;
     if (!service.handle)
         return;
-    EnterCriticalSection(&service.lock);
-    report_status_locked(SERVICE_STOP_PENDING, (DWORD)(drain * 1000.0) + STOP_MARGIN_MS);
-    /* The drain blocks the server thread in ovl_engine_stop; a pool timer keeps the checkpoint moving meanwhile.
-     * Without it the SCM (and "sc query") would see a stop that looks stuck. */
-    if (!service.checkpoint_timer &&
-        !CreateTimerQueueTimer(&service.checkpoint_timer, NULL, advance_checkpoint, NULL, CHECKPOINT_INTERVAL_MS,
+    report_status(SERVICE_STOP_PENDING, stop_wait_hint(drain));
+    /* The drain blocks the server thread in ovl_engine_stop; a pool timer reports its progress meanwhile. */
+    service.draining = engine;
+    ovl_engine_stats(engine, &service.progress);
+    if (!CreateTimerQueueTimer(&service.checkpoint_timer, NULL, advance_checkpoint, NULL, CHECKPOINT_INTERVAL_MS,
                                CHECKPOINT_INTERVAL_MS, WT_EXECUTEDEFAULT)) {
         service.checkpoint_timer = NULL;
         print_win_error("CreateTimerQueueTimer", GetLastError());
     }
-    LeaveCriticalSection(&service.lock);
+}
+
+void service_notify_drained(void)
+{
+    /* INVALID_HANDLE_VALUE: wait for a running callback, so none reads the engine after this or reports
+     * STOP_PENDING after STOPPED. */
+    if (service.checkpoint_timer && !DeleteTimerQueueTimer(NULL, service.checkpoint_timer, INVALID_HANDLE_VALUE))
+        print_win_error("DeleteTimerQueueTimer", GetLastError());
+    service.checkpoint_timer = NULL;
+    service.draining = NULL;
 }
 
 static DWORD WINAPI on_service_control(DWORD control, DWORD event_type, LPVOID event_data, LPVOID context)
@@ -145,11 +173,14 @@ static DWORD WINAPI on_service_control(DWORD control, DWORD event_type, LPVOID e
     (void)context;
     switch (control) {
     case SERVICE_CONTROL_STOP:
+    case SERVICE_CONTROL_PRESHUTDOWN:
     case SERVICE_CONTROL_SHUTDOWN:
-        InterlockedCompareExchange(&service.stop_control, (LONG)control + 1, 0);
-        /* Answer at once (the SCM waits for this handler); the server confirms when its drain begins. */
-        service_notify_stopping("stop requested", drain_seconds(service.options));
-        SetEvent(service.stop_event);
+        /* Only the first: after it the service is STOP_PENDING and accepts no control. */
+        if (InterlockedCompareExchange(&service.stop_control, (LONG)control + 1, 0) == 0) {
+            /* Answer at once (the SCM waits for this handler); the server confirms when its drain begins. */
+            report_status(SERVICE_STOP_PENDING, stop_wait_hint(drain_seconds(service.options)));
+            SetEvent(service.stop_event);
+        }
         return NO_ERROR;
     case SERVICE_CONTROL_INTERROGATE:
         return NO_ERROR;
@@ -170,6 +201,7 @@ static const char *service_stop_name(int which)
 {
     switch (which - 1) {
     case SERVICE_CONTROL_STOP: return "service stop";
+    case SERVICE_CONTROL_PRESHUTDOWN:
     case SERVICE_CONTROL_SHUTDOWN: return "system shutdown";
     default: return "stop requested";
     }
@@ -185,24 +217,17 @@ static void WINAPI service_main(DWORD argc, LPWSTR *argv)
         return;
     }
     service.status.dwServiceType = SERVICE_WIN32_OWN_PROCESS;
-    EnterCriticalSection(&service.lock);
-    report_status_locked(SERVICE_START_PENDING, START_WAIT_HINT_MS);
-    LeaveCriticalSection(&service.lock);
+    report_status(SERVICE_START_PENDING, START_WAIT_HINT_MS);
 
     int code = service.serve(service.options, service_stop_wait, service_stop_name);
 
-    /* INVALID_HANDLE_VALUE: wait for a running callback, so none reports STOP_PENDING after STOPPED. */
-    if (service.checkpoint_timer && !DeleteTimerQueueTimer(NULL, service.checkpoint_timer, INVALID_HANDLE_VALUE))
-        print_win_error("DeleteTimerQueueTimer", GetLastError());
-    service.checkpoint_timer = NULL;
+    service_notify_drained(); /* in case serve ended without it */
     service.exit_code = code;
-    EnterCriticalSection(&service.lock);
     /* A non-zero exit (bind failed, ...) is a service-specific error: "sc query" shows 1066 and our code, and the
      * failure actions install configured (restart) apply. */
     service.status.dwWin32ExitCode = code ? ERROR_SERVICE_SPECIFIC_ERROR : NO_ERROR;
     service.status.dwServiceSpecificExitCode = (DWORD)code;
-    report_status_locked(SERVICE_STOPPED, 0);
-    LeaveCriticalSection(&service.lock);
+    report_status(SERVICE_STOPPED, 0);
 }
 
 int service_win_run(const struct echo_options *options, echo_serve_fn serve, FILE *problems)
@@ -212,7 +237,6 @@ int service_win_run(const struct echo_options *options, echo_serve_fn serve, FIL
     service.options = options;
     service.serve = serve;
     service.exit_code = 1;
-    InitializeCriticalSection(&service.lock);
     service.stop_event = CreateEventW(NULL, TRUE, FALSE, NULL);
     if (!service.stop_event) {
         print_win_error("--service: CreateEvent", GetLastError());
@@ -333,9 +357,25 @@ static int build_service_command(int argc, const struct echo_options *options, s
     return 0;
 }
 
+/* A ChangeServiceConfig2 level this system does not know (ERROR_INVALID_LEVEL: Wine 8.0 for some) is worth a
+ * warning, not a refused install: the service runs, without that setting. Returns 0 or -1. */
+static int config_unsupported(const char *what, const char *consequence)
+{
+    DWORD code = GetLastError();
+    char call[160];
+    snprintf(call, sizeof call, "install: ChangeServiceConfig2 (%s)", what);
+    print_win_error(call, code);
+    if (code != ERROR_INVALID_LEVEL)
+        return -1;
+    fprintf(stderr, "overlap-echo: install: warning: %s\n", consequence);
+    return 0;
+}
+
 /* Description, and restart on failure (the counterpart of systemd's Restart=on-failure): after 1 s, 5 s, then
- * 30 s, counting failures over a day. The flag makes a non-zero exit code a failure too, not only a crash. */
-static int configure_service(SC_HANDLE handle)
+ * 30 s, counting failures over a day. The flag makes a non-zero exit code a failure too, not only a crash. The
+ * preshutdown timeout gives the drain its time at system shutdown (the default is 10 s on Windows 10 1703 and
+ * later, and SHUTDOWN alone gets about 20 s). */
+static int configure_service(SC_HANDLE handle, const struct echo_options *options)
 {
     SERVICE_DESCRIPTIONW description = {.lpDescription = (LPWSTR)SERVICE_DESCRIPTION_TEXT};
     if (!ChangeServiceConfig2W(handle, SERVICE_CONFIG_DESCRIPTION, &description)) {
@@ -349,16 +389,15 @@ static int configure_service(SC_HANDLE handle)
         return -1;
     }
     SERVICE_FAILURE_ACTIONS_FLAG on_exit_code = {.fFailureActionsOnNonCrashFailures = TRUE};
-    if (!ChangeServiceConfig2W(handle, SERVICE_CONFIG_FAILURE_ACTIONS_FLAG, &on_exit_code)) {
-        DWORD code = GetLastError();
-        print_win_error("install: ChangeServiceConfig2 (failure actions on a non-zero exit code)", code);
-        /* Wine 8.0 knows only the older levels (ERROR_INVALID_LEVEL): the service then restarts after a crash
-         * but not after a failed start. Worth a warning, not worth refusing the install. */
-        if (code != ERROR_INVALID_LEVEL)
-            return -1;
-        fprintf(stderr, "overlap-echo: install: warning: this system restarts the service only when it crashes, "
-                        "not when it exits with an error\n");
-    }
+    if (!ChangeServiceConfig2W(handle, SERVICE_CONFIG_FAILURE_ACTIONS_FLAG, &on_exit_code) &&
+        config_unsupported("failure actions on a non-zero exit code",
+                           "this system restarts the service only when it crashes, not when it exits with an "
+                           "error") < 0)
+        return -1;
+    SERVICE_PRESHUTDOWN_INFO preshutdown = {.dwPreshutdownTimeout = stop_wait_hint(drain_seconds(options))};
+    if (!ChangeServiceConfig2W(handle, SERVICE_CONFIG_PRESHUTDOWN_INFO, &preshutdown) &&
+        config_unsupported("preshutdown timeout", "at system shutdown the drain has the system's default time") < 0)
+        return -1;
     return 0;
 }
 
@@ -390,7 +429,7 @@ int service_win_install(int argc, char **argv, const struct echo_options *option
         CloseServiceHandle(manager);
         return 1;
     }
-    if (configure_service(handle) < 0) {
+    if (configure_service(handle, options) < 0) {
         /* Half a configuration is worse than none: take the service out again. */
         if (!DeleteService(handle))
             print_win_error("install: DeleteService (undoing the install)", GetLastError());
