@@ -413,7 +413,31 @@ Test(service, windows_service_commands_point_to_the_unit)
     sup_proc_free(&run);
     char *uninstall_argv[] = {echo_path(), "uninstall", "--port", "7", NULL};
     cr_assert(sup_proc_run(&run, uninstall_argv, EXIT_TIMEOUT_MS) == 0);
-    cr_assert(sup_proc_exit_code(&run) == 2 && strstr(run.err, "uninstall takes no options"), "%s", run.err);
+    cr_assert(sup_proc_exit_code(&run) == 2 && strstr(run.err, "uninstall takes only --name NAME (got '--port')"),
+              "%s", run.err);
+    sup_proc_free(&run);
+    /* --name becomes a registry key and an account name: bounded, plain characters, and only for the commands. */
+    char long_name[80];
+    memset(long_name, 'a', 65);
+    long_name[65] = '\0';
+    const char *bad_names[] = {"a b", "-x", "a\\b", "", long_name, "caf\xc3\xa9"};
+    for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
+        char *name_argv[] = {echo_path(), "install", "--name", (char *)bad_names[i], NULL};
+        cr_assert(sup_proc_run(&run, name_argv, EXIT_TIMEOUT_MS) == 0);
+        cr_assert(sup_proc_exit_code(&run) == 2 && strstr(run.err, "--name: '") &&
+                      strstr(run.err, "is not a service name (1-64 letters, digits"),
+                  "--name '%s': %s", bad_names[i], run.err);
+        sup_proc_free(&run);
+    }
+    char *serve_name_argv[] = {echo_path(), "--name", "x", NULL};
+    cr_assert(sup_proc_run(&run, serve_name_argv, EXIT_TIMEOUT_MS) == 0);
+    cr_assert(sup_proc_exit_code(&run) == 2 && strstr(run.err, "--name: only with install or uninstall"), "%s",
+              run.err);
+    sup_proc_free(&run);
+    char *start_argv2[] = {echo_path(), "install", "--start", "later", NULL};
+    cr_assert(sup_proc_run(&run, start_argv2, EXIT_TIMEOUT_MS) == 0);
+    cr_assert(sup_proc_exit_code(&run) == 2 && strstr(run.err, "--start: 'later' is not auto, delayed or demand"),
+              "%s", run.err);
     sup_proc_free(&run);
 }
 

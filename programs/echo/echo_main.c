@@ -277,7 +277,7 @@ int main(int argc, char **argv)
     if (options.command == ECHO_COMMAND_INSTALL)
         return service_win_install(argc, argv, &options);
     if (options.command == ECHO_COMMAND_UNINSTALL)
-        return service_win_uninstall();
+        return service_win_uninstall(options.service_name);
 #else
     if (options.command != ECHO_COMMAND_SERVE || options.service) {
         const char *what = options.command == ECHO_COMMAND_INSTALL     ? "install"

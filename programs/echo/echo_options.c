@@ -15,8 +15,9 @@
 
 const char echo_usage[] =
     "usage: overlap-echo [options]\n"
-    "       overlap-echo install [--start auto|demand] [options]   Windows: register the overlap-echo service\n"
-    "       overlap-echo uninstall                                 Windows: stop (drain) and remove it\n"
+    "       overlap-echo install [--name N] [--start auto|delayed|demand] [options]\n"
+    "                                      Windows: register the service N (default overlap-echo)\n"
+    "       overlap-echo uninstall [--name N]   Windows: stop (drain) and remove it\n"
     "  --host H           address or name to listen on (default: every interface, IPv6 dual-stack)\n"
     "  --port P           TCP port (default 27015; 0 picks a free one)\n"
     "  --threads N        worker threads, at most 256 (default: the CPUs it may use, less one)\n"
@@ -41,15 +42,34 @@ const char echo_usage[] =
     "                     completion before sleeping (default 50; 0 = always sleep, for shared machines)\n"
     "  --log-file FILE    append the output to FILE instead of the console (a Windows service has none)\n"
     "  --service          Windows: run under the Service Control Manager (install puts it in the command)\n"
-    "  --start M          install: auto (default: at boot) or demand (sc start overlap-echo)\n"
+    "  --name N           install, uninstall: the service's name (default overlap-echo; up to 64 letters,\n"
+    "                     digits, '-', '_', '.'): one per instance, each with its own account NT SERVICE\\N\n"
+    "  --start M          install: auto (default: at boot), delayed (at boot, after the automatic services)\n"
+    "                     or demand (sc start N)\n"
     "  --help             this text\n"
     "  --version          print the version\n";
+
+/* ASCII letters and digits, '-', '_', '.', not starting with a punctuation mark: safe as a registry key, an
+ * account name (NT SERVICE\NAME) and a word on a command line, and the same on every code page. */
+static bool valid_service_name(const char *name)
+{
+    size_t length = strlen(name);
+    if (length == 0 || length > ECHO_SERVICE_NAME_MAX || !isalnum((unsigned char)name[0]))
+        return false;
+    for (size_t i = 0; i < length; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (!(c < 128 && (isalnum(c) || c == '-' || c == '_' || c == '.')))
+            return false;
+    }
+    return true;
+}
 
 int echo_options_parse(int argc, char *const argv[], struct echo_options *options, char *error, size_t error_size)
 {
     memset(options, 0, sizeof *options);
     engine_options_init(&options->engine, ENGINE_OPTIONS_SERVES);
     options->port = "27015";
+    options->service_name = ECHO_SERVICE_NAME_DEFAULT;
     options->first_server_arg = 1;
     /* The service commands are words, not options, so that "overlap-echo install --port 7" reads as it acts. */
     if (argc > 1 && !strcmp(argv[1], "install")) {
@@ -58,8 +78,10 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
     } else if (argc > 1 && !strcmp(argv[1], "uninstall")) {
         options->command = ECHO_COMMAND_UNINSTALL;
         options->first_server_arg = 2;
-        if (argc > 2) {
-            snprintf(error, error_size, "uninstall takes no options (got '%s')", argv[2]);
+        /* Only which service: its options were given to install. */
+        bool named = argc == 4 && !strcmp(argv[2], "--name");
+        if (argc > 2 && !named && !(argc == 3 && !strncmp(argv[2], "--name=", 7))) {
+            snprintf(error, error_size, "uninstall takes only --name NAME (got '%s')", argv[2]);
             return -1;
         }
     }
@@ -124,11 +146,28 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
                 snprintf(error, error_size, "--start: only with install (overlap-echo install --start %s ...)", value);
                 return -1;
             }
-            if (strcmp(value, "auto") != 0 && strcmp(value, "demand") != 0) {
-                snprintf(error, error_size, "--start: '%s' is not auto or demand", value);
+            if (!strcmp(value, "auto")) {
+                options->start = ECHO_START_AUTO;
+            } else if (!strcmp(value, "delayed")) {
+                options->start = ECHO_START_DELAYED;
+            } else if (!strcmp(value, "demand")) {
+                options->start = ECHO_START_DEMAND;
+            } else {
+                snprintf(error, error_size, "--start: '%s' is not auto, delayed or demand", value);
                 return -1;
             }
-            options->start_on_demand = strcmp(value, "demand") == 0;
+        } else if (!strcmp(name, "--name")) {
+            if (options->command == ECHO_COMMAND_SERVE) {
+                snprintf(error, error_size, "--name: only with install or uninstall (overlap-echo install --name %s "
+                                            "...); the service learns its name from the SCM", value);
+                return -1;
+            }
+            if (!valid_service_name(value)) {
+                snprintf(error, error_size, "--name: '%.80s' is not a service name (1-%d letters, digits, '-', '_' "
+                                            "or '.', starting with a letter or digit)", value, ECHO_SERVICE_NAME_MAX);
+                return -1;
+            }
+            options->service_name = value;
         } else if (engine_options_parse(&options->engine, name, value, error, error_size) < 0) {
             return -1;
         }

@@ -13,9 +13,21 @@
 /* What the command line asks for: serve (the default), or register/remove the Windows service. */
 enum echo_command {
     ECHO_COMMAND_SERVE = 0,
-    ECHO_COMMAND_INSTALL,   /* overlap-echo install [--start auto|demand] [options] */
-    ECHO_COMMAND_UNINSTALL  /* overlap-echo uninstall */
+    ECHO_COMMAND_INSTALL,   /* overlap-echo install [--name N] [--start auto|delayed|demand] [options] */
+    ECHO_COMMAND_UNINSTALL  /* overlap-echo uninstall [--name N] */
 };
+
+/* install --start: when the SCM starts the service. */
+enum echo_start {
+    ECHO_START_AUTO = 0, /* at boot */
+    ECHO_START_DELAYED,  /* at boot, after the automatic services (SERVICE_CONFIG_DELAYED_AUTO_START_INFO) */
+    ECHO_START_DEMAND    /* sc start NAME */
+};
+
+/* install/uninstall --name: the service name, also a registry key (Services\NAME, EventLog\Application\NAME) and
+ * the virtual account NT SERVICE\NAME, hence a short, plain set of characters. */
+#define ECHO_SERVICE_NAME_DEFAULT "overlap-echo"
+#define ECHO_SERVICE_NAME_MAX 64
 
 struct echo_options {
     enum echo_command command;
@@ -27,7 +39,8 @@ struct echo_options {
     const char *log_file;    /* NULL = the console; else append stdout and stderr to it */
     bool service;            /* --service: run under the Windows Service Control Manager */
     bool reuse_port;         /* --reuse-port: SO_REUSEPORT on the listening sockets */
-    bool start_on_demand;    /* install --start demand (default auto: at boot) */
+    enum echo_start start;   /* install --start (default auto) */
+    const char *service_name; /* install/uninstall --name (default ECHO_SERVICE_NAME_DEFAULT) */
     int first_server_arg;    /* argv index of the first option after the command word (1 when there is none) */
     bool help;
     bool version;

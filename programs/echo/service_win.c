@@ -8,8 +8,9 @@
  * that advances while the drain makes progress, then SERVICE_STOPPED with the exit code. At system shutdown the
  * service takes SERVICE_CONTROL_PRESHUTDOWN, with a preshutdown timeout (set by install) that covers the drain.
  *
- * "overlap-echo install [--start auto|demand] [options]" and "overlap-echo uninstall" register and remove the
- * service. Every failure prints the call, the Win32 code and its FormatMessage text.
+ * "overlap-echo install [--name NAME] [--start auto|delayed|demand] [options]" and "overlap-echo uninstall
+ * [--name NAME]" register and remove the service (one per name: several instances side by side, each under its
+ * own virtual account NT SERVICE\NAME). Every failure prints the call, the Win32 code and its FormatMessage text.
  */
 #include "service_win.h"
 
@@ -25,13 +26,13 @@
 #include <string.h>
 #include <wchar.h>
 
-#define SERVICE_NAME L"overlap-echo"
 #define SERVICE_DISPLAY_NAME L"overlap-echo TCP echo server"
 #define SERVICE_DESCRIPTION_TEXT                                                                                   \
     L"Echoes every byte received on each TCP connection (liboverlap, IOCP). Stopping it finishes the open "         \
     L"connections first."
-/* The least privileged built-in account that may use the network: the counterpart of systemd's DynamicUser. */
-#define SERVICE_ACCOUNT L"NT AUTHORITY\\LocalService"
+/* The service's virtual account, NT SERVICE\<name>: an identity of its own (the service SID), given rights one by
+ * one like systemd's DynamicUser, where the shared LocalService would give every such service the same rights. */
+#define SERVICE_ACCOUNT_PREFIX L"NT SERVICE\\"
 /* The SCM gives up on a service that stays START_PENDING past the hint; starting is an engine and a bind. */
 #define START_WAIT_HINT_MS 10000
 /* Headroom over the drain for the summary, freeing the engine and exiting. */
@@ -210,7 +211,7 @@ static const char *service_stop_name(int which)
 static void WINAPI service_main(DWORD argc, LPWSTR *argv)
 {
     /* The options come from the command line install registered; arguments given to "sc start" are not used. */
-    service.handle = RegisterServiceCtrlHandlerExW(argc > 0 ? argv[0] : SERVICE_NAME, on_service_control, NULL);
+    service.handle = RegisterServiceCtrlHandlerExW(argc > 0 ? argv[0] : L"", on_service_control, NULL);
     if (!service.handle) {
         print_win_error("RegisterServiceCtrlHandlerEx", GetLastError());
         service.exit_code = 1;
@@ -232,7 +233,9 @@ static void WINAPI service_main(DWORD argc, LPWSTR *argv)
 
 int service_win_run(const struct echo_options *options, echo_serve_fn serve, FILE *problems)
 {
-    static wchar_t service_name[] = SERVICE_NAME;
+    /* SERVICE_WIN32_OWN_PROCESS: the SCM starts the table's one service whatever its name, and passes the
+     * installed name to service_main (install --name). */
+    static wchar_t service_name[] = L"" ECHO_SERVICE_NAME_DEFAULT;
     problem_stream = problems;
     service.options = options;
     service.serve = serve;
@@ -248,7 +251,8 @@ int service_win_run(const struct echo_options *options, echo_serve_fn serve, FIL
         print_win_error("--service: StartServiceCtrlDispatcher", code);
         if (code == ERROR_FAILED_SERVICE_CONTROLLER_CONNECT) {
             fprintf(problems, "overlap-echo: --service is for the Service Control Manager: start the installed "
-                              "service with 'sc start overlap-echo', or run overlap-echo without --service\n");
+                              "service with 'sc start overlap-echo' (or its --name), or run overlap-echo without "
+                              "--service\n");
             fflush(problems);
         }
         return 1;
@@ -313,7 +317,7 @@ static void put_argument(struct command_line *line, const wchar_t *arg)
     put_char(line, L'"');
 }
 
-/* "<this exe>" --service <the server options given to install, without --start>. */
+/* "<this exe>" --service <the server options given to install, without --start and --name>. */
 static int build_service_command(int argc, const struct echo_options *options, struct command_line *line)
 {
     static wchar_t exe[32768];
@@ -340,12 +344,13 @@ static int build_service_command(int argc, const struct echo_options *options, s
     put_argument(line, exe);
     put_argument(line, L"--service");
     for (int i = options->first_server_arg; i < wide_count; i++) {
-        /* --start is for install itself; argument parsing already checked that it has its value. */
-        if (!wcscmp(wide[i], L"--start")) {
+        /* --start and --name are for install itself (the service learns its name from the SCM); argument parsing
+         * already checked that they have their values. */
+        if (!wcscmp(wide[i], L"--start") || !wcscmp(wide[i], L"--name")) {
             i++;
             continue;
         }
-        if (!wcsncmp(wide[i], L"--start=", 8))
+        if (!wcsncmp(wide[i], L"--start=", 8) || !wcsncmp(wide[i], L"--name=", 7))
             continue;
         put_argument(line, wide[i]);
     }
@@ -394,11 +399,47 @@ static int configure_service(SC_HANDLE handle, const struct echo_options *option
                            "this system restarts the service only when it crashes, not when it exits with an "
                            "error") < 0)
         return -1;
+    /* The service SID (NT SERVICE\<name>) in the process token, so that rights given to it (the --log-file
+     * folder) hold for this service alone. A virtual account implies it; set it so the token says it too. */
+    SERVICE_SID_INFO sid = {.dwServiceSidType = SERVICE_SID_TYPE_UNRESTRICTED};
+    if (!ChangeServiceConfig2W(handle, SERVICE_CONFIG_SERVICE_SID_INFO, &sid) &&
+        config_unsupported("service SID", "the service runs without its own SID in its token") < 0)
+        return -1;
+    if (options->start == ECHO_START_DELAYED) {
+        SERVICE_DELAYED_AUTO_START_INFO delayed = {.fDelayedAutostart = TRUE};
+        /* Asked for by name: a plain automatic start instead would be a surprise, so no fallback. */
+        if (!ChangeServiceConfig2W(handle, SERVICE_CONFIG_DELAYED_AUTO_START_INFO, &delayed)) {
+            print_win_error("install: ChangeServiceConfig2 (delayed automatic start)", GetLastError());
+            return -1;
+        }
+    }
     SERVICE_PRESHUTDOWN_INFO preshutdown = {.dwPreshutdownTimeout = stop_wait_hint(drain_seconds(options))};
     if (!ChangeServiceConfig2W(handle, SERVICE_CONFIG_PRESHUTDOWN_INFO, &preshutdown) &&
         config_unsupported("preshutdown timeout", "at system shutdown the drain has the system's default time") < 0)
         return -1;
     return 0;
+}
+
+/* The names install and uninstall work with, in UTF-16. The name is ASCII (echo_options checks it). */
+struct service_names {
+    wchar_t name[ECHO_SERVICE_NAME_MAX + 1];
+    wchar_t display[ECHO_SERVICE_NAME_MAX + 64];
+    wchar_t account[ECHO_SERVICE_NAME_MAX + 16];
+};
+
+static void make_names(const char *name, struct service_names *names)
+{
+    size_t i = 0;
+    for (; name[i] && i < ECHO_SERVICE_NAME_MAX; i++)
+        names->name[i] = (wchar_t)(unsigned char)name[i];
+    names->name[i] = L'\0';
+    if (!strcmp(name, ECHO_SERVICE_NAME_DEFAULT))
+        swprintf(names->display, sizeof names->display / sizeof names->display[0], L"%ls", SERVICE_DISPLAY_NAME);
+    else
+        swprintf(names->display, sizeof names->display / sizeof names->display[0], L"%ls (%ls)",
+                 SERVICE_DISPLAY_NAME, names->name);
+    swprintf(names->account, sizeof names->account / sizeof names->account[0], L"%ls%ls", SERVICE_ACCOUNT_PREFIX,
+             names->name);
 }
 
 int service_win_install(int argc, char **argv, const struct echo_options *options)
@@ -407,6 +448,9 @@ int service_win_install(int argc, char **argv, const struct echo_options *option
     static struct command_line line;
     if (build_service_command(argc, options, &line) < 0)
         return 1;
+    const char *name = options->service_name;
+    struct service_names names;
+    make_names(name, &names);
     SC_HANDLE manager = OpenSCManagerW(NULL, NULL, SC_MANAGER_CONNECT | SC_MANAGER_CREATE_SERVICE);
     if (!manager) {
         DWORD code = GetLastError();
@@ -415,17 +459,22 @@ int service_win_install(int argc, char **argv, const struct echo_options *option
             fprintf(stderr, "overlap-echo: install needs an administrator: run it from an elevated prompt\n");
         return 1;
     }
-    DWORD start_type = options->start_on_demand ? SERVICE_DEMAND_START : SERVICE_AUTO_START;
-    /* SERVICE_START: restart failure actions may only be set through a handle that can start the service. */
-    SC_HANDLE handle = CreateServiceW(manager, SERVICE_NAME, SERVICE_DISPLAY_NAME,
-                                      SERVICE_CHANGE_CONFIG | SERVICE_START | DELETE, SERVICE_WIN32_OWN_PROCESS,
-                                      start_type, SERVICE_ERROR_NORMAL, line.text, NULL, NULL, NULL,
-                                      SERVICE_ACCOUNT, L"");
+    DWORD start_type = options->start == ECHO_START_DEMAND ? SERVICE_DEMAND_START : SERVICE_AUTO_START;
+    /* SERVICE_START: restart failure actions may only be set through a handle that can start the service. A
+     * virtual account has no password: NULL, as CreateService asks for one. */
+    SC_HANDLE handle = CreateServiceW(manager, names.name, names.display, SERVICE_CHANGE_CONFIG | SERVICE_START | DELETE,
+                                      SERVICE_WIN32_OWN_PROCESS, start_type, SERVICE_ERROR_NORMAL, line.text, NULL,
+                                      NULL, NULL, names.account, NULL);
     if (!handle) {
         DWORD code = GetLastError();
-        print_win_error("install: CreateService overlap-echo", code);
+        char what[128];
+        snprintf(what, sizeof what, "install: CreateService %s", name);
+        print_win_error(what, code);
         if (code == ERROR_SERVICE_EXISTS)
-            fprintf(stderr, "overlap-echo: to change its options: overlap-echo uninstall, then install again\n");
+            fprintf(stderr, "overlap-echo: to change its options: overlap-echo uninstall%s%s, then install again; "
+                            "for another instance: install --name ANOTHER\n",
+                    strcmp(name, ECHO_SERVICE_NAME_DEFAULT) ? " --name " : "",
+                    strcmp(name, ECHO_SERVICE_NAME_DEFAULT) ? name : "");
         CloseServiceHandle(manager);
         return 1;
     }
@@ -439,10 +488,11 @@ int service_win_install(int argc, char **argv, const struct echo_options *option
     }
     CloseServiceHandle(handle);
     CloseServiceHandle(manager);
-    printf("overlap-echo: installed service overlap-echo (start %s, account %ls, restart on failure)\n",
-           options->start_on_demand ? "on demand" : "automatic", SERVICE_ACCOUNT);
+    static const char *const starts[] = {"automatic", "delayed automatic", "on demand"};
+    printf("overlap-echo: installed service %s (start %s, account %ls, restart on failure)\n", name,
+           starts[options->start], names.account);
     printf("overlap-echo: command: %ls\n", line.text);
-    printf("overlap-echo: start it with: sc start overlap-echo\n");
+    printf("overlap-echo: start it with: sc start %s\n", name);
     return 0;
 }
 
@@ -495,8 +545,10 @@ static int wait_until_stopped(SC_HANDLE handle, SERVICE_STATUS_PROCESS *status)
     return 0;
 }
 
-int service_win_uninstall(void)
+int service_win_uninstall(const char *name)
 {
+    struct service_names names;
+    make_names(name, &names);
     SC_HANDLE manager = OpenSCManagerW(NULL, NULL, SC_MANAGER_CONNECT);
     if (!manager) {
         DWORD code = GetLastError();
@@ -505,9 +557,11 @@ int service_win_uninstall(void)
             fprintf(stderr, "overlap-echo: uninstall needs an administrator: run it from an elevated prompt\n");
         return 1;
     }
-    SC_HANDLE handle = OpenServiceW(manager, SERVICE_NAME, SERVICE_STOP | SERVICE_QUERY_STATUS | DELETE);
+    SC_HANDLE handle = OpenServiceW(manager, names.name, SERVICE_STOP | SERVICE_QUERY_STATUS | DELETE);
     if (!handle) {
-        print_win_error("uninstall: OpenService overlap-echo", GetLastError());
+        char what[128];
+        snprintf(what, sizeof what, "uninstall: OpenService %s", name);
+        print_win_error(what, GetLastError());
         CloseServiceHandle(manager);
         return 1;
     }
@@ -516,7 +570,7 @@ int service_win_uninstall(void)
     if (query_status(handle, &status) < 0)
         goto done;
     if (status.dwCurrentState != SERVICE_STOPPED) {
-        printf("overlap-echo: stopping service overlap-echo (%s; it finishes its open connections first)\n",
+        printf("overlap-echo: stopping service %s (%s; it finishes its open connections first)\n", name,
                state_name(status.dwCurrentState));
         SERVICE_STATUS control_status;
         if (status.dwCurrentState != SERVICE_STOP_PENDING &&
@@ -533,10 +587,12 @@ int service_win_uninstall(void)
                (unsigned long)status.dwWin32ExitCode, (unsigned long)status.dwServiceSpecificExitCode);
     }
     if (!DeleteService(handle)) {
-        print_win_error("uninstall: DeleteService overlap-echo", GetLastError());
+        char what[128];
+        snprintf(what, sizeof what, "uninstall: DeleteService %s", name);
+        print_win_error(what, GetLastError());
         goto done;
     }
-    printf("overlap-echo: removed service overlap-echo\n");
+    printf("overlap-echo: removed service %s\n", name);
     rc = 0;
 done:
     CloseServiceHandle(handle);

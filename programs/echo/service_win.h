@@ -20,10 +20,12 @@ typedef int (*echo_serve_fn)(const struct echo_options *options, int (*wait_stop
  * --log-file, or stderr). Returns the exit code: serve's, or 1 when the process was not started by the SCM
  * (StartServiceCtrlDispatcher fails with 1063). */
 int service_win_run(const struct echo_options *options, echo_serve_fn serve, FILE *problems);
-/* CreateService "overlap-echo": this executable, --service and the server options of argv (everything after
- * "install" except --start). Returns 0, or 1 with the error printed. */
+/* CreateService options->service_name: this executable, --service and the server options of argv (everything after
+ * "install" except --start and --name), under the virtual account NT SERVICE\<name>. Returns 0, or 1 with the
+ * error printed. */
 int service_win_install(int argc, char **argv, const struct echo_options *options);
-/* Stop the service if it runs (waiting for its drain), then DeleteService. Returns 0, or 1 with the error printed. */
-int service_win_uninstall(void);
+/* Stop the service `name` if it runs (waiting for its drain), then DeleteService. Returns 0, or 1 with the error
+ * printed. */
+int service_win_uninstall(const char *name);
 
 #endif
