@@ -372,6 +372,15 @@ Test(wine_service, install_start_echo_stop_uninstall)
     cr_assert(strstr(reg.out, "ObjectName    REG_SZ    NT SERVICE\\overlap-echo"), "account: %s", reg.out);
     /* At system shutdown the drain gets --drain-timeout (5 s) + 5 s, not the SCM's default. */
     cr_assert(strstr(reg.out, "PreshutdownTimeout    REG_DWORD    0x2710"), "preshutdown timeout: %s", reg.out);
+    /* The event log source the service reports start-up failures to: this executable's message table. */
+    char *source_argv[] = {wine_path(), "reg", "query",
+                           "HKLM\\System\\CurrentControlSet\\Services\\EventLog\\Application\\overlap-echo", NULL};
+    sup_proc source;
+    cr_assert(run(&source, source_argv) == 0, "no event log source after install: %s%s", source.out, source.err);
+    cr_assert(strstr(source.out, "EventMessageFile    REG_EXPAND_SZ    ") && strstr(source.out, "overlap-echo.exe") &&
+                  strstr(source.out, "TypesSupported    REG_DWORD    0x7"),
+              "event log source: %s", source.out);
+    sup_proc_free(&source);
     /* Wine 8.0 accepts SERVICE_CONFIG_FAILURE_ACTIONS and stores nothing (Windows writes FailureActions). */
     cr_log_info("failure actions stored by this SCM: %s", strstr(reg.out, "FailureActions") ? "yes" : "no");
     sup_proc_free(&reg);
@@ -430,6 +439,8 @@ Test(wine_service, install_start_echo_stop_uninstall)
     uninstall();
     query_state(&state);
     cr_assert(state.state == 0, "the service is still known after uninstall: %s", state.text);
+    cr_assert(run(&source, source_argv) != 0, "the event log source is left after uninstall: %s", source.out);
+    sup_proc_free(&source);
 }
 
 Test(wine_service, uninstall_drains_a_running_service_first)
@@ -664,4 +675,52 @@ Test(wine_service, install_start_delayed_is_set_or_refused)
     sup_proc_free(&proc);
     query_named("overlap-echo-delayed", &state);
     cr_assert(state.state == 0, "still installed: %s", state.text);
+}
+
+/* The service's command line as Windows sees it: "Z:\\...\\overlap-echo.exe --service ARGS". */
+static void windows_command(char *out, size_t size, const char *args)
+{
+    char path[600];
+    snprintf(path, sizeof path, "Z:%s", echo_exe());
+    for (char *c = path; *c; c++)
+        if (*c == '/')
+            *c = '\\';
+    snprintf(out, size, "%s --service %s", path, args);
+}
+
+/* Started by the SCM, a process that fails before its dispatcher connects (bad option, --log-file that does not
+ * open) still reaches SERVICE_STOPPED with its exit code: before, it vanished and the SCM saw a start that timed
+ * out. (The Event Log entry it writes as well is not visible under Wine, whose ReportEvent stores nothing.) */
+static void expect_failed_start(const char *what, int exit_code)
+{
+    sup_proc proc;
+    run_sc(&proc, "start"); /* fails or starts: the state below is what counts */
+    sup_proc_free(&proc);
+    struct service_state state;
+    wait_for_state(STATE_STOPPED, &state);
+    cr_assert(state.win32_exit == 1066 && state.service_exit == (unsigned long)exit_code,
+              "%s: want 1066 and exit code %d: %s", what, exit_code, state.text);
+}
+
+Test(wine_service, a_bad_option_under_the_scm_stops_with_exit_code_2)
+{
+    /* install refuses bad options, so the service is created with sc: as an edited ImagePath would be. */
+    char command[1024];
+    windows_command(command, sizeof command, "--port 70000");
+    char *create_argv[] = {wine_path(), "sc", "create", "overlap-echo", "binpath=", command, "start=", "demand", NULL};
+    sup_proc proc;
+    int code = run(&proc, create_argv);
+    cr_assert(code == 0, "sc create: exit %d: %s%s", code, proc.out, proc.err);
+    sup_proc_free(&proc);
+    expect_failed_start("--port 70000", 2);
+    uninstall();
+}
+
+Test(wine_service, a_log_file_that_does_not_open_stops_with_exit_code_1)
+{
+    char log[LOG_PATH_SIZE], windows_log[LOG_PATH_SIZE + 2];
+    log_paths("no-such-folder\\service.log", log, windows_log);
+    install(windows_log, "0");
+    expect_failed_start("--log-file in a missing folder", 1);
+    uninstall();
 }

@@ -42,11 +42,29 @@ static void emit(FILE *stream, const char *format, ...)
     fflush(stream);
 }
 
+/* A problem line: to problem_stream, and to the service manager, which keeps the lines of a start that fails (the
+ * Windows service reports them in the Event Log; a service's --log-file may be where the failure is). */
+#if defined(__MINGW32__)
+__attribute__((format(__MINGW_PRINTF_FORMAT, 1, 2)))
+#elif defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+static void problem(const char *format, ...)
+{
+    char line[1024];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(line, sizeof line, format, args);
+    va_end(args);
+    emit(problem_stream, "%s", line);
+    service_notify_problem(line);
+}
+
 /* The engine's log hook: on a worker thread; one formatted line per call, which stdio writes whole. */
 static void engine_log(void *user, ovl_log_level level, const char *message)
 {
     (void)user;
-    emit(problem_stream, "overlap-echo: %s: %s\n", level == OVL_LOG_ERROR ? "error" : "warning", message);
+    problem("overlap-echo: %s: %s\n", level == OVL_LOG_ERROR ? "error" : "warning", message);
 }
 
 static void echo_data(ovl_conn *conn, ovl_buf *buf)
@@ -66,9 +84,9 @@ static double now_seconds(void)
 static void print_error(const ovl_error_info *err)
 {
 #ifdef _WIN32
-    emit(problem_stream, "overlap-echo: %s: %s (error %d)\n", err->what, err->text, -err->code);
+    problem("overlap-echo: %s: %s (error %d)\n", err->what, err->text, -err->code);
 #else
-    emit(problem_stream, "overlap-echo: %s: %s (errno %d)\n", err->what, err->text, -err->code);
+    problem("overlap-echo: %s: %s (errno %d)\n", err->what, err->text, -err->code);
 #endif
 }
 
@@ -135,7 +153,7 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
         if (listener_count < 8)
             print_error(&err);
         else
-            emit(problem_stream, "overlap-echo: socket %d from the service manager: more than 8; closed\n", fd);
+            problem("overlap-echo: socket %d from the service manager: more than 8; closed\n", fd);
 #ifndef _WIN32
         close(fd); /* not served: no connection may wait on it in vain (Windows passes no sockets) */
 #endif
@@ -156,7 +174,7 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
         return 1;
     }
     if (ovl_engine_notice(engine))
-        emit(problem_stream, "overlap-echo: %s\n", ovl_engine_notice(engine));
+        problem("overlap-echo: %s\n", ovl_engine_notice(engine));
     char threads[128];
     engine_options_describe_threads(&options->engine, ovl_engine_threads(engine), threads, sizeof threads);
     emit(report_stream, "overlap-echo %s: %s backend, %s\n", ovl_version(), ovl_engine_backend(engine), threads);
@@ -205,7 +223,7 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
         }
     }
 
-    emit(problem_stream, "overlap-echo: %s: stopping, finishing open connections\n", stop_name(signal_number));
+    problem("overlap-echo: %s: stopping, finishing open connections\n", stop_name(signal_number));
     ovl_stats at_stop;
     ovl_engine_stats(engine, &at_stop);
     snprintf(status, sizeof status, "%s: draining %llu open connection%s", stop_name(signal_number),
@@ -243,12 +261,13 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
 
 /* --log-file: one stream for reports and problems, so their lines keep their order. Opened in append mode: an
  * operator's earlier runs stay, and a restarted service continues the same file. */
-static int open_log_file(const char *path)
+static int open_log_file(const char *path, char *reason, size_t reason_size)
 {
     FILE *log = fopen(path, "a");
     if (!log) {
         int code = errno;
-        fprintf(stderr, "overlap-echo: --log-file %s: %s (errno %d)\n", path, strerror(code), code);
+        snprintf(reason, reason_size, "--log-file %s: %s (errno %d)", path, strerror(code), code);
+        fprintf(stderr, "overlap-echo: %s\n", reason);
         return -1;
     }
     report_stream = problem_stream = log;
@@ -260,9 +279,18 @@ int main(int argc, char **argv)
     report_stream = stdout;
     problem_stream = stderr;
     struct echo_options options;
-    char reason[256];
+    char reason[512];
+    /* install writes --service first. Started by the SCM, a failure from here until the dispatcher connects would
+     * leave no trace (no console, no log file yet): it is handed to the SCM, which then sees the service stop
+     * with the exit code, and to the Event Log. */
+    bool under_scm = argc > 1 && !strcmp(argv[1], "--service");
+    (void)under_scm;
     if (echo_options_parse(argc, argv, &options, reason, sizeof reason) < 0) {
         fprintf(stderr, "overlap-echo: %s\n%s", reason, echo_usage);
+#ifdef _WIN32
+        if (under_scm)
+            return service_win_fail(2, reason);
+#endif
         return 2;
     }
     if (options.help) {
@@ -289,8 +317,13 @@ int main(int argc, char **argv)
     }
 #endif
     /* install's own output stays on the console; the server's goes to the file from here on. */
-    if (options.log_file && open_log_file(options.log_file) < 0)
+    if (options.log_file && open_log_file(options.log_file, reason, sizeof reason) < 0) {
+#ifdef _WIN32
+        if (options.service)
+            return service_win_fail(1, reason);
+#endif
         return 1;
+    }
 #ifdef _WIN32
     /* The SCM's stop and shutdown controls take the place of Ctrl+C; a service has no console. */
     if (options.service)
@@ -299,7 +332,7 @@ int main(int argc, char **argv)
 
     /* The stop request (SIGINT/SIGTERM, Ctrl+C) is taken by this thread; the workers never see it. */
     if (stop_signal_install() < 0) {
-        emit(problem_stream, "overlap-echo: cannot install the stop signal handlers\n");
+        problem("overlap-echo: cannot install the stop signal handlers\n");
         return 1;
     }
     return serve(&options, stop_signal_wait, stop_signal_name);

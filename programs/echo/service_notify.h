@@ -44,8 +44,13 @@ static inline void service_notify_stopping(const char *status, double drain_seco
 #if defined(_WIN32)
 /* The drain is over (ovl_engine_stop returned): stop watching the engine, before it is destroyed. */
 void service_notify_drained(void);
+/* A problem line (without the newline) that overlap-echo printed; kept until the service runs, and reported to the
+ * Event Log if it does not get there. Any thread. */
+void service_notify_problem(const char *line);
 #else
 static inline void service_notify_drained(void) {}
+/* systemd's journal has stderr already. */
+static inline void service_notify_problem(const char *line) { (void)line; }
 #endif
 
 #endif

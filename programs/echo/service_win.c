@@ -61,6 +61,32 @@ static void print_win_error(const char *what, DWORD code)
     fflush(problem_stream ? problem_stream : stderr);
 }
 
+/* ---- the event log ---- */
+
+/* The one message of echo_messages.mc: "%1", the line as given. */
+#define ECHO_EVENT_LINE 1
+#define EVENT_LOG_KEY L"SYSTEM\\CurrentControlSet\\Services\\EventLog\\Application\\"
+
+/* The event source is the service's name (registered by install); service_main sets it from the SCM's argv[0]. */
+static wchar_t event_source[257] = L"" ECHO_SERVICE_NAME_DEFAULT;
+
+static void report_event(WORD type, const char *line)
+{
+    HANDLE source = RegisterEventSourceW(NULL, event_source);
+    if (!source) {
+        print_win_error("RegisterEventSource", GetLastError());
+        return;
+    }
+    /* The lines come from the C runtime, in the ANSI code page (argv, strerror). */
+    static wchar_t text[4096];
+    if (!MultiByteToWideChar(CP_ACP, 0, line, -1, text, sizeof text / sizeof text[0]))
+        swprintf(text, sizeof text / sizeof text[0], L"%hs", "overlap-echo: (the message did not convert)");
+    LPCWSTR strings[] = {text};
+    if (!ReportEventW(source, type, 0, ECHO_EVENT_LINE, NULL, 1, 0, strings, NULL))
+        print_win_error("ReportEvent", GetLastError());
+    DeregisterEventSource(source);
+}
+
 static double drain_seconds(const struct echo_options *options)
 {
     uint32_t ms = options->engine.config.drain_timeout_ms;
@@ -86,7 +112,21 @@ static struct {
     const struct echo_options *options;
     echo_serve_fn serve;
     int exit_code;
-} service;
+    const char *fail_reason;      /* service_win_fail: why the process cannot serve */
+    SRWLOCK problems_lock;        /* problems is appended from any thread (the engine's log hook) */
+    char problems[2048];          /* the problem lines printed before SERVICE_RUNNING */
+    bool running;
+} service = {.problems_lock = SRWLOCK_INIT};
+
+void service_notify_problem(const char *line)
+{
+    AcquireSRWLockExclusive(&service.problems_lock);
+    if (!service.running) {
+        size_t used = strlen(service.problems);
+        snprintf(service.problems + used, sizeof service.problems - used, "%s%s", used ? "\n" : "", line);
+    }
+    ReleaseSRWLockExclusive(&service.problems_lock);
+}
 
 /* Pending states advance the checkpoint on every report, which tells the SCM the service is making progress; the
  * final states reset it, as the SCM expects. */
@@ -132,6 +172,9 @@ void service_notify_ready(const char *status)
     (void)status;
     if (!service.handle)
         return;
+    AcquireSRWLockExclusive(&service.problems_lock);
+    service.running = true;
+    ReleaseSRWLockExclusive(&service.problems_lock);
     report_status(SERVICE_RUNNING, 0);
 }
 
@@ -208,27 +251,74 @@ static const char *service_stop_name(int which)
     }
 }
 
+/* The SCM's stopped state for exit code `code`: a non-zero exit (bind failed, ...) is a service-specific error:
+ * "sc query" shows 1066 and our code, and the failure actions install configured (restart) apply. */
+static void report_stopped(int code)
+{
+    service.status.dwWin32ExitCode = code ? ERROR_SERVICE_SPECIFIC_ERROR : NO_ERROR;
+    service.status.dwServiceSpecificExitCode = (DWORD)code;
+    report_status(SERVICE_STOPPED, 0);
+}
+
+static bool register_handler(DWORD argc, LPWSTR *argv)
+{
+    if (argc > 0 && argv[0][0])
+        swprintf(event_source, sizeof event_source / sizeof event_source[0], L"%ls", argv[0]);
+    service.status.dwServiceType = SERVICE_WIN32_OWN_PROCESS;
+    service.handle = RegisterServiceCtrlHandlerExW(event_source, on_service_control, NULL);
+    if (!service.handle) {
+        print_win_error("RegisterServiceCtrlHandlerEx", GetLastError());
+        return false;
+    }
+    return true;
+}
+
+/* service_win_fail's service: connected only to say why it cannot run. */
+static void WINAPI failed_service_main(DWORD argc, LPWSTR *argv)
+{
+    if (!register_handler(argc, argv))
+        return;
+    char line[1024];
+    snprintf(line, sizeof line, "overlap-echo: the service %ls cannot start (exit code %d): %s", event_source,
+             service.exit_code, service.fail_reason);
+    report_event(EVENTLOG_ERROR_TYPE, line);
+    report_stopped(service.exit_code);
+}
+
+int service_win_fail(int exit_code, const char *reason)
+{
+    service.exit_code = exit_code;
+    service.fail_reason = reason;
+    static wchar_t service_name[] = L"" ECHO_SERVICE_NAME_DEFAULT;
+    SERVICE_TABLE_ENTRYW table[] = {{service_name, failed_service_main}, {NULL, NULL}};
+    /* Not started by the SCM (1063): the reason is on stderr already, as for any console run. */
+    StartServiceCtrlDispatcherW(table);
+    return exit_code;
+}
+
 static void WINAPI service_main(DWORD argc, LPWSTR *argv)
 {
     /* The options come from the command line install registered; arguments given to "sc start" are not used. */
-    service.handle = RegisterServiceCtrlHandlerExW(argc > 0 ? argv[0] : L"", on_service_control, NULL);
-    if (!service.handle) {
-        print_win_error("RegisterServiceCtrlHandlerEx", GetLastError());
+    if (!register_handler(argc, argv)) {
         service.exit_code = 1;
         return;
     }
-    service.status.dwServiceType = SERVICE_WIN32_OWN_PROCESS;
     report_status(SERVICE_START_PENDING, START_WAIT_HINT_MS);
 
     int code = service.serve(service.options, service_stop_wait, service_stop_name);
 
     service_notify_drained(); /* in case serve ended without it */
     service.exit_code = code;
-    /* A non-zero exit (bind failed, ...) is a service-specific error: "sc query" shows 1066 and our code, and the
-     * failure actions install configured (restart) apply. */
-    service.status.dwWin32ExitCode = code ? ERROR_SERVICE_SPECIFIC_ERROR : NO_ERROR;
-    service.status.dwServiceSpecificExitCode = (DWORD)code;
-    report_status(SERVICE_STOPPED, 0);
+    if (code && !service.running) {
+        /* What it printed went to --log-file, which an operator looks at only knowing there is a problem. */
+        char line[sizeof service.problems + 256];
+        AcquireSRWLockExclusive(&service.problems_lock);
+        snprintf(line, sizeof line, "overlap-echo: the service %ls could not start (exit code %d)%s%s", event_source,
+                 code, service.problems[0] ? ":\n" : "", service.problems);
+        ReleaseSRWLockExclusive(&service.problems_lock);
+        report_event(EVENTLOG_ERROR_TYPE, line);
+    }
+    report_stopped(code);
 }
 
 int service_win_run(const struct echo_options *options, echo_serve_fn serve, FILE *problems)
@@ -442,6 +532,53 @@ static void make_names(const char *name, struct service_names *names)
              names->name);
 }
 
+/* EventLog\Application\<name>: the event source the service reports start-up failures to, with this executable's
+ * message table (echo_messages.mc) to show them. Returns 0 or -1. */
+static int register_event_source(const struct service_names *names)
+{
+    wchar_t key_path[128 + ECHO_SERVICE_NAME_MAX];
+    swprintf(key_path, sizeof key_path / sizeof key_path[0], L"%ls%ls", EVENT_LOG_KEY, names->name);
+    static wchar_t exe[32768];
+    DWORD length = GetModuleFileNameW(NULL, exe, sizeof exe / sizeof exe[0]);
+    if (length == 0 || length >= sizeof exe / sizeof exe[0]) {
+        print_win_error("install: GetModuleFileName", length ? ERROR_INSUFFICIENT_BUFFER : GetLastError());
+        return -1;
+    }
+    HKEY key;
+    LONG rc = RegCreateKeyExW(HKEY_LOCAL_MACHINE, key_path, 0, NULL, REG_OPTION_NON_VOLATILE, KEY_SET_VALUE, NULL,
+                              &key, NULL);
+    if (rc != ERROR_SUCCESS) {
+        print_win_error("install: RegCreateKeyEx (event log source)", (DWORD)rc);
+        return -1;
+    }
+    DWORD types = EVENTLOG_ERROR_TYPE | EVENTLOG_WARNING_TYPE | EVENTLOG_INFORMATION_TYPE;
+    rc = RegSetValueExW(key, L"EventMessageFile", 0, REG_EXPAND_SZ, (const BYTE *)exe,
+                        (DWORD)((length + 1) * sizeof exe[0]));
+    if (rc == ERROR_SUCCESS)
+        rc = RegSetValueExW(key, L"TypesSupported", 0, REG_DWORD, (const BYTE *)&types, sizeof types);
+    RegCloseKey(key);
+    if (rc != ERROR_SUCCESS) {
+        print_win_error("install: RegSetValueEx (event log source)", (DWORD)rc);
+        return -1;
+    }
+    return 0;
+}
+
+/* Returns 0 (also when there was none: an install by an older version), or -1. */
+static int remove_event_source(const struct service_names *names, const char *command)
+{
+    wchar_t key_path[128 + ECHO_SERVICE_NAME_MAX];
+    swprintf(key_path, sizeof key_path / sizeof key_path[0], L"%ls%ls", EVENT_LOG_KEY, names->name);
+    LONG rc = RegDeleteKeyW(HKEY_LOCAL_MACHINE, key_path);
+    if (rc != ERROR_SUCCESS && rc != ERROR_FILE_NOT_FOUND) {
+        char what[64];
+        snprintf(what, sizeof what, "%s: RegDeleteKey (event log source)", command);
+        print_win_error(what, (DWORD)rc);
+        return -1;
+    }
+    return 0;
+}
+
 int service_win_install(int argc, char **argv, const struct echo_options *options)
 {
     (void)argv;
@@ -478,8 +615,9 @@ int service_win_install(int argc, char **argv, const struct echo_options *option
         CloseServiceHandle(manager);
         return 1;
     }
-    if (configure_service(handle, options) < 0) {
+    if (configure_service(handle, options) < 0 || register_event_source(&names) < 0) {
         /* Half a configuration is worse than none: take the service out again. */
+        remove_event_source(&names, "install");
         if (!DeleteService(handle))
             print_win_error("install: DeleteService (undoing the install)", GetLastError());
         CloseServiceHandle(handle);
@@ -489,7 +627,8 @@ int service_win_install(int argc, char **argv, const struct echo_options *option
     CloseServiceHandle(handle);
     CloseServiceHandle(manager);
     static const char *const starts[] = {"automatic", "delayed automatic", "on demand"};
-    printf("overlap-echo: installed service %s (start %s, account %ls, restart on failure)\n", name,
+    printf("overlap-echo: installed service %s (start %s, account %ls, restart on failure, event log source)\n",
+           name,
            starts[options->start], names.account);
     printf("overlap-echo: command: %ls\n", line.text);
     printf("overlap-echo: start it with: sc start %s\n", name);
@@ -593,7 +732,7 @@ int service_win_uninstall(const char *name)
         goto done;
     }
     printf("overlap-echo: removed service %s\n", name);
-    rc = 0;
+    rc = remove_event_source(&names, "uninstall") < 0 ? 1 : 0;
 done:
     CloseServiceHandle(handle);
     CloseServiceHandle(manager);

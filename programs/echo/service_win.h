@@ -20,6 +20,10 @@ typedef int (*echo_serve_fn)(const struct echo_options *options, int (*wait_stop
  * --log-file, or stderr). Returns the exit code: serve's, or 1 when the process was not started by the SCM
  * (StartServiceCtrlDispatcher fails with 1063). */
 int service_win_run(const struct echo_options *options, echo_serve_fn serve, FILE *problems);
+/* The process was started by the SCM (argv[1] is --service) but fails before serving: bad options (exit_code 2), a
+ * --log-file that does not open (1). Connects to the SCM anyway, writes `reason` to the Event Log and reports
+ * SERVICE_STOPPED with exit_code, so that "sc query" and the failure actions see the failure. Returns exit_code. */
+int service_win_fail(int exit_code, const char *reason);
 /* CreateService options->service_name: this executable, --service and the server options of argv (everything after
  * "install" except --start and --name), under the virtual account NT SERVICE\<name>. Returns 0, or 1 with the
  * error printed. */
