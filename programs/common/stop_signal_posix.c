@@ -20,6 +20,11 @@ int stop_signal_install(void)
     return pthread_sigmask(SIG_BLOCK, &stop_signals, NULL) == 0 ? 0 : -1;
 }
 
+void stop_signal_done(void)
+{
+    /* The process ends when main returns; nothing waits for it. */
+}
+
 int stop_signal_wait(double seconds)
 {
     if (seconds < 0)

@@ -8,7 +8,13 @@
 #include <windows.h>
 
 static HANDLE stop_event;
+static HANDLE done_event; /* set by stop_signal_done: the drain is over */
 static volatile LONG stop_which;
+
+/* Longer than Windows itself waits for a handler (5 s for a console close, the system's timeout at logoff and
+ * shutdown), so it is the system that decides, never this bound; it only keeps a program that never calls
+ * stop_signal_done from holding the handler thread for ever. */
+#define DONE_WAIT_MS 60000
 
 static BOOL WINAPI on_console_event(DWORD type)
 {
@@ -19,9 +25,10 @@ static BOOL WINAPI on_console_event(DWORD type)
     case CTRL_SHUTDOWN_EVENT:
         InterlockedExchange(&stop_which, (LONG)type + 1);
         SetEvent(stop_event);
-        /* For console close the process ends when this returns: give the main thread time to drain. */
+        /* For console close and shutdown the process ends when this returns: wait for the main thread's drain,
+         * and no longer than it takes (the process may also end first, when main returns). */
         if (type == CTRL_CLOSE_EVENT || type == CTRL_SHUTDOWN_EVENT)
-            Sleep(5000);
+            WaitForSingleObject(done_event, DONE_WAIT_MS);
         return TRUE;
     default:
         return FALSE;
@@ -31,9 +38,16 @@ static BOOL WINAPI on_console_event(DWORD type)
 int stop_signal_install(void)
 {
     stop_event = CreateEventW(NULL, TRUE, FALSE, NULL);
-    if (!stop_event || !SetConsoleCtrlHandler(on_console_event, TRUE))
+    done_event = CreateEventW(NULL, TRUE, FALSE, NULL);
+    if (!stop_event || !done_event || !SetConsoleCtrlHandler(on_console_event, TRUE))
         return -1;
     return 0;
+}
+
+void stop_signal_done(void)
+{
+    if (done_event)
+        SetEvent(done_event);
 }
 
 int stop_signal_wait(double seconds)

@@ -335,5 +335,7 @@ int main(int argc, char **argv)
         problem("overlap-echo: cannot install the stop signal handlers\n");
         return 1;
     }
-    return serve(&options, stop_signal_wait, stop_signal_name);
+    int code = serve(&options, stop_signal_wait, stop_signal_name);
+    stop_signal_done();
+    return code;
 }
