@@ -663,7 +663,7 @@ static int query_status(SC_HANDLE handle, SERVICE_STATUS_PROCESS *status)
 
 /* Wait for SERVICE_STOPPED the way the SCM judges progress: a stop may take as long as it likes while its
  * checkpoint advances, but not longer than its wait hint without progress. */
-static int wait_until_stopped(SC_HANDLE handle, SERVICE_STATUS_PROCESS *status)
+static int wait_until_stopped(SC_HANDLE handle, SERVICE_STATUS_PROCESS *status, const char *name)
 {
     DWORD checkpoint = status->dwCheckPoint;
     ULONGLONG progress_deadline = GetTickCount64() + status->dwWaitHint + STOP_MARGIN_MS;
@@ -675,9 +675,13 @@ static int wait_until_stopped(SC_HANDLE handle, SERVICE_STATUS_PROCESS *status)
             checkpoint = status->dwCheckPoint;
             progress_deadline = GetTickCount64() + status->dwWaitHint + STOP_MARGIN_MS;
         } else if (status->dwCurrentState != SERVICE_STOPPED && GetTickCount64() > progress_deadline) {
-            fprintf(stderr, "overlap-echo: uninstall: the service is still %s with no progress past its wait hint "
-                            "(%lu ms); not removing it\n", state_name(status->dwCurrentState),
-                    (unsigned long)status->dwWaitHint);
+            /* The service advances its checkpoint only while its drain makes progress: this is a stop that
+             * hangs, and waiting longer would wait for ever. */
+            fprintf(stderr, "overlap-echo: uninstall: the service %s is still %s with no progress for %lu ms (its "
+                            "wait hint + %d ms); giving up, not removing it: end its process (sc queryex %s shows "
+                            "the PID), then run uninstall again\n",
+                    name, state_name(status->dwCurrentState), (unsigned long)status->dwWaitHint + STOP_MARGIN_MS,
+                    STOP_MARGIN_MS, name);
             return -1;
         }
     }
@@ -720,7 +724,7 @@ int service_win_uninstall(const char *name)
                 goto done;
             }
         }
-        if (query_status(handle, &status) < 0 || wait_until_stopped(handle, &status) < 0)
+        if (query_status(handle, &status) < 0 || wait_until_stopped(handle, &status, name) < 0)
             goto done;
         printf("overlap-echo: service stopped (exit code %lu, service exit code %lu)\n",
                (unsigned long)status.dwWin32ExitCode, (unsigned long)status.dwServiceSpecificExitCode);
