@@ -416,6 +416,11 @@ Test(service, windows_service_commands_point_to_the_unit)
     cr_assert(sup_proc_exit_code(&run) == 2 && strstr(run.err, "uninstall takes only --name NAME (got '--port')"),
               "%s", run.err);
     sup_proc_free(&run);
+    char *uninstall_extra_argv[] = {echo_path(), "uninstall", "--name", "a", "b", NULL};
+    cr_assert(sup_proc_run(&run, uninstall_extra_argv, EXIT_TIMEOUT_MS) == 0);
+    cr_assert(sup_proc_exit_code(&run) == 2 && strstr(run.err, "uninstall takes only --name NAME (got 'b')"), "%s",
+              run.err);
+    sup_proc_free(&run);
     /* --name becomes a registry key and an account name: bounded, plain characters, and only for the commands. */
     char long_name[80];
     memset(long_name, 'a', 65);

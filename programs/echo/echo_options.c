@@ -79,9 +79,13 @@ int echo_options_parse(int argc, char *const argv[], struct echo_options *option
         options->command = ECHO_COMMAND_UNINSTALL;
         options->first_server_arg = 2;
         /* Only which service: its options were given to install. */
-        bool named = argc == 4 && !strcmp(argv[2], "--name");
-        if (argc > 2 && !named && !(argc == 3 && !strncmp(argv[2], "--name=", 7))) {
-            snprintf(error, error_size, "uninstall takes only --name NAME (got '%s')", argv[2]);
+        int extra = 2; /* the first argument that is not part of --name */
+        if (argc > 2 && !strcmp(argv[2], "--name"))
+            extra = 4;
+        else if (argc > 2 && !strncmp(argv[2], "--name=", 7))
+            extra = 3;
+        if (argc > extra) {
+            snprintf(error, error_size, "uninstall takes only --name NAME (got '%s')", argv[extra]);
             return -1;
         }
     }
