@@ -406,5 +406,7 @@ int main(int argc, char **argv)
     metrics_stop(metrics);
     ovl_engine_destroy(proxy.engine);
     ovl_target_free(proxy.target);
+    fflush(stdout);
+    stop_signal_done(); /* a console close waits for this, not a fixed time */
     return 0;
 }
