@@ -160,13 +160,15 @@ def start_server(name, wrapper=(), overlap_args=(), start_timeout=5):
     OVERLAP_ARGS added to overlap-echo's options; returns (Popen, port)."""
     if name.startswith("overlap-") or name.startswith("baseline-"):
         binary = BASELINE_ECHO if name.startswith("baseline-") else ECHO
+        # "default": what a user runs first, no --threads and no --backend (docs/BENCHMARKS.md, "The default
+        # worker count").
         backend, threads = {"io_uring-t1": ("io_uring", "1"), "epoll-t1": ("epoll", "1"),
-                            "io_uring-t2": ("io_uring", "2")}[name.split("-", 1)[1]]
+                            "io_uring-t2": ("io_uring", "2"), "default": (None, None)}[name.split("-", 1)[1]]
         # Under a wrapper the port is picked here and probed by connecting: valgrind can hold overlap-echo's main
         # thread, which prints the port, until a connection wakes the worker blocked in io_uring_enter.
         port = free_port() if wrapper else None
-        cmd = [binary, "--host", "127.0.0.1", "--port", str(port or 0), "--threads", threads, "--backend", backend] \
-            + list(overlap_args)
+        cmd = [binary, "--host", "127.0.0.1", "--port", str(port or 0)] + \
+            (["--threads", threads, "--backend", backend] if threads else []) + list(overlap_args)
     else:
         port = free_port()
         cmd = [os.path.join(OUT, name), str(port)]
