@@ -143,6 +143,13 @@ typedef struct ovl_config {
                                   outbound connections count toward it but are never refused. 0 = no limit */
     int backlog;               /* listen backlog, not negative; 0 = SOMAXCONN */
     uint32_t drain_timeout_ms; /* graceful stop: how long connections may keep echoing; 0 = 5000 */
+    uint32_t stop_grace_ms;    /* hard stop: how long, after the drain deadline, the closing connections and the
+                                  backend's own operations (accepts, IOCP disconnects) get to complete their
+                                  cancellations; then every socket still open is closed, and the worker waits as long
+                                  again for the completions that closing brings. What has still not completed is
+                                  abandoned (stats.stop_abandoned, a warning through `log`) and the worker ends: a
+                                  stop takes at most drain_timeout_ms + 2 x stop_grace_ms (plus a timer tick).
+                                  0 = 2000, at most 600000 */
     uint32_t max_pending;      /* per connection: when this many bytes are queued for sending and not yet sent,
                                   receiving pauses until half of them are; a peer that sends but never reads
                                   cannot hog memory or the buffer pool. 0 = 262144; per connection
@@ -253,8 +260,14 @@ OVL_API void ovl_engine_request_stop(ovl_engine *engine);
  * thread or callback makes it), then close the listening sockets. Returns at once if the engine never started.
  * Not from a worker thread (it would wait for itself). */
 OVL_API void ovl_engine_wait(ovl_engine *engine);
-/* ovl_engine_request_stop + ovl_engine_wait. Not from a worker thread. */
+/* ovl_engine_request_stop + ovl_engine_wait. Not from a worker thread. Returns in bounded time on every backend:
+ * each worker ends at most drain_timeout_ms + 2 x stop_grace_ms after it saw the request (ovl_engine_stop_bound_ms),
+ * unless a callback of the application blocks it; operations whose cancellation never completed by then are
+ * abandoned (stats.stop_abandoned). */
 OVL_API void ovl_engine_stop(ovl_engine *engine);
+/* That bound in milliseconds, from this engine's configuration (defaults applied): for a service manager's wait
+ * hint. */
+OVL_API uint64_t ovl_engine_stop_bound_ms(const ovl_engine *engine);
 /* Free the engine (stopping it first if it runs, so not from a worker thread), its listeners, its buffers (those the
  * application still holds included) and every string it returned. NULL is fine. ovl_connect attempts no worker ever
  * ran (engine never started) are freed without on_close. Targets are not the engine's: ovl_target_free them. */
@@ -288,7 +301,8 @@ OVL_API void ovl_engine_destroy(ovl_engine *engine);
     X(bytes_discarded, counter, "bytes that arrived after our FIN during a stop, read and dropped")                  \
     X(peer_timeouts, counter, "connections whose peer stopped answering (keepalive or retransmissions)")             \
     X(recv_pool_pauses, counter, "times a connection stopped receiving for its share of the receive buffers")     \
-    X(bytes_pending, gauge, "bytes queued for sending whose send has not completed yet, over all connections")
+    X(bytes_pending, gauge, "bytes queued for sending whose send has not completed yet, over all connections")      \
+    X(stop_abandoned, counter, "operations a stop gave up on: pending after its hard deadline, their memory leaked")
 
 /* Counters, summed over workers. Readable at any time from any thread (each counter is read atomically; the
  * set is not a single snapshot). In detail:
@@ -304,14 +318,19 @@ OVL_API void ovl_engine_destroy(ovl_engine *engine);
  *                     after the stop, as our FIN was on its way): read and dropped, so that the close does not turn
  *                     into a reset
  *   recv_pool_pauses  times a connection stopped receiving because it held its share of the worker's receive
- *                     buffers while they ran low, or any while the pool was down to its reserve */
+ *                     buffers while they ran low, or any while the pool was down to its reserve
+ *   stop_abandoned    operations (a connection's receive, send or connect, an accept, an IOCP disconnect) whose
+ *                     completion had not come stop_grace_ms after their sockets were closed at the stop's hard
+ *                     deadline: the worker ended without them, and the memory they may still write (the connection,
+ *                     the worker's receive buffers) is never freed. 0 unless the system lost a cancellation */
 typedef struct ovl_stats {
 #define OVL__STATS_MEMBER(name, kind, help) uint64_t name;
     OVL_STATS_FIELDS(OVL__STATS_MEMBER)
 #undef OVL__STATS_MEMBER
 } ovl_stats;
 
-/* Fill *out (all zero before start). */
+/* Fill *out (all zero before start). Any thread, at any time until ovl_engine_destroy - during a stop too, while
+ * another thread waits in ovl_engine_stop (conns_open falling, conns_closed rising show its progress). */
 OVL_API void ovl_engine_stats(ovl_engine *engine, ovl_stats *out);
 
 /* Listen on host:port. host NULL or "" = every interface (IPv6 dual-stack where the OS allows it, IPv4 otherwise);

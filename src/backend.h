@@ -40,6 +40,15 @@ struct ovl__backend {
     /* Optional: operations of the backend's own that must complete before the loop may end once the last
      * connection is gone (accepts being cancelled, sockets being retired). */
     bool (*busy)(struct ovl__worker *worker);
+    /* Optional: the stop's hard deadline passed (worker.c, stop_timer_fired) with operations still pending: close
+     * every socket they are on - connections', accepted sockets waiting in accepts, retiring ones - so that the
+     * system completes them (IOCP: closesocket ends pending I/O with ERROR_OPERATION_ABORTED). Each connection is
+     * already closing; its completions arrive as usual, and conn.c closes no descriptor the backend set to
+     * OVL__NO_SOCKET. */
+    void (*stop_force)(struct ovl__worker *worker);
+    /* Optional: the worker gives up on its own operations still pending after that (the loop ends now). Returns
+     * how many; their memory must then outlive worker_destroy (leaked), since the system may still write to it. */
+    unsigned (*stop_abandon)(struct ovl__worker *worker);
     void (*worker_destroy)(struct ovl__worker *worker);
     /* Any thread: make the worker look at its command queue. */
     void (*wake)(struct ovl__worker *worker);

@@ -117,7 +117,8 @@ struct iocp_retire {
     struct iocp_retire *prev, *next;
     int family;
     enum reuse_role role;
-    int stage;                   /* 0 pending, 1 cancel requested, 2 socket closed and given up on */
+    int stage;                   /* 0 pending, 1 cancel requested, 2 socket closed and given up on, 3 socket
+                                    closed at the stop's hard deadline (still counted in `retiring`) */
     struct ovl__timer timer;     /* stage 0: time to cancel; stage 1: time to give up */
 };
 
@@ -135,6 +136,7 @@ struct reuse_pool {
 
 struct iocp_worker {
     HANDLE port;
+    bool abandoned;              /* the stop gave up on pending operations: armed accepts are never freed */
     struct iocp_op *ready_head, *ready_tail;
     struct iocp_accept *accepts;
     unsigned accepts_armed;
@@ -1036,7 +1038,9 @@ static void on_disconnect(struct ovl__worker *worker, struct iocp_retire *retire
     }
     retire_unlink(iw, retire);
     ovl__timer_stop(worker, &retire->timer);
-    if (error || worker->stopping) {
+    if (retire->stage == 3) {
+        /* its socket was closed at the stop's hard deadline (stop_force): the handle may belong to another by now */
+    } else if (error || worker->stopping) {
         closesocket(retire->op.socket);
         if (!worker->stopping && retire->stage == 0)
             ovl__count(&worker->counters.reuse_fallback, 1); /* refused; a cancelled one is in reuse_timeouts */
@@ -1106,6 +1110,14 @@ static void run_ready(struct ovl__worker *worker)
     }
 }
 
+/* A completion that reports a cancellation: NTSTATUS STATUS_CANCELLED in Internal, whatever the socket handle has
+ * become since (closed at the hard deadline). */
+static bool cancelled(const struct iocp_op *op, int error)
+{
+    return op->overlapped.Internal == (ULONG_PTR)0xC0000120 || error == ERROR_OPERATION_ABORTED ||
+           error == WSA_OPERATION_ABORTED;
+}
+
 static void dequeue(struct ovl__worker *worker, DWORD timeout)
 {
     struct iocp_worker *iw = state_of(worker);
@@ -1119,8 +1131,50 @@ static void dequeue(struct ovl__worker *worker, DWORD timeout)
         if (!entries[i].lpOverlapped)
             continue; /* a wake-up: commands are read after the batch */
         struct iocp_op *op = CONTAINING_RECORD(entries[i].lpOverlapped, struct iocp_op, overlapped);
-        dispatch(worker, op, entries[i].dwNumberOfBytesTransferred, op_error(op));
+        int error = op_error(op);
+        if (worker->stopping && (worker->engine->faults & OVL__FAULT_SWALLOW_CANCELS) && cancelled(op, error))
+            continue; /* test fault (internal.h): a cancelled AcceptEx or WSARecv the system holds for ever */
+        dispatch(worker, op, entries[i].dwNumberOfBytesTransferred, error);
     }
+}
+
+/* The stop's hard deadline: operations were cancelled and have not completed. closesocket completes every
+ * operation still pending on a socket (ERROR_OPERATION_ABORTED), so every socket they are on is closed: the
+ * connections' (their handlers see an error on a closing connection and only let go), the sockets waiting in
+ * AcceptEx (the listening sockets were closed when the last worker stopped accepting) and those being retired.
+ * op->socket keeps the old handle value for WSAGetOverlappedResult, which then fails: any error will do. */
+static void stop_force(struct ovl__worker *worker)
+{
+    struct iocp_worker *iw = state_of(worker);
+    for (ovl_conn *conn = worker->conns; conn; conn = conn->next)
+        if (conn->fd != INVALID_SOCKET && conn->inflight > 0) {
+            closesocket(conn->fd);
+            conn->fd = INVALID_SOCKET;
+        }
+    for (struct iocp_accept *accept = iw->accepts; accept; accept = accept->next)
+        if (accept->armed && accept->socket != INVALID_SOCKET) {
+            closesocket(accept->socket);
+            accept->socket = INVALID_SOCKET;
+        }
+    for (struct iocp_retire *retire = iw->retire_list; retire; retire = retire->next) {
+        ovl__timer_stop(worker, &retire->timer);
+        if (retire->stage != 3) {
+            closesocket(retire->op.socket);
+            retire->stage = 3;
+        }
+    }
+}
+
+/* What still has not completed stop_grace_ms after its socket was closed. The system may yet write the OVERLAPPED
+ * and (AcceptEx) the address buffer: the armed accepts and these retires are never freed (worker_destroy skips
+ * them). */
+static unsigned stop_abandon(struct ovl__worker *worker)
+{
+    struct iocp_worker *iw = state_of(worker);
+    unsigned pending = iw->accepts_armed + iw->retiring;
+    if (pending)
+        iw->abandoned = true;
+    return pending;
 }
 
 /* The loop may not end while accepts are being cancelled, sockets retired or completions wait on the ready list. */
@@ -1148,7 +1202,8 @@ static void worker_destroy(struct ovl__worker *worker)
         iw->accepts = accept->next;
         if (accept->socket != INVALID_SOCKET)
             closesocket(accept->socket);
-        ovl__free(accept);
+        if (!(iw->abandoned && accept->armed))
+            ovl__free(accept); /* else leaked: the system may still complete it (stop_abandon) */
     }
     for (int role = 0; role < 2; role++)
         for (int f = 0; f < 2; f++)
@@ -1166,6 +1221,8 @@ const struct ovl__backend ovl__backend_iocp = {
     .worker_init = worker_init,
     .poll = poll_port,
     .busy = operations_pending,
+    .stop_force = stop_force,
+    .stop_abandon = stop_abandon,
     .worker_destroy = worker_destroy,
     .wake = wake,
     .accept_start = accept_start,

@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -699,6 +700,9 @@ static void dispatch(struct ovl__worker *worker, const struct io_uring_cqe *cqe)
     struct uring_worker *uw = state_of(worker);
     enum tag tag = (enum tag)(cqe->user_data & TAG_MASK);
     void *owner = (void *)(uintptr_t)(cqe->user_data & ~(uint64_t)TAG_MASK);
+    if (cqe->res == -ECANCELED && tag != TAG_IGNORE && worker->stopping &&
+        (worker->engine->faults & OVL__FAULT_SWALLOW_CANCELS))
+        return; /* test fault (internal.h): a cancellation that never completes */
     switch (tag) {
     case TAG_RECV:
         on_recv(worker, owner, cqe);
@@ -832,6 +836,38 @@ static int wait_for_completions(struct ovl__worker *worker, struct uring_worker 
     return rc;
 }
 
+/* The stop's hard deadline: what is still pending was cancelled and has not completed. Shut every connection's
+ * socket down (a receive or send still in the kernel then completes: the peer is gone for it) and cancel what is on
+ * it once more; cancel the accepts again. The descriptors are closed when the connections are freed (or
+ * abandoned): a cancel by descriptor must find them open. */
+static void stop_force(struct ovl__worker *worker)
+{
+    struct uring_worker *uw = state_of(worker);
+    for (ovl_conn *conn = worker->conns; conn; conn = conn->next) {
+        if (conn->fd < 0 || conn->inflight == 0)
+            continue;
+        shutdown(conn->fd, SHUT_RDWR);
+        cancel(conn);
+    }
+    for (struct uring_accept *accept = uw->accepts; accept; accept = accept->next) {
+        if (!accept->armed)
+            continue;
+        struct io_uring_sqe *sqe = get_sqe(uw);
+        io_uring_prep_cancel64(sqe, tagged(accept, TAG_ACCEPT), 0);
+        io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
+    }
+}
+
+/* Accepts whose cancellation never completed. The kernel writes nothing into an accept's memory (no address is
+ * asked for; user_data only comes back), and no completion is read after this: worker_destroy may free them. */
+static unsigned stop_abandon(struct ovl__worker *worker)
+{
+    struct uring_worker *uw = state_of(worker);
+    unsigned pending = uw->accepts_armed;
+    uw->accepts_armed = 0;
+    return pending;
+}
+
 /* Accepts being cancelled still hold their listening socket. */
 static bool accepts_pending(struct ovl__worker *worker)
 {
@@ -875,6 +911,8 @@ const struct ovl__backend ovl__backend_uring = {
     .worker_init = worker_init,
     .poll = poll_completions,
     .busy = accepts_pending,
+    .stop_force = stop_force,
+    .stop_abandon = stop_abandon,
     .worker_destroy = worker_destroy,
     .wake = wake,
     .accept_start = accept_start,

@@ -613,7 +613,9 @@ ovl_conn *ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_so
     return conn;
 }
 
-static void conn_free(ovl_conn *conn)
+/* The connection's end as the application and the counters see it: on_close, the socket closed (or retired), the
+ * worker's list and the open counts left. */
+static void conn_finish(ovl_conn *conn, bool retire)
 {
     struct ovl__worker *worker = conn->worker;
     const struct ovl__backend *backend = backend_of(conn);
@@ -621,18 +623,39 @@ static void conn_free(ovl_conn *conn)
      * been reused yet. An outbound connection hears back even if it never opened (ovl_connect returned 0). */
     if (((conn->flags & OVL__C_OPEN) || conn->target) && conn->callbacks.on_close)
         conn->callbacks.on_close(conn, conn->close_reason, conn->close_err);
-    if (conn->fd != OVL__NO_SOCKET && !(backend->socket_retire && backend->socket_retire(conn)))
+    if (conn->fd != OVL__NO_SOCKET && !(retire && backend->socket_retire && backend->socket_retire(conn)))
         ovl__socket_close(conn->fd);
+    conn->fd = OVL__NO_SOCKET;
     if (conn->prev)
         conn->prev->next = conn->next;
     else
         worker->conns = conn->next;
     if (conn->next)
         conn->next->prev = conn->prev;
+    conn->prev = conn->next = NULL;
     worker->conn_count--;
     atomic_store_explicit(&worker->conns_shown, worker->conn_count, memory_order_relaxed);
     atomic_fetch_sub_explicit(&worker->engine->open_conns, 1, memory_order_relaxed);
     ovl__uncount(&worker->counters.bytes_pending, conn->queue_bytes); /* never sent: the connection ended */
+    if (conn->flags & OVL__C_OPEN) {
+        ovl__uncount(&worker->counters.conns_open, 1);
+        ovl__count(&worker->counters.conns_closed, 1);
+    }
+}
+
+unsigned ovl__conn_abandon(ovl_conn *conn)
+{
+    /* Nothing else is touched: the send queue and held input stay with the leaked connection (a send the system
+     * still holds may read them; the worker's pool, which a receive may still write, is leaked with it). */
+    unsigned pending = conn->inflight > 0 ? (unsigned)conn->inflight : 0;
+    conn_finish(conn, false);
+    return pending;
+}
+
+static void conn_free(ovl_conn *conn)
+{
+    struct ovl__worker *worker = conn->worker;
+    conn_finish(conn, true);
     while (conn->queue_head) {
         ovl_buf *head = conn->queue_head;
         conn->queue_head = head->next;
@@ -664,10 +687,6 @@ static void conn_free(ovl_conn *conn)
         buf->owner = NULL;
         buf->owned_prev = buf->owned_next = NULL;
         buf->queued = false;
-    }
-    if (conn->flags & OVL__C_OPEN) {
-        ovl__uncount(&worker->counters.conns_open, 1);
-        ovl__count(&worker->counters.conns_closed, 1);
     }
     ovl__free(conn);
 }

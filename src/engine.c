@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum {
@@ -16,6 +17,8 @@ enum {
     DEFAULT_BUFFER_COUNT = OVL_DEFAULT_BUFFER_COUNT,
     MAX_BUFFER_COUNT = 32768, /* io_uring buffer rings hold at most 2^15 entries */
     DEFAULT_DRAIN_MS = 5000,
+    DEFAULT_STOP_GRACE_MS = 2000,
+    MAX_STOP_GRACE_MS = 600000,
     DEFAULT_BUSY_POLL_US = 50,
     DEFAULT_MAX_PENDING = 256 * 1024,
     DEFAULT_KEEPALIVE_MS = 60000,
@@ -143,6 +146,16 @@ static uint32_t sweep_timeout_ms(const ovl_config *config)
     return !idle ? stall : !stall ? idle : idle < stall ? idle : stall;
 }
 
+/* $OVERLAP_TEST_FAULTS (internal.h, OVL__FAULT_*): what the tests ask to go wrong; unknown names are ignored. */
+static unsigned test_faults(void)
+{
+    const char *list = getenv("OVERLAP_TEST_FAULTS");
+    unsigned faults = 0;
+    if (list && strstr(list, "swallow-cancels"))
+        faults |= OVL__FAULT_SWALLOW_CANCELS;
+    return faults;
+}
+
 int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info *err)
 {
     ovl_config defaults;
@@ -153,9 +166,9 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
     if (!out || config->threads < 0 || config->threads > OVL_MAX_THREADS || config->backlog < 0 ||
         (config->buffer_size && (config->buffer_size < 64 || config->buffer_size > (1u << 24))) ||
         config->buffer_count > MAX_BUFFER_COUNT || config->busy_poll_us > 100000 ||
-        config->keepalive_ms > 32767000) {
+        config->keepalive_ms > 32767000 || config->stop_grace_ms > MAX_STOP_GRACE_MS) {
         ovl__error_set(err, -EINVAL, "threads 0..256, buffer size 64..16777216, buffer count up to 32768, "
-                       "keepalive up to 32767 s", "engine configuration");
+                       "keepalive up to 32767 s, stop grace up to 600 s", "engine configuration");
         return -EINVAL;
     }
     uint64_t pool_bytes = (uint64_t)(config->buffer_size ? config->buffer_size : DEFAULT_BUFFER_SIZE) *
@@ -192,6 +205,9 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
                                                                               : DEFAULT_BUFFER_COUNT);
     if (!engine->config.drain_timeout_ms)
         engine->config.drain_timeout_ms = DEFAULT_DRAIN_MS;
+    if (!engine->config.stop_grace_ms)
+        engine->config.stop_grace_ms = DEFAULT_STOP_GRACE_MS;
+    engine->faults = test_faults();
     if (!engine->config.max_pending)
         engine->config.max_pending = DEFAULT_MAX_PENDING;
     if (!engine->config.busy_poll_us)
@@ -354,6 +370,11 @@ void ovl_engine_stop(ovl_engine *engine)
     ovl_engine_wait(engine);
 }
 
+uint64_t ovl_engine_stop_bound_ms(const ovl_engine *engine)
+{
+    return engine ? (uint64_t)engine->config.drain_timeout_ms + 2u * (uint64_t)engine->config.stop_grace_ms : 0;
+}
+
 void ovl_engine_destroy(ovl_engine *engine)
 {
     if (!engine)
@@ -394,7 +415,10 @@ void ovl_engine_destroy(ovl_engine *engine)
         struct ovl__worker *worker = &engine->workers[i];
         if (worker->backend_state)
             engine->backend->worker_destroy(worker);
-        ovl__pool_destroy(&worker->pool);
+        /* A worker that abandoned operations at its stop deadline leaks its receive buffers on purpose: a receive
+         * the system still holds may write into them (and its connection, already leaked, points at them). */
+        if (!worker->abandoned)
+            ovl__pool_destroy(&worker->pool);
         pthread_mutex_destroy(&worker->command_lock);
     }
     while (engine->listeners) {

@@ -244,6 +244,9 @@ struct ovl__worker {
     uint32_t tick_ms;            /* ovl__worker_tick runs this often (timeouts, pool trim) */
     struct ovl__timer tick_timer;  /* the next ovl__worker_tick */
     struct ovl__timer drain_timer; /* stopping: the end of the graceful drain (drain_timeout_ms) */
+    struct ovl__timer stop_timer;  /* stopping: the hard deadline (drain + stop_grace_ms), then the last wait */
+    uint8_t stop_stage;            /* 0; 1 sockets closed at the hard deadline; 2 give up on what is pending */
+    bool abandoned;                /* the loop ended with operations pending: their memory is never freed */
     uint64_t now_ms;             /* ovl__clock_ns in ms, read once per loop turn (ovl__worker_clock), not per message */
     struct ovl__timer_heap timers;
     pthread_mutex_t command_lock;
@@ -269,10 +272,19 @@ struct ovl_engine {
                                       sockets (a process sharing the port with SO_REUSEPORT gets what comes next) */
     bool started;
     bool joined;
+    unsigned faults;             /* OVL__FAULT_*: faults the tests inject ($OVERLAP_TEST_FAULTS), else 0 */
     /* start handshake: workers report their backend set-up result */
     pthread_mutex_t start_lock;
     pthread_cond_t start_cond;
     int workers_ready;
+};
+
+/* Faults a test injects through the environment ($OVERLAP_TEST_FAULTS, a comma-separated list, read by
+ * ovl_engine_create): test-only, so that a loss only a misbehaving system causes can be made to happen. */
+enum {
+    /* "swallow-cancels": on a stopping worker, the backend drops the completion of every cancelled operation, as a
+     * system that holds a cancelled AcceptEx or WSARecv for ever would: only the hard stop deadline ends the worker. */
+    OVL__FAULT_SWALLOW_CANCELS = 1u << 0
 };
 
 /* The library's one clock: monotonic nanoseconds (timers, the spin, and worker->now_ms derived from it). */
@@ -392,6 +404,10 @@ struct ovl__worker *ovl__worker_least_loaded(ovl_engine *engine, uint32_t turn);
 int ovl__worker_adopt(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd, const char *peer);
 /* Give a pool slot back to its own worker's pool, from another thread (the pool is not thread-safe). */
 int ovl__worker_release(struct ovl__worker *worker, ovl_buf *buf);
+/* A stopping worker gives up on a connection whose operations never completed: on_close runs, the socket is closed,
+ * the connection leaves the worker's list and the counts, and its memory is leaked (the system may still write to
+ * it). Returns how many operations it abandoned. */
+unsigned ovl__conn_abandon(ovl_conn *conn);
 /* The loop may end: stop seen and no connection left (the backend adds its own outstanding work). */
 bool ovl__worker_done(const struct ovl__worker *worker);
 /* The periodic tick (every worker->tick_ms): close connections idle for idle_timeout_ms, or stalled for

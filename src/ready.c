@@ -515,6 +515,8 @@ void ovl__ready_cancel(ovl_conn *conn)
         conn->flags &= ~OVL__C_RECV_ARMED;
     if (ops & OP_SEND)
         conn->flags &= ~OVL__C_SENDING;
+    if (conn->worker->stopping && (conn->worker->engine->faults & OVL__FAULT_SWALLOW_CANCELS))
+        return; /* test fault (internal.h): cancelled operations that never finish */
     for (unsigned bit = 1; bit <= OP_CONNECT; bit <<= 1)
         if (ops & bit)
             ovl__conn_op_done(conn);

@@ -128,6 +128,10 @@ static void begin_stop(struct ovl__worker *worker)
         ovl__conn_begin_drain(conn);
     if (worker->conn_count)
         ovl__timer_start_ms(worker, &worker->drain_timer, engine->config.drain_timeout_ms);
+    /* Armed whatever is open: the backend's own operations (accepts being cancelled) can hold the loop too. The
+     * loop ends before it fires unless something the system was asked to cancel has not completed. */
+    ovl__timer_start_ms(worker, &worker->stop_timer,
+                        (uint64_t)engine->config.drain_timeout_ms + engine->config.stop_grace_ms);
 }
 
 void ovl__worker_tick(struct ovl__worker *worker)
@@ -163,6 +167,58 @@ static void drain_timer_fired(struct ovl__worker *worker, struct ovl__timer *tim
 {
     (void)timer;
     ovl__worker_drain_expired(worker);
+}
+
+/* The hard stop deadline, stop_grace_ms after the drain's: whatever still holds the loop is an operation whose
+ * cancellation has not completed (Windows can hold a cancelled AcceptEx or WSARecv). Its socket is closed, which
+ * completes what is pending on it; stop_grace_ms later the loop gives up on what still has not completed
+ * (stop_abandon). Without this a stop could wait for ever, and ovl_engine_stop with it. */
+static void stop_timer_fired(struct ovl__worker *worker, struct ovl__timer *timer)
+{
+    ovl_engine *engine = worker->engine;
+    const struct ovl__backend *backend = engine->backend;
+    if (worker->stop_stage > 0) {
+        worker->stop_stage = 2;
+        return;
+    }
+    worker->stop_stage = 1;
+    ovl__worker_drain_expired(worker); /* every connection is closing by now; this makes sure */
+    bool busy = backend->busy && backend->busy(worker);
+    ovl__log(engine, OVL_LOG_WARNING,
+             "worker %d: stop: %u connection%s%s still waiting for cancelled operations %u ms after the drain "
+             "deadline: closing their sockets",
+             worker->index, worker->conn_count, worker->conn_count == 1 ? "" : "s",
+             busy ? " and the backend's own operations" : "", engine->config.stop_grace_ms);
+    if (backend->stop_force)
+        backend->stop_force(worker);
+    ovl__timer_start_ms(worker, timer, engine->config.stop_grace_ms);
+}
+
+/* The last step of the hard stop: the sockets were closed stop_grace_ms ago and some completions have still not
+ * come. The loop ends without them; what they may still write is leaked, never freed (ovl__conn_abandon, the
+ * backend's stop_abandon, the pool in ovl_engine_destroy). */
+static void stop_abandon(struct ovl__worker *worker)
+{
+    const struct ovl__backend *backend = worker->engine->backend;
+    unsigned conns = 0, ops = 0;
+    for (;;) {
+        ovl__worker_flush(worker); /* frees what did complete, also after an on_close below */
+        if (!worker->conns)
+            break;
+        ops += ovl__conn_abandon(worker->conns);
+        conns++;
+    }
+    if (backend->stop_abandon)
+        ops += backend->stop_abandon(worker);
+    if (!ops)
+        return;
+    worker->abandoned = true;
+    ovl__count(&worker->counters.stop_abandoned, ops);
+    ovl__log(worker->engine, OVL_LOG_ERROR,
+             "worker %d: stop: %u operation%s (%u connection%s) still pending %u ms after their sockets were closed: "
+             "abandoned, their memory is leaked",
+             worker->index, ops, ops == 1 ? "" : "s", conns, conns == 1 ? "" : "s",
+             worker->engine->config.stop_grace_ms);
 }
 
 static void tick_timer_fired(struct ovl__worker *worker, struct ovl__timer *timer)
@@ -244,6 +300,10 @@ static void worker_loop(struct ovl__worker *worker)
         ovl__worker_flush(worker);
         if (ovl__worker_done(worker) && !(backend->busy && backend->busy(worker)))
             break;
+        if (worker->stop_stage == 2) {
+            stop_abandon(worker);
+            break;
+        }
         backend->poll(worker, ovl__timers_wait_ns(worker));
         ovl__timers_run(worker);
         ovl__worker_run_commands(worker);
@@ -270,6 +330,7 @@ void *ovl__worker_main(void *arg)
     if (rc == 0) {
         atomic_store(&worker->ready, 1);
         worker->drain_timer.fire = drain_timer_fired;
+        worker->stop_timer.fire = stop_timer_fired;
         worker->tick_timer.fire = tick_timer_fired;
         ovl__timer_start_ms(worker, &worker->tick_timer, worker->tick_ms);
         ovl__worker_run_commands(worker);

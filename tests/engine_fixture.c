@@ -66,6 +66,7 @@ void server_create(struct server *server, const struct server_opts *opts)
     config.max_pending = opts->max_pending;
     config.idle_timeout_ms = opts->idle_timeout_ms;
     config.drain_timeout_ms = opts->drain_timeout_ms;
+    config.stop_grace_ms = opts->stop_grace_ms;
     config.connect_timeout_ms = opts->connect_timeout_ms;
     config.backend = wanted_backend(server);
     config.log = opts->log;

@@ -937,6 +937,126 @@ Test(faults, stop_during_firehose, .timeout = 60)
               (long long)out.took_ms);
 }
 
+/* ---- a stop whose cancellations never complete ---- */
+
+static atomic_int stop_log_warnings, stop_log_errors;
+
+static void count_stop_log(void *user, ovl_log_level level, const char *message)
+{
+    (void)user;
+    cr_log_info("engine log (%s): %s", level == OVL_LOG_ERROR ? "error" : "warning", message);
+    atomic_fetch_add(level == OVL_LOG_ERROR ? &stop_log_errors : &stop_log_warnings, 1);
+}
+
+struct stop_call {
+    ovl_engine *engine;
+    atomic_int returned;
+};
+
+static void *stop_thread(void *arg)
+{
+    struct stop_call *call = arg;
+    ovl_engine_stop(call->engine);
+    atomic_store(&call->returned, 1);
+    return NULL;
+}
+
+/* Stop an engine with `clients` connections open and echoing, on a thread of its own: returns whether
+ * ovl_engine_stop returned within 30 s (a hang must fail the test, not block it). The clients are closed after. */
+static bool stop_with_clients(struct server *server, int clients)
+{
+    int fds[8];
+    cr_assert(clients <= 8);
+    for (int i = 0; i < clients; i++) {
+        fds[i] = sup_connect("127.0.0.1", server->port, IO_TIMEOUT_MS);
+        cr_assert(fds[i] >= 0, "connect: %s", strerror(-fds[i]));
+        cr_assert_eq(sup_exchange(fds[i], (uint32_t)i, 0, 1000), 0, "no echo on connection %d", i);
+    }
+    cr_assert_eq(server_wait_atomic(&server->opened, clients, IO_TIMEOUT_MS), clients);
+    static struct stop_call call;
+    call.engine = server->engine;
+    atomic_store(&call.returned, 0);
+    pthread_t thread;
+    cr_assert_eq(pthread_create(&thread, NULL, stop_thread, &call), 0);
+    int64_t deadline = sup_now_ms() + 30000;
+    while (!atomic_load(&call.returned) && sup_now_ms() < deadline)
+        sup_sleep_ms(20);
+    bool returned = atomic_load(&call.returned);
+    if (returned)
+        pthread_join(thread, NULL);
+    else
+        pthread_detach(thread);
+    for (int i = 0; i < clients; i++)
+        close(fds[i]);
+    return returned;
+}
+
+/* Cancelled operations whose completion never comes - Windows can hold a cancelled AcceptEx or WSARecv; here the
+ * backend drops every cancellation's completion ($OVERLAP_TEST_FAULTS=swallow-cancels) - used to hang the stop for
+ * ever: a connection waits for its last operation, worker 0 for its accepts. The hard deadline closes the sockets,
+ * then gives up on what still has not completed: ovl_engine_stop returns, every connection heard on_close, and
+ * stop_abandoned counts what was given up on (at least one operation per connection). */
+Test(faults, stop_ends_when_cancellations_never_complete, .timeout = 90)
+{
+    setenv("OVERLAP_TEST_FAULTS", "swallow-cancels", 1);
+    enum { CLIENTS = 4 };
+    struct server server;
+    server_start(&server, &(struct server_opts){.threads = 2, .drain_timeout_ms = 300, .stop_grace_ms = 300,
+                                                .log = count_stop_log});
+    bool returned = stop_with_clients(&server, CLIENTS);
+    cr_assert(returned, "ovl_engine_stop did not return within 30 s while cancellations never complete");
+    ovl_stats stats = stats_of(&server);
+    cr_log_info("stop with lost cancellations: stop_abandoned %llu, conns_open %llu, conns_closed %llu",
+                (unsigned long long)stats.stop_abandoned, (unsigned long long)stats.conns_open,
+                (unsigned long long)stats.conns_closed);
+    cr_assert_geq(stats.stop_abandoned, CLIENTS, "stop_abandoned %llu: each connection had an operation pending",
+                  (unsigned long long)stats.stop_abandoned);
+    cr_assert_eq(stats.conns_open, 0);
+    cr_assert_eq(stats.conns_closed, CLIENTS);
+    cr_assert_eq(atomic_load(&server.closed_by[OVL_CLOSE_ENGINE_STOP]), CLIENTS, "on_close for every connection");
+    cr_assert_geq(atomic_load(&stop_log_warnings), 1, "no warning when the sockets were closed at the deadline");
+    cr_assert_geq(atomic_load(&stop_log_errors), 1, "no error when operations were abandoned");
+    server_destroy(&server);
+}
+
+/* The same stop where cancellations complete: nothing is abandoned, nothing is said. */
+Test(faults, stop_abandons_nothing_when_cancellations_complete, .timeout = 60)
+{
+    unsetenv("OVERLAP_TEST_FAULTS");
+    enum { CLIENTS = 4 };
+    struct server server;
+    server_start(&server, &(struct server_opts){.threads = 2, .drain_timeout_ms = 300, .stop_grace_ms = 300,
+                                                .log = count_stop_log});
+    cr_assert_eq(ovl_engine_stop_bound_ms(server.engine), 300 + 2 * 300);
+    cr_assert(stop_with_clients(&server, CLIENTS), "ovl_engine_stop did not return within 30 s");
+    ovl_stats stats = stats_of(&server);
+    cr_assert_eq(stats.stop_abandoned, 0);
+    cr_assert_eq(stats.conns_closed, CLIENTS);
+    cr_assert_eq(atomic_load(&stop_log_errors), 0);
+    cr_assert_eq(atomic_load(&stop_log_warnings), 0);
+    server_destroy(&server);
+}
+
+/* stop_grace_ms: 0 is the default (2 s), at most 600 s. */
+Test(faults, stop_grace_bounded_and_defaulted, .timeout = 30)
+{
+    ovl_config config;
+    ovl_config_init(&config);
+    config.threads = 1;
+    config.backend = test_backend();
+    config.stop_grace_ms = 600001;
+    ovl_engine *engine = NULL;
+    ovl_error_info err;
+    memset(&err, 0, sizeof err);
+    cr_assert_eq(ovl_engine_create(&engine, &config, &err), -EINVAL, "stop_grace_ms 600001 accepted");
+    cr_assert(strstr(err.text, "stop grace"), "the error does not name the field: %s: %s", err.what, err.text);
+    config.stop_grace_ms = 0;
+    config.drain_timeout_ms = 1000;
+    cr_assert_eq(ovl_engine_create(&engine, &config, &err), 0, "%s: %s", err.what, err.text);
+    cr_assert_eq(ovl_engine_stop_bound_ms(engine), 1000 + 2 * 2000);
+    ovl_engine_destroy(engine);
+}
+
 /* A drain that pauses: --max-pending 2048 with 1 KiB buffers and a client that reads slowly and keeps sending after
  * the stop. The drain reads what the kernel held at the stop; a pause may end it early, and when the queue drains
  * it must not start reading again (the read was finished: what comes now came after the stop, and its echo could
