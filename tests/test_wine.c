@@ -263,6 +263,45 @@ Test(wine, connect_disconnect_cycles_lose_nothing)
     sup_proc_free(&server);
 }
 
+/* Issue 16 item 5: cancelled operations whose completion never comes (Windows can hold a cancelled AcceptEx or
+ * WSARecv; here OVERLAP_TEST_FAULTS=swallow-cancels makes the backend drop every STATUS_CANCELLED completion once
+ * the stop began). The 32 cancelled AcceptEx of worker 0 and each connection's cancelled receive used to hold the
+ * stop for ever; the hard deadline (drain + stop_grace_ms, 2 s) closes their sockets and 2 s later abandons what
+ * still has not completed: overlap-echo.exe exits and reports what it abandoned. */
+Test(wine, stop_ends_when_cancellations_never_complete)
+{
+    enum { CLIENTS = 3 };
+    setenv("OVERLAP_TEST_FAULTS", "swallow-cancels", 1);
+    sup_proc server = {0};
+    int port = start_windows_echo_args(&server, (char *[]){"--threads", "2", "--drain-timeout", "1", NULL});
+    unsetenv("OVERLAP_TEST_FAULTS");
+    int fds[CLIENTS];
+    for (int i = 0; i < CLIENTS; i++) {
+        fds[i] = sup_connect("127.0.0.1", port, IO_TIMEOUT_MS);
+        cr_assert(fds[i] >= 0);
+        cr_assert_eq(sup_exchange(fds[i], (uint32_t)i, 0, 1000), 0, "no echo on connection %d", i);
+    }
+    /* The clients stay open: each connection lingers to the drain deadline, whose close cancels its receive. */
+    cr_assert(sup_proc_kill(&server, SIGINT) == 0);
+    int wait_rc = sup_proc_wait(&server, EXIT_TIMEOUT_MS);
+    for (int i = 0; i < CLIENTS; i++)
+        close(fds[i]);
+    cr_assert(wait_rc == 0, "overlap-echo.exe did not exit within %d ms of Ctrl+C while cancellations never "
+              "complete; stdout %s stderr %s", EXIT_TIMEOUT_MS, server.out, server.err);
+    cr_assert(sup_proc_exit_code(&server) == 0, "exit: %s; stderr %s", sup_proc_describe(&server), server.err);
+    cr_log_info("wine stop with lost cancellations: %s / %s", server.out, server.err);
+    const char *line = strstr(server.out, "abandoned at the stop's hard deadline");
+    cr_assert(line, "no abandoned operations reported: %s", server.out);
+    const char *start = line;
+    while (start > server.out && start[-1] != '\n')
+        start--;
+    unsigned long long abandoned = strtoull(start + strlen("overlap-echo: "), NULL, 10);
+    cr_assert_geq(abandoned, 32 + CLIENTS, "abandoned %llu: 32 accepts and a receive per connection expected",
+                  abandoned);
+    cr_assert(strstr(server.err, "closing their sockets"), "no warning at the hard deadline: %s", server.err);
+    sup_proc_free(&server);
+}
+
 Test(wine, ctrl_c_drains_open_connections)
 {
     sup_proc server = {0};

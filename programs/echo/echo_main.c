@@ -249,6 +249,10 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
     if (total.stalled_closed)
         emit(report_stream, "overlap-echo: %llu stalled connection%s closed (the peer did not read)\n",
              (unsigned long long)total.stalled_closed, total.stalled_closed == 1 ? "" : "s");
+    if (total.stop_abandoned)
+        emit(report_stream, "overlap-echo: %llu operation%s abandoned at the stop's hard deadline (their "
+             "cancellation never completed)\n", (unsigned long long)total.stop_abandoned,
+             total.stop_abandoned == 1 ? "" : "s");
     if (total.reuse_ok || total.reuse_fallback || total.context_updates)
         emit(report_stream,
              "overlap-echo: socket reuse: %llu reused, %llu fallbacks to a fresh socket, %llu context updates\n",
