@@ -302,6 +302,26 @@ Test(wine, stop_ends_when_cancellations_never_complete)
     sup_proc_free(&server);
 }
 
+/* ovl_post on IOCP (tests/test_post.c covers io_uring and epoll): the Windows-built tests/windows/post_check.c -
+ * posts from the main thread run on the named worker in order, workers post to each other (each hop wakes another
+ * completion port), a connection's reply made on a blocking thread is posted back to its worker and sent, and what
+ * never ran is run by ovl_engine_destroy. It exits 0 only if every check held (with the wake-up removed, the hops
+ * stall: 40 of 300 in 20 s). */
+Test(wine, post_on_iocp)
+{
+    wine_environment();
+    char path[600];
+    snprintf(path, sizeof path, "%s/tests/windows/test-post.exe", win_dir());
+    cr_assert(access(path, R_OK) == 0, "%s: %s (build the Windows programs: scripts/build-windows)", path,
+              strerror(errno));
+    sup_proc run = {0};
+    int code = run_client(&run, (char *[]){wine_path(), path, NULL});
+    cr_log_info("%s", run.out);
+    cr_assert(code == 0, "test-post.exe failed (exit %d): %s %s", code, run.out, run.err);
+    cr_assert(strstr(run.out, "post_check: ok"), "%s", run.out);
+    sup_proc_free(&run);
+}
+
 Test(wine, ctrl_c_drains_open_connections)
 {
     sup_proc server = {0};

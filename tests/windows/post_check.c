@@ -1,0 +1,336 @@
+/*
+ * post_check.c - ovl_post on the IOCP backend, the Windows counterpart of tests/test_post.c (which runs on io_uring
+ * and epoll): posts from any thread run on the named worker, in order, woken through the worker's completion port;
+ * a worker posts to another; what a connection's worker hands to a blocking thread comes back to that worker and is
+ * sent; what never ran is run by ovl_engine_destroy.
+ *
+ * Criterion is not built for mingw-w64, so this is a plain program: it says what it checks on stdout, each failure
+ * on stderr, and exits 0 only if every check held. tests/test_wine.c runs it under Wine (wine/post_on_iocp). Every
+ * wait is bounded.
+ */
+#include "overlap.h"
+
+#include <winsock2.h>
+#include <ws2tcpip.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { THREADS = 3, POSTS = 200, HOPS = 300, CLIENTS = 6, MAX_CONNS = 8 };
+
+static int failures;
+
+#define CHECK(cond, ...)                                                                                             \
+    do {                                                                                                             \
+        if (!(cond)) {                                                                                               \
+            fprintf(stderr, "post_check: %s:%d: %s: ", __FILE__, __LINE__, #cond);                                  \
+            fprintf(stderr, __VA_ARGS__);                                                                            \
+            fprintf(stderr, "\n");                                                                                   \
+            failures++;                                                                                              \
+        }                                                                                                            \
+    } while (0)
+
+static ovl_engine *engine_new(int threads)
+{
+    ovl_config config;
+    ovl_config_init(&config);
+    config.threads = threads;
+    config.backend = "iocp";
+    ovl_engine *engine = NULL;
+    ovl_error_info err;
+    memset(&err, 0, sizeof err);
+    int rc = ovl_engine_create(&engine, &config, &err);
+    if (rc < 0) {
+        fprintf(stderr, "post_check: ovl_engine_create: %s: %s\n", err.what, err.text);
+        exit(2);
+    }
+    return engine;
+}
+
+static void engine_start(ovl_engine *engine)
+{
+    ovl_error_info err;
+    memset(&err, 0, sizeof err);
+    if (ovl_engine_start(engine, &err) < 0) {
+        fprintf(stderr, "post_check: ovl_engine_start: %s: %s\n", err.what, err.text);
+        exit(2);
+    }
+}
+
+/* Up to 20 s for *value to reach want (a behaviour check, not a timing one). */
+static bool wait_until(atomic_int *value, int want)
+{
+    for (int i = 0; i < 10000 && atomic_load(value) != want; i++)
+        Sleep(2);
+    return atomic_load(value) == want;
+}
+
+/* ---- posts from the main thread run on the named worker, in order ---- */
+
+struct ordered {
+    ovl_engine *engine;
+    int worker, sequence;
+};
+
+static atomic_int ordered_ran, ordered_wrong_worker, ordered_out_of_order;
+static int ordered_next[THREADS]; /* touched only by worker i's thread */
+
+static void ordered_run(void *arg)
+{
+    struct ordered *post = arg;
+    if (ovl_worker_index(post->engine) != post->worker)
+        atomic_fetch_add(&ordered_wrong_worker, 1);
+    if (ordered_next[post->worker] != post->sequence)
+        atomic_fetch_add(&ordered_out_of_order, 1);
+    ordered_next[post->worker] = post->sequence + 1;
+    atomic_fetch_add(&ordered_ran, 1);
+}
+
+static void check_ordered(void)
+{
+    printf("post_check: %d posts to each of %d workers from the main thread\n", POSTS, THREADS);
+    ovl_engine *engine = engine_new(THREADS);
+    engine_start(engine);
+    CHECK(ovl_worker_index(engine) == -1, "the main thread is no worker");
+    static struct ordered posts[THREADS][POSTS];
+    for (int sequence = 0; sequence < POSTS; sequence++)
+        for (int worker = 0; worker < THREADS; worker++) {
+            posts[worker][sequence] = (struct ordered){engine, worker, sequence};
+            CHECK(ovl_post(engine, worker, ordered_run, &posts[worker][sequence]) == 0, "post %d to worker %d",
+                  sequence, worker);
+        }
+    CHECK(wait_until(&ordered_ran, THREADS * POSTS), "%d of %d posts ran", atomic_load(&ordered_ran),
+          THREADS * POSTS);
+    CHECK(atomic_load(&ordered_wrong_worker) == 0, "%d posts ran on another worker",
+          atomic_load(&ordered_wrong_worker));
+    CHECK(atomic_load(&ordered_out_of_order) == 0, "%d posts ran out of order", atomic_load(&ordered_out_of_order));
+    CHECK(ovl_post(engine, -1, ordered_run, NULL) == -EINVAL, "worker -1 accepted");
+    CHECK(ovl_post(engine, THREADS, ordered_run, NULL) == -EINVAL, "worker == threads accepted");
+    CHECK(ovl_post(engine, 0, NULL, NULL) == -EINVAL, "no function accepted");
+    ovl_engine_destroy(engine);
+}
+
+/* ---- a worker posts to the next one: each hop wakes another completion port from a worker thread ---- */
+
+struct hops {
+    ovl_engine *engine;
+    atomic_int done, wrong_worker;
+    int count, expected_worker;   /* touched by one worker at a time: each hop is posted by the previous one */
+};
+
+static void hop(void *arg)
+{
+    struct hops *hops = arg;
+    int self = ovl_worker_index(hops->engine);
+    if (self != hops->expected_worker)
+        atomic_fetch_add(&hops->wrong_worker, 1);
+    if (++hops->count >= HOPS) {
+        atomic_store(&hops->done, 1);
+        return;
+    }
+    hops->expected_worker = (self + 1) % THREADS;
+    if (ovl_post(hops->engine, hops->expected_worker, hop, hops) < 0)
+        atomic_store(&hops->done, -1);
+}
+
+static void check_hops(void)
+{
+    printf("post_check: %d hops from worker to worker\n", HOPS);
+    static struct hops hops;
+    hops.engine = engine_new(THREADS);
+    engine_start(hops.engine);
+    hops.expected_worker = 0;
+    CHECK(ovl_post(hops.engine, 0, hop, &hops) == 0, "first hop");
+    CHECK(wait_until(&hops.done, 1), "the hops stopped after %d (done %d)", hops.count, atomic_load(&hops.done));
+    CHECK(atomic_load(&hops.wrong_worker) == 0, "%d hops ran on another worker", atomic_load(&hops.wrong_worker));
+    ovl_engine_destroy(hops.engine);
+}
+
+/* ---- a connection's work leaves its worker for a blocking thread and comes back ---- */
+
+struct round_trip {
+    ovl_engine *engine;
+    pthread_t threads[64];               /* joined before destroy (no post may overlap it) */
+    atomic_int thread_count;
+    ovl_conn *conns[THREADS][MAX_CONNS]; /* [worker][slot]: touched only by that worker */
+    atomic_int replies, wrong_worker;
+};
+
+struct job {
+    struct round_trip *server;
+    int worker, slot;
+    size_t len;
+    char data[256];
+};
+
+static void reply_on_worker(void *arg)
+{
+    struct job *job = arg;
+    if (ovl_worker_index(job->server->engine) != job->worker)
+        atomic_fetch_add(&job->server->wrong_worker, 1);
+    ovl_conn *conn = job->server->conns[job->worker][job->slot];
+    if (conn && ovl_send(conn, job->data, job->len) == 0)
+        atomic_fetch_add(&job->server->replies, 1);
+    free(job);
+}
+
+static void *blocking_work(void *arg)
+{
+    struct job *job = arg;
+    Sleep(2); /* stands for a blocking call no worker may make */
+    for (size_t i = 0; i < job->len; i++)
+        if (job->data[i] >= 'a' && job->data[i] <= 'z')
+            job->data[i] = (char)(job->data[i] - 'a' + 'A');
+    if (ovl_post(job->server->engine, job->worker, reply_on_worker, job) < 0)
+        free(job);
+    return NULL;
+}
+
+static void round_trip_open(ovl_conn *conn, void *user)
+{
+    struct round_trip *server = user;
+    int worker = ovl_conn_worker(conn);
+    for (int slot = 0; slot < MAX_CONNS; slot++)
+        if (!server->conns[worker][slot]) {
+            server->conns[worker][slot] = conn;
+            return;
+        }
+    ovl_close(conn);
+}
+
+static void round_trip_close(ovl_conn *conn, ovl_close_reason reason, int err)
+{
+    (void)reason;
+    (void)err;
+    struct round_trip *server = ovl_conn_user(conn);
+    int worker = ovl_conn_worker(conn);
+    for (int slot = 0; slot < MAX_CONNS; slot++)
+        if (server->conns[worker][slot] == conn)
+            server->conns[worker][slot] = NULL;
+}
+
+static void round_trip_data(ovl_conn *conn, ovl_buf *buf)
+{
+    struct round_trip *server = ovl_conn_user(conn);
+    int worker = ovl_conn_worker(conn);
+    struct job *job = calloc(1, sizeof *job);
+    int index = atomic_fetch_add(&server->thread_count, 1);
+    if (!job || index >= 64) {
+        free(job);
+        ovl_buf_release(buf);
+        ovl_close(conn);
+        return;
+    }
+    job->server = server;
+    job->worker = worker;
+    for (int slot = 0; slot < MAX_CONNS; slot++)
+        if (server->conns[worker][slot] == conn)
+            job->slot = slot;
+    job->len = ovl_buf_len(buf) < sizeof job->data ? ovl_buf_len(buf) : sizeof job->data;
+    memcpy(job->data, ovl_buf_data(buf), job->len);
+    ovl_buf_release(buf);
+    if (pthread_create(&server->threads[index], NULL, blocking_work, job) != 0) {
+        server->threads[index] = 0;
+        free(job);
+    }
+}
+
+static void check_round_trip(void)
+{
+    printf("post_check: %d connections whose replies are made on a blocking thread and posted back\n", CLIENTS);
+    static struct round_trip server;
+    server.engine = engine_new(THREADS);
+    ovl_callbacks callbacks = {.on_open = round_trip_open, .on_data = round_trip_data, .on_close = round_trip_close};
+    ovl_listener *listener = NULL;
+    ovl_error_info err;
+    memset(&err, 0, sizeof err);
+    if (ovl_listen(server.engine, "127.0.0.1", "0", &callbacks, &server, &listener, &err) < 0) {
+        fprintf(stderr, "post_check: ovl_listen: %s: %s\n", err.what, err.text);
+        exit(2);
+    }
+    engine_start(server.engine);
+    struct sockaddr_in address;
+    memset(&address, 0, sizeof address);
+    address.sin_family = AF_INET;
+    address.sin_port = htons((u_short)ovl_listener_port(listener));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    SOCKET fds[CLIENTS];
+    for (int i = 0; i < CLIENTS; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+        DWORD timeout = 10000;
+        setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, (const char *)&timeout, sizeof timeout);
+        CHECK(fds[i] != INVALID_SOCKET && connect(fds[i], (struct sockaddr *)&address, sizeof address) == 0,
+              "client %d: connect: error %d", i, WSAGetLastError());
+        CHECK(send(fds[i], "hello, worker", 13, 0) == 13, "client %d: send: error %d", i, WSAGetLastError());
+    }
+    for (int i = 0; i < CLIENTS; i++) {
+        char reply[32];
+        int got = 0;
+        while (got < 13) {
+            int n = recv(fds[i], reply + got, (int)sizeof reply - got, 0);
+            if (n <= 0)
+                break;
+            got += n;
+        }
+        CHECK(got == 13 && memcmp(reply, "HELLO, WORKER", 13) == 0, "client %d got %d bytes '%.*s'", i, got, got,
+              reply);
+        closesocket(fds[i]);
+    }
+    CHECK(atomic_load(&server.replies) == CLIENTS, "%d of %d replies sent", atomic_load(&server.replies), CLIENTS);
+    CHECK(atomic_load(&server.wrong_worker) == 0, "%d replies ran on another worker than their connection's",
+          atomic_load(&server.wrong_worker));
+    /* Stop first: the last callback that started a thread has returned, and the count is final. */
+    ovl_engine_stop(server.engine);
+    for (int i = 0; i < atomic_load(&server.thread_count) && i < 64; i++)
+        if (server.threads[i])
+            pthread_join(server.threads[i], NULL);
+    ovl_engine_destroy(server.engine);
+}
+
+/* ---- what never ran is run by ovl_engine_destroy ---- */
+
+static void count_run(void *arg)
+{
+    atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+static void check_destroy_runs_leftovers(void)
+{
+    printf("post_check: posts to an engine that never started, and to one that stopped, run in destroy\n");
+    static atomic_int never, after_stop;
+    ovl_engine *engine = engine_new(2);
+    CHECK(ovl_post(engine, 0, count_run, &never) == 0, "post before start");
+    CHECK(ovl_post(engine, 1, count_run, &never) == 0, "post before start");
+    Sleep(5);
+    CHECK(atomic_load(&never) == 0, "a post ran on an engine that never started");
+    ovl_engine_destroy(engine);
+    CHECK(atomic_load(&never) == 2, "destroy ran %d of the 2 posts", atomic_load(&never));
+    engine = engine_new(2);
+    engine_start(engine);
+    ovl_engine_stop(engine);
+    CHECK(ovl_post(engine, 1, count_run, &after_stop) == 0, "post after the stop");
+    ovl_engine_destroy(engine);
+    CHECK(atomic_load(&after_stop) == 1, "destroy ran %d of the post made after the stop", atomic_load(&after_stop));
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IONBF, 0);
+    WSADATA wsa;
+    if (WSAStartup(MAKEWORD(2, 2), &wsa) != 0) {
+        fprintf(stderr, "post_check: WSAStartup failed\n");
+        return 2;
+    }
+    check_ordered();
+    check_hops();
+    check_round_trip();
+    check_destroy_runs_leftovers();
+    WSACleanup();
+    printf("post_check: %s (%d failure%s)\n", failures ? "FAILED" : "ok", failures, failures == 1 ? "" : "s");
+    return failures ? 1 : 0;
+}
