@@ -1197,13 +1197,23 @@ static void worker_destroy(struct ovl__worker *worker)
     struct iocp_worker *iw = state_of(worker);
     if (!iw)
         return;
+    if (iw->abandoned) {
+        /* The system may still complete an armed accept or a retire (stop_abandon): they, and this state that
+         * links them, stay allocated, reachable from the leaked worker (ovl_engine_destroy). */
+        for (int role = 0; role < 2; role++)
+            for (int f = 0; f < 2; f++)
+                while (iw->reuse.count[role][f] > 0)
+                    closesocket(iw->reuse.sockets[role][f][--iw->reuse.count[role][f]].socket);
+        CloseHandle(iw->port);
+        iw->port = NULL;
+        return;
+    }
     while (iw->accepts) {
         struct iocp_accept *accept = iw->accepts;
         iw->accepts = accept->next;
         if (accept->socket != INVALID_SOCKET)
             closesocket(accept->socket);
-        if (!(iw->abandoned && accept->armed))
-            ovl__free(accept); /* else leaked: the system may still complete it (stop_abandon) */
+        ovl__free(accept);
     }
     for (int role = 0; role < 2; role++)
         for (int f = 0; f < 2; f++)

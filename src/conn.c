@@ -649,6 +649,8 @@ unsigned ovl__conn_abandon(ovl_conn *conn)
      * still holds may read them; the worker's pool, which a receive may still write, is leaked with it). */
     unsigned pending = conn->inflight > 0 ? (unsigned)conn->inflight : 0;
     conn_finish(conn, false);
+    conn->next = conn->worker->abandoned_conns;
+    conn->worker->abandoned_conns = conn;
     return pending;
 }
 

@@ -247,6 +247,8 @@ struct ovl__worker {
     struct ovl__timer stop_timer;  /* stopping: the hard deadline (drain + stop_grace_ms), then the last wait */
     uint8_t stop_stage;            /* 0; 1 sockets closed at the hard deadline; 2 give up on what is pending */
     bool abandoned;                /* the loop ended with operations pending: their memory is never freed */
+    ovl_conn *abandoned_conns;     /* those connections (linked by next), kept reachable for leak checkers */
+    struct ovl__worker *abandoned_next; /* workers[0] of an engine that leaked its workers: the next such array */
     uint64_t now_ms;             /* ovl__clock_ns in ms, read once per loop turn (ovl__worker_clock), not per message */
     struct ovl__timer_heap timers;
     pthread_mutex_t command_lock;
