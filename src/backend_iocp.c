@@ -393,6 +393,9 @@ static void post_accept(struct ovl__worker *worker, struct iocp_accept *accept)
     ovl_engine *engine = worker->engine;
     struct ovl__listen_socket *listen_socket = accept->listen_socket;
     ovl__timer_stop(worker, &accept->retry);
+    /* Whose reuse pool to draw from: a pooled socket is associated with its worker's port already, so that worker
+     * will own the connection; a fresh socket's owner is chosen when the accept completes (on_accept), by the load
+     * of that moment, not of now. */
     accept->target = ovl__worker_least_loaded(engine, iw->accept_turn++);
     if (!accept->target)
         accept->target = worker;
@@ -537,8 +540,10 @@ static void on_accept(struct ovl__worker *worker, struct iocp_accept *accept, in
     if (remote && remote_length > 0)
         ovl__format_address(remote, peer, sizeof peer);
     struct ovl__worker *target = accept->target;
-    if (!state_of(target))
-        target = worker; /* that worker is still starting up: keep the connection here */
+    if (!accept->reused)
+        target = worker->stopping ? NULL : ovl__worker_least_loaded(worker->engine, iw->accept_turn++);
+    if (!target || !state_of(target))
+        target = worker; /* nobody else takes connections now: keep it here (a stopping worker refuses it) */
     bool attached = accept->reused || attach_socket(state_of(target), socket) == 0;
     if (!attached) {
         closesocket(socket);

@@ -447,7 +447,7 @@ static void on_accept(struct ovl__worker *worker, struct uring_accept *accept, c
     int res = cqe->res;
     if (res >= 0) {
         ovl_engine *engine = worker->engine;
-        struct ovl__worker *target = ovl__worker_least_loaded(engine, uw->accept_turn++);
+        struct ovl__worker *target = worker->stopping ? NULL : ovl__worker_least_loaded(engine, uw->accept_turn++);
         if (!target || target == worker)
             ovl__worker_accepted(worker, accept->socket, res);
         else if (ovl__worker_adopt(target, accept->socket, res, NULL) < 0) {

@@ -232,6 +232,7 @@ struct ovl__worker {
     _Atomic uint32_t conns_shown;  /* conn_count, for other threads choosing where a new connection goes */
     _Atomic uint32_t handoffs;     /* connections handed to this worker (OVL__CMD_ADOPT, OVL__CMD_CONNECT) that it
                                       has not taken yet: with conns_shown, its load */
+    _Atomic int taking;            /* running and not stopping: new connections may be handed to it */
     ovl_conn *kick_head;
     ovl_conn *dead_head;
     ovl_conn *wait_head;         /* connections waiting for a free pool slot before receiving */
@@ -399,8 +400,9 @@ int ovl__worker_post(struct ovl__worker *worker, int kind, struct ovl__listen_so
 void ovl__worker_run_commands(struct ovl__worker *worker);
 /* Take the worker's whole command queue (any thread; the loop, or ovl_engine_destroy after the join). */
 struct ovl__command *ovl__worker_take_commands(struct ovl__worker *worker);
-/* The worker a new connection should go to: the ready one with the fewest connections, counting those handed to it
- * and not yet taken; ties go round robin from `turn`. NULL while no worker is ready. Any thread. */
+/* The worker a new connection should go to: of those running and not stopping, the one with the fewest connections,
+ * counting those handed to it and not yet taken; ties go round robin from `turn`. NULL when there is none (before
+ * the start, or all stopping). Any thread. */
 struct ovl__worker *ovl__worker_least_loaded(ovl_engine *engine, uint32_t turn);
 /* Hand a socket accepted by this thread to `worker` (which owns the socket's completion port). */
 int ovl__worker_adopt(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd, const char *peer);

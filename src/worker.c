@@ -44,7 +44,7 @@ struct ovl__worker *ovl__worker_least_loaded(ovl_engine *engine, uint32_t turn)
     uint32_t best_load = UINT32_MAX;
     for (int i = 0; i < engine->thread_count; i++) {
         struct ovl__worker *worker = &engine->workers[(turn + (uint32_t)i) % (uint32_t)engine->thread_count];
-        if (!atomic_load(&worker->ready))
+        if (!atomic_load(&worker->taking))
             continue;
         uint32_t load = atomic_load_explicit(&worker->conns_shown, memory_order_relaxed) +
                         atomic_load_explicit(&worker->handoffs, memory_order_relaxed);
@@ -113,6 +113,7 @@ static void begin_stop(struct ovl__worker *worker)
     if (worker->stopping)
         return;
     worker->stopping = true;
+    atomic_store(&worker->taking, 0); /* a stopping worker would only refuse what is handed to it, or never see it */
     ovl_engine *engine = worker->engine;
     engine->backend->accept_stop(worker);
     if (atomic_fetch_sub(&engine->accepting_workers, 1) == 1) {
@@ -329,6 +330,7 @@ void *ovl__worker_main(void *arg)
     pthread_mutex_unlock(&engine->start_lock);
     if (rc == 0) {
         atomic_store(&worker->ready, 1);
+        atomic_store(&worker->taking, 1);
         worker->drain_timer.fire = drain_timer_fired;
         worker->stop_timer.fire = stop_timer_fired;
         worker->tick_timer.fire = tick_timer_fired;
