@@ -146,13 +146,19 @@ static uint32_t sweep_timeout_ms(const ovl_config *config)
     return !idle ? stall : !stall ? idle : idle < stall ? idle : stall;
 }
 
-/* $OVERLAP_TEST_FAULTS (internal.h, OVL__FAULT_*): what the tests ask to go wrong; unknown names are ignored. */
+/* $OVERLAP_TEST_FAULTS (internal.h, OVL__FAULT_*): what the tests ask to go wrong, as comma-separated names, each
+ * matched whole ("no-swallow-cancels" is not "swallow-cancels"); unknown names are ignored. */
 static unsigned test_faults(void)
 {
     const char *list = getenv("OVERLAP_TEST_FAULTS");
     unsigned faults = 0;
-    if (list && strstr(list, "swallow-cancels"))
-        faults |= OVL__FAULT_SWALLOW_CANCELS;
+    static const char name[] = "swallow-cancels";
+    for (const char *at = list; at && *at;) {
+        size_t length = strcspn(at, ",");
+        if (length == sizeof name - 1 && !memcmp(at, name, length))
+            faults |= OVL__FAULT_SWALLOW_CANCELS;
+        at += length + (at[length] == ',');
+    }
     return faults;
 }
 
@@ -208,6 +214,9 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
     if (!engine->config.stop_grace_ms)
         engine->config.stop_grace_ms = DEFAULT_STOP_GRACE_MS;
     engine->faults = test_faults();
+    if (engine->faults)
+        ovl__log(engine, OVL_LOG_WARNING, "OVERLAP_TEST_FAULTS=%s: a test fault is on (stops will hang on purpose "
+                 "until their hard deadline); unset it outside tests", getenv("OVERLAP_TEST_FAULTS"));
     if (!engine->config.max_pending)
         engine->config.max_pending = DEFAULT_MAX_PENDING;
     if (!engine->config.busy_poll_us)
