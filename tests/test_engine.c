@@ -474,14 +474,16 @@ static int connect_placed(struct server *server, int *fd)
 
 Test(engine, new_connections_go_to_the_least_loaded_worker, .timeout = 60)
 {
-    if (test_backend() && !strcmp(test_backend(), "epoll")) {
-        fprintf(stderr, "engine::new_connections_go_to_the_least_loaded_worker: SKIPPED: epoll's kernel places\n");
-        cr_skip_test("epoll: the kernel wakes the worker that takes a connection");
-    }
     static const ovl_callbacks callbacks = {.on_open = placed_open, .on_data = server_echo_data,
                                             .on_close = server_count_close};
     struct server server;
     server_start(&server, &(struct server_opts){ .threads = 2, .callbacks = &callbacks });
+    /* The backend that runs, not the one asked for: without io_uring the default falls back to epoll. */
+    if (!strcmp(ovl_engine_backend(server.engine), "epoll")) {
+        server_destroy(&server);
+        fprintf(stderr, "engine::new_connections_go_to_the_least_loaded_worker: SKIPPED: epoll's kernel places\n");
+        cr_skip_test("epoll: the kernel wakes the worker that takes a connection");
+    }
     int fds[4], on[4], per_worker[2] = {0, 0};
     for (int i = 0; i < 4; i++) {
         on[i] = connect_placed(&server, &fds[i]);
