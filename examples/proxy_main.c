@@ -294,7 +294,13 @@ static void print_stats_line(const ovl_stats *now, const ovl_stats *before, doub
 
 int main(int argc, char **argv)
 {
+#ifdef _WIN32
+    /* The C runtime has no line buffering (_IOLBF is full buffering, and a size under 2 is refused): unbuffered,
+     * so a pipe or file sees each line when it is printed, not at exit. */
+    setvbuf(stdout, NULL, _IONBF, 0);
+#else
     setvbuf(stdout, NULL, _IOLBF, 0);
+#endif
     struct proxy_options options;
     char reason[300];
     if (proxy_options_parse(argc, argv, &options, reason, sizeof reason) < 0) {

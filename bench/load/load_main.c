@@ -117,7 +117,13 @@ static double share_rate(const struct load_options *o)
 
 int main(int argc, char **argv)
 {
+#ifdef _WIN32
+    /* The C runtime has no line buffering (_IOLBF is full buffering, and a size under 2 is refused): unbuffered,
+     * so a pipe or file sees each line when it is printed, not at exit. */
+    setvbuf(stdout, NULL, _IONBF, 0);
+#else
     setvbuf(stdout, NULL, _IOLBF, 0);
+#endif
 #ifndef _WIN32
     signal(SIGPIPE, SIG_IGN);
 #endif
