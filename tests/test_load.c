@@ -806,6 +806,40 @@ Test(load, a_model_refuses_what_it_cannot_honour)
     proc_free(&run);
 }
 
+/* A server that drops SYNs (its accept queue full, nobody accepting): the socket models, like the engine, give up
+ * on a connect after --connect-timeout's default of 10 s. They waited for the kernel's own give-up (about two
+ * minutes) instead, and overlap-load with them. */
+Test(load, socket_models_bound_a_connect_nobody_answers)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fd >= 0);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof address;
+    cr_assert(bind(fd, (struct sockaddr *)&address, sizeof address) == 0, "bind: %s", strerror(errno));
+    cr_assert(listen(fd, 0) == 0);
+    cr_assert(getsockname(fd, (struct sockaddr *)&address, &len) == 0);
+    int port = ntohs(address.sin_port);
+    /* Fill the accept queue, so the connects under test get no SYN-ACK. */
+    int fillers[4];
+    for (int i = 0; i < 4; i++) {
+        fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fillers[i], (struct sockaddr *)&address, sizeof address);
+    }
+    sleep_ms(200);
+    for (size_t m = 1; m < sizeof models / sizeof models[0]; m++) { /* the socket models; uring has its own test */
+        struct proc run;
+        const char *args[] = {"--model", models[m], "--connections", "2", "--duration", "1", "--warmup", "0",
+                              "--json", NULL};
+        int code = load(&run, "127.0.0.1", port, args);
+        cr_assert_eq(code, 1, "%s: exit %d; stdout %s stderr %s", models[m], code, run.out, run.err);
+        cr_assert(strstr(run.err, "timed out"), "%s: no connect timeout in: %s", models[m], run.err);
+        proc_free(&run);
+    }
+    for (int i = 0; i < 4; i++)
+        close(fillers[i]);
+    close(fd);
+}
+
 Test(load, fairness_shows_starved_connections)
 {
     for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {

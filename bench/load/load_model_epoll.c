@@ -142,6 +142,8 @@ static void *epoll_thread_main(void *arg)
     }
     for (uint32_t k = 0; k < t->count; k++) {
         struct load_socket_conn *c = run->conns[t->first + k];
+        if (load_socket_phase(run) == LOAD_SOCKET_OVER)
+            break; /* the run gave up waiting for the connections (a server dropping SYNs): stop opening more */
         if (load_socket_connect(t, c, true) < 0)
             continue;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};

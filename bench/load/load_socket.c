@@ -76,14 +76,22 @@ static int connect_one(const struct addrinfo *ai, int timeout_ms)
     return fd;
 }
 
+/* --connect-timeout as the engine reads it (overlap.h connect_timeout_ms): 0 = 10 s, negative = the system's own
+ * (-1 here: poll without a timeout; the kernel gives up after its SYN retries, about two minutes). */
+static int connect_timeout_ms(const struct load_options *o)
+{
+    int ms = o->engine.config.connect_timeout_ms;
+    return ms == 0 ? 10000 : ms < 0 ? -1 : ms;
+}
+
 int load_socket_connect(struct load_socket_thread *t, struct load_socket_conn *c, bool nonblocking)
 {
     struct load_socket_run *run = t->run;
-    int timeout_ms = run->options->engine.config.connect_timeout_ms;
+    int timeout_ms = connect_timeout_ms(run->options);
     uint64_t started = load_now_ns();
     int err = ECONNREFUSED;
     for (const struct addrinfo *ai = run->addresses; ai; ai = ai->ai_next) {
-        int fd = connect_one(ai, timeout_ms > 0 ? timeout_ms : -1);
+        int fd = connect_one(ai, timeout_ms);
         if (fd < 0) {
             err = errno;
             continue;
@@ -417,7 +425,8 @@ int load_socket_run(const struct load_options *o, double rate, struct load_resul
 
     struct progress progress = {.enabled = o->progress || isatty(2)};
     uint64_t now = load_now_ns();
-    uint64_t deadline = now + OPEN_TIMEOUT_NS + (uint64_t)o->engine.config.connect_timeout_ms * 1000000ull;
+    int connect_ms = connect_timeout_ms(o);
+    uint64_t deadline = now + OPEN_TIMEOUT_NS + (uint64_t)(connect_ms > 0 ? connect_ms : 130000) * 1000000ull;
     while (atomic_load(&run->opened) + atomic_load(&run->failed) < o->connections && load_now_ns() < deadline)
         load_sleep_until(load_now_ns() + 1000000);
     if (atomic_load(&run->opened) == 0) {
