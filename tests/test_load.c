@@ -755,7 +755,13 @@ Test(load, threads_model_memory_does_not_grow_with_threads)
                           "--json", NULL};
     int code = load(&run, "127.0.0.1", port, args);
     assert_clean(&run, code, 500);
-    cr_expect_lt(run.usage.ru_maxrss, 128 * 1024, "500 threads peaked at %ld KiB", run.usage.ru_maxrss);
+    /* A sanitizer's shadow memory and per-thread state are not overlap-load's: there the bound says nothing. */
+    const char *sanitize = getenv("OVERLAP_SANITIZE");
+    if (sanitize && *sanitize && strcmp(sanitize, "none") != 0)
+        fprintf(stderr, "load::threads_model_memory_does_not_grow_with_threads: peak not checked under %s (%ld KiB)\n",
+                sanitize, run.usage.ru_maxrss);
+    else
+        cr_expect_lt(run.usage.ru_maxrss, 128 * 1024, "500 threads peaked at %ld KiB", run.usage.ru_maxrss);
     proc_free(&run);
     echo_stop(&server);
 }
