@@ -356,6 +356,35 @@ static void expect_drained(int fd, size_t len)
     close(fd);
 }
 
+/* An event source of the name asked for that another program registered: install refuses the name and leaves the
+ * source as it was (it used to overwrite its message file, and its undo deleted the key). */
+Test(wine_service, another_programs_event_source_is_left_alone)
+{
+    static char key[] = "HKLM\\System\\CurrentControlSet\\Services\\EventLog\\Application\\overlap-echo-foreign";
+    sup_proc proc;
+    char *add_argv[] = {wine_path(), "reg", "add", key, "/v", "EventMessageFile", "/t", "REG_EXPAND_SZ", "/d",
+                        "C:\\Program Files\\Other\\other.dll", "/f", NULL};
+    cr_assert(run(&proc, add_argv) == 0, "reg add: %s%s", proc.out, proc.err);
+    sup_proc_free(&proc);
+    char *args[] = {"install", "--name", "overlap-echo-foreign", "--start", "demand", "--port", "0", NULL};
+    int code = run_echo(&proc, args);
+    cr_assert_eq(code, 1, "install over another program's event source: exit %d: %s%s", code, proc.out, proc.err);
+    cr_assert(strstr(proc.err, "another program has an event log source named overlap-echo-foreign"), "stderr: %s",
+              proc.err);
+    sup_proc_free(&proc);
+    char *query_argv[] = {wine_path(), "reg", "query", key, NULL};
+    cr_assert(run(&proc, query_argv) == 0, "the other program's source is gone: %s%s", proc.out, proc.err);
+    cr_assert(strstr(proc.out, "other.dll") && !strstr(proc.out, "overlap-echo.exe"), "source now: %s", proc.out);
+    sup_proc_free(&proc);
+    char *service_argv[] = {wine_path(), "reg", "query", "HKLM\\System\\CurrentControlSet\\Services\\overlap-echo-foreign",
+                            NULL};
+    cr_assert(run(&proc, service_argv) != 0, "the refused install left its service: %s", proc.out);
+    sup_proc_free(&proc);
+    char *delete_argv[] = {wine_path(), "reg", "delete", key, "/f", NULL};
+    run(&proc, delete_argv);
+    sup_proc_free(&proc);
+}
+
 Test(wine_service, install_start_echo_stop_uninstall)
 {
     char log[LOG_PATH_SIZE], windows_log[LOG_PATH_SIZE + 2];

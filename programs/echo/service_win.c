@@ -532,8 +532,25 @@ static void make_names(const char *name, struct service_names *names)
              names->name);
 }
 
+/* Whether the event source key `key` names an overlap-echo executable as its message file: ours to replace or
+ * remove, from this install or an earlier one (the executable may have moved). Event sources and services have
+ * separate names, so another program's source may carry the name asked for. */
+static bool event_source_is_ours(HKEY key)
+{
+    wchar_t file[32768];
+    DWORD size = sizeof file - sizeof file[0], type = 0;
+    if (RegQueryValueExW(key, L"EventMessageFile", NULL, &type, (BYTE *)file, &size) != ERROR_SUCCESS ||
+        (type != REG_SZ && type != REG_EXPAND_SZ))
+        return false;
+    file[size / sizeof file[0]] = L'\0';
+    static const wchar_t tail[] = L"overlap-echo.exe";
+    size_t length = wcslen(file), tail_length = wcslen(tail);
+    return length >= tail_length && _wcsicmp(file + length - tail_length, tail) == 0;
+}
+
 /* EventLog\Application\<name>: the event source the service reports start-up failures to, with this executable's
- * message table (echo_messages.mc) to show them. Returns 0 or -1. */
+ * message table (echo_messages.mc) to show them. Returns 0; -1 when it failed; -2 when another program owns a
+ * source of that name (left as it is, and not to be removed by the undo). */
 static int register_event_source(const struct service_names *names)
 {
     wchar_t key_path[128 + ECHO_SERVICE_NAME_MAX];
@@ -545,11 +562,18 @@ static int register_event_source(const struct service_names *names)
         return -1;
     }
     HKEY key;
-    LONG rc = RegCreateKeyExW(HKEY_LOCAL_MACHINE, key_path, 0, NULL, REG_OPTION_NON_VOLATILE, KEY_SET_VALUE, NULL,
-                              &key, NULL);
+    DWORD disposition = 0;
+    LONG rc = RegCreateKeyExW(HKEY_LOCAL_MACHINE, key_path, 0, NULL, REG_OPTION_NON_VOLATILE,
+                              KEY_SET_VALUE | KEY_QUERY_VALUE, NULL, &key, &disposition);
     if (rc != ERROR_SUCCESS) {
         print_win_error("install: RegCreateKeyEx (event log source)", (DWORD)rc);
         return -1;
+    }
+    if (disposition == REG_OPENED_EXISTING_KEY && !event_source_is_ours(key)) {
+        RegCloseKey(key);
+        fprintf(stderr, "overlap-echo: install: another program has an event log source named %ls; choose another "
+                        "--name\n", names->name);
+        return -2;
     }
     DWORD types = EVENTLOG_ERROR_TYPE | EVENTLOG_WARNING_TYPE | EVENTLOG_INFORMATION_TYPE;
     rc = RegSetValueExW(key, L"EventMessageFile", 0, REG_EXPAND_SZ, (const BYTE *)exe,
@@ -569,7 +593,17 @@ static int remove_event_source(const struct service_names *names, const char *co
 {
     wchar_t key_path[128 + ECHO_SERVICE_NAME_MAX];
     swprintf(key_path, sizeof key_path / sizeof key_path[0], L"%ls%ls", EVENT_LOG_KEY, names->name);
-    LONG rc = RegDeleteKeyW(HKEY_LOCAL_MACHINE, key_path);
+    HKEY key;
+    LONG rc = RegOpenKeyExW(HKEY_LOCAL_MACHINE, key_path, 0, KEY_QUERY_VALUE, &key);
+    if (rc == ERROR_FILE_NOT_FOUND)
+        return 0;
+    if (rc == ERROR_SUCCESS) {
+        bool ours = event_source_is_ours(key);
+        RegCloseKey(key);
+        if (!ours)
+            return 0; /* another program's source of the same name: not ours to remove */
+    }
+    rc = RegDeleteKeyW(HKEY_LOCAL_MACHINE, key_path);
     if (rc != ERROR_SUCCESS && rc != ERROR_FILE_NOT_FOUND) {
         char what[64];
         snprintf(what, sizeof what, "%s: RegDeleteKey (event log source)", command);
@@ -615,8 +649,10 @@ int service_win_install(int argc, char **argv, const struct echo_options *option
         CloseServiceHandle(manager);
         return 1;
     }
-    if (configure_service(handle, options) < 0 || register_event_source(&names) < 0) {
-        /* Half a configuration is worse than none: take the service out again. */
+    int source = configure_service(handle, options) < 0 ? -1 : register_event_source(&names);
+    if (source < 0) {
+        /* Half a configuration is worse than none: take the service out again (and the event source, when it is
+         * ours: remove_event_source leaves another program's). */
         remove_event_source(&names, "install");
         if (!DeleteService(handle))
             print_win_error("install: DeleteService (undoing the install)", GetLastError());
