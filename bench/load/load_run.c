@@ -69,17 +69,12 @@
 
 enum phase { PHASE_OPENING, PHASE_WARMUP, PHASE_MEASURE, PHASE_STOPPING };
 
-/* Online CPUs, at most the engine's thread limit: what --threads 0 stands for. */
+/* The CPUs this process may use (ovl_cpu_count: its affinity), at most the engine's thread limit: what --threads 0
+ * stands for. */
 static int online_cpus(void)
 {
-#ifdef _WIN32
-    SYSTEM_INFO info;
-    GetSystemInfo(&info);
-    long count = (long)info.dwNumberOfProcessors;
-#else
-    long count = sysconf(_SC_NPROCESSORS_ONLN);
-#endif
-    return count < 1 ? 1 : count > OVL_MAX_THREADS ? OVL_MAX_THREADS : (int)count;
+    int count = ovl_cpu_count();
+    return count > OVL_MAX_THREADS ? OVL_MAX_THREADS : count;
 }
 
 const char *const load_error_keys[LOAD_ERR_KINDS] = {"connect", "mismatch", "short_echo", "server_closed", "reset",
