@@ -435,22 +435,23 @@ def service_install_start_stop(b):
 
     def run(*argv):
         return subprocess.run(list(argv), capture_output=True, text=True, timeout=120)
-    # The service runs as LocalService: it gets its own copy of the program and a folder it may write its log to
-    # (docs/OPERATING.md), since the checkout may not be readable, nor the runner's temp writable, for that account.
+    # The service runs as its virtual account NT SERVICE\overlap-echo: it gets its own copy of the program and a
+    # folder it may write its log to (docs/OPERATING.md), since the checkout may not be readable, nor the runner's
+    # temp writable, for that account. The account exists once the service does: the grant follows the install.
     folder = os.path.join(os.environ.get("ProgramData", r"C:\ProgramData"), "overlap-echo-test")
     os.makedirs(folder, exist_ok=True)
-    done = run("icacls", folder, "/grant", r"NT AUTHORITY\LocalService:(OI)(CI)M")
-    assert done.returncode == 0, "icacls: " + done.stdout + done.stderr
     program = os.path.join(folder, "overlap-echo.exe")
     shutil.copyfile(b.echo, program)
     log = os.path.join(folder, "overlap-echo.log")
     if os.path.exists(log):
         os.remove(log)
     done = run(program, "install", "--start", "demand", "--host", "127.0.0.1", "--port", str(port), "--log-file", log)
-    if done.returncode != 0 and "error 5" in done.stdout + done.stderr:
+    if done.returncode != 0 and "(error 5)" in done.stdout + done.stderr:
         raise Skip("not elevated: %s" % done.stderr.strip())
     assert done.returncode == 0, done.stdout + done.stderr
     try:
+        done = run("icacls", folder, "/grant", r"NT SERVICE\overlap-echo:(OI)(CI)M")
+        assert done.returncode == 0, "icacls: " + done.stdout + done.stderr
         done = run("sc", "start", "overlap-echo")
         assert done.returncode == 0, done.stdout + done.stderr
         deadline = time.monotonic() + START_TIMEOUT
