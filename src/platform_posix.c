@@ -24,7 +24,8 @@ ovl__socket ovl__socket_open(int family)
 int ovl__cpu_count(void)
 {
 #ifdef CPU_COUNT
-    /* The CPUs this process may run on: taskset, a cpuset or a container's limit, not the whole machine. */
+    /* The CPUs this process may run on: taskset or a cpuset (a container's too), not the whole machine. A CPU quota
+     * (cgroup cpu.max, docker --cpus) is not an affinity and is not seen here. */
     cpu_set_t allowed;
     if (sched_getaffinity(0, sizeof allowed, &allowed) == 0 && CPU_COUNT(&allowed) > 0)
         return CPU_COUNT(&allowed);
