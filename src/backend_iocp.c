@@ -1153,6 +1153,7 @@ static void stop_force(struct ovl__worker *worker)
     struct iocp_worker *iw = state_of(worker);
     for (ovl_conn *conn = worker->conns; conn; conn = conn->next)
         if (conn->fd != INVALID_SOCKET && conn->inflight > 0) {
+            (void)ovl_conn_peer(conn); /* read while the socket is open: on_close still names the peer */
             closesocket(conn->fd);
             conn->fd = INVALID_SOCKET;
         }
