@@ -247,6 +247,7 @@ struct ovl__worker {
     struct ovl__timer drain_timer; /* stopping: the end of the graceful drain (drain_timeout_ms) */
     struct ovl__timer stop_timer;  /* stopping: the hard deadline (drain + stop_grace_ms), then the last wait */
     uint8_t stop_stage;            /* 0; 1 sockets closed at the hard deadline; 2 give up on what is pending */
+    uint64_t drain_expired_ms;     /* now_ms when the drain deadline closed what was left, 0 before */
     bool abandoned;                /* the loop ended with operations pending: their memory is never freed */
     ovl_conn *abandoned_conns;     /* those connections (linked by next), kept reachable for leak checkers */
     struct ovl__worker *abandoned_next; /* workers[0] of an engine that leaked its workers: the next such array */

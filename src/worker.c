@@ -167,6 +167,7 @@ void ovl__worker_tick(struct ovl__worker *worker)
 static void drain_timer_fired(struct ovl__worker *worker, struct ovl__timer *timer)
 {
     (void)timer;
+    worker->drain_expired_ms = worker->now_ms;
     ovl__worker_drain_expired(worker);
 }
 
@@ -180,6 +181,12 @@ static void stop_timer_fired(struct ovl__worker *worker, struct ovl__timer *time
     const struct ovl__backend *backend = engine->backend;
     if (worker->stop_stage > 0) {
         worker->stop_stage = 2;
+        return;
+    }
+    /* A worker that ran late (a long callback) finds both deadlines due in one turn: the connections the drain
+     * deadline has just closed still get their grace before their sockets are. */
+    if (worker->drain_expired_ms && worker->now_ms < worker->drain_expired_ms + engine->config.stop_grace_ms) {
+        ovl__timer_start_ms(worker, timer, worker->drain_expired_ms + engine->config.stop_grace_ms - worker->now_ms);
         return;
     }
     worker->stop_stage = 1;

@@ -1037,6 +1037,47 @@ Test(faults, stop_abandons_nothing_when_cancellations_complete, .timeout = 60)
     server_destroy(&server);
 }
 
+/* A worker held up during the drain (here a post that blocks 1.2 s, past drain + grace) finds the drain and the hard
+ * deadline due in one turn. The connection the drain deadline closes then still gets its grace: its close
+ * completes and the stop ends without closing sockets by force, warning or abandoning anything. (Both deadlines
+ * fired together, and the hard one warned and forced a close that nothing needed.) */
+static void block_worker(void *arg)
+{
+    (void)arg;
+    sup_sleep_ms(1200);
+}
+
+Test(faults, late_worker_still_gives_the_drain_its_grace, .timeout = 60)
+{
+    unsetenv("OVERLAP_TEST_FAULTS");
+    atomic_store(&stop_log_warnings, 0);
+    atomic_store(&stop_log_errors, 0);
+    struct server server;
+    server_start(&server, &(struct server_opts){.threads = 1, .drain_timeout_ms = 200, .stop_grace_ms = 300,
+                                                .log = count_stop_log});
+    int fd = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+    cr_assert_eq(sup_exchange(fd, 7, 0, 1000), 0, "no echo");
+    static struct stop_call call;
+    call.engine = server.engine;
+    atomic_store(&call.returned, 0);
+    pthread_t thread;
+    cr_assert_eq(pthread_create(&thread, NULL, stop_thread, &call), 0);
+    sup_sleep_ms(50); /* the stop has begun: the client stays silent, so the drain runs to its deadline */
+    cr_assert_eq(ovl_post(server.engine, 0, block_worker, NULL), 0);
+    int64_t deadline = sup_now_ms() + 30000;
+    while (!atomic_load(&call.returned) && sup_now_ms() < deadline)
+        sup_sleep_ms(20);
+    cr_assert(atomic_load(&call.returned), "ovl_engine_stop did not return within 30 s");
+    pthread_join(thread, NULL);
+    close(fd);
+    ovl_stats stats = stats_of(&server);
+    cr_assert_eq(stats.stop_abandoned, 0);
+    cr_assert_eq(atomic_load(&stop_log_warnings), 0, "the hard deadline warned although the drain's close completed");
+    cr_assert_eq(atomic_load(&stop_log_errors), 0);
+    server_destroy(&server);
+}
+
 /* stop_grace_ms: 0 is the default (2 s), at most 600 s. */
 Test(faults, stop_grace_bounded_and_defaulted, .timeout = 30)
 {
