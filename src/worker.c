@@ -194,9 +194,10 @@ static void stop_timer_fired(struct ovl__worker *worker, struct ovl__timer *time
     bool busy = backend->busy && backend->busy(worker);
     ovl__log(engine, OVL_LOG_WARNING,
              "worker %d: stop: %u connection%s%s still waiting for cancelled operations %u ms after the drain "
-             "deadline: closing their sockets",
+             "deadline: %s",
              worker->index, worker->conn_count, worker->conn_count == 1 ? "" : "s",
-             busy ? " and the backend's own operations" : "", engine->config.stop_grace_ms);
+             busy ? " and the backend's own operations" : "", engine->config.stop_grace_ms,
+             backend->stop_force ? "closing their sockets" : "waiting once more before giving up on them");
     if (backend->stop_force)
         backend->stop_force(worker);
     ovl__timer_start_ms(worker, timer, engine->config.stop_grace_ms);
