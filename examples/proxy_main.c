@@ -363,7 +363,8 @@ int main(int argc, char **argv)
     if (ovl_engine_notice(proxy.engine))
         fprintf(stderr, "overlap-proxy: %s\n", ovl_engine_notice(proxy.engine));
     char threads[128];
-    engine_options_describe_threads(&options.engine, ovl_engine_threads(proxy.engine), threads, sizeof threads);
+    engine_options_describe_threads(&options.engine, ovl_engine_threads(proxy.engine), ovl_cpu_count(), threads,
+                                    sizeof threads);
     printf("overlap-proxy %s: %s backend, %s, forwarding to %s\n", ovl_version(), ovl_engine_backend(proxy.engine),
            threads, ovl_target_name(proxy.target));
     for (int i = 0; i < ovl_listener_count(listener); i++)

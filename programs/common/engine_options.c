@@ -149,11 +149,11 @@ int engine_options_check(const struct engine_options *options, char *error, size
     return option_check_pool(options->config.buffer_size, options->config.buffer_count, error, error_size);
 }
 
-void engine_options_describe_threads(const struct engine_options *options, int threads, char *out, size_t out_size)
+void engine_options_describe_threads(const struct engine_options *options, int threads, int cpus, char *out,
+                                     size_t out_size)
 {
     int written = snprintf(out, out_size, "%d worker thread%s", threads, threads == 1 ? "" : "s");
     if (options->config.threads == 0 && written > 0 && (size_t)written < out_size) {
-        int cpus = ovl_cpu_count();
         snprintf(out + written, out_size - (size_t)written, " (default: %d CPU%s%s; --threads N to change)", cpus,
                  cpus == 1 ? "" : "s", cpus > 1 ? " less one" : "");
     }

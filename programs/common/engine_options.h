@@ -48,8 +48,10 @@ int engine_options_parse(struct engine_options *options, const char *name, const
 int engine_options_check(const struct engine_options *options, char *error, size_t error_size);
 
 /* The start line's account of the worker count: with --threads given, "N worker threads"; without, also why
- * ("1 worker thread (default: 2 CPUs less one; --threads N to change)"), so a user knows what ran and why. */
-void engine_options_describe_threads(const struct engine_options *options, int threads, char *out, size_t out_size);
+ * ("1 worker thread (default: 2 CPUs less one; --threads N to change)"), so a user knows what ran and why. `cpus`
+ * is what the default went by (ovl_cpu_count; passed in, so the parser links without the library, for a fuzzer). */
+void engine_options_describe_threads(const struct engine_options *options, int threads, int cpus, char *out,
+                                     size_t out_size);
 
 /* Seconds (0..86400, option_parse_seconds) as milliseconds, rounded up: a tiny positive value must not turn into 0,
  * which means "default" or "off". */

@@ -176,7 +176,8 @@ static int serve(const struct echo_options *options, int (*wait_stop)(double sec
     if (ovl_engine_notice(engine))
         problem("overlap-echo: %s\n", ovl_engine_notice(engine));
     char threads[128];
-    engine_options_describe_threads(&options->engine, ovl_engine_threads(engine), threads, sizeof threads);
+    engine_options_describe_threads(&options->engine, ovl_engine_threads(engine), ovl_cpu_count(), threads,
+                                    sizeof threads);
     emit(report_stream, "overlap-echo %s: %s backend, %s\n", ovl_version(), ovl_engine_backend(engine), threads);
     if (activated)
         emit(report_stream, "overlap-echo: %d listening socket%s from the service manager (socket activation)\n",
