@@ -71,7 +71,9 @@ enum {
  * to go to AcceptEx again, and a ConnectEx socket (which stays bound) to ConnectEx only. */
 enum reuse_role { ROLE_ACCEPTED, ROLE_CONNECTED };
 
-enum op_kind { OP_RECV = 1, OP_RECV_ZERO, OP_SEND, OP_CONNECT, OP_ACCEPT, OP_DISCONNECT, OP_DRAIN_READ };
+enum op_kind {
+    OP_RECV = 1, OP_RECV_ZERO, OP_RECV_WATCH, OP_SEND, OP_CONNECT, OP_ACCEPT, OP_DISCONNECT, OP_DRAIN_READ
+};
 
 struct iocp_op {
     OVERLAPPED overlapped;
@@ -85,6 +87,7 @@ struct iocp_op {
 
 struct iocp_conn {
     struct iocp_op recv, send, connect;
+    struct iocp_op watch;        /* a zero-byte WSARecv watching a paused connection for its peer's reset */
     WSABUF send_buffers[SEND_BATCH];
     ovl_buf *recv_slot;
     const struct addrinfo *connect_address;
@@ -96,6 +99,8 @@ struct iocp_conn {
     bool skip;                   /* skip-on-success took on conn->fd (valid once skip_known) */
     bool skip_known;
     bool peer_closed_first;      /* the peer's FIN came before our side shut down: no TIME_WAIT here */
+    bool watching;               /* the watch is posted (one count in conn->inflight) */
+    bool unread_waits;           /* paused, and the watch found bytes waiting: no watch until the pause ends */
     enum reuse_role role;
 };
 
@@ -566,6 +571,7 @@ static void recv_start(ovl_conn *conn)
 {
     struct iocp_worker *iw = state_of(conn->worker);
     struct iocp_conn *ic = conn_state(conn);
+    ic->unread_waits = false; /* the pause is over (or draining reads on): a later one watches again */
     conn_skip(conn); /* before the call: SetFileCompletionNotificationModes would overwrite its WSA error */
     if ((conn->flags & OVL__C_DRAINING) && !(conn->flags & OVL__C_LINGER)) {
         /* Only what is already buffered: a non-blocking read on this thread, from the ready list. */
@@ -635,10 +641,45 @@ static void peer_eof(ovl_conn *conn)
     ovl__conn_eof(conn);
 }
 
+/*
+ * Watching a paused connection. Paused, nothing is posted on the socket, and a reset by the peer would go unnoticed
+ * until the pause ends, a send fails, or the stall timeout or keepalive ends it (io_uring watches with an error-only
+ * poll, epoll sees EPOLLERR). A zero-byte WSARecv consumes nothing and completes when bytes, the peer's FIN or a
+ * reset arrive; on_watch tells them apart. It only watches until the first byte: once bytes wait it would complete
+ * again at once if posted again (a spin), so then it is not posted until the pause ends. It covers a paused peer
+ * that is quiet, not a backpressured one that keeps sending (ProcessSocketNotifications would: docs/WINDOWS.md).
+ *
+ * It is an op of its own, beside the receive's, and not OVL__C_RECV_ARMED, so conn.c sees no receive posted: the
+ * pause can end (or the drain start) while it waits, and the receive posted then does not wait for it. Two
+ * receives are then posted; Winsock completes them in the order they were posted, and the zero-byte one takes no
+ * bytes from the other. Its completion on a connection no longer paused is let go of, unless it reports an error.
+ * Like every op it holds a count in conn->inflight: a close cancels it with the rest (CancelIoEx on the socket), the
+ * stop's hard deadline closes its socket, and a socket is retired only once it has completed.
+ */
+static void watch_start(ovl_conn *conn)
+{
+    struct iocp_conn *ic = conn_state(conn);
+    /* Open only: a ConnectEx socket is not connected yet. A posted receive reports a reset itself. */
+    if (ic->watching || ic->unread_waits || !(conn->flags & OVL__C_OPEN) ||
+        (conn->flags & (OVL__C_CLOSING | OVL__C_EOF_IN | OVL__C_RECV_ARMED)) || conn->fd == INVALID_SOCKET)
+        return;
+    struct iocp_worker *iw = state_of(conn->worker);
+    conn_skip(conn);
+    prepare(&ic->watch, OP_RECV_WATCH, conn, conn->fd);
+    ic->watching = true;
+    conn->inflight++;
+    WSABUF none = {.len = 0, .buf = NULL};
+    DWORD bytes = 0, flags = 0;
+    int rc = WSARecv(conn->fd, &none, 1, &bytes, &flags, &ic->watch.overlapped, NULL);
+    after_post(iw, &ic->watch, ic->skip, rc == 0, bytes); /* an error now comes through the ready list */
+}
+
 static void rearm_recv(ovl_conn *conn)
 {
     if (!(conn->flags & (OVL__C_CLOSING | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT | OVL__C_PAUSED)))
         recv_start(conn);
+    else if (conn->flags & OVL__C_PAUSED)
+        watch_start(conn);
 }
 
 /* ---- resource errors: WSAENOBUFS, and WSAEWOULDBLOCK ("too many outstanding overlapped requests") ---- */
@@ -691,10 +732,11 @@ static bool retry_later(ovl_conn *conn, unsigned op, int error)
     return true;
 }
 
-/* A posted receive holds one slot at most: let it complete, and do not post the next one (rearm_recv). */
+/* A posted receive holds one slot at most: let it complete, and do not post the next one (rearm_recv posts the
+ * watch instead). With none posted, the watch starts now. */
 static void recv_pause(ovl_conn *conn)
 {
-    (void)conn;
+    watch_start(conn);
 }
 
 static void on_recv(ovl_conn *conn, DWORD bytes, int error)
@@ -771,6 +813,41 @@ static void read_now(ovl_conn *conn, int error)
                     ovl__conn_failed(conn, -error);
             }
         }
+    }
+    ovl__conn_op_done(conn);
+}
+
+/* The watch completed. Still paused with nothing else posted: a peek says what woke it. The socket is made
+ * non-blocking with FIONBIO first, as read_now does (allowed on a socket associated with a port - only
+ * WSAEventSelect or WSAAsyncSelect forbid it - and posted overlapped calls are unaffected): a plain recv on it would
+ * block if nothing were there, and nothing may hold up the worker. 0 is the peer's FIN, delivered as a receive would
+ * deliver it (held while the application's pause lasts); an error is the reset; bytes mean the peer is not quiet,
+ * and the watch ends until the pause does. An error in the completion itself (Wine: WSAECONNRESET; Windows reports
+ * ERROR_NETNAME_DELETED to GetQueuedCompletionStatus, and both count as resets) ends the connection whether or not
+ * it is still paused; a lack of resources only ends the watch. */
+static void on_watch(ovl_conn *conn, int error)
+{
+    struct iocp_conn *ic = conn_state(conn);
+    ic->watching = false;
+    bool aborted = error == ERROR_OPERATION_ABORTED || error == WSA_OPERATION_ABORTED;
+    if ((conn->flags & OVL__C_CLOSING) || aborted || error == WSAENOBUFS || error == WSAEWOULDBLOCK) {
+        /* cancelled by a close, or no resources to watch with: nothing to do */
+    } else if (error) {
+        ovl__conn_failed(conn, -error);
+    } else if ((conn->flags & OVL__C_PAUSED) && !(conn->flags & (OVL__C_RECV_ARMED | OVL__C_EOF_IN))) {
+        u_long nonblocking = 1;
+        ioctlsocket(conn->fd, FIONBIO, &nonblocking);
+        char byte;
+        int n = recv(conn->fd, &byte, 1, MSG_PEEK);
+        int peek_error = n < 0 ? WSAGetLastError() : 0;
+        if (n > 0)
+            ic->unread_waits = true;
+        else if (n == 0)
+            peer_eof(conn);
+        else if (peek_error == WSAEWOULDBLOCK)
+            watch_start(conn); /* woken with nothing there after all: watch on, as read_now does */
+        else
+            ovl__conn_failed(conn, -peek_error);
     }
     ovl__conn_op_done(conn);
 }
@@ -1077,6 +1154,9 @@ static void dispatch(struct ovl__worker *worker, struct iocp_op *op, DWORD bytes
     case OP_DRAIN_READ:
     case OP_RECV_ZERO:
         read_now(op->owner, error);
+        break;
+    case OP_RECV_WATCH:
+        on_watch(op->owner, error);
         break;
     case OP_SEND:
         on_send(op->owner, bytes, error);

@@ -322,6 +322,27 @@ Test(wine, post_on_iocp)
     sup_proc_free(&run);
 }
 
+/* A connection paused by the application notices its peer's reset on IOCP (test_engine.c's
+ * paused_connection_notices_a_reset covers io_uring and epoll): the Windows-built tests/windows/pause_check.c pauses
+ * connections in on_open and in on_data, with zero-byte receives off and on, and each must end with OVL_CLOSE_RESET
+ * within 10 s of its peer's reset (under Wine 8-17 ms; before the zero-byte watch, nothing came until the pause
+ * ended). It also checks what the watch must not break: a pause ending while the watch waits or with bytes waiting,
+ * the peer's FIN while paused (on_eof after the resume), a stop with a paused connection. */
+Test(wine, paused_connection_notices_a_reset)
+{
+    wine_environment();
+    char path[600];
+    snprintf(path, sizeof path, "%s/tests/windows/test-pause.exe", win_dir());
+    cr_assert(access(path, R_OK) == 0, "%s: %s (build the Windows programs: scripts/build-windows)", path,
+              strerror(errno));
+    sup_proc run = {0};
+    int code = run_client(&run, (char *[]){wine_path(), path, NULL});
+    cr_log_info("%s", run.out);
+    cr_assert(code == 0, "test-pause.exe failed (exit %d): %s %s", code, run.out, run.err);
+    cr_assert(strstr(run.out, "pause_check: ok"), "%s", run.out);
+    sup_proc_free(&run);
+}
+
 Test(wine, ctrl_c_drains_open_connections)
 {
     sup_proc server = {0};
