@@ -325,7 +325,7 @@ Test(wine, post_on_iocp)
 /* A connection paused by the application notices its peer's reset on IOCP (test_engine.c's
  * paused_connection_notices_a_reset covers io_uring and epoll): the Windows-built tests/windows/pause_check.c pauses
  * connections in on_open and in on_data, with zero-byte receives off and on, and each must end with OVL_CLOSE_RESET
- * within 10 s of its peer's reset (under Wine 8-17 ms; before the zero-byte watch, nothing came until the pause
+ * within 10 s of its peer's reset (under Wine 3-17 ms; before the zero-byte watch, nothing came until the pause
  * ended). It also checks what the watch must not break: a pause ending while the watch waits or with bytes waiting,
  * the peer's FIN while paused (on_eof after the resume), a stop with a paused connection. */
 Test(wine, paused_connection_notices_a_reset)

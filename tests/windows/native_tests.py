@@ -112,6 +112,8 @@ class Build:
         self.echo = os.path.join(build_dir, "overlap-echo" + suffix)
         self.load = os.path.join(build_dir, "bench", "overlap-load" + suffix)
         self.proxy = os.path.join(build_dir, "examples", "overlap-proxy" + suffix)
+        # The IOCP check programs (tests/windows/), built only for Windows.
+        self.pause_check = os.path.join(build_dir, "tests", "windows", "test-pause" + suffix)
         for path in (self.echo, self.load, self.proxy):
             if not os.path.isfile(path):
                 raise SystemExit("native_tests: %s is missing: build first (meson setup DIR; ninja -C DIR)" % path)
@@ -424,6 +426,17 @@ def restart_with_time_wait(b):
     second.stop()
 
 
+def paused_connection_notices_a_reset(b):
+    """Issue 16: the library embedded (tests/windows/pause_check.c) pauses connections, their peers reset, and each
+    ends with OVL_CLOSE_RESET within 10 s (the zero-byte watch); resumes, a FIN and a stop while paused still work."""
+    if not os.path.isfile(b.pause_check):
+        raise Skip("%s is built for Windows only (the IOCP backend)" % b.pause_check)
+    done = subprocess.run(b.wrap + [b.pause_check], capture_output=True, text=True, timeout=120)
+    for line in done.stdout.splitlines():
+        print("    " + line)
+    assert done.returncode == 0 and "pause_check: ok" in done.stdout, done.stderr[-1500:]
+
+
 def service_install_start_stop(b):
     """Windows only, elevated: install as a service, sc start, echo, sc stop (drain), uninstall."""
     if not WINDOWS:
@@ -475,7 +488,8 @@ def service_install_start_stop(b):
 
 TESTS = [echo_seed_flow, echo_many_connections, load_ping_pong, churn_socket_reuse, proxy_forwards_and_reuses,
          proxy_refused_upstream, fault_resets_mid_stream, fault_half_close, fault_idle_timeout,
-         fault_flood_past_max_conns, graceful_stop_drains, restart_with_time_wait, service_install_start_stop]
+         fault_flood_past_max_conns, graceful_stop_drains, restart_with_time_wait, paused_connection_notices_a_reset,
+         service_install_start_stop]
 
 
 def main():
