@@ -442,6 +442,66 @@ static void partial_server_stop(struct partial_server *s)
     close(s->listen_fd);
 }
 
+/* ---- a server of this test that resets every connection at once ---- */
+
+enum { RESET_MAX = 8 };
+
+struct reset_server {
+    int listen_fd;
+    int port;
+    int expected;                /* connections to wait for */
+    _Atomic int reset;           /* how many it reset */
+    pthread_t thread;
+};
+
+/* Accept `expected` connections, wait until each has sent something (so each owes an echo), then reset them all
+ * in one go (SO_LINGER 0): the client's connections fail at the same moment, on as many threads as it has. */
+static void *reset_server_main(void *arg)
+{
+    struct reset_server *s = arg;
+    int fds[RESET_MAX];
+    int count = 0;
+    uint64_t deadline = now_ms() + 10000;
+    while (count < s->expected && now_ms() < deadline) {
+        struct pollfd listen_poll = {.fd = s->listen_fd, .events = POLLIN};
+        if (poll(&listen_poll, 1, 50) > 0) {
+            int fd = accept(s->listen_fd, NULL, NULL);
+            if (fd >= 0)
+                fds[count++] = fd;
+        }
+    }
+    for (int i = 0; i < count; i++) {
+        struct pollfd conn_poll = {.fd = fds[i], .events = POLLIN};
+        if (poll(&conn_poll, 1, (int)(deadline > now_ms() ? deadline - now_ms() : 0)) > 0) {
+            unsigned char data[65536];
+            if (recv(fds[i], data, sizeof data, 0) < 0) {
+                /* the reset below happens either way */
+            }
+        }
+    }
+    struct linger abort_close = {.l_onoff = 1, .l_linger = 0};
+    for (int i = 0; i < count; i++)
+        setsockopt(fds[i], SOL_SOCKET, SO_LINGER, &abort_close, sizeof abort_close);
+    for (int i = 0; i < count; i++)
+        close(fds[i]);
+    atomic_store(&s->reset, count);
+    return NULL;
+}
+
+static void reset_server_start(struct reset_server *s, int expected)
+{
+    memset(s, 0, sizeof *s);
+    s->expected = expected;
+    s->listen_fd = listen_loopback(&s->port);
+    cr_assert(pthread_create(&s->thread, NULL, reset_server_main, s) == 0);
+}
+
+static void reset_server_stop(struct reset_server *s)
+{
+    pthread_join(s->thread, NULL);
+    close(s->listen_fd);
+}
+
 /* A port nothing listens on: bound, then closed (nobody else takes it in the moment the test needs). */
 static int free_port(void)
 {
@@ -863,6 +923,35 @@ Test(load, fairness_shows_starved_connections)
         json_check(run.out, "d['fairness']['connections'] == 8 and d['fairness']['min'] == 0 and "
                             "d['fairness']['max'] > 0 and d['fairness']['jain'] < 0.9 and "
                             "d['errors']['short_echo'] == 2");
+        proc_free(&run);
+    }
+}
+
+/* Two connections reset at once, each seen by a thread of its own: both are counted, and the first error is one
+ * whole message, not two mixed or one cut short. Under ThreadSanitizer (scripts/test-sanitizers tsan) this is also
+ * the check that recording an error from several threads at once, and reading it, is not a data race. */
+Test(load, two_connections_failing_at_once_give_one_whole_first_error)
+{
+    for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
+        struct reset_server server;
+        reset_server_start(&server, 2);
+        struct proc run;
+        /* Two threads (--model threads has one per connection and takes no --threads). */
+        bool threads = strcmp(models[m], "threads") == 0;
+        const char *args[] = {"--model", models[m], "--connections", "2", "--duration", "0.5", "--warmup", "0",
+                              "--json", threads ? NULL : "--threads", "2", NULL};
+        int code = load(&run, "127.0.0.1", server.port, args);
+        reset_server_stop(&server);
+        cr_assert_eq(atomic_load(&server.reset), 2, "%s: the server reset %d connections", models[m],
+                     atomic_load(&server.reset));
+        cr_assert(code == 1, "%s: exit %d; stdout %s stderr %s", models[m], code, run.out, run.err);
+        char check[512];
+        snprintf(check, sizeof check,
+                 "d['errors']['reset'] == 2 and d['errors']['total'] == 2 and "
+                 "__import__('re').fullmatch(r'connection [01] to 127\\.0\\.0\\.1:%d: reset by the server "
+                 "\\(\\d+ bytes not echoed\\)', d['first_error']) is not None",
+                 server.port);
+        json_check(run.out, check);
         proc_free(&run);
     }
 }

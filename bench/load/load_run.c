@@ -21,6 +21,7 @@
  * shut their write side down; the server closes, and only then is the engine stopped. Bytes a server never echoes
  * within the grace period count as short echoes.
  */
+#include "load_first_error.h"
 #include "load_hdr_log.h"
 #include "load_pattern.h"
 #include "load_report.h"
@@ -138,8 +139,7 @@ struct load_run {
     _Atomic uint32_t opened, failed; /* slots whose first connection opened / never could */
     _Atomic int64_t live;         /* connections started and not closed yet (clock connections not included) */
     _Atomic uint64_t main_errors[LOAD_ERR_KINDS]; /* errors seen on the main thread (no worker to count them) */
-    _Atomic int error_claimed;
-    char first_error[320];
+    struct load_first_error first_error;
     /* --hdr-log, on the main thread: the workers' logged counts summed at the last interval end, and now. */
     struct load_hdr_writer *hdr;
     bool hdr_active;
@@ -231,11 +231,9 @@ static void count_error(struct load_run *run, struct load_worker *w, enum load_e
         load_bump(&w->errors[kind], 1);
     else
         atomic_fetch_add(&run->main_errors[kind], 1);
-    if (atomic_exchange(&run->error_claimed, 1))
-        return;
     va_list args;
     va_start(args, format);
-    vsnprintf(run->first_error, sizeof run->first_error, format, args);
+    load_first_error_record(&run->first_error, format, args);
     va_end(args);
 }
 
@@ -808,9 +806,7 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
         load_sleep_until(load_now_ns() + 1000000);
     if (atomic_load(&run->opened) == 0) {
         stop_all(run);
-        if (run->first_error[0])
-            snprintf(result->first_error, sizeof result->first_error, "%s", run->first_error);
-        else
+        if (!load_first_error_copy(&run->first_error, result->first_error, sizeof result->first_error))
             snprintf(result->first_error, sizeof result->first_error, "connect %s: no connection within %.0f s",
                      ovl_target_name(run->target), (double)OPEN_TIMEOUT_NS / 1e9);
         status = -1;
@@ -873,7 +869,7 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
         load_fairness_of(per_slot, o->connections, &result->fairness);
         free(per_slot);
     }
-    snprintf(result->first_error, sizeof result->first_error, "%s", run->first_error);
+    load_first_error_copy(&run->first_error, result->first_error, sizeof result->first_error);
     if (run->hdr) {
         /* The engine has stopped: the last interval takes what is left, up to the window's end. */
         hdr_tick(run, stop);

@@ -27,11 +27,9 @@ void load_socket_error(struct load_socket_thread *t, enum load_error_kind kind, 
 {
     struct load_socket_run *run = t->run;
     load_bump(&t->errors[kind], 1);
-    if (atomic_exchange(&run->error_claimed, 1))
-        return;
     va_list args;
     va_start(args, format);
-    vsnprintf(run->first_error, sizeof run->first_error, format, args);
+    load_first_error_record(&run->first_error, format, args);
     va_end(args);
 }
 
@@ -430,8 +428,9 @@ int load_socket_run(const struct load_options *o, double rate, struct load_resul
     while (atomic_load(&run->opened) + atomic_load(&run->failed) < o->connections && load_now_ns() < deadline)
         load_sleep_until(load_now_ns() + 1000000);
     if (atomic_load(&run->opened) == 0) {
-        snprintf(result->first_error, sizeof result->first_error, "%s",
-                 run->first_error[0] ? run->first_error : "no connection opened");
+        /* The threads may still run (the wait above gave up): the record gives a whole message or none. */
+        if (!load_first_error_copy(&run->first_error, result->first_error, sizeof result->first_error))
+            snprintf(result->first_error, sizeof result->first_error, "no connection opened");
         goto out;
     }
     now = load_now_ns();
@@ -472,7 +471,7 @@ int load_socket_run(const struct load_options *o, double rate, struct load_resul
         load_fairness_of(per_conn, o->connections, &result->fairness);
         free(per_conn);
     }
-    snprintf(result->first_error, sizeof result->first_error, "%s", run->first_error);
+    load_first_error_copy(&run->first_error, result->first_error, sizeof result->first_error);
     status = 0;
 out:
     if (run->threads)

@@ -18,6 +18,7 @@
 #ifndef OVL_LOAD_SOCKET_H
 #define OVL_LOAD_SOCKET_H
 
+#include "load_first_error.h"
 #include "load_options.h"
 #include "load_run.h"
 #include "load_stream.h"
@@ -84,8 +85,7 @@ struct load_socket_run {
     _Atomic int phase;
     _Atomic uint64_t base_ns;     /* open loop: the schedule's time zero, set before the warmup starts */
     _Atomic uint32_t opened, failed;
-    _Atomic int error_claimed;
-    char first_error[320];
+    struct load_first_error first_error;
 };
 
 /* A model: its name in the report, and the loop of one of its threads (argument: its load_socket_thread). */
