@@ -1,5 +1,6 @@
 /*
- * load_fairness.c - min / median / max of messages per connection and Jain's fairness index (load_fairness.h).
+ * load_fairness.c - min / median / max of messages per connection and Jain's fairness index, and how the report
+ * writes them (load_fairness.h).
  */
 #include "load_fairness.h"
 
@@ -31,4 +32,32 @@ void load_fairness_of(uint64_t *counts, size_t n, struct load_fairness *f)
     }
     if (squares > 0)
         f->jain = sum * sum / ((double)n * squares);
+}
+
+void load_fairness_measure(struct load_fairness *f, size_t n, uint64_t (*count)(const void *context, size_t i),
+                           const void *context)
+{
+    uint64_t *counts = malloc((n ? n : 1) * sizeof *counts);
+    if (!counts) {
+        memset(f, 0, sizeof *f);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        counts[i] = count(context, i);
+    load_fairness_of(counts, n, f);
+    free(counts);
+}
+
+void load_fairness_write_text(FILE *out, const struct load_fairness *f)
+{
+    fprintf(out, "  %-11s messages per connection min %llu, median %llu, max %llu; Jain's index %.4f "
+            "(1 = all served alike)\n", "fairness", (unsigned long long)f->min, (unsigned long long)f->median,
+            (unsigned long long)f->max, f->jain);
+}
+
+void load_fairness_write_json(FILE *out, const struct load_fairness *f)
+{
+    fprintf(out, "\"fairness\":{\"connections\":%llu,\"min\":%llu,\"median\":%llu,\"max\":%llu,\"jain\":%.6f}",
+            (unsigned long long)f->connections, (unsigned long long)f->min, (unsigned long long)f->median,
+            (unsigned long long)f->max, f->jain);
 }

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 struct load_fairness {
     uint64_t connections;      /* n: the connection slots counted */
@@ -19,5 +20,14 @@ struct load_fairness {
 
 /* The fairness of `counts[0..n)`. Sorts `counts` in place (the caller's copy: the median needs the order). */
 void load_fairness_of(uint64_t *counts, size_t n, struct load_fairness *fairness);
+
+/* The fairness of n connection slots, slot i's count being count(context, i): copied into an array of its own,
+ * which is sorted. */
+void load_fairness_measure(struct load_fairness *fairness, size_t n, uint64_t (*count)(const void *context, size_t i),
+                           const void *context);
+
+/* The report's fairness line (text) and its "fairness" member (JSON, after a comma the caller wrote). */
+void load_fairness_write_text(FILE *out, const struct load_fairness *fairness);
+void load_fairness_write_json(FILE *out, const struct load_fairness *fairness);
 
 #endif

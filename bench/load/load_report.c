@@ -74,13 +74,6 @@ static void latency_line(FILE *out, const char *label, const struct load_histogr
     load_report_latency_line(out, label, &l);
 }
 
-void load_report_fairness_line(FILE *out, const struct load_fairness *f)
-{
-    fprintf(out, "  %-11s messages per connection min %llu, median %llu, max %llu; Jain's index %.4f "
-            "(1 = all served alike)\n", "fairness", (unsigned long long)f->min, (unsigned long long)f->median,
-            (unsigned long long)f->max, f->jain);
-}
-
 static void errors_line(FILE *out, const struct load_result *r)
 {
     load_report_errors_line(out, r->errors, r->first_error);
@@ -166,7 +159,7 @@ void load_report_text(FILE *out, const struct load_options *o, const struct load
                 100.0 * achieved / r->rate);
     }
     latency_line(out, "latency", &r->latency);
-    load_report_fairness_line(out, &r->fairness);
+    load_fairness_write_text(out, &r->fairness);
     if (r->rate > 0) {
         latency_line(out, "client lag", &r->send_lag);
         /* Honesty: when the client's own scheduling delay is a large part of the latency, say so. */
@@ -266,9 +259,8 @@ void load_report_json(FILE *out, const struct load_options *o, const struct load
             r->rate, r->rate > 0 ? per_second((double)r->msgs, r->seconds) : 0.0, r->start_wait, r->start_late);
     fprintf(out, ",\"latency_us\":");
     json_latency(out, &r->latency);
-    fprintf(out, ",\"fairness\":{\"connections\":%llu,\"min\":%llu,\"median\":%llu,\"max\":%llu,\"jain\":%.6f}",
-            (unsigned long long)r->fairness.connections, (unsigned long long)r->fairness.min,
-            (unsigned long long)r->fairness.median, (unsigned long long)r->fairness.max, r->fairness.jain);
+    fprintf(out, ",");
+    load_fairness_write_json(out, &r->fairness);
     fprintf(out, ",\"connects\":%llu,\"connects_in_window\":%llu,\"connects_per_s\":%.3f,\"connect_latency_us\":",
             (unsigned long long)r->connects, (unsigned long long)r->window_connects,
             per_second((double)r->window_connects, r->seconds));

@@ -34,7 +34,6 @@ struct load_latency {
 void load_latency_of_histogram(const struct load_histogram *h, struct load_latency *latency);
 /* The pieces of the summary and the JSON, for the merged report. */
 void load_report_latency_line(FILE *out, const char *label, const struct load_latency *latency);
-void load_report_fairness_line(FILE *out, const struct load_fairness *fairness);
 void load_report_errors_line(FILE *out, const uint64_t errors[LOAD_ERR_KINDS], const char *first_error);
 void load_report_json_latency(FILE *out, const struct load_latency *latency);
 void load_report_json_string(FILE *out, const char *text);

@@ -746,6 +746,12 @@ static void stop_all(struct load_run *run)
     ovl_engine_stop(run->engine);
 }
 
+/* Slot i's messages echoed in the window, for the fairness figures. */
+static uint64_t slot_window_msgs(const void *run, size_t i)
+{
+    return ((const struct load_run *)run)->slots[i]->stream.window_msgs;
+}
+
 int load_run(const struct load_options *o, double rate, struct load_result *result)
 {
     memset(result, 0, sizeof *result);
@@ -862,13 +868,7 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
         load_histogram_merge(&result->connect_latency, &run->workers[i].connect_latency);
         load_histogram_merge(&result->send_lag, &run->workers[i].send_lag);
     }
-    uint64_t *per_slot = malloc((size_t)o->connections * sizeof *per_slot);
-    if (per_slot) {
-        for (uint32_t i = 0; i < o->connections; i++)
-            per_slot[i] = run->slots[i]->stream.window_msgs;
-        load_fairness_of(per_slot, o->connections, &result->fairness);
-        free(per_slot);
-    }
+    load_fairness_measure(&result->fairness, o->connections, slot_window_msgs, run);
     load_first_error_copy(&run->first_error, result->first_error, sizeof result->first_error);
     if (run->hdr) {
         /* The engine has stopped: the last interval takes what is left, up to the window's end. */

@@ -396,6 +396,12 @@ static int start_threads(struct load_socket_run *run, const struct load_socket_m
     return rc ? -1 : 0;
 }
 
+/* Connection i's messages echoed in the window, for the fairness figures. */
+static uint64_t conn_window_msgs(const void *run, size_t i)
+{
+    return ((const struct load_socket_run *)run)->conns[i]->stream.window_msgs;
+}
+
 int load_socket_run(const struct load_options *o, double rate, struct load_result *result,
                     const struct load_socket_model *model)
 {
@@ -464,13 +470,7 @@ int load_socket_run(const struct load_options *o, double rate, struct load_resul
         load_histogram_merge(&result->connect_latency, &run->hists[i]->connect_latency);
         load_histogram_merge(&result->send_lag, &run->hists[i]->send_lag);
     }
-    uint64_t *per_conn = malloc((size_t)o->connections * sizeof *per_conn);
-    if (per_conn) {
-        for (uint32_t i = 0; i < o->connections; i++)
-            per_conn[i] = run->conns[i]->stream.window_msgs;
-        load_fairness_of(per_conn, o->connections, &result->fairness);
-        free(per_conn);
-    }
+    load_fairness_measure(&result->fairness, o->connections, conn_window_msgs, run);
     load_first_error_copy(&run->first_error, result->first_error, sizeof result->first_error);
     status = 0;
 out:
