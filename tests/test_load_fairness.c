@@ -7,6 +7,21 @@
 #include "load_fairness.h"
 
 #include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Allocation failure on demand: this test is linked with -Wl,--wrap=malloc (tests/meson.build), so the malloc calls
+ * of load_fairness.c and of this file come here; other libraries' (libc's, Criterion's) do not. */
+void *__real_malloc(size_t size);
+void *__wrap_malloc(size_t size);
+static bool malloc_fails;
+
+void *__wrap_malloc(size_t size)
+{
+    return malloc_fails ? NULL : __real_malloc(size);
+}
 
 static struct load_fairness of(uint64_t *counts, size_t n)
 {
@@ -77,4 +92,51 @@ Test(load_fairness, large_counts_do_not_overflow)
     /* Squares of 2^33 overflow 64 bits; the index must still be 1 for equal counts. */
     uint64_t counts[] = {1ull << 33, 1ull << 33};
     cr_assert_float_eq(of(counts, 2).jain, 1.0, 1e-12);
+}
+
+static uint64_t count_of(const void *counts, size_t i)
+{
+    return ((const uint64_t *)counts)[i];
+}
+
+/* What write() puts out for f, as a string to free. */
+static char *written(void (*write)(FILE *, const struct load_fairness *), const struct load_fairness *f)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    cr_assert(out);
+    write(out, f);
+    cr_assert(fclose(out) == 0);
+    return text;
+}
+
+Test(load_fairness, measured_from_a_callback_and_written_as_figures)
+{
+    const uint64_t counts[] = {10, 10, 0, 10};
+    struct load_fairness f;
+    load_fairness_measure(&f, 4, count_of, counts);
+    cr_assert(f.connections == 4 && f.min == 0 && f.median == 10 && f.max == 10);
+    cr_assert_float_eq(f.jain, 0.75, 1e-12);
+    char *text = written(load_fairness_write_text, &f), *json = written(load_fairness_write_json, &f);
+    cr_assert(strstr(text, "min 0, median 10, max 10; Jain's index 0.7500"), "%s", text);
+    cr_assert_str_eq(json, "\"fairness\":{\"connections\":4,\"min\":0,\"median\":10,\"max\":10,\"jain\":0.750000}");
+    free(text);
+    free(json);
+}
+
+/* When the counts cannot be copied there are no figures: the report must not show an index of 0, which reads as
+ * every connection but one starved. The line says n/a, the JSON member is null. */
+Test(load_fairness, counts_that_could_not_be_copied_are_not_a_figure)
+{
+    const uint64_t counts[] = {7, 7, 7, 7};
+    struct load_fairness f;
+    malloc_fails = true;
+    load_fairness_measure(&f, 4, count_of, counts);
+    malloc_fails = false;
+    char *text = written(load_fairness_write_text, &f), *json = written(load_fairness_write_json, &f);
+    cr_assert(strstr(text, "fairness") && strstr(text, "n/a") && !strstr(text, "Jain's index"), "%s", text);
+    cr_assert_str_eq(json, "\"fairness\":null", "%s", json);
+    free(text);
+    free(json);
 }

@@ -16,6 +16,7 @@ static int compare_counts(const void *a, const void *b)
 void load_fairness_of(uint64_t *counts, size_t n, struct load_fairness *f)
 {
     memset(f, 0, sizeof *f);
+    f->measured = true;
     f->connections = n;
     f->jain = 1.0;
     if (n == 0)
@@ -39,7 +40,7 @@ void load_fairness_measure(struct load_fairness *f, size_t n, uint64_t (*count)(
 {
     uint64_t *counts = malloc((n ? n : 1) * sizeof *counts);
     if (!counts) {
-        memset(f, 0, sizeof *f);
+        memset(f, 0, sizeof *f); /* not measured: no figure at all, not a fairness of 0 */
         return;
     }
     for (size_t i = 0; i < n; i++)
@@ -50,6 +51,10 @@ void load_fairness_measure(struct load_fairness *f, size_t n, uint64_t (*count)(
 
 void load_fairness_write_text(FILE *out, const struct load_fairness *f)
 {
+    if (!f->measured) {
+        fprintf(out, "  %-11s n/a (the counts per connection could not be copied: out of memory)\n", "fairness");
+        return;
+    }
     fprintf(out, "  %-11s messages per connection min %llu, median %llu, max %llu; Jain's index %.4f "
             "(1 = all served alike)\n", "fairness", (unsigned long long)f->min, (unsigned long long)f->median,
             (unsigned long long)f->max, f->jain);
@@ -57,6 +62,10 @@ void load_fairness_write_text(FILE *out, const struct load_fairness *f)
 
 void load_fairness_write_json(FILE *out, const struct load_fairness *f)
 {
+    if (!f->measured) {
+        fprintf(out, "\"fairness\":null");
+        return;
+    }
     fprintf(out, "\"fairness\":{\"connections\":%llu,\"min\":%llu,\"median\":%llu,\"max\":%llu,\"jain\":%.6f}",
             (unsigned long long)f->connections, (unsigned long long)f->min, (unsigned long long)f->median,
             (unsigned long long)f->max, f->jain);
