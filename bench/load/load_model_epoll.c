@@ -57,7 +57,7 @@ static void pump(struct epoll_thread *e, struct load_socket_conn *c, uint64_t no
     struct load_socket_run *run = e->t->run;
     const struct load_options *o = run->options;
     int phase = load_socket_phase(run);
-    if (phase >= LOAD_SOCKET_STOPPING) {
+    if (phase >= LOAD_PHASE_STOPPING) {
         load_socket_shut_if_done(c);
         return;
     }
@@ -66,7 +66,7 @@ static void pump(struct epoll_thread *e, struct load_socket_conn *c, uint64_t no
         if (run->rate > 0) {
             if (c->scheduled_sent >= c->due)
                 break;
-            stamp = load_schedule_at(atomic_load(&run->base_ns), run->ns_per_msg, o->connections, c->index,
+            stamp = load_schedule_at(atomic_load(&run->phases.base_ns), run->ns_per_msg, o->connections, c->index,
                                      c->scheduled_sent++);
             load_socket_lag(e->t, c, stamp, now);
         }
@@ -102,7 +102,7 @@ static void walk_schedule(struct epoll_thread *e, uint64_t now)
 {
     struct load_socket_run *run = e->t->run;
     uint32_t n = run->options->connections, first = e->t->first, end = e->t->first + e->t->count;
-    uint64_t base = atomic_load(&run->base_ns);
+    uint64_t base = atomic_load(&run->phases.base_ns);
     uint64_t reached = now < base ? 0 : (uint64_t)((double)(now - base) / run->ns_per_msg) + 1;
     for (;;) {
         /* The next position that is this thread's: skip the other threads' slots of this round. */
@@ -137,12 +137,12 @@ static void *epoll_thread_main(void *arg)
         e.timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (e.ep < 0 || (run->rate > 0 && e.timer < 0)) {
         load_socket_error(t, LOAD_ERR_IO, "epoll thread: %s", strerror(errno));
-        atomic_fetch_add(&run->failed, t->count);
+        atomic_fetch_add(&run->phases.failed, t->count);
         goto out;
     }
     for (uint32_t k = 0; k < t->count; k++) {
         struct load_socket_conn *c = run->conns[t->first + k];
-        if (load_socket_phase(run) == LOAD_SOCKET_OVER)
+        if (load_socket_phase(run) == LOAD_PHASE_OVER)
             break; /* the run gave up waiting for the connections (a server dropping SYNs): stop opening more */
         if (load_socket_connect(t, c, true) < 0)
             continue;
@@ -164,8 +164,8 @@ static void *epoll_thread_main(void *arg)
                 pump(&e, run->conns[t->first + k], now);
     bool stopping = false;
     struct epoll_event events[EVENTS];
-    while (load_socket_phase(run) != LOAD_SOCKET_OVER && atomic_load(&t->live) > 0) {
-        if (!stopping && load_socket_phase(run) >= LOAD_SOCKET_STOPPING) {
+    while (load_socket_phase(run) != LOAD_PHASE_OVER && atomic_load(&t->live) > 0) {
+        if (!stopping && load_socket_phase(run) >= LOAD_PHASE_STOPPING) {
             stopping = true; /* nothing more is sent; connections whose every echo came back end now */
             for (uint32_t k = 0; k < t->count; k++)
                 load_socket_shut_if_done(run->conns[t->first + k]);

@@ -31,7 +31,7 @@ static int write_all(struct load_socket_thread *t, struct load_socket_conn *c)
         if (n > 0) {
             c->unsent -= (uint32_t)n;
         } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-            if (load_socket_phase(run) == LOAD_SOCKET_OVER)
+            if (load_socket_phase(run) == LOAD_PHASE_OVER)
                 return -1;
         } else {
             load_socket_ended(t, c, n < 0 ? errno : EPIPE);
@@ -48,7 +48,7 @@ static int send_due(struct load_socket_thread *t, struct load_socket_conn *c, in
     struct load_socket_run *run = t->run;
     const struct load_options *o = run->options;
     uint64_t now = load_now_ns();
-    if (phase >= LOAD_SOCKET_STOPPING) {
+    if (phase >= LOAD_PHASE_STOPPING) {
         load_socket_shut_if_done(c);
         return 0;
     }
@@ -62,7 +62,7 @@ static int send_due(struct load_socket_thread *t, struct load_socket_conn *c, in
     }
     if (c->stream.msgs_sent != c->stream.msgs_done)
         return 0; /* its echo first */
-    uint64_t at = load_schedule_at(atomic_load(&run->base_ns), run->ns_per_msg, o->connections, c->index,
+    uint64_t at = load_schedule_at(atomic_load(&run->phases.base_ns), run->ns_per_msg, o->connections, c->index,
                                    c->scheduled_sent);
     if (now < at) {
         load_sleep_until(at - now > TIMEOUT_NS ? now + TIMEOUT_NS : at);
@@ -91,7 +91,7 @@ static void *threads_thread_main(void *arg)
         goto out;
     while (c->fd >= 0) {
         int phase = load_socket_phase(run);
-        if (phase == LOAD_SOCKET_OVER || send_due(t, c, phase) < 0)
+        if (phase == LOAD_PHASE_OVER || send_due(t, c, phase) < 0)
             break;
         if (c->stream.sent == c->stream.verified && !c->shut)
             continue; /* nothing owed: --rate slept towards its next message */

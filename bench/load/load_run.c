@@ -24,6 +24,7 @@
 #include "load_first_error.h"
 #include "load_hdr_log.h"
 #include "load_pattern.h"
+#include "load_phases.h"
 #include "load_report.h"
 #include "load_schedule.h"
 #include "load_stream.h"
@@ -45,7 +46,6 @@
 #include <winsock2.h>
 #include <ws2tcpip.h>
 #include <windows.h>
-#include <io.h>
 #ifndef ESHUTDOWN /* the C runtime has none; the engine returns Winsock's, as overlap.h says */
 #define ESHUTDOWN WSAESHUTDOWN
 #endif
@@ -64,11 +64,7 @@
 
 
 #define CHECK_NS 100000000ull     /* open loop: a slot looks at the run's phase at least this often */
-#define OPEN_TIMEOUT_NS 10000000000ull  /* initial connects still pending this long after the last was started */
-#define GRACE_NS 2000000000ull    /* after the window: time for echoes in flight to come back */
 #define PUBLISH_NS 250000000ull   /* how often a worker republishes its p99 for the progress line */
-
-enum phase { PHASE_OPENING, PHASE_WARMUP, PHASE_MEASURE, PHASE_STOPPING };
 
 /* The CPUs this process may use (ovl_cpu_count: its affinity), at most the engine's thread limit: what --threads 0
  * stands for. */
@@ -133,16 +129,13 @@ struct load_run {
     int worker_count;
     struct load_slot **slots;
     ovl_callbacks callbacks;
-    _Atomic int phase;
-    _Atomic uint64_t base_ns;     /* open loop: the schedule's time zero; 0 until the warmup starts */
+    struct load_phases phases;    /* the phase, the schedule's time zero (base_ns), slots opened / failed */
     _Atomic uint64_t start_ns;    /* --start-at on the monotonic clock: closed loop sends nothing before; 0 = none */
-    _Atomic uint32_t opened, failed; /* slots whose first connection opened / never could */
     _Atomic int64_t live;         /* connections started and not closed yet (clock connections not included) */
     _Atomic uint64_t main_errors[LOAD_ERR_KINDS]; /* errors seen on the main thread (no worker to count them) */
     struct load_first_error first_error;
     /* --hdr-log, on the main thread: the workers' logged counts summed at the last interval end, and now. */
     struct load_hdr_writer *hdr;
-    bool hdr_active;
     uint64_t hdr_start_ns, hdr_last_ns, hdr_interval_ns;
     uint64_t *hdr_seen[2], *hdr_now[2];
 };
@@ -209,7 +202,7 @@ void load_cpu_times(double *user, double *system)
 
 static inline int phase_of(struct load_run *run)
 {
-    return atomic_load_explicit(&run->phase, memory_order_relaxed);
+    return atomic_load_explicit(&run->phases.phase, memory_order_relaxed);
 }
 
 uint64_t load_result_errors(const struct load_result *result)
@@ -267,7 +260,7 @@ static void finish_if_done(struct load_slot *s)
     if (s->shut || s->failed || !s->conn || s->stream.verified != s->stream.sent)
         return;
     const struct load_options *o = s->run->options;
-    if (phase_of(s->run) == PHASE_STOPPING || (o->churn && s->stream.msgs_done >= o->churn)) {
+    if (phase_of(s->run) == LOAD_PHASE_STOPPING || (o->churn && s->stream.msgs_done >= o->churn)) {
         s->shut = true;
         ovl_shutdown(s->conn);
     }
@@ -282,12 +275,12 @@ static void pump(struct load_slot *s, uint64_t now)
     struct load_run *run = s->run;
     const struct load_options *o = run->options;
     int phase = phase_of(run);
-    if (phase == PHASE_STOPPING) {
+    if (phase == LOAD_PHASE_STOPPING) {
         finish_if_done(s);
         return;
     }
     uint64_t limit = o->churn ? o->churn : UINT64_MAX;
-    uint64_t base = run->rate > 0 ? atomic_load_explicit(&run->base_ns, memory_order_relaxed) : 0;
+    uint64_t base = run->rate > 0 ? atomic_load_explicit(&run->phases.base_ns, memory_order_relaxed) : 0;
     if (run->rate <= 0 && now < atomic_load_explicit(&run->start_ns, memory_order_relaxed))
         return; /* --start-at: connected early, silent until then (on_start_timer comes back) */
     while (s->stream.msgs_sent - s->stream.msgs_done < o->pipeline && s->stream.msgs_sent < limit) {
@@ -300,7 +293,7 @@ static void pump(struct load_slot *s, uint64_t now)
             /* The client's own delay: from when the message could have gone (its time had come and the pipeline
              * had room) to now. Waiting for room is the server's doing and not counted here. */
             uint64_t could = at > s->stream.free_at ? at : s->stream.free_at;
-            if (phase == PHASE_MEASURE)
+            if (phase == LOAD_PHASE_MEASURE)
                 load_histogram_record(&s->worker->send_lag, now > could ? now - could : 0);
         } else {
             send_one(s, now);
@@ -323,14 +316,14 @@ static void on_slot_timer(ovl_conn *conn);
 static void slot_tick(struct load_slot *s, uint64_t now)
 {
     struct load_run *run = s->run;
-    uint64_t base = atomic_load_explicit(&run->base_ns, memory_order_relaxed);
+    uint64_t base = atomic_load_explicit(&run->phases.base_ns, memory_order_relaxed);
     if (base) {
         uint64_t due = due_by(s, base, now);
         if (due > s->due)
             s->due = due;
     }
     pump(s, now);
-    if (!s->conn || s->shut || s->failed || phase_of(run) == PHASE_STOPPING)
+    if (!s->conn || s->shut || s->failed || phase_of(run) == LOAD_PHASE_STOPPING)
         return;
     /* Before the schedule starts (connections still opening) look every millisecond, so no slot starts late. */
     uint64_t next = base ? scheduled_at(run, base, s->index, s->due) : now + 1000000;
@@ -377,7 +370,7 @@ static void on_open(ovl_conn *conn, void *user)
     s->stream.sent = s->stream.verified = s->stream.msgs_sent = s->stream.msgs_done = 0;
     s->stream.free_at = now;
     load_bump(&w->connects, 1);
-    if (phase_of(run) == PHASE_MEASURE)
+    if (phase_of(run) == LOAD_PHASE_MEASURE)
         load_bump(&w->window_connects, 1);
     load_histogram_record(&w->connect_latency, now - s->connect_started);
     if (w->log_connect)
@@ -385,7 +378,7 @@ static void on_open(ovl_conn *conn, void *user)
     if (!s->opened_once) {
         s->opened_once = true;
         s->worker = w;
-        atomic_fetch_add(&run->opened, 1);
+        atomic_fetch_add(&run->phases.opened, 1);
     }
     uint64_t start = atomic_load_explicit(&run->start_ns, memory_order_relaxed);
     if (run->rate > 0)
@@ -421,7 +414,7 @@ static void on_data(ovl_conn *conn, ovl_buf *buf)
         return;
     }
     uint64_t now = load_now_ns();
-    bool measuring = phase_of(run) == PHASE_MEASURE;
+    bool measuring = phase_of(run) == LOAD_PHASE_MEASURE;
     load_stream_echoed(&s->stream, s->stamps, o->size, o->pipeline, len, now, measuring, &w->tally, &w->latency,
                        w->log_latency);
     if (run->rate > 0)
@@ -444,7 +437,7 @@ static void on_close(ovl_conn *conn, ovl_close_reason reason, int err)
     struct load_slot *s = ovl_conn_user(conn);
     struct load_run *run = s->run;
     struct load_worker *w = worker_of(run, conn);
-    bool stopping = phase_of(run) == PHASE_STOPPING;
+    bool stopping = phase_of(run) == LOAD_PHASE_STOPPING;
     uint64_t owed = s->stream.sent - s->stream.verified;
     /* The socket is gone by now (ovl_conn_peer would not know the address): name the target. */
     const char *peer = ovl_target_name(run->target);
@@ -475,13 +468,13 @@ static void on_close(ovl_conn *conn, ovl_close_reason reason, int err)
     case OVL_CLOSE_ENGINE_STOP:
         if (!s->failed && owed)
             count_error(run, w, LOAD_ERR_SHORT, "connection %u to %s: %llu bytes sent were never echoed (waited "
-                        "%.1f s after the end)", s->index, peer, (unsigned long long)owed, (double)GRACE_NS / 1e9);
+                        "%.1f s after the end)", s->index, peer, (unsigned long long)owed, (double)LOAD_PHASES_GRACE_NS / 1e9);
         break;
     case OVL_CLOSE_LOCAL:
         break;
     }
     if (!s->opened_once && reason == OVL_CLOSE_CONNECT_FAILED)
-        atomic_fetch_add(&run->failed, 1);
+        atomic_fetch_add(&run->phases.failed, 1);
     /* --churn: a connection that ended in good order is replaced on this worker. */
     if (run->options->churn && s->shut && reason == OVL_CLOSE_PEER && !owed && !stopping)
         start_connect(run, s, w);
@@ -498,11 +491,11 @@ static void start_connect(struct load_run *run, struct load_slot *s, struct load
     int rc = ovl_connect(run->engine, run->target, &run->callbacks, s);
     if (rc < 0) {
         atomic_fetch_sub(&run->live, 1);
-        if (rc == -ESHUTDOWN || phase_of(run) == PHASE_STOPPING)
+        if (rc == -ESHUTDOWN || phase_of(run) == LOAD_PHASE_STOPPING)
             return;
         count_error(run, w, LOAD_ERR_CONNECT, "connect %s: %s", ovl_target_name(run->target), ovl_strerror(rc));
         if (!s->opened_once)
-            atomic_fetch_add(&run->failed, 1);
+            atomic_fetch_add(&run->phases.failed, 1);
     }
 }
 
@@ -537,50 +530,6 @@ static uint64_t published_p99(struct load_run *run)
     return p99;
 }
 
-/* One progress line on stderr: the rates over the last interval. */
-struct progress {
-    bool enabled;
-    uint64_t start_ns, last_ns, last_msgs, last_bytes;
-};
-
-static void progress_tick(struct load_run *run, struct progress *p, struct load_result *scratch, uint64_t now,
-                          const char *label)
-{
-    if (!p->enabled)
-        return;
-    sum_counters(run, scratch);
-    uint64_t msgs = 0, bytes = 0;
-    for (int i = 0; i < run->worker_count; i++) {
-        msgs += load_peek(&run->workers[i].tally.all_msgs);
-        bytes += load_peek(&run->workers[i].tally.all_bytes);
-    }
-    double interval = (double)(now - p->last_ns) / 1e9;
-    struct load_progress line = {
-        .elapsed = (double)(now - p->start_ns) / 1e9,
-        .label = label,
-        .msgs_per_s = interval > 0 ? (double)(msgs - p->last_msgs) / interval : 0,
-        .mb_per_s = interval > 0 ? (double)(bytes - p->last_bytes) / interval / 1e6 : 0,
-        .p99_ns = published_p99(run),
-        .errors = load_result_errors(scratch),
-        .connections = (uint64_t)atomic_load(&run->live),
-    };
-    load_report_progress(stderr, &line);
-    p->last_ns = now;
-    p->last_msgs = msgs;
-    p->last_bytes = bytes;
-}
-
-/* A new phase: elapsed time and the next line's rates start from here. */
-static void progress_restart(struct load_run *run, struct progress *p, uint64_t now)
-{
-    p->start_ns = p->last_ns = now;
-    p->last_msgs = p->last_bytes = 0;
-    for (int i = 0; i < run->worker_count; i++) {
-        p->last_msgs += load_peek(&run->workers[i].tally.all_msgs);
-        p->last_bytes += load_peek(&run->workers[i].tally.all_bytes);
-    }
-}
-
 /* --hdr-log: one interval line per series, from the last interval's end to `now`. The workers' cumulative counts
  * are read with relaxed loads: a message recorded while they are read lands in this interval or the next, and
  * after the engine has stopped the last interval takes whatever is left, so the intervals add up to the report. */
@@ -605,27 +554,46 @@ static void hdr_tick(struct load_run *run, uint64_t now)
     run->hdr_last_ns = now;
 }
 
-/* Sleep until `end`, printing a progress line every second (and logging intervals with --hdr-log). */
-static void wait_with_progress(struct load_run *run, struct progress *p, struct load_result *scratch, uint64_t end,
-                               const char *label)
+/* ---- the hooks of the main thread's phases (load_phases.h) ---- */
+
+static void run_counts(void *model, struct load_phases_counts *counts)
 {
-    for (;;) {
-        uint64_t now = load_now_ns();
-        if (now >= end)
-            return;
-        uint64_t next = p->enabled ? p->last_ns + 1000000000ull : end;
-        if (run->hdr_active && run->hdr_last_ns + run->hdr_interval_ns < next)
-            next = run->hdr_last_ns + run->hdr_interval_ns;
-        if (next > end)
-            next = end;
-        load_sleep_until(next);
-        now = load_now_ns();
-        if (p->enabled && now >= p->last_ns + 1000000000ull)
-            progress_tick(run, p, scratch, now, label);
-        if (run->hdr_active && now >= run->hdr_last_ns + run->hdr_interval_ns && now < end)
-            hdr_tick(run, now);
+    struct load_run *run = model;
+    for (int k = 0; k < LOAD_ERR_KINDS; k++)
+        counts->errors += atomic_load(&run->main_errors[k]);
+    for (int i = 0; i < run->worker_count; i++) {
+        struct load_worker *w = &run->workers[i];
+        counts->msgs += load_peek(&w->tally.all_msgs);
+        counts->bytes += load_peek(&w->tally.all_bytes);
+        for (int k = 0; k < LOAD_ERR_KINDS; k++)
+            counts->errors += load_peek(&w->errors[k]);
+    }
+    counts->p99_ns = published_p99(run);
+}
+
+static uint64_t run_live(void *model)
+{
+    int64_t live = atomic_load(&((struct load_run *)model)->live);
+    return live > 0 ? (uint64_t)live : 0;
+}
+
+/* --hdr-log covers the measured window: it starts with it. */
+static void run_entered(void *model, enum load_phase phase, uint64_t now)
+{
+    struct load_run *run = model;
+    if (phase == LOAD_PHASE_MEASURE && run->hdr) {
+        load_hdr_writer_start(run->hdr, load_wall_s());
+        run->hdr_start_ns = run->hdr_last_ns = now;
     }
 }
+
+static void run_tick(void *model, uint64_t now)
+{
+    hdr_tick(model, now);
+}
+
+static const struct load_phases_hooks run_hooks = {.counts = run_counts, .live = run_live, .entered = run_entered,
+                                                   .tick = run_tick};
 
 static int setup(struct load_run *run, const struct load_options *o, double rate, struct load_result *result)
 {
@@ -729,23 +697,6 @@ static void teardown(struct load_run *run)
     free(run->table);
 }
 
-/* --share A/B: this generator's part of the one schedule of --rate messages per second is every B-th message from
- * the (A-1)-th, which is a schedule of rate / B (load_main passes that rate) shifted by (A - 1) / rate. */
-static uint64_t share_offset_ns(const struct load_options *o)
-{
-    return o->share_count ? (uint64_t)((double)(o->share_index - 1) * 1e9 / o->rate) : 0;
-}
-
-/* Stop: wait (up to the grace period) for every connection to finish, then stop the engine. */
-static void stop_all(struct load_run *run)
-{
-    atomic_store(&run->phase, PHASE_STOPPING);
-    uint64_t deadline = load_now_ns() + GRACE_NS;
-    while (atomic_load(&run->live) > 0 && load_now_ns() < deadline)
-        load_sleep_until(load_now_ns() + 1000000);
-    ovl_engine_stop(run->engine);
-}
-
 /* Slot i's messages echoed in the window, for the fairness figures. */
 static uint64_t slot_window_msgs(const void *run, size_t i)
 {
@@ -760,11 +711,8 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
     load_histogram_init(&result->send_lag);
     result->rate = rate;
     struct load_run *run = calloc(1, sizeof *run);
-    struct load_result *scratch = calloc(1, sizeof *scratch);
-    if (!run || !scratch) {
+    if (!run) {
         snprintf(result->first_error, sizeof result->first_error, "out of memory");
-        free(run);
-        free(scratch);
         return -1;
     }
     int status = 0;
@@ -787,34 +735,26 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
         atomic_store(&run->start_ns, start_ns);
         /* The open-loop schedule is fixed now: the slots' timers sleep until their first message instead of
          * looking every millisecond while the connections wait. */
-        atomic_store(&run->base_ns, start_ns + share_offset_ns(o));
+        atomic_store(&run->phases.base_ns, start_ns + load_phases_share_offset_ns(o));
     }
 
-    struct progress progress = {.enabled = o->progress};
-#ifdef _WIN32
-    progress.enabled = progress.enabled || _isatty(2);
-#else
-    progress.enabled = progress.enabled || isatty(2);
-#endif
+    load_phases_init(&run->phases, o, &run_hooks, run);
+    if (run->hdr)
+        run->phases.tick_ns = run->hdr_interval_ns; /* an interval line each --hdr-interval of the window */
     uint64_t begin = load_now_ns();
-    progress.start_ns = progress.last_ns = begin;
 
     /* Open the connections, at most --connect-rate per second, and wait until each has opened or failed. */
     for (uint32_t i = 0; i < o->connections; i++) {
-        if (o->connect_rate > 0) {
-            uint64_t at = begin + (uint64_t)((double)i * 1e9 / o->connect_rate);
-            wait_with_progress(run, &progress, scratch, at, "connect");
-        }
+        if (o->connect_rate > 0)
+            load_phases_wait(&run->phases, begin + (uint64_t)((double)i * 1e9 / o->connect_rate), "connect");
         start_connect(run, run->slots[i], NULL);
     }
-    uint64_t deadline = load_now_ns() + OPEN_TIMEOUT_NS;
-    while (atomic_load(&run->opened) + atomic_load(&run->failed) < o->connections && load_now_ns() < deadline)
-        load_sleep_until(load_now_ns() + 1000000);
-    if (atomic_load(&run->opened) == 0) {
-        stop_all(run);
+    if (!load_phases_open(&run->phases, o->connections, load_now_ns() + LOAD_PHASES_OPEN_TIMEOUT_NS)) {
+        load_phases_stop(&run->phases); /* the connects still pending end with the engine */
+        ovl_engine_stop(run->engine);
         if (!load_first_error_copy(&run->first_error, result->first_error, sizeof result->first_error))
             snprintf(result->first_error, sizeof result->first_error, "connect %s: no connection within %.0f s",
-                     ovl_target_name(run->target), (double)OPEN_TIMEOUT_NS / 1e9);
+                     ovl_target_name(run->target), (double)LOAD_PHASES_OPEN_TIMEOUT_NS / 1e9);
         status = -1;
         goto out;
     }
@@ -825,8 +765,8 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
     if (start_ns) {
         if (now < start_ns) {
             result->start_wait = (double)(start_ns - now) / 1e9;
-            progress_restart(run, &progress, now);
-            wait_with_progress(run, &progress, scratch, start_ns, "waiting");
+            load_phases_progress_restart(&run->phases, now);
+            load_phases_wait(&run->phases, start_ns, "waiting");
             now = start_ns;
         } else {
             result->start_late = load_wall_s() - o->start_at;
@@ -836,33 +776,12 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
                             "starting now\n", result->start_late);
         }
     }
-    /* Warm up, then measure. The open-loop schedule starts with the warmup (with --start-at it was fixed at it). */
-    if (!start_ns)
-        atomic_store(&run->base_ns, now + share_offset_ns(o));
-    atomic_store(&run->phase, PHASE_WARMUP);
-    progress_restart(run, &progress, now);
-    wait_with_progress(run, &progress, scratch, now + (uint64_t)(o->warmup * 1e9), "warmup");
-
-    double user0, system0, user1, system1;
-    load_cpu_times(&user0, &system0);
-    uint64_t start = load_now_ns();
-    atomic_store(&run->phase, PHASE_MEASURE);
-    if (run->hdr) {
-        load_hdr_writer_start(run->hdr, load_wall_s());
-        run->hdr_start_ns = run->hdr_last_ns = start;
-        run->hdr_active = true;
-    }
-    progress_restart(run, &progress, start);
-    wait_with_progress(run, &progress, scratch, start + (uint64_t)(o->duration * 1e9), "");
-    uint64_t stop = load_now_ns();
-    load_cpu_times(&user1, &system1);
-    stop_all(run);
+    /* Warm up, measure, stop sending and wait for what is in flight; then the engine stops. */
+    uint64_t stop = load_phases_window(&run->phases, o, now, result);
+    ovl_engine_stop(run->engine);
 
     /* The engine has stopped: the workers' histograms are quiet and every counter is final. */
     sum_counters(run, result);
-    result->seconds = (double)(stop - start) / 1e9;
-    result->cpu_user = user1 - user0;
-    result->cpu_system = system1 - system0;
     for (int i = 0; i < run->worker_count; i++) {
         load_histogram_merge(&result->latency, &run->workers[i].latency);
         load_histogram_merge(&result->connect_latency, &run->workers[i].connect_latency);
@@ -873,7 +792,6 @@ int load_run(const struct load_options *o, double rate, struct load_result *resu
     if (run->hdr) {
         /* The engine has stopped: the last interval takes what is left, up to the window's end. */
         hdr_tick(run, stop);
-        run->hdr_active = false;
         load_hdr_writer_summary(run->hdr, o, result);
     }
     ovl_stats stats;
@@ -892,7 +810,6 @@ out:
     }
     teardown(run);
     free(run);
-    free(scratch);
     return status;
 }
 

@@ -1,6 +1,7 @@
 /*
  * load_socket.c - the run of overlap-load's plain-socket client models (load_socket.h): the target's addresses,
- * connecting, the accounting of echoes and ends, and the main thread's phases, progress and final sums.
+ * connecting, the accounting of echoes and ends, the threads started and joined, and the final sums; the phases
+ * themselves are load_phases.c's.
  */
 #include "load_socket.h"
 #include "load_pattern.h"
@@ -19,8 +20,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define OPEN_TIMEOUT_NS 10000000000ull  /* beyond --connect-timeout: every first connect has ended by then */
-#define GRACE_NS 2000000000ull          /* after the window: time for echoes in flight to come back */
 #define THREAD_STACK (256u * 1024)      /* a model thread keeps nothing large on its stack; 4096 of them must fit */
 
 void load_socket_error(struct load_socket_thread *t, enum load_error_kind kind, const char *format, ...)
@@ -108,19 +107,19 @@ int load_socket_connect(struct load_socket_thread *t, struct load_socket_conn *c
         pthread_mutex_unlock(&t->hists->lock);
         load_bump(&t->connects, 1);
         atomic_fetch_add(&t->live, 1);
-        atomic_fetch_add(&run->opened, 1);
+        atomic_fetch_add(&run->phases.opened, 1);
         return 0;
     }
     load_socket_error(t, LOAD_ERR_CONNECT, "connect %s: %s", run->target, strerror(err));
-    atomic_fetch_add(&run->failed, 1);
+    atomic_fetch_add(&run->phases.failed, 1);
     return -1;
 }
 
 bool load_socket_wait_start(struct load_socket_run *run)
 {
-    while (load_socket_phase(run) == LOAD_SOCKET_OPENING)
+    while (load_socket_phase(run) == LOAD_PHASE_OPENING)
         load_sleep_until(load_now_ns() + 1000000);
-    return load_socket_phase(run) != LOAD_SOCKET_OVER;
+    return load_socket_phase(run) != LOAD_PHASE_OVER;
 }
 
 const unsigned char *load_socket_next(struct load_socket_conn *c, struct load_socket_run *run, uint64_t stamp)
@@ -155,7 +154,7 @@ int load_socket_echoed(struct load_socket_thread *t, struct load_socket_conn *c,
     }
     pthread_mutex_lock(&t->hists->lock);
     load_stream_echoed(&c->stream, c->stamps, o->size, o->pipeline, len, now,
-                       load_socket_phase(run) == LOAD_SOCKET_MEASURE, &t->tally, &t->hists->latency, NULL);
+                       load_socket_phase(run) == LOAD_PHASE_MEASURE, &t->tally, &t->hists->latency, NULL);
     pthread_mutex_unlock(&t->hists->lock);
     return 0;
 }
@@ -185,7 +184,7 @@ void load_socket_close(struct load_socket_thread *t, struct load_socket_conn *c)
     if (owed)
         load_socket_error(t, LOAD_ERR_SHORT, "connection %u to %s: %llu bytes sent were never echoed (waited %.1f s "
                           "after the end)", c->index, t->run->target, (unsigned long long)owed,
-                          (double)GRACE_NS / 1e9);
+                          (double)LOAD_PHASES_GRACE_NS / 1e9);
     close_conn(t, c);
 }
 
@@ -201,7 +200,7 @@ void load_socket_lag(struct load_socket_thread *t, struct load_socket_conn *c, u
 {
     /* From when the message could have gone (its time had come and the pipeline had room) to now. */
     uint64_t could = at > c->stream.free_at ? at : c->stream.free_at;
-    if (load_socket_phase(t->run) == LOAD_SOCKET_MEASURE) {
+    if (load_socket_phase(t->run) == LOAD_PHASE_MEASURE) {
         pthread_mutex_lock(&t->hists->lock);
         load_histogram_record(&t->hists->send_lag, now > could ? now - could : 0);
         pthread_mutex_unlock(&t->hists->lock);
@@ -209,11 +208,6 @@ void load_socket_lag(struct load_socket_thread *t, struct load_socket_conn *c, u
 }
 
 /* ---- the main thread ---- */
-
-struct progress {
-    bool enabled;
-    uint64_t start_ns, last_ns, last_msgs, last_bytes;
-};
 
 static void sum_counters(struct load_socket_run *run, struct load_result *r)
 {
@@ -230,60 +224,29 @@ static void sum_counters(struct load_socket_run *run, struct load_result *r)
     }
 }
 
-static uint64_t live_connections(struct load_socket_run *run)
+/* The hooks of the main thread's phases (load_phases.h). */
+static void run_counts(void *model, struct load_phases_counts *counts)
 {
+    struct load_socket_run *run = model;
+    for (uint32_t i = 0; i < run->thread_count; i++) {
+        struct load_socket_thread *t = run->threads[i];
+        counts->msgs += load_peek(&t->tally.all_msgs);
+        counts->bytes += load_peek(&t->tally.all_bytes);
+        for (int k = 0; k < LOAD_ERR_KINDS; k++)
+            counts->errors += load_peek(&t->errors[k]);
+    }
+}
+
+static uint64_t run_live(void *model)
+{
+    struct load_socket_run *run = model;
     uint64_t live = 0;
     for (uint32_t i = 0; i < run->thread_count; i++)
         live += atomic_load(&run->threads[i]->live);
     return live;
 }
 
-static void progress_totals(struct load_socket_run *run, uint64_t *msgs, uint64_t *bytes)
-{
-    *msgs = *bytes = 0;
-    for (uint32_t i = 0; i < run->thread_count; i++) {
-        *msgs += load_peek(&run->threads[i]->tally.all_msgs);
-        *bytes += load_peek(&run->threads[i]->tally.all_bytes);
-    }
-}
-
-static void progress_restart(struct load_socket_run *run, struct progress *p, uint64_t now)
-{
-    p->start_ns = p->last_ns = now;
-    progress_totals(run, &p->last_msgs, &p->last_bytes);
-}
-
-/* Sleep until `end`, with a progress line every second when enabled. */
-static void wait_until(struct load_socket_run *run, struct progress *p, struct load_result *scratch, uint64_t end,
-                       const char *label)
-{
-    for (;;) {
-        uint64_t now = load_now_ns();
-        if (now >= end)
-            return;
-        uint64_t next = p->enabled && p->last_ns + 1000000000ull < end ? p->last_ns + 1000000000ull : end;
-        load_sleep_until(next);
-        now = load_now_ns();
-        if (!p->enabled || now < p->last_ns + 1000000000ull)
-            continue;
-        uint64_t msgs, bytes;
-        progress_totals(run, &msgs, &bytes);
-        sum_counters(run, scratch);
-        double interval = (double)(now - p->last_ns) / 1e9;
-        struct load_progress line = {
-            .elapsed = (double)(now - p->start_ns) / 1e9,
-            .label = label,
-            .msgs_per_s = (double)(msgs - p->last_msgs) / interval,
-            .mb_per_s = (double)(bytes - p->last_bytes) / interval / 1e6,
-            .errors = load_result_errors(scratch),
-            .connections = live_connections(run),
-        };
-        load_report_progress(stderr, &line);
-        p->last_ns = now;
-        p->last_msgs = msgs;
-        p->last_bytes = bytes;
-    }
-}
+static const struct load_phases_hooks run_hooks = {.counts = run_counts, .live = run_live};
 
 static int setup(struct load_socket_run *run, const struct load_options *o, const struct load_socket_model *model,
                  struct load_result *result)
@@ -370,7 +333,7 @@ static void teardown(struct load_socket_run *run)
 
 static void join_all(struct load_socket_run *run)
 {
-    atomic_store(&run->phase, LOAD_SOCKET_OVER);
+    load_phases_enter(&run->phases, LOAD_PHASE_OVER);
     for (uint32_t i = 0; i < run->thread_count; i++)
         if (run->threads[i]->started) {
             pthread_join(run->threads[i]->id, NULL);
@@ -413,58 +376,35 @@ int load_socket_run(const struct load_options *o, double rate, struct load_resul
     result->threads = (int)model->threads;
     snprintf(result->backend, sizeof result->backend, "%s", model->backend);
     struct load_socket_run *run = calloc(1, sizeof *run);
-    struct load_result *scratch = calloc(1, sizeof *scratch);
-    if (!run || !scratch) {
+    if (!run) {
         snprintf(result->first_error, sizeof result->first_error, "out of memory");
-        free(run);
-        free(scratch);
         return -1;
     }
     run->options = o;
     run->rate = rate;
     run->ns_per_msg = rate > 0 ? 1e9 / rate : 0;
+    load_phases_init(&run->phases, o, &run_hooks, run);
     int status = -1;
     if (setup(run, o, model, result) < 0 || start_threads(run, model, result) < 0)
         goto out;
 
-    struct progress progress = {.enabled = o->progress || isatty(2)};
-    uint64_t now = load_now_ns();
+    /* Each thread connects its own; every connect ends by --connect-timeout (the system's own: about two
+     * minutes), with time to spare. */
     int connect_ms = connect_timeout_ms(o);
-    uint64_t deadline = now + OPEN_TIMEOUT_NS + (uint64_t)(connect_ms > 0 ? connect_ms : 130000) * 1000000ull;
-    while (atomic_load(&run->opened) + atomic_load(&run->failed) < o->connections && load_now_ns() < deadline)
-        load_sleep_until(load_now_ns() + 1000000);
-    if (atomic_load(&run->opened) == 0) {
+    uint64_t deadline = load_now_ns() + LOAD_PHASES_OPEN_TIMEOUT_NS +
+                        (uint64_t)(connect_ms > 0 ? connect_ms : 130000) * 1000000ull;
+    if (!load_phases_open(&run->phases, o->connections, deadline)) {
         /* The threads may still run (the wait above gave up): the record gives a whole message or none. */
         if (!load_first_error_copy(&run->first_error, result->first_error, sizeof result->first_error))
             snprintf(result->first_error, sizeof result->first_error, "no connection opened");
         goto out;
     }
-    now = load_now_ns();
-    atomic_store(&run->base_ns, now);
-    atomic_store(&run->phase, LOAD_SOCKET_WARMUP);
-    progress_restart(run, &progress, now);
-    wait_until(run, &progress, scratch, now + (uint64_t)(o->warmup * 1e9), "warmup");
-
-    double user0, system0, user1, system1;
-    load_cpu_times(&user0, &system0);
-    uint64_t start = load_now_ns();
-    atomic_store(&run->phase, LOAD_SOCKET_MEASURE);
-    progress_restart(run, &progress, start);
-    wait_until(run, &progress, scratch, start + (uint64_t)(o->duration * 1e9), "");
-    uint64_t stop = load_now_ns();
-    load_cpu_times(&user1, &system1);
-    atomic_store(&run->phase, LOAD_SOCKET_STOPPING);
-    deadline = load_now_ns() + GRACE_NS;
-    while (live_connections(run) > 0 && load_now_ns() < deadline)
-        load_sleep_until(load_now_ns() + 1000000);
+    load_phases_window(&run->phases, o, load_now_ns(), result);
     join_all(run);
 
     /* Every thread has ended: the counters are final and the histograms quiet. */
     sum_counters(run, result);
     result->window_connects = 0;
-    result->seconds = (double)(stop - start) / 1e9;
-    result->cpu_user = user1 - user0;
-    result->cpu_system = system1 - system0;
     for (uint32_t i = 0; i < run->hist_count; i++) {
         load_histogram_merge(&result->latency, &run->hists[i]->latency);
         load_histogram_merge(&result->connect_latency, &run->hists[i]->connect_latency);
@@ -478,6 +418,5 @@ out:
         join_all(run);
     teardown(run);
     free(run);
-    free(scratch);
     return status;
 }

@@ -3,23 +3,24 @@
  * threads: load_model_threads.c) share. They send the engine model's pattern and check the echo with it
  * (load_pattern.h), keep its open-loop schedule (load_schedule.h), record into its histogram, count its error
  * kinds and fill its load_result, so load_report prints all three alike. This file holds the rest they have in
- * common: the target's addresses and connecting, the phases of a run driven from the main thread, per-thread
- * counters and histograms merged at the end, the accounting of each echo, and how a connection's end is counted.
+ * common: the target's addresses and connecting, starting and ending the threads, per-thread counters and
+ * histograms merged at the end, the accounting of each echo, and how a connection's end is counted.
  * A model supplies the loop of one of its threads (as Redis' ae_epoll.c supplies aeApiPoll to ae.c).
  *
  * Threads. A model thread owns connections conns[first .. first + count): it alone touches them and its own
- * counters and histograms. The main thread moves the phase forward, reads the counters with relaxed atomics for
- * the progress line, and merges the histograms after joining the threads.
+ * counters and histograms. The main thread moves the phase forward (load_phases.c, as for the engine model), reads
+ * the counters with relaxed atomics for the progress line, and merges the histograms after joining the threads.
  *
- * The end. When the window closes (LOAD_SOCKET_STOPPING) a thread sends nothing more, waits for what is in flight,
+ * The end. When the window closes (LOAD_PHASE_STOPPING) a thread sends nothing more, waits for what is in flight,
  * and shuts down the write side of a connection whose every byte came back; the server's FIN ends it. Whatever is
- * still owed when the grace period ends (LOAD_SOCKET_OVER) is a short echo.
+ * still owed when the grace period ends (LOAD_PHASE_OVER) is a short echo.
  */
 #ifndef OVL_LOAD_SOCKET_H
 #define OVL_LOAD_SOCKET_H
 
 #include "load_first_error.h"
 #include "load_options.h"
+#include "load_phases.h"
 #include "load_run.h"
 #include "load_stream.h"
 
@@ -27,9 +28,6 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
-
-enum load_socket_phase { LOAD_SOCKET_OPENING, LOAD_SOCKET_WARMUP, LOAD_SOCKET_MEASURE, LOAD_SOCKET_STOPPING,
-                         LOAD_SOCKET_OVER };
 
 /* One connection. */
 struct load_socket_conn {
@@ -82,9 +80,7 @@ struct load_socket_run {
     uint32_t thread_count;
     struct load_socket_hists *hists[LOAD_SOCKET_HIST_SETS];
     uint32_t hist_count;
-    _Atomic int phase;
-    _Atomic uint64_t base_ns;     /* open loop: the schedule's time zero, set before the warmup starts */
-    _Atomic uint32_t opened, failed;
+    struct load_phases phases;    /* the phase, the schedule's time zero (base_ns), connections opened / failed */
     struct load_first_error first_error;
 };
 
@@ -102,7 +98,7 @@ int load_socket_run(const struct load_options *options, double rate, struct load
 
 static inline int load_socket_phase(struct load_socket_run *run)
 {
-    return atomic_load_explicit(&run->phase, memory_order_acquire);
+    return load_phase_of(&run->phases);
 }
 
 /* Count an error of `kind`; the run's first error is kept with its detail. */
