@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdatomic.h>
@@ -839,6 +840,27 @@ Test(load, every_model_keeps_an_open_loop_schedule)
         double msgs = json_number(run.out, "\"msgs\":");
         cr_assert(msgs <= 1000 * 1.2 + 3, "%s: %.0f messages at 1000/s for 1 s: %s", models[m], msgs, run.out);
         json_check(run.out, "d['client_lag_us']['samples'] > 0 and d['config']['rate'] == 1000");
+        proc_free(&run);
+    }
+    echo_stop(&server);
+}
+
+/* --threads 0 is the CPUs overlap-load may use (its affinity, which it inherits from this test), for the engine
+ * model and the epoll model alike: one helper counts them for both. */
+Test(load, threads_0_is_the_cpus_it_may_use_under_every_model)
+{
+    struct proc server, run;
+    int port = echo_start(&server);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu() > 0 ? sched_getcpu() : 0, &one);
+    cr_assert(sched_setaffinity(0, sizeof one, &one) == 0, "sched_setaffinity: %s", strerror(errno));
+    for (size_t m = 0; m < 2; m++) { /* uring, epoll: --model threads has a thread per connection */
+        const char *args[] = {"--model", models[m], "--threads", "0", "--connections", "4", "--duration", "0.3",
+                              "--warmup", "0", "--json", NULL};
+        int code = load(&run, "127.0.0.1", port, args);
+        assert_clean(&run, code, 1);
+        cr_assert(json_number(run.out, "\"threads\":") == 1, "%s: one CPU allowed: %s", models[m], run.out);
         proc_free(&run);
     }
     echo_stop(&server);

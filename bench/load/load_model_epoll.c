@@ -208,10 +208,8 @@ int load_model_epoll(const struct load_options *o, double rate, struct load_resu
     uint32_t threads = 2;
     if (o->threads_given) {
         threads = (uint32_t)o->engine.config.threads;
-        if (threads == 0) { /* the CPUs this process may use, as the engine model counts them */
-            int cpus = ovl_cpu_count();
-            threads = cpus > OVL_MAX_THREADS ? OVL_MAX_THREADS : (uint32_t)cpus;
-        }
+        if (threads == 0) /* the CPUs this process may use, as the engine model counts them */
+            threads = (uint32_t)load_threads_for_cpus();
     }
     if (threads > o->connections)
         threads = o->connections;

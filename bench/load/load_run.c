@@ -66,9 +66,7 @@
 #define CHECK_NS 100000000ull     /* open loop: a slot looks at the run's phase at least this often */
 #define PUBLISH_NS 250000000ull   /* how often a worker republishes its p99 for the progress line */
 
-/* The CPUs this process may use (ovl_cpu_count: its affinity), at most the engine's thread limit: what --threads 0
- * stands for. */
-static int online_cpus(void)
+int load_threads_for_cpus(void)
 {
     int count = ovl_cpu_count();
     return count > OVL_MAX_THREADS ? OVL_MAX_THREADS : count;
@@ -611,7 +609,7 @@ static int setup(struct load_run *run, const struct load_options *o, double rate
     config.log = engine_log;
     config.drain_timeout_ms = 500; /* by engine stop, every connection has ended or been given its grace */
     if (config.threads == 0) /* --threads 0: one per CPU, but never more than connections (load_options_parse) */
-        config.threads = online_cpus();
+        config.threads = load_threads_for_cpus();
     if ((uint32_t)config.threads > o->connections)
         config.threads = (int)o->connections;
     if (ovl_engine_create(&run->engine, &config, &err) < 0 || ovl_engine_start(run->engine, &err) < 0) {

@@ -73,5 +73,8 @@ double load_wall_s(void);
 void load_sleep_until(uint64_t deadline);
 /* This process's CPU time so far, seconds. */
 void load_cpu_times(double *user, double *system);
+/* What --threads 0 stands for, under every model: the CPUs this process may use (ovl_cpu_count: its affinity; a CPU
+ * quota is not seen), at most the engine's thread limit (OVL_MAX_THREADS). */
+int load_threads_for_cpus(void);
 
 #endif
