@@ -977,3 +977,34 @@ Test(load, two_connections_failing_at_once_give_one_whole_first_error)
         proc_free(&run);
     }
 }
+
+/* While the connections open, the threads that have connected wait for the start. They polled for it every
+ * millisecond: 200 threads woke 200,000 times a second for as long as the last connect took. Here the last of 200
+ * connects hangs until --connect-timeout (1 s): a listener nobody accepts from, whose queue holds all but one, so
+ * the last SYN is dropped. Then nothing is echoed: each thread blocks in recv, waking at its socket timeout (every
+ * 100 ms) until the grace period ends. A count of wake-ups (the process's voluntary context switches), not a time:
+ * waiting on a condition variable costs a thread a few, polling costs it about a thousand over that second. */
+Test(load, threads_waiting_for_the_start_do_not_poll)
+{
+    enum { CONNECTIONS = 200 };
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fd >= 0);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof address;
+    cr_assert(bind(fd, (struct sockaddr *)&address, sizeof address) == 0, "bind: %s", strerror(errno));
+    cr_assert(listen(fd, CONNECTIONS - 2) == 0); /* the accept queue holds backlog + 1 */
+    cr_assert(getsockname(fd, (struct sockaddr *)&address, &len) == 0);
+    struct proc run;
+    const char *args[] = {"--model", "threads", "--connections", "200", "--connect-timeout", "1", "--duration",
+                          "0.2", "--warmup", "0", "--json", NULL};
+    int code = load(&run, "127.0.0.1", ntohs(address.sin_port), args);
+    close(fd);
+    cr_assert_eq(code, 1, "exit %d; stdout %s stderr %s", code, run.out, run.err);
+    /* The premise: one connect timed out while the others had opened and waited. */
+    cr_assert(json_number(run.out, "\"connect\":") == 1 && json_number(run.out, "\"connects\":") == CONNECTIONS - 1,
+              "%s", run.out);
+    cr_log_info("threads_waiting_for_the_start_do_not_poll: %ld voluntary context switches", run.usage.ru_nvcsw);
+    cr_assert_lt(run.usage.ru_nvcsw, 100 * CONNECTIONS, "%ld voluntary context switches for %d threads",
+                 run.usage.ru_nvcsw, CONNECTIONS);
+    proc_free(&run);
+}

@@ -117,8 +117,10 @@ int load_socket_connect(struct load_socket_thread *t, struct load_socket_conn *c
 
 bool load_socket_wait_start(struct load_socket_run *run)
 {
+    pthread_mutex_lock(&run->start_lock);
     while (load_socket_phase(run) == LOAD_PHASE_OPENING)
-        load_sleep_until(load_now_ns() + 1000000);
+        pthread_cond_wait(&run->start, &run->start_lock);
+    pthread_mutex_unlock(&run->start_lock);
     return load_socket_phase(run) != LOAD_PHASE_OVER;
 }
 
@@ -246,7 +248,21 @@ static uint64_t run_live(void *model)
     return live;
 }
 
-static const struct load_phases_hooks run_hooks = {.counts = run_counts, .live = run_live};
+/* The run left OPENING (for the warmup, or OVER when it gave up): wake the threads in load_socket_wait_start. The
+ * phase was stored before; taking the lock to broadcast means a thread between its look at the phase and its wait
+ * is not missed. */
+static void run_entered(void *model, enum load_phase phase, uint64_t now)
+{
+    struct load_socket_run *run = model;
+    (void)now;
+    if (phase != LOAD_PHASE_WARMUP && phase != LOAD_PHASE_OVER)
+        return;
+    pthread_mutex_lock(&run->start_lock);
+    pthread_cond_broadcast(&run->start);
+    pthread_mutex_unlock(&run->start_lock);
+}
+
+static const struct load_phases_hooks run_hooks = {.counts = run_counts, .live = run_live, .entered = run_entered};
 
 static int setup(struct load_socket_run *run, const struct load_options *o, const struct load_socket_model *model,
                  struct load_result *result)
@@ -383,6 +399,8 @@ int load_socket_run(const struct load_options *o, double rate, struct load_resul
     run->options = o;
     run->rate = rate;
     run->ns_per_msg = rate > 0 ? 1e9 / rate : 0;
+    pthread_mutex_init(&run->start_lock, NULL);
+    pthread_cond_init(&run->start, NULL);
     load_phases_init(&run->phases, o, &run_hooks, run);
     int status = -1;
     if (setup(run, o, model, result) < 0 || start_threads(run, model, result) < 0)
@@ -417,6 +435,8 @@ out:
     if (run->threads)
         join_all(run);
     teardown(run);
+    pthread_cond_destroy(&run->start);
+    pthread_mutex_destroy(&run->start_lock);
     free(run);
     return status;
 }

@@ -81,6 +81,8 @@ struct load_socket_run {
     struct load_socket_hists *hists[LOAD_SOCKET_HIST_SETS];
     uint32_t hist_count;
     struct load_phases phases;    /* the phase, the schedule's time zero (base_ns), connections opened / failed */
+    pthread_mutex_t start_lock;   /* with `start`: the threads that connected sleep until the phase leaves OPENING */
+    pthread_cond_t start;
     struct load_first_error first_error;
 };
 
@@ -109,7 +111,8 @@ void load_socket_error(struct load_socket_thread *t, enum load_error_kind kind, 
  * asked. Counts the connect (and its latency) or the connect error. 0, or -1 (c->fd stays -1). */
 int load_socket_connect(struct load_socket_thread *t, struct load_socket_conn *c, bool nonblocking);
 
-/* Wait until the main thread has started the warmup (or given up: then false). */
+/* Wait until the main thread has started the warmup (or given up: then false). The thread sleeps on a condition
+ * variable until then: with a thread per connection, a poll would wake thousands of threads every interval. */
 bool load_socket_wait_start(struct load_socket_run *run);
 
 /* The next message of c, `stamp` its latency start: counted as sent (c->unsent = its size until written). Returns
