@@ -27,6 +27,13 @@ struct ovl__backend {
     const char *alias;                 /* another name config.backend may use, or NULL */
     const struct ovl__poller *poller;  /* a readiness backend (ready.c): the poller under it; else NULL */
     size_t conn_extra;                 /* bytes of backend state per connection */
+    /* The backend accepts on a thread of its own (IOCP: a listening socket's completions all go to the one port
+     * it is associated with, and a worker that owned it would hold every accept while its connections or a
+     * callback keep it busy). The engine then runs one more loop after the workers, workers[thread_count], marked
+     * `acceptor`: it alone gets OVL__CMD_LISTEN and accept_start, alone counts in accepting_workers (so it closes
+     * the listening sockets when it stops), and hands each accepted socket to a worker (ovl__worker_adopt). It owns
+     * no connection and no receive pool, takes no ovl_post, and ovl__worker_least_loaded never picks it. */
+    bool acceptor;
     /* Optional: can this backend run here (a kernel or sandbox may forbid it)? 0, or a negative error with err
      * filled. Used to pick the default backend. */
     int (*available)(ovl_error_info *err);

@@ -229,7 +229,8 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
         engine->config.stall_timeout_ms = DEFAULT_STALL_TIMEOUT_MS;
     engine->backend = backend;
     engine->thread_count = engine->config.threads;
-    engine->workers = ovl__calloc((size_t)engine->thread_count, sizeof *engine->workers);
+    engine->loop_count = engine->thread_count + (backend->acceptor ? 1 : 0);
+    engine->workers = ovl__calloc((size_t)engine->loop_count, sizeof *engine->workers);
     if (!engine->workers) {
         ovl__free(engine);
         ovl__net_cleanup();
@@ -240,10 +241,12 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
     pthread_mutex_init(&engine->join_lock, NULL);
     pthread_mutex_init(&engine->start_lock, NULL);
     pthread_cond_init(&engine->start_cond, NULL);
-    for (int i = 0; i < engine->thread_count; i++) {
+    for (int i = 0; i < engine->loop_count; i++) {
         struct ovl__worker *worker = &engine->workers[i];
         worker->engine = engine;
         worker->index = i;
+        worker->acceptor = i == engine->thread_count;
+        worker->accepts = worker->acceptor || !backend->acceptor;
         /* The sweep also gives cold receive buffers back (ovl__pool_trim): once a second at least. */
         worker->tick_ms = sweep_timeout_ms(&engine->config) ? idle_tick_ms(sweep_timeout_ms(&engine->config)) : 1000;
         pthread_mutex_init(&worker->command_lock, NULL);
@@ -303,14 +306,21 @@ int ovl_engine_start(ovl_engine *engine, ovl_error_info *err)
     int rc = 0;
     int created = 0;
     /* Counted before any worker runs: one that stops at once must find the others still counted. */
-    atomic_store(&engine->accepting_workers, engine->thread_count);
-    for (; created < engine->thread_count; created++) {
+    int accepting = 0;
+    for (int i = 0; i < engine->loop_count; i++)
+        accepting += engine->workers[i].accepts;
+    atomic_store(&engine->accepting_workers, accepting);
+    /* The acceptor (last) starts only once every worker thread did: it waits for their set-up (worker.c). */
+    for (; created < engine->loop_count; created++) {
         struct ovl__worker *worker = &engine->workers[created];
         worker->thread_started = true;
         rc = -pthread_create(&worker->thread, NULL, ovl__worker_main, worker);
         if (rc) {
             worker->thread_started = false;
-            ovl__error_set(err, rc, NULL, "start worker thread %d", created);
+            if (worker->acceptor)
+                ovl__error_set(err, rc, NULL, "start the acceptor thread");
+            else
+                ovl__error_set(err, rc, NULL, "start worker thread %d", created);
             break;
         }
     }
@@ -329,8 +339,9 @@ int ovl_engine_start(ovl_engine *engine, ovl_error_info *err)
         }
     engine->started = true;
     pthread_mutex_unlock(&engine->lock);
-    if (created < engine->thread_count)
-        atomic_fetch_sub(&engine->accepting_workers, engine->thread_count - created); /* never ran */
+    for (int i = created; i < engine->loop_count; i++)
+        if (engine->workers[i].accepts)
+            atomic_fetch_sub(&engine->accepting_workers, 1); /* never ran */
     if (rc < 0) {
         ovl_engine_stop(engine);
         return rc;
@@ -344,7 +355,7 @@ void ovl_engine_request_stop(ovl_engine *engine)
         return;
     /* No command to allocate: a stop must work when memory has run out. Each worker sees the flag at its next look
      * at its queue (seq_cst against ovl__worker_main's store of `ready`, as in worker.c's post()). */
-    for (int i = 0; i < engine->thread_count; i++) {
+    for (int i = 0; i < engine->loop_count; i++) {
         struct ovl__worker *worker = &engine->workers[i];
         atomic_store(&worker->command_pending, 1);
         if (atomic_load(&worker->ready))
@@ -361,7 +372,7 @@ void ovl_engine_wait(ovl_engine *engine)
     bool join = engine->started && !engine->joined;
     pthread_mutex_unlock(&engine->lock);
     if (join) {
-        for (int i = 0; i < engine->thread_count; i++)
+        for (int i = 0; i < engine->loop_count; i++)
             if (engine->workers[i].thread_started)
                 pthread_join(engine->workers[i].thread, NULL);
         pthread_mutex_lock(&engine->lock);
@@ -400,7 +411,7 @@ void ovl_engine_destroy(ovl_engine *engine)
     struct ovl__command *leftover = NULL;
     for (bool ran = true; ran;) {
         ran = false;
-        for (int i = 0; i < engine->thread_count; i++) {
+        for (int i = 0; i < engine->loop_count; i++) {
             struct ovl__command *list = ovl__worker_take_commands(&engine->workers[i]);
             while (list) {
                 struct ovl__command *command = list;
@@ -426,7 +437,7 @@ void ovl_engine_destroy(ovl_engine *engine)
         ovl__free(command);
     }
     bool leak_workers = false;
-    for (int i = 0; i < engine->thread_count; i++) {
+    for (int i = 0; i < engine->loop_count; i++) {
         struct ovl__worker *worker = &engine->workers[i];
         if (worker->backend_state)
             engine->backend->worker_destroy(worker);
@@ -465,19 +476,19 @@ void ovl_engine_destroy(ovl_engine *engine)
 /* ---- listeners and outbound connections ---- */
 
 /* A listener whose sockets are open: every worker accepts on every socket (the kernel hands each new connection to
- * one of them). */
+ * one of them), or the backend's acceptor alone does (backend.h). */
 static void listener_publish(ovl_engine *engine, ovl_listener *listener, ovl_listener **out)
 {
     pthread_mutex_lock(&engine->lock);
     listener->next = engine->listeners;
     engine->listeners = listener;
-    /* Added while the last worker stopped accepting (after its check of stop_requested): nobody will accept on
-     * it, so it closes now, as the others did. */
+    /* Added while the last accepting loop stopped accepting (after its check of stop_requested): nobody will accept
+     * on it, so it closes now, as the others did. */
     if (atomic_load(&engine->stop_requested) && engine->started && atomic_load(&engine->accepting_workers) <= 0)
         ovl__listener_close(listener);
     pthread_mutex_unlock(&engine->lock);
-    for (int w = 0; w < engine->thread_count; w++)
-        for (int s = 0; s < listener->count; s++)
+    for (int w = 0; w < engine->loop_count; w++)
+        for (int s = 0; s < listener->count && engine->workers[w].accepts; s++)
             ovl__worker_post(&engine->workers[w], OVL__CMD_LISTEN, &listener->sockets[s], NULL);
     if (out)
         *out = listener;
@@ -579,7 +590,7 @@ int ovl_connect(ovl_engine *engine, const ovl_target *target, const ovl_callback
     conn->target = target;
     conn->next_address = target->addresses;
     struct ovl__worker *worker = ovl__current_worker;
-    if (worker && worker->engine == engine) {
+    if (worker && worker->engine == engine && !worker->acceptor) { /* the acceptor: from the embedder's log hook */
         /* Stopping: refuse now. Accepting it would promise an on_close, and an application that reconnects from
          * on_close would then loop on this worker for ever. */
         if (worker->stopping) {
@@ -605,7 +616,7 @@ int ovl_connect(ovl_engine *engine, const ovl_target *target, const ovl_callback
 void ovl_engine_stats(ovl_engine *engine, ovl_stats *out)
 {
     memset(out, 0, sizeof *out);
-    for (int i = 0; i < engine->thread_count; i++) {
+    for (int i = 0; i < engine->loop_count; i++) { /* the acceptor counts what the accepts meet */
         struct ovl__counters *c = &engine->workers[i].counters;
 #define OVL__SUM(name, kind, help) out->name += atomic_load_explicit(&c->name, memory_order_relaxed);
         OVL_STATS_FIELDS(OVL__SUM)

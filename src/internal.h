@@ -221,6 +221,9 @@ struct ovl__timer_heap {
 struct ovl__worker {
     ovl_engine *engine;
     int index;
+    bool acceptor;               /* the backend's acceptor (workers[thread_count], backend.h): it owns the listening
+                                    sockets and never a connection, a receive pool or a post */
+    bool accepts;                /* takes part in accepting (accepting_workers): every worker, or the acceptor alone */
     pthread_t thread;
     bool thread_started;
     _Atomic int ready;           /* backend set up: wake() may be used */
@@ -264,16 +267,18 @@ struct ovl_engine {
     ovl_config config;
     const struct ovl__backend *backend;
     char notice[320];            /* why the default backend was not the preferred one, or "" */
-    int thread_count;
-    struct ovl__worker *workers;
+    int thread_count;            /* workers: the threads that own connections (ovl_post, ovl_conn_worker) */
+    int loop_count;              /* threads running worker.c's loop: the workers, then the acceptor if any */
+    struct ovl__worker *workers; /* loop_count of them */
     ovl_listener *listeners;
     pthread_mutex_t lock;        /* listeners list, start/stop transitions; never held while joining */
     pthread_mutex_t join_lock;   /* serialises ovl_engine_wait callers (workers never take it) */
     _Atomic uint32_t open_conns; /* engine-wide, for max_conns */
     _Atomic uint32_t next_worker;
     _Atomic int stop_requested;
-    _Atomic int accepting_workers; /* workers that have not yet stopped accepting; the last one closes the listening
-                                      sockets (a process sharing the port with SO_REUSEPORT gets what comes next) */
+    _Atomic int accepting_workers; /* loops that accept (ovl__worker.accepts) and have not yet stopped accepting; the
+                                      last one closes the listening sockets (a process sharing the port with
+                                      SO_REUSEPORT gets what comes next) */
     bool started;
     bool joined;
     unsigned faults;             /* OVL__FAULT_*: faults the tests inject ($OVERLAP_TEST_FAULTS), else 0 */

@@ -95,7 +95,7 @@ int ovl_post(ovl_engine *engine, int index, void (*fn)(void *arg), void *arg)
 int ovl_worker_index(const ovl_engine *engine)
 {
     struct ovl__worker *worker = ovl__current_worker;
-    return worker && engine && worker->engine == engine ? worker->index : -1;
+    return worker && engine && worker->engine == engine && !worker->acceptor ? worker->index : -1;
 }
 
 int ovl__worker_release(struct ovl__worker *worker, ovl_buf *buf)
@@ -116,7 +116,7 @@ static void begin_stop(struct ovl__worker *worker)
     atomic_store(&worker->taking, 0); /* a stopping worker would only refuse what is handed to it, or never see it */
     ovl_engine *engine = worker->engine;
     engine->backend->accept_stop(worker);
-    if (atomic_fetch_sub(&engine->accepting_workers, 1) == 1) {
+    if (worker->accepts && atomic_fetch_sub(&engine->accepting_workers, 1) == 1) {
         /* Nobody accepts any more: close the listening sockets now, not after the drain, so that connections go
          * to a process sharing the port (SO_REUSEPORT; the kernel's tcp_migrate_req moves what was queued here to
          * it) or are refused at once instead of waiting in a backlog nobody reads. */
@@ -164,6 +164,16 @@ void ovl__worker_tick(struct ovl__worker *worker)
     }
 }
 
+/* How the log names a loop: "worker 3", or "acceptor". */
+static const char *loop_name(const struct ovl__worker *worker, char *out, size_t size)
+{
+    if (worker->acceptor)
+        snprintf(out, size, "acceptor");
+    else
+        snprintf(out, size, "worker %d", worker->index);
+    return out;
+}
+
 static void drain_timer_fired(struct ovl__worker *worker, struct ovl__timer *timer)
 {
     (void)timer;
@@ -192,12 +202,17 @@ static void stop_timer_fired(struct ovl__worker *worker, struct ovl__timer *time
     worker->stop_stage = 1;
     ovl__worker_drain_expired(worker); /* every connection is closing by now; this makes sure */
     bool busy = backend->busy && backend->busy(worker);
-    ovl__log(engine, OVL_LOG_WARNING,
-             "worker %d: stop: %u connection%s%s still waiting for cancelled operations %u ms after the drain "
-             "deadline: %s",
-             worker->index, worker->conn_count, worker->conn_count == 1 ? "" : "s",
-             busy ? " and the backend's own operations" : "", engine->config.stop_grace_ms,
-             backend->stop_force ? "closing their sockets" : "waiting once more before giving up on them");
+    const char *action = backend->stop_force ? "closing their sockets" : "waiting once more before giving up on them";
+    if (worker->acceptor)
+        ovl__log(engine, OVL_LOG_WARNING,
+                 "acceptor: stop: cancelled accepts still pending %u ms after the drain deadline: %s",
+                 engine->config.stop_grace_ms, action);
+    else
+        ovl__log(engine, OVL_LOG_WARNING,
+                 "worker %d: stop: %u connection%s%s still waiting for cancelled operations %u ms after the drain "
+                 "deadline: %s",
+                 worker->index, worker->conn_count, worker->conn_count == 1 ? "" : "s",
+                 busy ? " and the backend's own operations" : "", engine->config.stop_grace_ms, action);
     if (backend->stop_force)
         backend->stop_force(worker);
     ovl__timer_start_ms(worker, timer, engine->config.stop_grace_ms);
@@ -223,10 +238,11 @@ static void stop_abandon(struct ovl__worker *worker)
         return;
     worker->abandoned = true;
     ovl__count(&worker->counters.stop_abandoned, ops);
+    char name[32];
     ovl__log(worker->engine, OVL_LOG_ERROR,
-             "worker %d: stop: %u operation%s (%u connection%s) still pending %u ms after their sockets were closed: "
+             "%s: stop: %u operation%s (%u connection%s) still pending %u ms after their sockets were closed: "
              "abandoned, their memory is leaked",
-             worker->index, ops, ops == 1 ? "" : "s", conns, conns == 1 ? "" : "s",
+             loop_name(worker, name, sizeof name), ops, ops == 1 ? "" : "s", conns, conns == 1 ? "" : "s",
              worker->engine->config.stop_grace_ms);
 }
 
@@ -325,24 +341,36 @@ void *ovl__worker_main(void *arg)
     ovl_engine *engine = worker->engine;
     ovl__current_worker = worker;
     ovl__worker_clock(worker);
-    int rc = ovl__pool_init(&worker->pool, worker, engine->config.buffer_size, engine->config.buffer_count);
-    if (rc < 0)
-        ovl__error_set(&worker->init_error, rc, NULL, "allocate %u receive buffers of %u bytes",
-                       engine->config.buffer_count, engine->config.buffer_size);
-    else
+    int rc = 0;
+    if (!worker->acceptor) { /* the acceptor receives nothing: no pool */
+        rc = ovl__pool_init(&worker->pool, worker, engine->config.buffer_size, engine->config.buffer_count);
+        if (rc < 0)
+            ovl__error_set(&worker->init_error, rc, NULL, "allocate %u receive buffers of %u bytes",
+                           engine->config.buffer_count, engine->config.buffer_size);
+    }
+    if (rc == 0)
         rc = engine->backend->worker_init(worker, &worker->init_error);
+    if (rc == 0) {
+        /* Before the report: once ovl_engine_start returns (and once the acceptor below goes on), every worker set
+         * up may be woken and handed connections. */
+        atomic_store(&worker->ready, 1);
+        atomic_store(&worker->taking, !worker->acceptor);
+    }
     pthread_mutex_lock(&engine->start_lock);
     worker->init_result = rc;
     engine->workers_ready++;
     pthread_cond_broadcast(&engine->start_cond);
+    /* The acceptor, started after every worker thread, posts no accept before they are set up: a connection it
+     * accepted then would find nobody to take it (ovl__worker_least_loaded) and be refused. */
+    while (worker->acceptor && engine->workers_ready < engine->thread_count + 1)
+        pthread_cond_wait(&engine->start_cond, &engine->start_lock);
     pthread_mutex_unlock(&engine->start_lock);
     if (rc == 0) {
-        atomic_store(&worker->ready, 1);
-        atomic_store(&worker->taking, 1);
         worker->drain_timer.fire = drain_timer_fired;
         worker->stop_timer.fire = stop_timer_fired;
         worker->tick_timer.fire = tick_timer_fired;
-        ovl__timer_start_ms(worker, &worker->tick_timer, worker->tick_ms);
+        if (!worker->acceptor) /* nothing of its own to sweep or trim */
+            ovl__timer_start_ms(worker, &worker->tick_timer, worker->tick_ms);
         ovl__worker_run_commands(worker);
         worker_loop(worker);
     }
