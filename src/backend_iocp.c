@@ -6,9 +6,15 @@
  * GetQueuedCompletionStatusEx. A connection's socket is associated with its owner's port, so all of its
  * completions reach that one thread: that is what lets liboverlap promise that a connection's callbacks never run
  * concurrently, with no lock per connection and per-worker buffer pools and counters (the same shape as the
- * io_uring ring per worker). A listening socket can be associated with only one port: worker 0 owns it, keeps
- * `ACCEPTS_POSTED` AcceptEx calls posted, and hands each accepted socket to the worker chosen for it when the
- * accept was posted (the least-loaded one), through that worker's command queue.
+ * io_uring ring per worker). A listening socket can be associated with only one port, and every AcceptEx
+ * completion goes there: a worker that owned it would hold every accept of the engine while its own connections,
+ * or an embedder's callback that blocks, keep it busy. So the listening sockets belong to the acceptor, one more
+ * thread with a port of its own that never owns a connection (backend.h, `acceptor`: the engine runs it as one more
+ * loop of worker.c, so its timers, counters and stop deadline are the workers'). It keeps `ACCEPTS_POSTED` AcceptEx
+ * calls posted per listening socket and hands each accepted socket to the least-loaded worker of the moment it
+ * completes - or, for a socket drawn from a worker's reuse pool (already on that worker's port), to that worker -
+ * by associating it with the worker's port and posting it to the worker's command queue. It exists with one worker
+ * too: one code path, and that worker's callbacks never delay an accept.
  *
  * Operations. Every OVERLAPPED sits in a struct iocp_op that says what it is and whom it belongs to; the op is
  * filled completely before the call that posts it, because another thread may dequeue the completion before the
@@ -297,7 +303,7 @@ static bool set_skip_mode(SOCKET socket)
 }
 
 /* A connection's socket gets its mode on its owner's thread before its first operation. An accepted socket is
- * handed over by worker 0 without its result, and a socket drawn from a reuse pool had it set by its previous
+ * handed over by the acceptor without its result, and a socket drawn from a reuse pool had it set by its previous
  * connection: the call is repeated then, and on the same socket and provider it gives the same result. */
 static bool conn_skip(ovl_conn *conn)
 {
@@ -376,7 +382,11 @@ static void wake(struct ovl__worker *worker)
         PostQueuedCompletionStatus(iw->port, 0, KEY_WAKE, NULL);
 }
 
-/* ---- accepting (worker 0) ---- */
+/* ---- accepting (the acceptor) ----
+ *
+ * The engine runs the acceptor as one more loop of worker.c (backend.h, `acceptor`): its own completion port, its
+ * own timer heap (the retries below), its own counters, and the stop's hard deadline like any worker. It owns the
+ * listening sockets and never a connection: each accepted socket goes to a worker's port and command queue. */
 
 static void post_accept(struct ovl__worker *worker, struct iocp_accept *accept);
 
@@ -400,16 +410,14 @@ static void post_accept(struct ovl__worker *worker, struct iocp_accept *accept)
     ovl__timer_stop(worker, &accept->retry);
     /* Whose reuse pool to draw from: a pooled socket is associated with its worker's port already, so that worker
      * will own the connection; a fresh socket's owner is chosen when the accept completes (on_accept), by the load
-     * of that moment, not of now. */
+     * of that moment, not of now. No worker taking connections (all stopping): a fresh socket. */
     accept->target = ovl__worker_least_loaded(engine, iw->accept_turn++);
-    if (!accept->target)
-        accept->target = worker;
     SOCKADDR_STORAGE local;
     int local_length = sizeof local;
     getsockname(listen_socket->fd, (struct sockaddr *)&local, &local_length);
     int family = local.ss_family;
     for (;;) {
-        struct iocp_worker *target_state = state_of(accept->target);
+        struct iocp_worker *target_state = accept->target ? state_of(accept->target) : NULL;
         accept->socket = target_state ? reuse_take(worker, target_state, ROLE_ACCEPTED, family) : INVALID_SOCKET;
         accept->reused = accept->socket != INVALID_SOCKET;
         if (!accept->reused)
@@ -447,8 +455,8 @@ static void post_accept(struct ovl__worker *worker, struct iocp_accept *accept)
 
 static void accept_start(struct ovl__worker *worker, struct ovl__listen_socket *listen_socket)
 {
-    if (worker->index != 0)
-        return; /* worker 0 owns every listening socket's port */
+    if (!worker->acceptor)
+        return; /* the acceptor owns every listening socket's port (the engine sends it alone the listeners) */
     struct iocp_worker *iw = state_of(worker);
     if (attach_socket(iw, listen_socket->fd) < 0) {
         ovl__count(&worker->counters.errors, 1);
@@ -544,25 +552,22 @@ static void on_accept(struct ovl__worker *worker, struct iocp_accept *accept, in
                                     &remote, &remote_length);
     if (remote && remote_length > 0)
         ovl__format_address(remote, peer, sizeof peer);
-    struct ovl__worker *target = accept->target;
-    if (!accept->reused)
-        target = worker->stopping ? NULL : ovl__worker_least_loaded(worker->engine, iw->accept_turn++);
-    if (!target || !state_of(target))
-        target = worker; /* nobody else takes connections now: keep it here (a stopping worker refuses it) */
-    bool attached = accept->reused || attach_socket(state_of(target), socket) == 0;
-    if (!attached) {
+    /* A reused socket is on its worker's port already: that worker takes it (if it is stopping by now, it refuses
+     * it). A fresh one goes to the least-loaded worker of this moment; with none taking connections (every worker
+     * stopping, the acceptor not yet), it is refused here, as a stopping worker would. */
+    struct ovl__worker *target = accept->reused ? accept->target
+                                                : ovl__worker_least_loaded(worker->engine, iw->accept_turn++);
+    if (!target) {
+        closesocket(socket);
+        ovl__count(&worker->counters.conns_refused, 1);
+    } else if (!accept->reused && attach_socket(state_of(target), socket) < 0) {
         closesocket(socket);
         ovl__count(&worker->counters.errors, 1);
-    } else if (target == worker) {
-        ovl_conn *conn = ovl__worker_accepted(worker, accept->listen_socket, socket);
-        if (conn)
-            memcpy(conn->peer, peer, sizeof conn->peer);
     } else if (ovl__worker_adopt(target, accept->listen_socket, socket, peer) < 0) {
         closesocket(socket);
         ovl__count(&worker->counters.errors, 1);
     }
-    if (!worker->stopping)
-        post_accept(worker, accept);
+    post_accept(worker, accept);
 }
 
 /* ---- receiving ---- */
@@ -1226,7 +1231,7 @@ static void dequeue(struct ovl__worker *worker, DWORD timeout)
 /* The stop's hard deadline: operations were cancelled and have not completed. closesocket completes every
  * operation still pending on a socket (ERROR_OPERATION_ABORTED), so every socket they are on is closed: the
  * connections' (their handlers see an error on a closing connection and only let go), the sockets waiting in
- * AcceptEx (the listening sockets were closed when the last worker stopped accepting) and those being retired.
+ * AcceptEx (the acceptor's; the listening sockets were closed when it stopped accepting) and those being retired.
  * op->socket keeps the old handle value for WSAGetOverlappedResult, which then fails: any error will do. */
 static void stop_force(struct ovl__worker *worker)
 {
@@ -1314,6 +1319,7 @@ static void worker_destroy(struct ovl__worker *worker)
 const struct ovl__backend ovl__backend_iocp = {
     .name = "iocp",
     .conn_extra = sizeof(struct iocp_conn),
+    .acceptor = true,
     .worker_init = worker_init,
     .poll = poll_port,
     .busy = operations_pending,

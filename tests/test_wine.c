@@ -343,6 +343,26 @@ Test(wine, paused_connection_notices_a_reset)
     sup_proc_free(&run);
 }
 
+/* Issue 16: accepting must not live on worker 0 alone. tests/windows/post_check.c (`blocked-worker`, listening after
+ * the start) posts a function that blocks worker 0 (an embedder's callback that blocks), with a connection held
+ * open on worker 0 so that least-loaded placement sends every new client to worker 1; each of 6 clients must then
+ * be accepted and echoed by worker 1 within 10 s while worker 0 still blocks. Before the acceptor thread, worker 0
+ * held every AcceptEx completion: the first client got no echo in 10 s and the check failed. */
+Test(wine, accepts_while_worker_0_is_blocked)
+{
+    wine_environment();
+    char path[600];
+    snprintf(path, sizeof path, "%s/tests/windows/test-post.exe", win_dir());
+    cr_assert(access(path, R_OK) == 0, "%s: %s (build the Windows programs: scripts/build-windows)", path,
+              strerror(errno));
+    sup_proc run = {0};
+    int code = run_client(&run, (char *[]){wine_path(), path, "blocked-worker", NULL});
+    cr_log_info("%s", run.out);
+    cr_assert(code == 0, "test-post.exe blocked-worker failed (exit %d): %s %s", code, run.out, run.err);
+    cr_assert(strstr(run.out, "post_check: ok"), "%s", run.out);
+    sup_proc_free(&run);
+}
+
 Test(wine, ctrl_c_drains_open_connections)
 {
     sup_proc server = {0};

@@ -2,7 +2,8 @@
  * post_check.c - ovl_post on the IOCP backend, the Windows counterpart of tests/test_post.c (which runs on io_uring
  * and epoll): posts from any thread run on the named worker, in order, woken through the worker's completion port;
  * a worker posts to another; what a connection's worker hands to a blocking thread comes back to that worker and is
- * sent; what never ran is run by ovl_engine_destroy.
+ * sent; what never ran is run by ovl_engine_destroy. With the argument `blocked-worker` it checks instead that a
+ * posted function that blocks worker 0 does not hold up the engine's accepts (issue 16: the acceptor thread).
  *
  * Criterion is not built for mingw-w64, so this is a plain program: it says what it checks on stdout, each failure
  * on stderr, and exits 0 only if every check held. tests/test_wine.c runs it under Wine (wine/post_on_iocp). Every
@@ -318,7 +319,178 @@ static void check_destroy_runs_leftovers(void)
     CHECK(atomic_load(&after_stop) == 1, "destroy ran %d of the post made after the stop", atomic_load(&after_stop));
 }
 
-int main(void)
+/* ---- a post that blocks worker 0 does not hold up accepting (issue 16) ---- */
+
+/* An embedder's callback that blocks (here a posted function waiting for the main thread) holds its worker, and
+ * until the acceptor thread, worker 0 also held every AcceptEx completion of the engine: no client was accepted
+ * anywhere while it blocked. The placement is made deterministic first: worker 0 gets a connection that stays
+ * open, worker 1 none, so each new client (least-loaded placement) goes to worker 1. Each client then has 10 s to
+ * be echoed by worker 1 while worker 0 blocks (seconds: a behaviour check, not a timing one). */
+enum { BLOCKED_CLIENTS = 6, BLOCK_LIMIT_MS = 60000, ECHO_WAIT_MS = 10000 };
+
+struct blocked {
+    ovl_engine *engine;
+    atomic_int opened, closed, blocking, release;
+};
+
+/* The reply names the worker: its index as one digit, then the bytes received. */
+static void blocked_data(ovl_conn *conn, ovl_buf *buf)
+{
+    char index = (char)('0' + ovl_conn_worker(conn));
+    ovl_send(conn, &index, 1);
+    ovl_send(conn, ovl_buf_data(buf), ovl_buf_len(buf));
+    ovl_buf_release(buf);
+}
+
+static void blocked_open(ovl_conn *conn, void *user)
+{
+    (void)conn;
+    atomic_fetch_add(&((struct blocked *)user)->opened, 1);
+}
+
+static void blocked_close(ovl_conn *conn, ovl_close_reason reason, int err)
+{
+    (void)reason;
+    (void)err;
+    atomic_fetch_add(&((struct blocked *)ovl_conn_user(conn))->closed, 1);
+}
+
+static void block_worker(void *arg)
+{
+    struct blocked *server = arg;
+    atomic_store(&server->blocking, 1);
+    for (int waited = 0; waited < BLOCK_LIMIT_MS && !atomic_load(&server->release); waited += 5)
+        Sleep(5); /* stands for an embedder's call that blocks */
+    atomic_store(&server->blocking, 2);
+}
+
+static uint64_t now_ms(void)
+{
+    return GetTickCount64();
+}
+
+/* Connect, send `text`, read the reply within `wait_ms`: the worker index it names, or -1. */
+static int exchange(SOCKET fd, const char *text, DWORD wait_ms)
+{
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, (const char *)&wait_ms, sizeof wait_ms);
+    int len = (int)strlen(text);
+    if (send(fd, text, len, 0) != len)
+        return -1;
+    char reply[64];
+    int got = 0;
+    while (got < len + 1) {
+        int n = recv(fd, reply + got, len + 1 - got, 0);
+        if (n <= 0)
+            return -1;
+        got += n;
+    }
+    if (memcmp(reply + 1, text, (size_t)len) != 0 || reply[0] < '0' || reply[0] > '9')
+        return -1;
+    return reply[0] - '0';
+}
+
+static SOCKET client_connect(const struct sockaddr_in *address)
+{
+    SOCKET fd = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+    if (fd != INVALID_SOCKET && connect(fd, (const struct sockaddr *)address, sizeof *address) != 0) {
+        closesocket(fd);
+        fd = INVALID_SOCKET;
+    }
+    return fd;
+}
+
+/* Until the engine counts `open` connections (their worker's count, which placement reads, is updated before). */
+static bool wait_open(ovl_engine *engine, uint64_t open)
+{
+    ovl_stats stats;
+    for (int i = 0; i < 5000; i++) {
+        ovl_engine_stats(engine, &stats);
+        if (stats.conns_open == open)
+            return true;
+        Sleep(2);
+    }
+    return false;
+}
+
+static void check_blocked_worker(void)
+{
+    printf("post_check: worker 0 blocked by a posted function; %d clients must be accepted and echoed meanwhile\n",
+           BLOCKED_CLIENTS);
+    static struct blocked server;
+    server.engine = engine_new(2);
+    engine_start(server.engine);
+    /* After the start: the listener reaches the accepting thread as a command. */
+    ovl_callbacks callbacks = {.on_open = blocked_open, .on_data = blocked_data, .on_close = blocked_close};
+    ovl_listener *listener = NULL;
+    ovl_error_info err;
+    memset(&err, 0, sizeof err);
+    if (ovl_listen(server.engine, "127.0.0.1", "0", &callbacks, &server, &listener, &err) < 0) {
+        fprintf(stderr, "post_check: ovl_listen: %s: %s\n", err.what, err.text);
+        exit(2);
+    }
+    struct sockaddr_in address;
+    memset(&address, 0, sizeof address);
+    address.sin_family = AF_INET;
+    address.sin_port = htons((u_short)ovl_listener_port(listener));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+
+    /* A connection held open on worker 0: the first client lands on either worker; if on worker 1, the second goes
+     * to worker 0 (fewer connections) and the first is closed. */
+    SOCKET held = client_connect(&address);
+    int held_worker = held == INVALID_SOCKET ? -1 : exchange(held, "held", ECHO_WAIT_MS);
+    CHECK(held_worker >= 0, "the first client was not echoed (error %d)", WSAGetLastError());
+    if (held_worker == 1) {
+        SOCKET first = held;
+        held = client_connect(&address);
+        held_worker = held == INVALID_SOCKET ? -1 : exchange(held, "held", ECHO_WAIT_MS);
+        closesocket(first);
+        CHECK(held_worker == 0, "the second client went to worker %d, not to worker 0 (no connection)", held_worker);
+    }
+    CHECK(wait_open(server.engine, 1), "the first client's close was not seen");
+
+    CHECK(ovl_post(server.engine, 0, block_worker, &server) == 0, "post the blocking function");
+    for (int i = 0; i < 5000 && atomic_load(&server.blocking) == 0; i++)
+        Sleep(2);
+    CHECK(atomic_load(&server.blocking) == 1, "worker 0 did not start blocking");
+
+    int served = 0;
+    uint64_t slowest = 0;
+    for (int i = 0; i < BLOCKED_CLIENTS; i++) {
+        char text[32];
+        snprintf(text, sizeof text, "client %d", i);
+        uint64_t start = now_ms();
+        SOCKET fd = client_connect(&address);
+        int worker = fd == INVALID_SOCKET ? -1 : exchange(fd, text, ECHO_WAIT_MS);
+        uint64_t took = now_ms() - start;
+        if (fd != INVALID_SOCKET)
+            closesocket(fd);
+        if (worker != 1) {
+            CHECK(worker == 1, "client %d: %s after %llu ms while worker 0 was blocked", i,
+                  worker < 0 ? "no echo" : "echoed by worker 0", (unsigned long long)took);
+            break; /* the accepts are held: the others would wait as long */
+        }
+        served++;
+        slowest = took > slowest ? took : slowest;
+        CHECK(wait_open(server.engine, 1), "client %d: its close was not seen", i);
+    }
+    CHECK(atomic_load(&server.blocking) == 1, "worker 0 stopped blocking before the clients were done");
+    printf("post_check: %d of %d clients echoed by worker 1 while worker 0 blocked (slowest %llu ms)\n", served,
+           BLOCKED_CLIENTS, (unsigned long long)slowest);
+    atomic_store(&server.release, 1);
+    CHECK(held != INVALID_SOCKET && exchange(held, "after", ECHO_WAIT_MS) == 0,
+          "the connection on worker 0 was not echoed after the block ended");
+    if (held != INVALID_SOCKET)
+        closesocket(held);
+    ovl_engine_stop(server.engine);
+    ovl_stats stats;
+    ovl_engine_stats(server.engine, &stats);
+    CHECK(stats.conns_accepted == stats.context_updates && stats.errors == 0,
+          "accepted %llu, context updates %llu, errors %llu", (unsigned long long)stats.conns_accepted,
+          (unsigned long long)stats.context_updates, (unsigned long long)stats.errors);
+    ovl_engine_destroy(server.engine);
+}
+
+int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
     WSADATA wsa;
@@ -326,10 +498,14 @@ int main(void)
         fprintf(stderr, "post_check: WSAStartup failed\n");
         return 2;
     }
-    check_ordered();
-    check_hops();
-    check_round_trip();
-    check_destroy_runs_leftovers();
+    if (argc > 1 && strcmp(argv[1], "blocked-worker") == 0) {
+        check_blocked_worker();
+    } else {
+        check_ordered();
+        check_hops();
+        check_round_trip();
+        check_destroy_runs_leftovers();
+    }
     WSACleanup();
     printf("post_check: %s (%d failure%s)\n", failures ? "FAILED" : "ok", failures, failures == 1 ? "" : "s");
     return failures ? 1 : 0;
