@@ -997,12 +997,26 @@ Test(load, threads_waiting_for_the_start_do_not_poll)
     struct proc run;
     const char *args[] = {"--model", "threads", "--connections", "200", "--connect-timeout", "1", "--duration",
                           "0.2", "--warmup", "0", "--json", NULL};
-    int code = load(&run, "127.0.0.1", ntohs(address.sin_port), args);
+    /* The premise: one connect timed out while the others had opened and waited. The kernel checks the accept
+     * queue when a SYN arrives, so SYNs that cross may all be let in before the queue fills (seen once in a full
+     * run of this suite: all 200 connected); such a run shows nothing, and the test tries again. */
+    bool premise = false;
+    for (int attempt = 0; attempt < 5 && !premise; attempt++) {
+        if (attempt > 0) {
+            proc_free(&run);
+            close(fd); /* a fresh listener: the last one's queue is full */
+            fd = socket(AF_INET, SOCK_STREAM, 0);
+            address.sin_port = 0;
+            cr_assert(fd >= 0 && bind(fd, (struct sockaddr *)&address, sizeof address) == 0 &&
+                      listen(fd, CONNECTIONS - 2) == 0 && getsockname(fd, (struct sockaddr *)&address, &len) == 0);
+        }
+        int code = load(&run, "127.0.0.1", ntohs(address.sin_port), args);
+        cr_assert_eq(code, 1, "exit %d; stdout %s stderr %s", code, run.out, run.err);
+        premise = json_number(run.out, "\"connect\":") == 1 &&
+                  json_number(run.out, "\"connects\":") == CONNECTIONS - 1;
+    }
     close(fd);
-    cr_assert_eq(code, 1, "exit %d; stdout %s stderr %s", code, run.out, run.err);
-    /* The premise: one connect timed out while the others had opened and waited. */
-    cr_assert(json_number(run.out, "\"connect\":") == 1 && json_number(run.out, "\"connects\":") == CONNECTIONS - 1,
-              "%s", run.out);
+    cr_assert(premise, "in 5 runs, never exactly one connect timed out: %s", run.out);
     cr_log_info("threads_waiting_for_the_start_do_not_poll: %ld voluntary context switches", run.usage.ru_nvcsw);
     cr_assert_lt(run.usage.ru_nvcsw, 100 * CONNECTIONS, "%ld voluntary context switches for %d threads",
                  run.usage.ru_nvcsw, CONNECTIONS);
