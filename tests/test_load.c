@@ -529,7 +529,9 @@ Test(load, ping_pong_is_clean_and_json_parses)
                         "0 < d['latency_us']['p50'] <= d['latency_us']['p90'] <= d['latency_us']['p99'] <= "
                         "d['latency_us']['p99_9'] <= d['latency_us']['max'] and d['latency_us']['samples'] == d['msgs'] "
                         "and d['connects'] == 4 and abs(d['msgs_per_s'] * d['seconds'] - d['msgs']) < 2 and "
-                        "0.9 < d['seconds'] < 1.5");
+                        "0.9 < d['seconds'] < 10");
+    /* The window is about --duration; its upper bound is far from it because a busy machine wakes the run's main
+     * thread late (1.8 s was seen at load average 20): the test checks the report, not the machine's speed. */
     /* The readable summary goes to stderr when stdout carries the JSON. */
     cr_expect(strstr(run.err, "latency") && strstr(run.err, "p99.9"), "stderr: %s", run.err);
     proc_free(&run);
