@@ -493,26 +493,49 @@ static void recv_start(ovl_conn *conn)
     conn->inflight++;
 }
 
-static void recv_pause(ovl_conn *conn)
+/* End the armed receive: it completes with -ECANCELED (after any data already in flight) and is not re-armed
+ * while paused. */
+static void recv_cancel(ovl_conn *conn)
 {
     struct uring_conn *uc = conn_state(conn);
-    /* The multishot receive ends with -ECANCELED (after any data already in flight); it is not re-armed. */
     if ((conn->flags & OVL__C_RECV_ARMED) && !uc->recv_cancelled) {
         uc->recv_cancelled = true;
         struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
         io_uring_prep_cancel64(sqe, tagged(conn, TAG_RECV), 0);
         io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
     }
-    /* Paused, nothing reads the socket: a peer that resets would go unnoticed until the pause ends (a send in
-     * flight sees it; an empty queue does not). A multishot poll with an empty mask watches: the kernel adds
-     * errors, hang-ups and the peer's FIN, and a FIN does not end it. It stays until the connection closes. */
-    if (!uc->watching) {
-        uc->watching = true;
-        struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
-        io_uring_prep_poll_multishot(sqe, conn->fd, 0);
-        io_uring_sqe_set_data64(sqe, tagged(conn, TAG_WATCH));
-        conn->inflight++;
-    }
+}
+
+/* Paused, nothing reads the socket: a peer that resets would go unnoticed until the pause ends (a send in flight
+ * sees it; an empty queue does not). A multishot poll with an empty mask watches: the kernel adds errors, hang-ups
+ * and the peer's FIN, and a FIN does not end it. It stays until the connection closes. */
+static void watch_start(ovl_conn *conn)
+{
+    struct uring_conn *uc = conn_state(conn);
+    if (uc->watching || (conn->flags & OVL__C_CLOSING))
+        return;
+    uc->watching = true;
+    struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
+    io_uring_prep_poll_multishot(sqe, conn->fd, 0);
+    io_uring_sqe_set_data64(sqe, tagged(conn, TAG_WATCH));
+    conn->inflight++;
+}
+
+/* The engine's own pauses (the pool's share, max_pending) are lazy for a connection that keeps up (a multishot
+ * receive armed, not backlogged): its receive stays armed, and is cancelled only when it brings more input while
+ * still paused. Most such pauses end before that - a ping-pong peer sends nothing until its echo, whose completion
+ * ends the pause - and cost no cancel, re-arm or watch (1000 ping-pong connections on a worker's 1024 buffers paused
+ * under the pool's reserve rule for one echo in fourteen, each a cancel, a re-arm and a poll). The armed receive sees
+ * a reset itself, so no watch is needed while it stays. The application's pause, and a backlogged connection
+ * (OVL__C_RECV_ONE: it may be a peer that sends and never reads), stop at once. */
+static void recv_pause(ovl_conn *conn)
+{
+    bool lazy = (conn->flags & OVL__C_RECV_ARMED) && !(conn->flags & (OVL__C_PAUSE_USER | OVL__C_RECV_ONE)) &&
+                state_of(conn->worker)->multishot_recv;
+    if (lazy)
+        return;
+    recv_cancel(conn);
+    watch_start(conn);
 }
 
 static void on_watch(ovl_conn *conn, const struct io_uring_cqe *cqe)
@@ -569,8 +592,10 @@ static void on_recv(struct ovl__worker *worker, ovl_conn *conn, const struct io_
             rearm = false; /* everything the kernel held at the stop is read: the rest came after it */
             ovl__conn_read_done(conn);
         }
-        if (more && (conn->flags & OVL__C_RECV_ONE) && !(conn->flags & (OVL__C_CLOSING | OVL__C_PAUSED)))
-            recv_pause(conn); /* backlogged: end the multishot (-ECANCELED re-arms a single receive) */
+        /* Backlogged: end the multishot (-ECANCELED re-arms a single receive). Paused lazily (recv_pause) and
+         * input came all the same: end it now. */
+        if (more && (conn->flags & (OVL__C_RECV_ONE | OVL__C_PAUSED)) && !(conn->flags & OVL__C_CLOSING))
+            recv_cancel(conn);
     } else {
         if (buf)
             ovl__buf_free(buf);
@@ -608,6 +633,8 @@ static void on_recv(struct ovl__worker *worker, ovl_conn *conn, const struct io_
     if (rearm && !(conn->flags & (OVL__C_CLOSING | OVL__C_EOF_IN | OVL__C_RECV_ARMED | OVL__C_RECV_WAIT |
                                   OVL__C_PAUSED)))
         recv_start(conn);
+    else if (!more && (conn->flags & OVL__C_PAUSED) && !(conn->flags & (OVL__C_RECV_ARMED | OVL__C_EOF_IN)))
+        watch_start(conn); /* a lazy pause's receive ended: watch from now on */
     if (!more)
         ovl__conn_op_done(conn);
 }
