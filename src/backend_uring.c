@@ -811,6 +811,16 @@ static int wait_for_completions(struct ovl__worker *worker, struct uring_worker 
         uw->send_wait_skips--;
         sends = 0;
     }
+    /* Replies to these sends may come within the wait, each into a ring slot, while the slots their requests came
+     * in are still held (freed when the sends' completions are handled, after the wait). A ring with less room
+     * than that would run dry and end multishot receives with ENOBUFS, each to be armed again (1000 ping-pong
+     * connections on 1024 buffers: one receive in fourteen). Take the sends' completions at once instead, and
+     * let the window grow if free slots wait on the stack. */
+    if (sends > uw->in_ring) {
+        if (uw->pool->free_count > 0)
+            uw->ring_starved = true;
+        sends = 0;
+    }
     uw->sends_queued = 0;
     if (timer_ns == 0)
         return io_uring_submit_and_get_events(&uw->ring);
