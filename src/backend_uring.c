@@ -584,6 +584,9 @@ static void on_recv(struct ovl__worker *worker, ovl_conn *conn, const struct io_
     }
     bool rearm = false;
     if (res > 0 && buf) {
+        /* Paused lazily before this input came (recv_pause), and still paused: the peer sends on, end the multishot.
+         * A pause this input starts stays lazy. */
+        bool paused_before = (conn->flags & OVL__C_PAUSED) && ovl__conn_pause_holds(conn);
         if (conn_state(conn)->drain_read)
             ovl__conn_drain_read(conn, (size_t)res);
         ovl__conn_received(conn, buf);
@@ -592,9 +595,9 @@ static void on_recv(struct ovl__worker *worker, ovl_conn *conn, const struct io_
             rearm = false; /* everything the kernel held at the stop is read: the rest came after it */
             ovl__conn_read_done(conn);
         }
-        /* Backlogged: end the multishot (-ECANCELED re-arms a single receive). Paused lazily (recv_pause) and
-         * input came all the same: end it now. */
-        if (more && (conn->flags & (OVL__C_RECV_ONE | OVL__C_PAUSED)) && !(conn->flags & OVL__C_CLOSING))
+        /* Backlogged: end the multishot (-ECANCELED re-arms a single receive). */
+        bool still_paused = paused_before && (conn->flags & OVL__C_PAUSED);
+        if (more && ((conn->flags & OVL__C_RECV_ONE) || still_paused) && !(conn->flags & OVL__C_CLOSING))
             recv_cancel(conn);
     } else {
         if (buf)

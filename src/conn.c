@@ -741,6 +741,13 @@ static void pool_resume_if_due(ovl_conn *conn)
         restart_receiving(conn);
 }
 
+bool ovl__conn_pause_holds(ovl_conn *conn)
+{
+    if (conn->flags & OVL__C_POOL_CHECK)
+        pool_resume_if_due(conn); /* stays on the check list: ovl__worker_flush finds it resumed, or paused again */
+    return (conn->flags & OVL__C_PAUSED) != 0;
+}
+
 /* Connections paused for the pool whose queued slots came back, or all of them when the pool rose past a threshold,
  * receive again if the rule lets them. */
 static void resume_pool_paused(struct ovl__worker *worker)

@@ -369,6 +369,9 @@ void ovl__conn_opened(ovl_conn *conn);
 void ovl__conn_connected(ovl_conn *conn);
 void ovl__conn_wait_for_slot(ovl_conn *conn);
 void ovl__conn_received(ovl_conn *conn, ovl_buf *buf);
+/* Whether a paused connection is still paused, once pool slots that came back since its pause (their resume waits
+ * for ovl__worker_flush) are counted: for a backend that pauses lazily and sees input meanwhile. */
+bool ovl__conn_pause_holds(ovl_conn *conn);
 void ovl__conn_eof(ovl_conn *conn);
 void ovl__conn_read_done(ovl_conn *conn);
 void ovl__conn_sent(ovl_conn *conn, size_t bytes);
