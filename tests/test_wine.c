@@ -302,6 +302,24 @@ Test(wine, stop_ends_when_cancellations_never_complete)
     sup_proc_free(&server);
 }
 
+/* Runs the Windows-built check program tests/windows/NAME (with MODE as its argument, if any) under Wine: it exits 0
+ * and prints "MARK: ok" only if every one of its checks held. */
+static void run_windows_check(const char *name, const char *mode, const char *mark)
+{
+    wine_environment();
+    char path[600], ok[64];
+    snprintf(path, sizeof path, "%s/tests/windows/%s", win_dir(), name);
+    cr_assert(access(path, R_OK) == 0, "%s: %s (build the Windows programs: scripts/build-windows)", path,
+              strerror(errno));
+    sup_proc run = {0};
+    int code = run_client(&run, (char *[]){wine_path(), path, (char *)mode, NULL});
+    cr_log_info("%s", run.out);
+    cr_assert(code == 0, "%s %s failed (exit %d): %s %s", name, mode ? mode : "", code, run.out, run.err);
+    snprintf(ok, sizeof ok, "%s: ok", mark);
+    cr_assert(strstr(run.out, ok), "%s", run.out);
+    sup_proc_free(&run);
+}
+
 /* ovl_post on IOCP (tests/test_post.c covers io_uring and epoll): the Windows-built tests/windows/post_check.c -
  * posts from the main thread run on the named worker in order, workers post to each other (each hop wakes another
  * completion port), a connection's reply made on a blocking thread is posted back to its worker and sent, and what
@@ -309,17 +327,7 @@ Test(wine, stop_ends_when_cancellations_never_complete)
  * stall: 40 of 300 in 20 s). */
 Test(wine, post_on_iocp)
 {
-    wine_environment();
-    char path[600];
-    snprintf(path, sizeof path, "%s/tests/windows/test-post.exe", win_dir());
-    cr_assert(access(path, R_OK) == 0, "%s: %s (build the Windows programs: scripts/build-windows)", path,
-              strerror(errno));
-    sup_proc run = {0};
-    int code = run_client(&run, (char *[]){wine_path(), path, NULL});
-    cr_log_info("%s", run.out);
-    cr_assert(code == 0, "test-post.exe failed (exit %d): %s %s", code, run.out, run.err);
-    cr_assert(strstr(run.out, "post_check: ok"), "%s", run.out);
-    sup_proc_free(&run);
+    run_windows_check("test-post.exe", NULL, "post_check");
 }
 
 /* A connection paused by the application notices its peer's reset on IOCP (test_engine.c's
@@ -330,17 +338,7 @@ Test(wine, post_on_iocp)
  * the peer's FIN while paused (on_eof after the resume), a stop with a paused connection. */
 Test(wine, paused_connection_notices_a_reset)
 {
-    wine_environment();
-    char path[600];
-    snprintf(path, sizeof path, "%s/tests/windows/test-pause.exe", win_dir());
-    cr_assert(access(path, R_OK) == 0, "%s: %s (build the Windows programs: scripts/build-windows)", path,
-              strerror(errno));
-    sup_proc run = {0};
-    int code = run_client(&run, (char *[]){wine_path(), path, NULL});
-    cr_log_info("%s", run.out);
-    cr_assert(code == 0, "test-pause.exe failed (exit %d): %s %s", code, run.out, run.err);
-    cr_assert(strstr(run.out, "pause_check: ok"), "%s", run.out);
-    sup_proc_free(&run);
+    run_windows_check("test-pause.exe", NULL, "pause_check");
 }
 
 /* Issue 16: accepting must not live on worker 0 alone. tests/windows/post_check.c (`blocked-worker`, listening after
@@ -350,17 +348,7 @@ Test(wine, paused_connection_notices_a_reset)
  * held every AcceptEx completion: the first client got no echo in 10 s and the check failed. */
 Test(wine, accepts_while_worker_0_is_blocked)
 {
-    wine_environment();
-    char path[600];
-    snprintf(path, sizeof path, "%s/tests/windows/test-post.exe", win_dir());
-    cr_assert(access(path, R_OK) == 0, "%s: %s (build the Windows programs: scripts/build-windows)", path,
-              strerror(errno));
-    sup_proc run = {0};
-    int code = run_client(&run, (char *[]){wine_path(), path, "blocked-worker", NULL});
-    cr_log_info("%s", run.out);
-    cr_assert(code == 0, "test-post.exe blocked-worker failed (exit %d): %s %s", code, run.out, run.err);
-    cr_assert(strstr(run.out, "post_check: ok"), "%s", run.out);
-    sup_proc_free(&run);
+    run_windows_check("test-post.exe", "blocked-worker", "post_check");
 }
 
 Test(wine, ctrl_c_drains_open_connections)
