@@ -527,10 +527,13 @@ static void watch_start(ovl_conn *conn)
  * ends the pause - and cost no cancel, re-arm or watch (1000 ping-pong connections on a worker's 1024 buffers paused
  * under the pool's reserve rule for one echo in fourteen, each a cancel, a re-arm and a poll). The armed receive sees
  * a reset itself, so no watch is needed while it stays. The application's pause, and a backlogged connection
- * (OVL__C_RECV_ONE: it may be a peer that sends and never reads), stop at once. */
+ * (OVL__C_RECV_ONE: it may be a peer that sends and never reads), stop at once, and so does a draining one: the
+ * drain reads in drain mode (what the kernel held at the stop) once the pause ends, which an armed receive would
+ * keep from starting (conn.c's begin_drain calls this again for a connection paused lazily before the stop). */
 static void recv_pause(ovl_conn *conn)
 {
-    bool lazy = (conn->flags & OVL__C_RECV_ARMED) && !(conn->flags & (OVL__C_PAUSE_USER | OVL__C_RECV_ONE)) &&
+    bool lazy = (conn->flags & OVL__C_RECV_ARMED) &&
+                !(conn->flags & (OVL__C_PAUSE_USER | OVL__C_RECV_ONE | OVL__C_DRAINING)) &&
                 state_of(conn->worker)->multishot_recv;
     if (lazy)
         return;

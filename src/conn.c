@@ -582,6 +582,9 @@ void ovl__conn_begin_drain(ovl_conn *conn)
     }
     if (!paused)
         backend_of(conn)->recv_drain(conn); /* else restart_receiving reads on, in drain mode */
+    else if (conn->flags & OVL__C_RECV_ARMED)
+        backend_of(conn)->recv_pause(conn); /* a lazy pause's receive (io_uring) ends now: restart_receiving
+                                               starts no drain-mode read while it is armed */
 }
 
 ovl_conn *ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd)

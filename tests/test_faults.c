@@ -1154,6 +1154,61 @@ Test(faults, drain_that_pauses_reads_no_more_than_the_stop_left, .timeout = 60)
     server_destroy(&server);
 }
 
+/* A connection the engine paused with its receive still armed (io_uring's lazy pause: a 2-byte request answered with
+ * 4 MiB, past max_pending), and the stop comes while the reply is unread: once the client reads it all, the drain
+ * must read what the kernel held at the stop and send our FIN. Before the fix the armed receive kept the drain from
+ * starting its own read, and the connection waited for the drain deadline (20 s here) before it closed. */
+#define PAUSED_DRAIN_REPLY (4u << 20)
+static char paused_drain_reply[PAUSED_DRAIN_REPLY];
+static atomic_int paused_drain_close_err = 1;
+
+static void big_reply_data(ovl_conn *conn, ovl_buf *buf)
+{
+    ovl_buf_release(buf);
+    ovl_send_ref(conn, paused_drain_reply, sizeof paused_drain_reply);
+}
+
+static void big_reply_close(ovl_conn *conn, ovl_close_reason reason, int err)
+{
+    atomic_store(&paused_drain_close_err, err);
+    server_count_close(conn, reason, err);
+}
+
+Test(faults, drain_of_a_paused_connection_ends_with_our_fin, .timeout = 60)
+{
+    static const ovl_callbacks callbacks = {.on_open = server_echo_open, .on_data = big_reply_data,
+                                            .on_close = big_reply_close};
+    struct server server;
+    server_start(&server, &(struct server_opts){ .threads = 1, .drain_timeout_ms = 20000, .callbacks = &callbacks });
+    int fd = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+    cr_assert(sup_send_all(fd, "hi", 2) == 0);
+    sup_sleep_ms(300); /* the reply fills the socket buffers and the send queue past max_pending: paused */
+    ovl_engine_request_stop(server.engine);
+    sup_sleep_ms(100);
+    static char back[65536];
+    uint64_t got = 0;
+    bool eof = false;
+    for (int64_t deadline = sup_now_ms() + 15000; sup_now_ms() < deadline && !eof;) {
+        ssize_t n = recv(fd, back, sizeof back, 0);
+        if (n > 0)
+            got += (uint64_t)n;
+        else if (n == 0)
+            eof = true;
+        else
+            break; /* the socket's 10 s timeout: nothing came */
+    }
+    cr_log_info("paused drain: %llu of %u bytes, then %s", (unsigned long long)got, PAUSED_DRAIN_REPLY,
+                eof ? "the server's FIN" : "nothing");
+    cr_assert(eof && got == PAUSED_DRAIN_REPLY, "%llu of %u bytes and %s within 15 s of the stop (drain deadline 20 s)",
+              (unsigned long long)got, PAUSED_DRAIN_REPLY, eof ? "EOF" : "no EOF");
+    close(fd);
+    ovl_engine_wait(server.engine);
+    cr_assert_eq(atomic_load(&paused_drain_close_err), 0, "on_close with error %d (%s): the drain ran out",
+                 atomic_load(&paused_drain_close_err), ovl_strerror(atomic_load(&paused_drain_close_err)));
+    server_destroy(&server);
+}
+
 /* ---- one client cannot take a worker from the others ---- */
 
 static int must_non_reader(int port)
