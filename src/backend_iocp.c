@@ -107,6 +107,8 @@ struct iocp_conn {
     bool peer_closed_first;      /* the peer's FIN came before our side shut down: no TIME_WAIT here */
     bool watching;               /* the watch is posted (one count in conn->inflight) */
     bool unread_waits;           /* paused, and the watch found bytes waiting: no watch until the pause ends */
+    bool recv_deferred;          /* the pause ended with the watch posted: the receive is posted when the watch
+                                    completes (OVL__C_RECV_ARMED and one count in conn->inflight meanwhile) */
     enum reuse_role role;
 };
 
@@ -586,6 +588,16 @@ static void recv_start(ovl_conn *conn)
         make_ready(iw, &ic->recv, 0, 0);
         return;
     }
+    if (ic->watching) {
+        /* Never two receives posted: Wine completed only the watch for the peer's FIN and the posted receive waited
+         * for ever (review: 6 stops in 296 ran to the drain deadline), and cancelling the watch is what the drain
+         * avoids (CancelIoEx on a pending receive, recv_drain). The watch completes for bytes, a FIN or a reset
+         * alike, and on_watch posts the receive then. */
+        ic->recv_deferred = true;
+        conn->flags |= OVL__C_RECV_ARMED;
+        conn->inflight++;
+        return;
+    }
     int zero_byte = conn->worker->engine->config.zero_byte_receive;
     if (zero_byte > 0 || (zero_byte == 0 && conn->worker->conn_count > ZERO_BYTE_ABOVE)) {
         /* Completes when bytes (or the peer's FIN) arrive, holding no buffer meanwhile; read_now then takes a
@@ -655,9 +667,10 @@ static void peer_eof(ovl_conn *conn)
  * that is quiet, not a backpressured one that keeps sending (ProcessSocketNotifications would: docs/WINDOWS.md).
  *
  * It is an op of its own, beside the receive's, and not OVL__C_RECV_ARMED, so conn.c sees no receive posted: the
- * pause can end (or the drain start) while it waits, and the receive posted then does not wait for it. Two
- * receives are then posted; Winsock completes them in the order they were posted, and the zero-byte one takes no
- * bytes from the other. Its completion on a connection no longer paused is let go of, unless it reports an error.
+ * pause can end (or the drain start) while it waits. The receive asked for then is posted when the watch completes
+ * (recv_deferred): never two receives at once, since Wine completed only the watch for a FIN and the other waited
+ * for ever. The watch's completion on a connection no longer paused posts that receive, which reads what woke it;
+ * an error in it ends the connection.
  * Like every op it holds a count in conn->inflight: a close cancels it with the rest (CancelIoEx on the socket), the
  * stop's hard deadline closes its socket, and a socket is retired only once it has completed.
  */
@@ -759,7 +772,7 @@ static void on_recv(ovl_conn *conn, DWORD bytes, int error)
         rearm = true;
     } else {
         ovl__buf_free(slot);
-        if (!error)
+        if (!error && !(conn->flags & OVL__C_EOF_IN)) /* the watch may have seen the FIN first (on_watch) */
             peer_eof(conn);
         else if (error == ERROR_OPERATION_ABORTED || error == WSA_OPERATION_ABORTED)
             rearm = (conn->flags & OVL__C_DRAINING) != 0;
@@ -807,9 +820,10 @@ static void read_now(ovl_conn *conn, int error)
             } else {
                 if (slot)
                     ovl__buf_free(slot);
-                if (n == 0)
-                    peer_eof(conn);
-                else if (error == WSAEWOULDBLOCK && (conn->flags & OVL__C_DRAINING) &&
+                if (n == 0) {
+                    if (!(conn->flags & OVL__C_EOF_IN)) /* the watch may have seen the FIN first (on_watch) */
+                        peer_eof(conn);
+                } else if (error == WSAEWOULDBLOCK && (conn->flags & OVL__C_DRAINING) &&
                          !(conn->flags & OVL__C_LINGER))
                     ovl__conn_read_done(conn);
                 else if (error == WSAEWOULDBLOCK)
@@ -834,6 +848,12 @@ static void on_watch(ovl_conn *conn, int error)
 {
     struct iocp_conn *ic = conn_state(conn);
     ic->watching = false;
+    bool deferred = ic->recv_deferred; /* the pause ended meanwhile: the receive is posted now (recv_start) */
+    if (deferred) {
+        ic->recv_deferred = false;
+        conn->flags &= ~OVL__C_RECV_ARMED;
+        conn->inflight--; /* the watch's own count keeps the connection until ovl__conn_op_done below */
+    }
     bool aborted = error == ERROR_OPERATION_ABORTED || error == WSA_OPERATION_ABORTED;
     if ((conn->flags & OVL__C_CLOSING) || aborted || error == WSAENOBUFS || error == WSAEWOULDBLOCK) {
         /* cancelled by a close, or no resources to watch with: nothing to do */
@@ -854,6 +874,8 @@ static void on_watch(ovl_conn *conn, int error)
         else
             ovl__conn_failed(conn, -peek_error);
     }
+    if (deferred && !(conn->flags & OVL__C_PAUSED))
+        rearm_recv(conn);
     ovl__conn_op_done(conn);
 }
 
