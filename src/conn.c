@@ -713,6 +713,7 @@ static void walk_wait_list(struct ovl__worker *worker)
         } else if (conn->flags & OVL__C_PAUSED) {
             conn->flags &= ~OVL__C_RECV_WAIT; /* resume_if_drained starts receiving again */
             conn->inflight--;
+            backend_of(conn)->recv_pause(conn); /* nothing reads it now: the backend watches for a reset */
         } else if (slots_free) {
             conn->flags &= ~OVL__C_RECV_WAIT;
             conn->inflight--;
