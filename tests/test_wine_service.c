@@ -185,6 +185,18 @@ static void remove_leftover_service(void)
     }
 }
 
+static void fresh_wineserver(void)
+{
+    sup_proc server;
+    char *kill_argv[] = {wineserver_path(), "-k", NULL};
+    run(&server, kill_argv); /* exit 1 when none was running */
+    sup_proc_free(&server);
+    char *argv[] = {wineserver_path(), "-p", NULL};
+    int code = run(&server, argv);
+    cr_assert(code == 0, "wineserver -p: exit %d: %s%s", code, server.out, server.err);
+    sup_proc_free(&server);
+}
+
 static void suite_setup(void)
 {
     wine_environment();
@@ -194,20 +206,47 @@ static void suite_setup(void)
      * session and stops the service (SERVICE_CONTROL_SHUTDOWN); and a running one (from an earlier test of this
      * prefix) refuses -p. The tests of a prefix run one at a time, so the only Wine processes ended here are the
      * previous test's. */
-    sup_proc server;
-    char *kill_argv[] = {wineserver_path(), "-k", NULL};
-    run(&server, kill_argv); /* exit 1 when none was running */
-    sup_proc_free(&server);
-    char *argv[] = {wineserver_path(), "-p", NULL};
-    int code = run(&server, argv);
-    cr_assert(code == 0, "wineserver -p: exit %d: %s%s", code, server.out, server.err);
-    sup_proc_free(&server);
+    fresh_wineserver();
     remove_leftover_service();
+}
+
+/* The system environment (HKLM), from which Wine's services.exe builds every service's environment: once per
+ * session, with CreateEnvironmentBlock, at its first start (Wine's own automatic services start with the session).
+ * So the variable is set, then the session restarted; suite_setup gives the next test a session of its own, and
+ * the variable is removed at the end of the test (in suite_teardown too, for a test that failed half-way). */
+#define SYSTEM_ENVIRONMENT_KEY "HKLM\\System\\CurrentControlSet\\Control\\Session Manager\\Environment"
+
+static bool system_fault_set;
+
+static void set_system_fault(const char *faults)
+{
+    char *argv[] = {wine_path(), "reg", "add", SYSTEM_ENVIRONMENT_KEY, "/v", "OVERLAP_TEST_FAULTS", "/d",
+                    (char *)faults, "/f", NULL};
+    sup_proc proc;
+    system_fault_set = true;
+    int code = run(&proc, argv);
+    cr_assert(code == 0, "reg add OVERLAP_TEST_FAULTS: exit %d: %s%s", code, proc.out, proc.err);
+    sup_proc_free(&proc);
+    fresh_wineserver();
+}
+
+static void clear_system_fault(void)
+{
+    if (!system_fault_set)
+        return;
+    char *argv[] = {wine_path(), "reg", "delete", SYSTEM_ENVIRONMENT_KEY, "/v", "OVERLAP_TEST_FAULTS", "/f", NULL};
+    sup_proc proc;
+    if (sup_proc_run(&proc, argv, WINE_TIMEOUT_MS) != 0 || sup_proc_exit_code(&proc) != 0)
+        cr_log_warn("could not remove OVERLAP_TEST_FAULTS from the prefix's system environment: %s%s",
+                    proc.out ? proc.out : "", proc.err ? proc.err : "");
+    sup_proc_free(&proc);
+    system_fault_set = false;
 }
 
 static void suite_teardown(void)
 {
     sup_proc_kill_all();
+    clear_system_fault(); /* a test that failed half-way must not leave its fault to the next */
     sup_proc proc;
     for (int i = 0; service_names[i]; i++) {
         char *uninstall[] = {wine_path(), echo_exe(), "uninstall", "--name", (char *)service_names[i], NULL};
@@ -496,6 +535,37 @@ Test(wine_service, uninstall_drains_a_running_service_first)
     cr_assert(strstr(read_log(log), "overlap-echo: stopped after"), "log: %s", read_log(log));
     query_state(&state);
     cr_assert(state.state == 0, "still installed: %s", state.text);
+}
+
+/* A service that is still starting accepts no control: uninstall's stop failed with 1061
+ * (ERROR_SERVICE_CANNOT_ACCEPT_CTRL) and left it installed. Now uninstall waits for the start to end (bounded), then
+ * stops and removes it. The start is held in START_PENDING for 8 s by a test fault of overlap-echo's. */
+Test(wine_service, uninstall_waits_for_a_service_that_is_still_starting)
+{
+    char log[LOG_PATH_SIZE], windows_log[LOG_PATH_SIZE + 2];
+    log_paths("starting.log", log, windows_log);
+    install(windows_log, "0");
+    set_system_fault("slow-service-start");
+    start_service();
+    struct service_state state;
+    query_state(&state);
+    cr_assert(state.state == STATE_START_PENDING, "the fault should hold the start: %s", state.text);
+
+    sup_proc proc;
+    char *args[] = {"uninstall", NULL};
+    int code = run_echo(&proc, args);
+    cr_assert(code == 0, "uninstall of a starting service: exit %d: %s%s", code, proc.out, proc.err);
+    cr_assert(strstr(proc.out, "is still starting"), "%s", proc.out);
+    cr_assert(strstr(proc.out, "overlap-echo: service stopped (exit code 0, service exit code 0)"), "%s", proc.out);
+    cr_assert(strstr(proc.out, "overlap-echo: removed service overlap-echo"), "%s", proc.out);
+    sup_proc_free(&proc);
+    const char *text = read_log(log);
+    cr_assert(strstr(text, "overlap-echo: warning: OVERLAP_TEST_FAULTS=slow-service-start: a test fault is on"),
+              "log: %s", text);
+    cr_assert(strstr(text, "overlap-echo: stopped after"), "log: %s", text);
+    query_state(&state);
+    cr_assert(state.state == 0, "still installed: %s", state.text);
+    clear_system_fault();
 }
 
 Test(wine_service, failed_start_ends_with_a_service_specific_exit_code)

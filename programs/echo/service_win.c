@@ -23,6 +23,7 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <wchar.h>
 
@@ -40,6 +41,10 @@
 #define CHECKPOINT_INTERVAL_MS 1000
 /* overlap.h: drain_timeout_ms 0 means 5 s. */
 #define DEFAULT_DRAIN_SECONDS 5.0
+/* uninstall waits this long at most for a service that is still starting (it accepts no stop until it runs). */
+#define START_WAIT_MAX_MS 30000
+/* The test fault slow-service-start holds the service in START_PENDING this long (see slow_start_fault). */
+#define SLOW_START_MS 8000
 
 /* ---- errors ---- */
 
@@ -296,6 +301,33 @@ int service_win_fail(int exit_code, const char *reason)
     return exit_code;
 }
 
+/* $OVERLAP_TEST_FAULTS=slow-service-start (matched whole in its comma-separated list, as the library's faults are):
+ * the service stays START_PENDING for SLOW_START_MS, advancing its checkpoint every second as a slow but healthy
+ * start does, so that the tests can act on a service that is still starting (uninstall). Test-only: it says so in
+ * the log. */
+static void slow_start_fault(void)
+{
+    const char *list = getenv("OVERLAP_TEST_FAULTS");
+    static const char name[] = "slow-service-start";
+    bool on = false;
+    for (const char *at = list; at && *at;) {
+        size_t length = strcspn(at, ",");
+        if (length == sizeof name - 1 && !memcmp(at, name, length))
+            on = true;
+        at += length + (at[length] == ',');
+    }
+    if (!on)
+        return;
+    FILE *out = problem_stream ? problem_stream : stderr;
+    fprintf(out, "overlap-echo: warning: OVERLAP_TEST_FAULTS=%s: a test fault is on (the service stays start "
+                 "pending for %d s on purpose); unset it outside tests\n", list, SLOW_START_MS / 1000);
+    fflush(out);
+    for (int waited = 0; waited < SLOW_START_MS; waited += CHECKPOINT_INTERVAL_MS) {
+        Sleep(CHECKPOINT_INTERVAL_MS);
+        report_status(SERVICE_START_PENDING, START_WAIT_HINT_MS);
+    }
+}
+
 static void WINAPI service_main(DWORD argc, LPWSTR *argv)
 {
     /* The options come from the command line install registered; arguments given to "sc start" are not used. */
@@ -304,6 +336,7 @@ static void WINAPI service_main(DWORD argc, LPWSTR *argv)
         return;
     }
     report_status(SERVICE_START_PENDING, START_WAIT_HINT_MS);
+    slow_start_fault();
 
     int code = service.serve(service.options, service_stop_wait, service_stop_name);
 
@@ -724,6 +757,30 @@ static int wait_until_stopped(SC_HANDLE handle, SERVICE_STATUS_PROCESS *status, 
     return 0;
 }
 
+/* A service still starting accepts no control (ControlService fails with ERROR_SERVICE_CANNOT_ACCEPT_CTRL, 1061;
+ * Wine 8.0 says ERROR_INVALID_SERVICE_CONTROL, 1052): wait for it to leave START_PENDING, judged as the SCM judges a
+ * start (no checkpoint progress for its wait hint + STOP_MARGIN_MS is a start that hangs), and for
+ * START_WAIT_MAX_MS at most. Returns -1 if a query failed; `status` then holds the state it reached. */
+static int wait_while_starting(SC_HANDLE handle, SERVICE_STATUS_PROCESS *status)
+{
+    ULONGLONG start = GetTickCount64();
+    DWORD checkpoint = status->dwCheckPoint;
+    ULONGLONG progress_deadline = start + status->dwWaitHint + STOP_MARGIN_MS;
+    while (status->dwCurrentState == SERVICE_START_PENDING) {
+        ULONGLONG now = GetTickCount64();
+        if (now - start >= START_WAIT_MAX_MS || now > progress_deadline)
+            break;
+        Sleep(250);
+        if (query_status(handle, status) < 0)
+            return -1;
+        if (status->dwCheckPoint != checkpoint) {
+            checkpoint = status->dwCheckPoint;
+            progress_deadline = GetTickCount64() + status->dwWaitHint + STOP_MARGIN_MS;
+        }
+    }
+    return 0;
+}
+
 int service_win_uninstall(const char *name)
 {
     struct service_names names;
@@ -748,7 +805,21 @@ int service_win_uninstall(const char *name)
     SERVICE_STATUS_PROCESS status;
     if (query_status(handle, &status) < 0)
         goto done;
-    if (status.dwCurrentState != SERVICE_STOPPED) {
+    bool marked = false;
+    ULONGLONG waited_from = GetTickCount64();
+    if (status.dwCurrentState == SERVICE_START_PENDING) {
+        printf("overlap-echo: the service %s is still starting; waiting for its start to end (at most %d s)\n",
+               name, START_WAIT_MAX_MS / 1000);
+        fflush(stdout);
+        if (wait_while_starting(handle, &status) < 0)
+            goto done;
+        /* Still starting: nothing can stop it now. DeleteService marks it for deletion, and the SCM removes it
+         * once it stops; until then install of the same name fails (1072). */
+        marked = status.dwCurrentState == SERVICE_START_PENDING;
+    }
+    if (marked) {
+        /* below */
+    } else if (status.dwCurrentState != SERVICE_STOPPED) {
         printf("overlap-echo: stopping service %s (%s; it finishes its open connections first)\n", name,
                state_name(status.dwCurrentState));
         SERVICE_STATUS control_status;
@@ -769,6 +840,17 @@ int service_win_uninstall(const char *name)
         char what[128];
         snprintf(what, sizeof what, "uninstall: DeleteService %s", name);
         print_win_error(what, GetLastError());
+        goto done;
+    }
+    if (marked) {
+        /* Not removed yet, so the exit code says so; its event source goes now, since no later uninstall will
+         * find the service to remove it (its start's last lines then show in the Event Log without the message
+         * file's formatting). */
+        remove_event_source(&names, "uninstall");
+        fprintf(stderr, "overlap-echo: uninstall: the service %s is still start pending after %llu s and cannot be "
+                        "stopped yet: it is marked for deletion, and Windows removes it once it stops (sc queryex "
+                        "%s shows its PID, to end it); until then a new install of that name fails\n",
+                name, (unsigned long long)((GetTickCount64() - waited_from) / 1000), name);
         goto done;
     }
     printf("overlap-echo: removed service %s\n", name);
