@@ -166,7 +166,10 @@ static struct {
     LPFN_DISCONNECTEX disconnect_ex;
     LPFN_GETACCEPTEXSOCKADDRS get_accept_ex_sockaddrs;
     bool skip_allowed;           /* every TCP provider is IFS: FILE_SKIP_COMPLETION_PORT_ON_SUCCESS may be tried */
-    atomic_bool initial_rto;     /* SIO_TCP_INITIAL_RTO may be tried (see loopback_connect_options) */
+    bool initial_rto;            /* SIO_TCP_INITIAL_RTO may be tried: build 16299 or later (loopback_connect_options) */
+    atomic_bool initial_rto_off[2];     /* [0 IPv4, 1 IPv6]: the control code is not supported for that family */
+    atomic_bool initial_rto_applied[2]; /* it took on a socket of that family once: reused ones may carry it */
+    atomic_uint initial_rto_failures;   /* failures on one socket, for the log's back-off */
     int error;
 } winsock = {.once = PTHREAD_ONCE_INIT};
 
@@ -246,7 +249,7 @@ static void load_winsock(void)
         rc = load_extension(probe, addresses_guid, &winsock.get_accept_ex_sockaddrs);
     winsock.error = rc;
     winsock.skip_allowed = all_providers_ifs();
-    atomic_store(&winsock.initial_rto, windows_build() >= 16299);
+    winsock.initial_rto = windows_build() >= 16299;
     closesocket(probe);
 }
 
@@ -941,22 +944,55 @@ static bool is_loopback(const struct sockaddr *address)
  * TCP_INITIAL_RTO_NO_SYN_RETRANSMISSIONS (honoured from Windows 10 1709, build 16299, as libuv checks) makes that
  * refusal immediate. Only for loopback targets, as libuv and Go do: there no SYN is lost, so a reset is final; on a
  * network, no retransmission would let one lost SYN fail the connect. A reused socket may carry the setting of
- * its last connect, so for other targets it is set back to the system's (both fields unspecified). The call is
- * an optimisation: where it fails (WSAEOPNOTSUPP: a provider without it; Wine, which reports Windows 7 and so is
- * not asked) nothing is reported and it is not tried again. */
-static void loopback_connect_options(SOCKET socket, const struct sockaddr *target, bool reused)
+ * its last connect, so for other targets it is set back to the system's (both fields unspecified), and a reused
+ * socket where that fails is not used (returns false: the caller takes a fresh socket).
+ *
+ * The call is an optimisation, and a failure on one socket says nothing about the others. Microsoft documents
+ * WSAEOPNOTSUPP for a transport provider without the control code, and WSAEINVAL for a control code the system does
+ * not know, an input it does not accept, or a socket it does not apply to. So WSAEOPNOTSUPP, and WSAEINVAL on a
+ * fresh socket (every fresh socket of the family is alike), mean "not here": the setting is not tried again for that
+ * family (one warning). Anything else, or WSAEINVAL on a reused socket (which has connected before), is that
+ * socket's: the connect goes on without it, the next socket tries again, and the failures are logged at 1, 2, 4, 8...
+ * so a log is not flooded. Wine reports Windows 7 and is not asked; asked anyway, it answers WSAEOPNOTSUPP. */
+static bool loopback_connect_options(ovl_conn *conn, SOCKET socket, const struct sockaddr *target, bool reused)
 {
     bool loopback = is_loopback(target);
-    if (!atomic_load_explicit(&winsock.initial_rto, memory_order_relaxed) || (!loopback && !reused))
-        return;
+    int f = family_index(target->sa_family);
+    if (!winsock.initial_rto || (!loopback && !reused))
+        return true;
+    if (loopback ? atomic_load_explicit(&winsock.initial_rto_off[f], memory_order_relaxed)
+                 : !atomic_load_explicit(&winsock.initial_rto_applied[f], memory_order_relaxed))
+        return true; /* not supported here; or (a reset) no socket of the family ever took the setting */
     TCP_INITIAL_RTO_PARAMETERS rto;
     memset(&rto, 0, sizeof rto);
     rto.Rtt = TCP_INITIAL_RTO_UNSPECIFIED_RTT;
     rto.MaxSynRetransmissions =
         loopback ? TCP_INITIAL_RTO_NO_SYN_RETRANSMISSIONS : TCP_INITIAL_RTO_UNSPECIFIED_MAX_SYN_RETRANSMISSIONS;
     DWORD bytes = 0;
-    if (WSAIoctl(socket, SIO_TCP_INITIAL_RTO, &rto, sizeof rto, NULL, 0, &bytes, NULL, NULL) != 0)
-        atomic_store_explicit(&winsock.initial_rto, false, memory_order_relaxed);
+    if (WSAIoctl(socket, SIO_TCP_INITIAL_RTO, &rto, sizeof rto, NULL, 0, &bytes, NULL, NULL) == 0) {
+        if (loopback)
+            atomic_store_explicit(&winsock.initial_rto_applied[f], true, memory_order_relaxed);
+        return true;
+    }
+    int error = WSAGetLastError();
+    const char *family = f ? "IPv6" : "IPv4";
+    if (error == WSAEOPNOTSUPP || (error == WSAEINVAL && !reused)) {
+        if (!atomic_exchange(&winsock.initial_rto_off[f], true))
+            ovl__log(conn->worker->engine, OVL_LOG_WARNING,
+                     "SIO_TCP_INITIAL_RTO on an %s socket: %s (error %d): not supported here, not tried again for "
+                     "%s; a refused loopback connect then waits for the SYN retransmissions (about 2 s)",
+                     family, ovl_strerror(-error), error, family);
+        if (loopback)
+            return true;
+    }
+    unsigned failures = atomic_fetch_add_explicit(&winsock.initial_rto_failures, 1, memory_order_relaxed) + 1;
+    if ((failures & (failures - 1)) == 0)
+        ovl__log(conn->worker->engine, OVL_LOG_WARNING,
+                 "SIO_TCP_INITIAL_RTO on %s %s socket: %s (error %d; %u such failure%s so far): %s",
+                 reused ? "a reused" : "an", family, ovl_strerror(-error), error, failures, failures == 1 ? "" : "s",
+                 loopback ? "this connect goes on without it, the next one tries again"
+                          : "the reused socket is not used, a fresh one connects");
+    return loopback;
 }
 
 static int post_connect(ovl_conn *conn)
@@ -984,7 +1020,12 @@ static int post_connect(ovl_conn *conn)
                 return rc;
             }
         }
-        loopback_connect_options(socket, address->ai_addr, ic->connect_reused);
+        if (!loopback_connect_options(conn, socket, address->ai_addr, ic->connect_reused)) {
+            /* a reused socket that may still refuse to retransmit its SYN: not for a network connect */
+            closesocket(socket);
+            ovl__count(&conn->worker->counters.reuse_fallback, 1);
+            continue;
+        }
         conn->fd = socket;
         ic->skip_known = false;
         bool skip = conn_skip(conn);
