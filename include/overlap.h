@@ -319,10 +319,11 @@ OVL_API void ovl_engine_destroy(ovl_engine *engine);
  *                     into a reset
  *   recv_pool_pauses  times a connection stopped receiving because it held its share of the worker's receive
  *                     buffers while they ran low, or any while the pool was down to its reserve
- *   stop_abandoned    operations (a connection's receive, send or connect, an accept, an IOCP disconnect) whose
- *                     completion had not come stop_grace_ms after their sockets were closed at the stop's hard
- *                     deadline: the worker ended without them, and the memory they may still write (the connection,
- *                     the worker's receive buffers) is never freed. 0 unless the system lost a cancellation */
+ *   stop_abandoned    operations (a connection's receive, send or connect, an accept) whose completion had not
+ *                     come stop_grace_ms after their sockets were closed at the stop's hard deadline: the worker
+ *                     ended without them, and the memory they may still write (the connection, the worker's receive
+ *                     buffers) is never freed. 0 unless the system lost a cancellation. (An IOCP DisconnectEx still
+ *                     pending then is given up on, as 1 s after the stop begins: it writes only its own context.) */
 typedef struct ovl_stats {
 #define OVL__STATS_MEMBER(name, kind, help) uint64_t name;
     OVL_STATS_FIELDS(OVL__STATS_MEMBER)

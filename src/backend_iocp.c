@@ -130,8 +130,8 @@ struct iocp_retire {
     struct iocp_retire *prev, *next;
     int family;
     enum reuse_role role;
-    int stage;                   /* 0 pending, 1 cancel requested, 2 socket closed and given up on, 3 socket
-                                    closed at the stop's hard deadline (still counted in `retiring`) */
+    int stage;                   /* 0 pending, 1 cancel requested, 2 socket closed and given up on (by its timer,
+                                    or at the stop's hard deadline: retire_give_up) */
     struct ovl__timer timer;     /* stage 0: time to cancel; stage 1: time to give up */
 };
 
@@ -1117,6 +1117,17 @@ static void retire_unlink(struct iocp_worker *iw, struct iocp_retire *retire)
     iw->retiring--;
 }
 
+/* Close the socket of a DisconnectEx that has not completed and stop waiting for it: the worker need not wait, and
+ * nothing of it is counted as abandoned, since what the system may still write is the OVERLAPPED alone. So the
+ * iocp_retire is kept until a completion comes (on_disconnect frees it then) or for ever; nothing else of the worker
+ * is tied to it (its receive pool, its state: a stop that abandons something keeps those, stop_abandon). */
+static void retire_give_up(struct iocp_worker *iw, struct iocp_retire *retire)
+{
+    retire->stage = 2;
+    retire_unlink(iw, retire);
+    closesocket(retire->op.socket);
+}
+
 /* A DisconnectEx that does not complete (Wine 8 leaves every one pending) would hold its socket for ever and keep
  * the worker from stopping: cancel it (counted in reuse_timeouts unless the engine is stopping), and if even the
  * cancellation does not complete, close the socket and stop counting it. Its memory stays until a completion
@@ -1131,9 +1142,7 @@ static void retire_timer_fired(struct ovl__worker *worker, struct ovl__timer *ti
         ovl__timer_start_ms(worker, timer, RETIRE_TIMEOUT_MS / 2);
         CancelIoEx((HANDLE)retire->op.socket, &retire->op.overlapped);
     } else {
-        retire->stage = 2;
-        retire_unlink(state_of(worker), retire);
-        closesocket(retire->op.socket);
+        retire_give_up(state_of(worker), retire);
     }
 }
 
@@ -1188,9 +1197,7 @@ static void on_disconnect(struct ovl__worker *worker, struct iocp_retire *retire
     }
     retire_unlink(iw, retire);
     ovl__timer_stop(worker, &retire->timer);
-    if (retire->stage == 3) {
-        /* its socket was closed at the stop's hard deadline (stop_force): the handle may belong to another by now */
-    } else if (error || worker->stopping) {
+    if (error || worker->stopping) {
         closesocket(retire->op.socket);
         if (!worker->stopping && retire->stage == 0)
             ovl__count(&worker->counters.reuse_fallback, 1); /* refused; a cancelled one is in reuse_timeouts */
@@ -1294,8 +1301,9 @@ static void dequeue(struct ovl__worker *worker, DWORD timeout)
 /* The stop's hard deadline: operations were cancelled and have not completed. closesocket completes every
  * operation still pending on a socket (ERROR_OPERATION_ABORTED), so every socket they are on is closed: the
  * connections' (their handlers see an error on a closing connection and only let go), the sockets waiting in
- * AcceptEx (the acceptor's; the listening sockets were closed when it stopped accepting) and those being retired.
- * op->socket keeps the old handle value for WSAGetOverlappedResult, which then fails: any error will do. */
+ * AcceptEx (the acceptor's; the listening sockets were closed when it stopped accepting) and those being retired
+ * (given up on here, retire_give_up). op->socket keeps the old handle value for WSAGetOverlappedResult, which then
+ * fails: any error will do. */
 static void stop_force(struct ovl__worker *worker)
 {
     struct iocp_worker *iw = state_of(worker);
@@ -1310,22 +1318,22 @@ static void stop_force(struct ovl__worker *worker)
             closesocket(accept->socket);
             accept->socket = INVALID_SOCKET;
         }
-    for (struct iocp_retire *retire = iw->retire_list; retire; retire = retire->next) {
-        ovl__timer_stop(worker, &retire->timer);
-        if (retire->stage != 3) {
-            closesocket(retire->op.socket);
-            retire->stage = 3;
-        }
+    /* A DisconnectEx still pending is given up on as its own timer does (1 s after the stop began: a drain plus
+     * grace shorter than that gets here first). Counted in stop_abandoned it would have made the worker keep its
+     * receive pool and state for an operation that writes neither. */
+    while (iw->retire_list) {
+        ovl__timer_stop(worker, &iw->retire_list->timer);
+        retire_give_up(iw, iw->retire_list);
     }
 }
 
 /* What still has not completed stop_grace_ms after its socket was closed. The system may yet write the OVERLAPPED
- * and (AcceptEx) the address buffer: the armed accepts and these retires are never freed (worker_destroy skips
- * them). */
+ * and the address buffer of an armed accept: they are never freed (worker_destroy skips them). Retires are not
+ * among them: stop_force gave them up. */
 static unsigned stop_abandon(struct ovl__worker *worker)
 {
     struct iocp_worker *iw = state_of(worker);
-    unsigned pending = iw->accepts_armed + iw->retiring;
+    unsigned pending = iw->accepts_armed;
     if (pending)
         iw->abandoned = true;
     return pending;
@@ -1352,7 +1360,7 @@ static void worker_destroy(struct ovl__worker *worker)
     if (!iw)
         return;
     if (iw->abandoned) {
-        /* The system may still complete an armed accept or a retire (stop_abandon): they, and this state that
+        /* The system may still complete an armed accept (stop_abandon): the accepts, and this state that
          * links them, stay allocated, reachable from the leaked worker (ovl_engine_destroy). */
         for (int role = 0; role < 2; role++)
             for (int f = 0; f < 2; f++)

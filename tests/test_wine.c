@@ -330,6 +330,25 @@ Test(wine, post_on_iocp)
     run_windows_check("test-post.exe", NULL, "post_check");
 }
 
+/* A stop whose hard deadline (drain 100 ms + grace 200 ms) comes before the 1 s give-up of a socket being retired:
+ * tests/windows/retire_check.c retires one (its client sends the first FIN; Wine never completes that DisconnectEx)
+ * and stops. The deadline must give the socket up as its own timer would, not count it in stop_abandoned (before:
+ * 1 abandoned, an error logged, and the worker kept its receive pool and state for it). */
+Test(wine, stop_with_a_short_grace_gives_retiring_sockets_up)
+{
+    wine_environment();
+    char path[600];
+    snprintf(path, sizeof path, "%s/tests/windows/test-retire.exe", win_dir());
+    cr_assert(access(path, R_OK) == 0, "%s: %s (build the Windows programs: scripts/build-windows)", path,
+              strerror(errno));
+    sup_proc run = {0};
+    int code = run_client(&run, (char *[]){wine_path(), path, NULL});
+    cr_log_info("%s", run.out);
+    cr_assert(code == 0, "test-retire.exe failed (exit %d): %s %s", code, run.out, run.err);
+    cr_assert(strstr(run.out, "retire_check: ok"), "%s", run.out);
+    sup_proc_free(&run);
+}
+
 /* A connection paused by the application notices its peer's reset on IOCP (test_engine.c's
  * paused_connection_notices_a_reset covers io_uring and epoll): the Windows-built tests/windows/pause_check.c pauses
  * connections in on_open and in on_data, with zero-byte receives off and on, and each must end with OVL_CLOSE_RESET
