@@ -76,7 +76,8 @@ typedef enum ovl_close_reason {
     OVL_CLOSE_ERROR,           /* another I/O error; the code is in on_close's err */
     OVL_CLOSE_LOCAL,           /* ovl_close() was called; err is 0 */
     OVL_CLOSE_ENGINE_STOP,     /* the engine stopped (graceful drain finished: err 0; its deadline passed: -ETIMEDOUT;
-                                  an ovl_connect the stop overtook: 0 or -ESHUTDOWN) */
+                                  an ovl_connect the stop overtook: 0 or -ESHUTDOWN; the hard deadline abandoned its
+                                  operations, stats.stop_abandoned: -ECANCELED, see ovl_send_ref) */
     OVL_CLOSE_CONNECT_FAILED,  /* ovl_connect: no address accepted the connection; err is the last attempt's error */
     OVL_CLOSE_REFUSED,         /* accepted past max_conns (or while stopping) and closed at once (only counted in
                                   conns_refused; never passed to on_close) */
@@ -396,6 +397,8 @@ OVL_API int ovl_connect(ovl_engine *engine, const ovl_target *target, const ovl_
  *   ovl_send     copies data (convenient, one allocation).
  *   ovl_send_ref sends from caller memory without copying; it must stay valid and unchanged until on_drain reports
  *                the queue empty (or ovl_conn_pending returns 0) or on_close runs. After an error it is not used.
+ *                Except when on_close says OVL_CLOSE_ENGINE_STOP with -ECANCELED: the stop gave up on a send the
+ *                system had not completed, which may still read the memory; keep it (leak it) then.
  *   ovl_send_buf sends a buffer from on_data as it is (zero copy); the buffer returns to its pool when done. The call
  *                takes the buffer whatever it returns (on an error it is released), except -EINVAL (conn or buf
  *                NULL). A buffer of another worker is copied and its slot given back to that worker, so a proxy may

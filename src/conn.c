@@ -649,8 +649,11 @@ static void conn_finish(ovl_conn *conn, bool retire)
 unsigned ovl__conn_abandon(ovl_conn *conn)
 {
     /* Nothing else is touched: the send queue and held input stay with the leaked connection (a send the system
-     * still holds may read them; the worker's pool, which a receive may still write, is leaked with it). */
+     * still holds may read them; the worker's pool, which a receive may still write, is leaked with it). The
+     * caller's memory of an ovl_send_ref cannot be kept that way: on_close says -ECANCELED instead of the drain's
+     * -ETIMEDOUT, which tells the application that a send may still read it (overlap.h, ovl_send_ref). */
     unsigned pending = conn->inflight > 0 ? (unsigned)conn->inflight : 0;
+    conn->close_err = -ECANCELED;
     conn_finish(conn, false);
     conn->next = conn->worker->abandoned_conns;
     conn->worker->abandoned_conns = conn;

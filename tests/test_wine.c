@@ -349,6 +349,25 @@ Test(wine, stop_with_a_short_grace_gives_retiring_sockets_up)
     sup_proc_free(&run);
 }
 
+/* Connections whose operations the stop abandoned hear on_close with -ECANCELED, not the drain's -ETIMEDOUT, so that
+ * an application keeps memory given to ovl_send_ref that a send the system still holds may read:
+ * tests/windows/abandon_check.c loses every cancellation (OVERLAP_TEST_FAULTS=swallow-cancels) with 3 silent
+ * clients open and stops (test_faults.c checks the same on io_uring and epoll). */
+Test(wine, abandoned_connections_close_with_ecanceled)
+{
+    wine_environment();
+    char path[600];
+    snprintf(path, sizeof path, "%s/tests/windows/test-abandon.exe", win_dir());
+    cr_assert(access(path, R_OK) == 0, "%s: %s (build the Windows programs: scripts/build-windows)", path,
+              strerror(errno));
+    sup_proc run = {0};
+    int code = run_client(&run, (char *[]){wine_path(), path, NULL});
+    cr_log_info("%s", run.out);
+    cr_assert(code == 0, "test-abandon.exe failed (exit %d): %s %s", code, run.out, run.err);
+    cr_assert(strstr(run.out, "abandon_check: ok"), "%s", run.out);
+    sup_proc_free(&run);
+}
+
 /* A connection paused by the application notices its peer's reset on IOCP (test_engine.c's
  * paused_connection_notices_a_reset covers io_uring and epoll): the Windows-built tests/windows/pause_check.c pauses
  * connections in on_open and in on_data, with zero-byte receives off and on, and each must end with OVL_CLOSE_RESET
