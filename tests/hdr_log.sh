@@ -31,7 +31,7 @@ port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$work/echo.log" |
 
 # Two workers and intervals shorter than the run: the log has several intervals to add, from two threads.
 "$load_bin" 127.0.0.1 --port "$port" --connections 4 --threads 2 --duration 1.5 --warmup 0.2 \
-    --hdr-log "$work/run.hlog" --hdr-interval 0.5 --hdr-tag gen1 --json >"$work/run.json" 2>"$work/run.err" ||
+    --hdr-log "$work/run.hlog" --hdr-interval 0.1 --hdr-tag gen1 --json >"$work/run.json" 2>"$work/run.err" ||
     { echo "FAIL: overlap-load exited $?:"; cat "$work/run.err"; exit 1; }
 for series in gen1 gen1.connect; do
     java -cp "$jar" org.HdrHistogram.HistogramLogProcessor -i "$work/run.hlog" -tag "$series" \
@@ -61,11 +61,13 @@ def distribution(path):
     return rows, total, peak
 
 failures = []
-# 1.5 s in intervals of 0.5 s: three (a late tick on a busy machine may merge two; one is the whole window).
+# 1.5 s in intervals of 0.1 s: fifteen. A late tick on a busy machine merges intervals, so only "more than one"
+# is asserted: it fails only if the tick is missing (one interval, the whole window), or if the run's main thread
+# slept through 1.4 s of a 1.5 s window (0.8 s late was seen at load average 20).
 intervals = sum(1 for line in open(f"{work}/run.hlog") if line.startswith("Tag=gen1,"))
 print(f"gen1: {intervals} intervals")
 if intervals < 2:
-    failures.append(f"gen1: {intervals} interval(s) in the log of a 1.5 s window with --hdr-interval 0.5")
+    failures.append(f"gen1: {intervals} interval(s) in the log of a 1.5 s window with --hdr-interval 0.1")
 for series, key in (("gen1", "latency_us"), ("gen1.connect", "connect_latency_us")):
     ours = report[key]
     rows, total, peak = distribution(f"{work}/{series}.hgrm")
