@@ -196,7 +196,8 @@ typedef struct ovl_config {
                                   accepting). 0 = off; Windows has no such option (ovl_listen fails with
                                   -EOPNOTSUPP) */
     /* The engine never prints: what it has to say goes here, a line without the newline, called on the worker thread
-     * it happened on (so it must be thread-safe and quick). NULL = nothing is said (the counters still count). */
+     * it happened on, or on IOCP's acceptor thread (where ovl_worker_index is -1), so it must be thread-safe and
+     * quick. NULL = nothing is said (the counters still count). */
     void (*log)(void *log_user, ovl_log_level level, const char *message);
     void *log_user;
 } ovl_config;
