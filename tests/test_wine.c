@@ -336,17 +336,7 @@ Test(wine, post_on_iocp)
  * 1 abandoned, an error logged, and the worker kept its receive pool and state for it). */
 Test(wine, stop_with_a_short_grace_gives_retiring_sockets_up)
 {
-    wine_environment();
-    char path[600];
-    snprintf(path, sizeof path, "%s/tests/windows/test-retire.exe", win_dir());
-    cr_assert(access(path, R_OK) == 0, "%s: %s (build the Windows programs: scripts/build-windows)", path,
-              strerror(errno));
-    sup_proc run = {0};
-    int code = run_client(&run, (char *[]){wine_path(), path, NULL});
-    cr_log_info("%s", run.out);
-    cr_assert(code == 0, "test-retire.exe failed (exit %d): %s %s", code, run.out, run.err);
-    cr_assert(strstr(run.out, "retire_check: ok"), "%s", run.out);
-    sup_proc_free(&run);
+    run_windows_check("test-retire.exe", NULL, "retire_check");
 }
 
 /* Connections whose operations the stop abandoned hear on_close with -ECANCELED, not the drain's -ETIMEDOUT, so that
@@ -355,17 +345,7 @@ Test(wine, stop_with_a_short_grace_gives_retiring_sockets_up)
  * clients open and stops (test_faults.c checks the same on io_uring and epoll). */
 Test(wine, abandoned_connections_close_with_ecanceled)
 {
-    wine_environment();
-    char path[600];
-    snprintf(path, sizeof path, "%s/tests/windows/test-abandon.exe", win_dir());
-    cr_assert(access(path, R_OK) == 0, "%s: %s (build the Windows programs: scripts/build-windows)", path,
-              strerror(errno));
-    sup_proc run = {0};
-    int code = run_client(&run, (char *[]){wine_path(), path, NULL});
-    cr_log_info("%s", run.out);
-    cr_assert(code == 0, "test-abandon.exe failed (exit %d): %s %s", code, run.out, run.err);
-    cr_assert(strstr(run.out, "abandon_check: ok"), "%s", run.out);
-    sup_proc_free(&run);
+    run_windows_check("test-abandon.exe", NULL, "abandon_check");
 }
 
 /* A connection paused by the application notices its peer's reset on IOCP (test_engine.c's
