@@ -113,7 +113,8 @@ class Build:
         self.load = os.path.join(build_dir, "bench", "overlap-load" + suffix)
         self.proxy = os.path.join(build_dir, "examples", "overlap-proxy" + suffix)
         # The IOCP check programs (tests/windows/), built only for Windows.
-        self.pause_check = os.path.join(build_dir, "tests", "windows", "test-pause" + suffix)
+        self.check_dir = os.path.join(build_dir, "tests", "windows")
+        self.suffix = suffix
         for path in (self.echo, self.load, self.proxy):
             if not os.path.isfile(path):
                 raise SystemExit("native_tests: %s is missing: build first (meson setup DIR; ninja -C DIR)" % path)
@@ -429,12 +430,43 @@ def restart_with_time_wait(b):
 def paused_connection_notices_a_reset(b):
     """Issue 16: the library embedded (tests/windows/pause_check.c) pauses connections, their peers reset, and each
     ends with OVL_CLOSE_RESET within 10 s (the zero-byte watch); resumes, a FIN and a stop while paused still work."""
-    if not os.path.isfile(b.pause_check):
-        raise Skip("%s is built for Windows only (the IOCP backend)" % b.pause_check)
-    done = subprocess.run(b.wrap + [b.pause_check], capture_output=True, text=True, timeout=120)
+    run_check(b, "test-pause", "pause_check")
+
+
+def run_check(b, program, mark, *args):
+    """Runs the IOCP check program tests/windows/PROGRAM (the library embedded): it exits 0 and prints "MARK: ok"
+    only if every one of its checks held."""
+    path = os.path.join(b.check_dir, program + b.suffix)
+    if not os.path.isfile(path):
+        raise Skip("%s is built for Windows only (the IOCP backend)" % path)
+    done = subprocess.run(b.wrap + [path] + list(args), capture_output=True, text=True, timeout=120)
     for line in done.stdout.splitlines():
         print("    " + line)
-    assert done.returncode == 0 and "pause_check: ok" in done.stdout, done.stderr[-1500:]
+    assert done.returncode == 0 and ("%s: ok" % mark) in done.stdout, done.stderr[-1500:]
+
+
+def post_runs_on_the_named_worker(b):
+    """ovl_post on IOCP (tests/windows/post_check.c): posts run on their worker in order, hop between ports, and
+    what never ran is run by ovl_engine_destroy."""
+    run_check(b, "test-post", "post_check")
+
+
+def accepts_while_worker_0_is_blocked(b):
+    """Issue 16: the acceptor thread accepts and hands clients to worker 1 while worker 0 is blocked by a posted
+    function (post_check.c blocked-worker): each of 6 clients is echoed within 10 s."""
+    run_check(b, "test-post", "post_check", "blocked-worker")
+
+
+def short_grace_gives_retiring_sockets_up(b):
+    """A stop whose hard deadline comes before a retiring socket's 1 s give-up gives it up, not abandons it
+    (tests/windows/retire_check.c)."""
+    run_check(b, "test-retire", "retire_check")
+
+
+def abandoned_connections_close_with_ecanceled(b):
+    """Connections whose operations the stop abandoned hear on_close with -ECANCELED (tests/windows/abandon_check.c,
+    swallow-cancels)."""
+    run_check(b, "test-abandon", "abandon_check")
 
 
 def service_install_start_stop(b):
@@ -489,7 +521,8 @@ def service_install_start_stop(b):
 TESTS = [echo_seed_flow, echo_many_connections, load_ping_pong, churn_socket_reuse, proxy_forwards_and_reuses,
          proxy_refused_upstream, fault_resets_mid_stream, fault_half_close, fault_idle_timeout,
          fault_flood_past_max_conns, graceful_stop_drains, restart_with_time_wait, paused_connection_notices_a_reset,
-         service_install_start_stop]
+         post_runs_on_the_named_worker, accepts_while_worker_0_is_blocked, short_grace_gives_retiring_sockets_up,
+         abandoned_connections_close_with_ecanceled, service_install_start_stop]
 
 
 def main():
