@@ -11,8 +11,8 @@
  */
 #include "overlap.h"
 
-#include <winsock2.h>
-#include <ws2tcpip.h>
+#define CHECK_NAME "abandon_check"
+#include "check.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -22,17 +22,6 @@
 
 enum { CLIENTS = 3, WAIT_MS = 10000 };
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                                             \
-    do {                                                                                                             \
-        if (!(cond)) {                                                                                               \
-            fprintf(stderr, "abandon_check: %s:%d: %s: ", __FILE__, __LINE__, #cond);                               \
-            fprintf(stderr, __VA_ARGS__);                                                                            \
-            fprintf(stderr, "\n");                                                                                   \
-            failures++;                                                                                              \
-        }                                                                                                            \
-    } while (0)
 
 static atomic_int opened, closed, cancelled_closes;
 
@@ -59,12 +48,7 @@ static void server_close(ovl_conn *conn, ovl_close_reason reason, int err)
 
 int main(void)
 {
-    setvbuf(stdout, NULL, _IONBF, 0);
-    WSADATA wsa;
-    if (WSAStartup(MAKEWORD(2, 2), &wsa) != 0) {
-        fprintf(stderr, "abandon_check: WSAStartup failed\n");
-        return 2;
-    }
+    check_begin();
     _putenv("OVERLAP_TEST_FAULTS=swallow-cancels"); /* read by ovl_engine_create */
     ovl_config config;
     ovl_config_init(&config);
@@ -83,17 +67,10 @@ int main(void)
         fprintf(stderr, "abandon_check: start: %s: %s\n", err.what, err.text);
         return 2;
     }
-    struct sockaddr_in address;
-    memset(&address, 0, sizeof address);
-    address.sin_family = AF_INET;
-    address.sin_port = htons((u_short)ovl_listener_port(listener));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     SOCKET fds[CLIENTS];
     for (int i = 0; i < CLIENTS; i++) {
-        fds[i] = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
-        DWORD timeout = WAIT_MS;
-        setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, (const char *)&timeout, sizeof timeout);
-        if (fds[i] == INVALID_SOCKET || connect(fds[i], (struct sockaddr *)&address, sizeof address) != 0) {
+        fds[i] = check_connect(ovl_listener_port(listener), WAIT_MS);
+        if (fds[i] == INVALID_SOCKET) {
             fprintf(stderr, "abandon_check: connect: error %d\n", WSAGetLastError());
             return 2;
         }
@@ -118,7 +95,5 @@ int main(void)
     ovl_engine_destroy(engine);
     for (int i = 0; i < CLIENTS; i++)
         closesocket(fds[i]);
-    WSACleanup();
-    printf("abandon_check: %s (%d failure%s)\n", failures ? "FAILED" : "ok", failures, failures == 1 ? "" : "s");
-    return failures ? 1 : 0;
+    return check_end();
 }

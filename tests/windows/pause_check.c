@@ -12,8 +12,8 @@
  */
 #include "overlap.h"
 
-#include <winsock2.h>
-#include <ws2tcpip.h>
+#define CHECK_NAME "pause_check"
+#include "check.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -24,17 +24,6 @@
 
 enum { WAIT_MS = 10000 };
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                                             \
-    do {                                                                                                             \
-        if (!(cond)) {                                                                                               \
-            fprintf(stderr, "pause_check: %s:%d: %s: ", __FILE__, __LINE__, #cond);                                 \
-            fprintf(stderr, __VA_ARGS__);                                                                            \
-            fprintf(stderr, "\n");                                                                                   \
-            failures++;                                                                                              \
-        }                                                                                                            \
-    } while (0)
 
 /* What the server's callbacks do, set by the main thread between cases (while no connection is open). */
 static atomic_bool pause_on_open, pause_on_data;
@@ -138,15 +127,8 @@ static void server_start(struct server *server, int zero_byte)
 static SOCKET client_connect(const struct server *server)
 {
     int before = atomic_load(&opened);
-    struct sockaddr_in address;
-    memset(&address, 0, sizeof address);
-    address.sin_family = AF_INET;
-    address.sin_port = htons((u_short)server->port);
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    SOCKET fd = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
-    DWORD timeout = WAIT_MS;
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, (const char *)&timeout, sizeof timeout);
-    if (fd == INVALID_SOCKET || connect(fd, (struct sockaddr *)&address, sizeof address) != 0) {
+    SOCKET fd = check_connect(server->port, WAIT_MS);
+    if (fd == INVALID_SOCKET) {
         fprintf(stderr, "pause_check: connect: error %d\n", WSAGetLastError());
         exit(2);
     }
@@ -306,15 +288,8 @@ static void run(int zero_byte, const char *mode)
 
 int main(void)
 {
-    setvbuf(stdout, NULL, _IONBF, 0);
-    WSADATA wsa;
-    if (WSAStartup(MAKEWORD(2, 2), &wsa) != 0) {
-        fprintf(stderr, "pause_check: WSAStartup failed\n");
-        return 2;
-    }
+    check_begin();
     run(-1, "receives into buffers");
     run(1, "zero-byte receives");
-    WSACleanup();
-    printf("pause_check: %s (%d failure%s)\n", failures ? "FAILED" : "ok", failures, failures == 1 ? "" : "s");
-    return failures ? 1 : 0;
+    return check_end();
 }

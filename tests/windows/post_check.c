@@ -11,8 +11,8 @@
  */
 #include "overlap.h"
 
-#include <winsock2.h>
-#include <ws2tcpip.h>
+#define CHECK_NAME "post_check"
+#include "check.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -24,17 +24,6 @@
 
 enum { THREADS = 3, POSTS = 200, HOPS = 300, CLIENTS = 6, MAX_CONNS = 8 };
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                                             \
-    do {                                                                                                             \
-        if (!(cond)) {                                                                                               \
-            fprintf(stderr, "post_check: %s:%d: %s: ", __FILE__, __LINE__, #cond);                                  \
-            fprintf(stderr, __VA_ARGS__);                                                                            \
-            fprintf(stderr, "\n");                                                                                   \
-            failures++;                                                                                              \
-        }                                                                                                            \
-    } while (0)
 
 static ovl_engine *engine_new(int threads)
 {
@@ -255,18 +244,10 @@ static void check_round_trip(void)
         exit(2);
     }
     engine_start(server.engine);
-    struct sockaddr_in address;
-    memset(&address, 0, sizeof address);
-    address.sin_family = AF_INET;
-    address.sin_port = htons((u_short)ovl_listener_port(listener));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     SOCKET fds[CLIENTS];
     for (int i = 0; i < CLIENTS; i++) {
-        fds[i] = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
-        DWORD timeout = 10000;
-        setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, (const char *)&timeout, sizeof timeout);
-        CHECK(fds[i] != INVALID_SOCKET && connect(fds[i], (struct sockaddr *)&address, sizeof address) == 0,
-              "client %d: connect: error %d", i, WSAGetLastError());
+        fds[i] = check_connect(ovl_listener_port(listener), 10000);
+        CHECK(fds[i] != INVALID_SOCKET, "client %d: connect: error %d", i, WSAGetLastError());
         CHECK(send(fds[i], "hello, worker", 13, 0) == 13, "client %d: send: error %d", i, WSAGetLastError());
     }
     for (int i = 0; i < CLIENTS; i++) {
@@ -389,16 +370,6 @@ static int exchange(SOCKET fd, const char *text, DWORD wait_ms)
     return reply[0] - '0';
 }
 
-static SOCKET client_connect(const struct sockaddr_in *address)
-{
-    SOCKET fd = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
-    if (fd != INVALID_SOCKET && connect(fd, (const struct sockaddr *)address, sizeof *address) != 0) {
-        closesocket(fd);
-        fd = INVALID_SOCKET;
-    }
-    return fd;
-}
-
 /* Until the engine counts `open` connections (their worker's count, which placement reads, is updated before). */
 static bool wait_open(ovl_engine *engine, uint64_t open)
 {
@@ -428,20 +399,16 @@ static void check_blocked_worker(void)
         fprintf(stderr, "post_check: ovl_listen: %s: %s\n", err.what, err.text);
         exit(2);
     }
-    struct sockaddr_in address;
-    memset(&address, 0, sizeof address);
-    address.sin_family = AF_INET;
-    address.sin_port = htons((u_short)ovl_listener_port(listener));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int port = ovl_listener_port(listener);
 
     /* A connection held open on worker 0: the first client lands on either worker; if on worker 1, the second goes
      * to worker 0 (fewer connections) and the first is closed. */
-    SOCKET held = client_connect(&address);
+    SOCKET held = check_connect(port, 0);
     int held_worker = held == INVALID_SOCKET ? -1 : exchange(held, "held", ECHO_WAIT_MS);
     CHECK(held_worker >= 0, "the first client was not echoed (error %d)", WSAGetLastError());
     if (held_worker == 1) {
         SOCKET first = held;
-        held = client_connect(&address);
+        held = check_connect(port, 0);
         held_worker = held == INVALID_SOCKET ? -1 : exchange(held, "held", ECHO_WAIT_MS);
         closesocket(first);
         CHECK(held_worker == 0, "the second client went to worker %d, not to worker 0 (no connection)", held_worker);
@@ -459,7 +426,7 @@ static void check_blocked_worker(void)
         char text[32];
         snprintf(text, sizeof text, "client %d", i);
         uint64_t start = now_ms();
-        SOCKET fd = client_connect(&address);
+        SOCKET fd = check_connect(port, 0);
         int worker = fd == INVALID_SOCKET ? -1 : exchange(fd, text, ECHO_WAIT_MS);
         uint64_t took = now_ms() - start;
         if (fd != INVALID_SOCKET)
@@ -492,12 +459,7 @@ static void check_blocked_worker(void)
 
 int main(int argc, char **argv)
 {
-    setvbuf(stdout, NULL, _IONBF, 0);
-    WSADATA wsa;
-    if (WSAStartup(MAKEWORD(2, 2), &wsa) != 0) {
-        fprintf(stderr, "post_check: WSAStartup failed\n");
-        return 2;
-    }
+    check_begin();
     if (argc > 1 && strcmp(argv[1], "blocked-worker") == 0) {
         check_blocked_worker();
     } else {
@@ -506,7 +468,5 @@ int main(int argc, char **argv)
         check_round_trip();
         check_destroy_runs_leftovers();
     }
-    WSACleanup();
-    printf("post_check: %s (%d failure%s)\n", failures ? "FAILED" : "ok", failures, failures == 1 ? "" : "s");
-    return failures ? 1 : 0;
+    return check_end();
 }

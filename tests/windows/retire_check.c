@@ -12,8 +12,8 @@
  */
 #include "overlap.h"
 
-#include <winsock2.h>
-#include <ws2tcpip.h>
+#define CHECK_NAME "retire_check"
+#include "check.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -21,17 +21,6 @@
 
 enum { WAIT_MS = 10000 };
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                                             \
-    do {                                                                                                             \
-        if (!(cond)) {                                                                                               \
-            fprintf(stderr, "retire_check: %s:%d: %s: ", __FILE__, __LINE__, #cond);                                \
-            fprintf(stderr, __VA_ARGS__);                                                                            \
-            fprintf(stderr, "\n");                                                                                   \
-            failures++;                                                                                              \
-        }                                                                                                            \
-    } while (0)
 
 static atomic_int closed, close_reason, errors_logged;
 
@@ -63,12 +52,7 @@ static void log_line(void *user, ovl_log_level level, const char *message)
 
 int main(void)
 {
-    setvbuf(stdout, NULL, _IONBF, 0);
-    WSADATA wsa;
-    if (WSAStartup(MAKEWORD(2, 2), &wsa) != 0) {
-        fprintf(stderr, "retire_check: WSAStartup failed\n");
-        return 2;
-    }
+    check_begin();
     ovl_config config;
     ovl_config_init(&config);
     config.threads = 1;
@@ -87,15 +71,8 @@ int main(void)
         fprintf(stderr, "retire_check: start: %s: %s\n", err.what, err.text);
         return 2;
     }
-    struct sockaddr_in address;
-    memset(&address, 0, sizeof address);
-    address.sin_family = AF_INET;
-    address.sin_port = htons((u_short)ovl_listener_port(listener));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    SOCKET fd = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
-    DWORD timeout = WAIT_MS;
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, (const char *)&timeout, sizeof timeout);
-    if (fd == INVALID_SOCKET || connect(fd, (struct sockaddr *)&address, sizeof address) != 0) {
+    SOCKET fd = check_connect(ovl_listener_port(listener), WAIT_MS);
+    if (fd == INVALID_SOCKET) {
         fprintf(stderr, "retire_check: connect: error %d\n", WSAGetLastError());
         return 2;
     }
@@ -124,7 +101,5 @@ int main(void)
     CHECK(atomic_load(&errors_logged) == 0, "%d errors logged", atomic_load(&errors_logged));
     ovl_engine_destroy(engine);
     closesocket(fd);
-    WSACleanup();
-    printf("retire_check: %s (%d failure%s)\n", failures ? "FAILED" : "ok", failures, failures == 1 ? "" : "s");
-    return failures ? 1 : 0;
+    return check_end();
 }
