@@ -730,46 +730,34 @@ static int query_status(SC_HANDLE handle, SERVICE_STATUS_PROCESS *status)
     return 0;
 }
 
-/* Wait for SERVICE_STOPPED the way the SCM judges progress: a stop may take as long as it likes while its
- * checkpoint advances, but not longer than its wait hint without progress. */
-static int wait_until_stopped(SC_HANDLE handle, SERVICE_STATUS_PROCESS *status, const char *name)
+static bool not_stopped(DWORD state)
 {
-    DWORD checkpoint = status->dwCheckPoint;
-    ULONGLONG progress_deadline = GetTickCount64() + status->dwWaitHint + STOP_MARGIN_MS;
-    while (status->dwCurrentState != SERVICE_STOPPED) {
-        Sleep(250);
-        if (query_status(handle, status) < 0)
-            return -1;
-        if (status->dwCheckPoint != checkpoint) {
-            checkpoint = status->dwCheckPoint;
-            progress_deadline = GetTickCount64() + status->dwWaitHint + STOP_MARGIN_MS;
-        } else if (status->dwCurrentState != SERVICE_STOPPED && GetTickCount64() > progress_deadline) {
-            /* The service advances its checkpoint only while its drain makes progress: this is a stop that
-             * hangs, and waiting longer would wait for ever. */
-            fprintf(stderr, "overlap-echo: uninstall: the service %s is still %s with no progress for %lu ms (its "
-                            "wait hint + %d ms); giving up, not removing it: end its process (sc queryex %s shows "
-                            "the PID), then run uninstall again\n",
-                    name, state_name(status->dwCurrentState), (unsigned long)status->dwWaitHint + STOP_MARGIN_MS,
-                    STOP_MARGIN_MS, name);
-            return -1;
-        }
-    }
-    return 0;
+    return state != SERVICE_STOPPED;
 }
 
-/* A service still starting accepts no control (ControlService fails with ERROR_SERVICE_CANNOT_ACCEPT_CTRL, 1061;
- * Wine 8.0 says ERROR_INVALID_SERVICE_CONTROL, 1052): wait for it to leave START_PENDING, judged as the SCM judges a
- * start (no checkpoint progress for its wait hint + STOP_MARGIN_MS is a start that hangs), and for
- * START_WAIT_MAX_MS at most. Returns -1 if a query failed; `status` then holds the state it reached. */
-static int wait_while_starting(SC_HANDLE handle, SERVICE_STATUS_PROCESS *status)
+static bool start_pending(DWORD state)
+{
+    return state == SERVICE_START_PENDING;
+}
+
+enum { WAIT_LEFT, WAIT_NO_PROGRESS, WAIT_TOO_LONG };
+
+/* Poll the status while `waiting(state)` holds, judged the way the SCM judges progress: a stop or a start may take
+ * as long as it likes while its checkpoint advances, but not longer than its wait hint + STOP_MARGIN_MS without
+ * progress, and not past max_ms in all. Returns WAIT_LEFT, WAIT_NO_PROGRESS or WAIT_TOO_LONG, or -1 if a query
+ * failed; `status` holds the last state seen. */
+static int wait_with_progress(SC_HANDLE handle, SERVICE_STATUS_PROCESS *status, bool (*waiting)(DWORD state),
+                              ULONGLONG max_ms)
 {
     ULONGLONG start = GetTickCount64();
     DWORD checkpoint = status->dwCheckPoint;
     ULONGLONG progress_deadline = start + status->dwWaitHint + STOP_MARGIN_MS;
-    while (status->dwCurrentState == SERVICE_START_PENDING) {
+    while (waiting(status->dwCurrentState)) {
         ULONGLONG now = GetTickCount64();
-        if (now - start >= START_WAIT_MAX_MS || now > progress_deadline)
-            break;
+        if (now > progress_deadline)
+            return WAIT_NO_PROGRESS;
+        if (now - start >= max_ms)
+            return WAIT_TOO_LONG;
         Sleep(250);
         if (query_status(handle, status) < 0)
             return -1;
@@ -778,7 +766,29 @@ static int wait_while_starting(SC_HANDLE handle, SERVICE_STATUS_PROCESS *status)
             progress_deadline = GetTickCount64() + status->dwWaitHint + STOP_MARGIN_MS;
         }
     }
-    return 0;
+    return WAIT_LEFT;
+}
+
+/* Wait for SERVICE_STOPPED. The service advances its checkpoint only while its drain makes progress: a stop with
+ * none hangs, and waiting longer would wait for ever. */
+static int wait_until_stopped(SC_HANDLE handle, SERVICE_STATUS_PROCESS *status, const char *name)
+{
+    int rc = wait_with_progress(handle, status, not_stopped, ~0ull);
+    if (rc == WAIT_NO_PROGRESS)
+        fprintf(stderr, "overlap-echo: uninstall: the service %s is still %s with no progress for %lu ms (its "
+                        "wait hint + %d ms); giving up, not removing it: end its process (sc queryex %s shows "
+                        "the PID), then run uninstall again\n",
+                name, state_name(status->dwCurrentState), (unsigned long)status->dwWaitHint + STOP_MARGIN_MS,
+                STOP_MARGIN_MS, name);
+    return rc == WAIT_LEFT ? 0 : -1;
+}
+
+/* A service still starting accepts no control (ControlService fails with ERROR_SERVICE_CANNOT_ACCEPT_CTRL, 1061;
+ * Wine 8.0 says ERROR_INVALID_SERVICE_CONTROL, 1052): wait for it to leave START_PENDING, judged as the SCM judges a
+ * start, and for START_WAIT_MAX_MS at most. Returns -1 if a query failed; `status` then holds the state it reached. */
+static int wait_while_starting(SC_HANDLE handle, SERVICE_STATUS_PROCESS *status)
+{
+    return wait_with_progress(handle, status, start_pending, START_WAIT_MAX_MS) < 0 ? -1 : 0;
 }
 
 int service_win_uninstall(const char *name)
