@@ -52,6 +52,19 @@ static void engine_start(ovl_engine *engine)
     }
 }
 
+/* A listener on 127.0.0.1 (a free port) with `callbacks` and `user`; returns its port. */
+static int listen_loopback(ovl_engine *engine, const ovl_callbacks *callbacks, void *user)
+{
+    ovl_listener *listener = NULL;
+    ovl_error_info err;
+    memset(&err, 0, sizeof err);
+    if (ovl_listen(engine, "127.0.0.1", "0", callbacks, user, &listener, &err) < 0) {
+        fprintf(stderr, "post_check: ovl_listen: %s: %s\n", err.what, err.text);
+        exit(2);
+    }
+    return ovl_listener_port(listener);
+}
+
 /* Up to 20 s for *value to reach want (a behaviour check, not a timing one). */
 static bool wait_until(atomic_int *value, int want)
 {
@@ -236,17 +249,11 @@ static void check_round_trip(void)
     static struct round_trip server;
     server.engine = engine_new(THREADS);
     ovl_callbacks callbacks = {.on_open = round_trip_open, .on_data = round_trip_data, .on_close = round_trip_close};
-    ovl_listener *listener = NULL;
-    ovl_error_info err;
-    memset(&err, 0, sizeof err);
-    if (ovl_listen(server.engine, "127.0.0.1", "0", &callbacks, &server, &listener, &err) < 0) {
-        fprintf(stderr, "post_check: ovl_listen: %s: %s\n", err.what, err.text);
-        exit(2);
-    }
+    int port = listen_loopback(server.engine, &callbacks, &server);
     engine_start(server.engine);
     SOCKET fds[CLIENTS];
     for (int i = 0; i < CLIENTS; i++) {
-        fds[i] = check_connect(ovl_listener_port(listener), 10000);
+        fds[i] = check_connect(port, 10000);
         CHECK(fds[i] != INVALID_SOCKET, "client %d: connect: error %d", i, WSAGetLastError());
         CHECK(send(fds[i], "hello, worker", 13, 0) == 13, "client %d: send: error %d", i, WSAGetLastError());
     }
@@ -392,14 +399,7 @@ static void check_blocked_worker(void)
     engine_start(server.engine);
     /* After the start: the listener reaches the accepting thread as a command. */
     ovl_callbacks callbacks = {.on_open = blocked_open, .on_data = blocked_data, .on_close = blocked_close};
-    ovl_listener *listener = NULL;
-    ovl_error_info err;
-    memset(&err, 0, sizeof err);
-    if (ovl_listen(server.engine, "127.0.0.1", "0", &callbacks, &server, &listener, &err) < 0) {
-        fprintf(stderr, "post_check: ovl_listen: %s: %s\n", err.what, err.text);
-        exit(2);
-    }
-    int port = ovl_listener_port(listener);
+    int port = listen_loopback(server.engine, &callbacks, &server);
 
     /* A connection held open on worker 0: the first client lands on either worker; if on worker 1, the second goes
      * to worker 0 (fewer connections) and the first is closed. */
