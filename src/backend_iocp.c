@@ -775,7 +775,7 @@ static void on_recv(ovl_conn *conn, DWORD bytes, int error)
         rearm = true;
     } else {
         ovl__buf_free(slot);
-        if (!error && !(conn->flags & OVL__C_EOF_IN)) /* the watch may have seen the FIN first (on_watch) */
+        if (!error)
             peer_eof(conn);
         else if (error == ERROR_OPERATION_ABORTED || error == WSA_OPERATION_ABORTED)
             rearm = (conn->flags & OVL__C_DRAINING) != 0;
@@ -823,10 +823,9 @@ static void read_now(ovl_conn *conn, int error)
             } else {
                 if (slot)
                     ovl__buf_free(slot);
-                if (n == 0) {
-                    if (!(conn->flags & OVL__C_EOF_IN)) /* the watch may have seen the FIN first (on_watch) */
-                        peer_eof(conn);
-                } else if (error == WSAEWOULDBLOCK && (conn->flags & OVL__C_DRAINING) &&
+                if (n == 0)
+                    peer_eof(conn);
+                else if (error == WSAEWOULDBLOCK && (conn->flags & OVL__C_DRAINING) &&
                          !(conn->flags & OVL__C_LINGER))
                     ovl__conn_read_done(conn);
                 else if (error == WSAEWOULDBLOCK)
