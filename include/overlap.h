@@ -122,7 +122,7 @@ typedef struct ovl_callbacks {
 #define OVL_MAX_THREADS 256
 #define OVL_DEFAULT_BUFFER_SIZE 16384u
 #define OVL_DEFAULT_BUFFER_COUNT 1024u
-/* buffer_size x buffer_count (the count rounded up to a power of two): one worker's receive pool */
+/* buffer_size x buffer_count (the count rounded up to a power of two): one worker's receive pool, fixed or grown */
 #define OVL_MAX_POOL_BYTES (256ull << 20)
 
 /* How bad a logged event is. */
@@ -138,8 +138,12 @@ typedef struct ovl_config {
     int threads;               /* worker threads, 0..OVL_MAX_THREADS; 0 = ovl_default_threads(): one less than the
                                   CPUs the process may run on, at least 1 */
     uint32_t buffer_size;      /* bytes per receive buffer, 64..16777216; 0 = 16384 */
-    uint32_t buffer_count;     /* receive buffers per worker, rounded up to a power of two, at most 32768; 0 = 1024.
-                                  buffer_size x buffer_count at most OVL_MAX_POOL_BYTES */
+    uint32_t buffer_count;     /* receive buffers per worker, rounded up to a power of two, at most 32768, and
+                                  buffer_size x buffer_count at most OVL_MAX_POOL_BYTES: a fixed pool. 0 = a pool
+                                  that grows: 1024 buffers (fewer if they would pass OVL_MAX_POOL_BYTES), doubled
+                                  whenever the worker's open connections pass a quarter of them, up to 32768 or
+                                  OVL_MAX_POOL_BYTES (16384 of 16 KiB). Pages no receive touched cost no memory, and
+                                  the pool's fairness thresholds (half and a quarter of it) move with it */
     uint32_t max_conns;        /* open connections at most: an accept beyond it is closed at once (conns_refused);
                                   outbound connections count toward it but are never refused. 0 = no limit */
     int backlog;               /* listen backlog, not negative; 0 = SOMAXCONN */
@@ -304,7 +308,8 @@ OVL_API void ovl_engine_destroy(ovl_engine *engine);
     X(peer_timeouts, counter, "connections whose peer stopped answering (keepalive or retransmissions)")             \
     X(recv_pool_pauses, counter, "times a connection stopped receiving for its share of the receive buffers")     \
     X(bytes_pending, gauge, "bytes queued for sending whose send has not completed yet, over all connections")      \
-    X(stop_abandoned, counter, "operations a stop gave up on: pending after its hard deadline, their memory leaked")
+    X(stop_abandoned, counter, "operations a stop gave up on: pending after its hard deadline, their memory leaked") \
+    X(recv_buffers, gauge, "receive buffers in the workers' pools (a growing pool doubles with its connections)")
 
 /* Counters, summed over workers. Readable at any time from any thread (each counter is read atomically; the
  * set is not a single snapshot). In detail:
@@ -325,7 +330,9 @@ OVL_API void ovl_engine_destroy(ovl_engine *engine);
  *                     come stop_grace_ms after their sockets were closed at the stop's hard deadline: the worker
  *                     ended without them, and the memory they may still write (the connection, the worker's receive
  *                     buffers) is never freed. 0 unless the system lost a cancellation. (An IOCP DisconnectEx still
- *                     pending then is given up on, as 1 s after the stop begins: it writes only its own context.) */
+ *                     pending then is given up on, as 1 s after the stop begins: it writes only its own context.)
+ *   recv_buffers      receive buffers in the pools of the running workers: buffer_count each, and a pool left to grow
+ *                     (buffer_count 0) doubles while its worker's open connections are more than a quarter of it */
 typedef struct ovl_stats {
 #define OVL__STATS_MEMBER(name, kind, help) uint64_t name;
     OVL_STATS_FIELDS(OVL__STATS_MEMBER)

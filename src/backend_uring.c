@@ -270,7 +270,7 @@ static void publish_buffers(struct uring_worker *uw)
     struct ovl__pool *pool = uw->pool;
     while (pool && uw->in_ring < uw->ring_window && pool->free_count > 0) {
         uint32_t slot = ovl__pool_pop(pool);
-        io_uring_buf_ring_add(uw->buf_ring, pool->slots[slot].data, pool->slot_size, (unsigned short)slot,
+        io_uring_buf_ring_add(uw->buf_ring, pool->slots[slot]->home, pool->slot_size, (unsigned short)slot,
                               uw->buf_mask, (int)uw->buf_pending++);
         uw->in_ring++;
     }
@@ -282,7 +282,7 @@ static void publish_buffers(struct uring_worker *uw)
 
 static int buffers_init(struct ovl__worker *worker, struct uring_worker *uw, ovl_error_info *err)
 {
-    unsigned entries = worker->pool.slot_count;
+    unsigned entries = worker->pool.slot_limit; /* the window may grow with the pool */
     uw->buf_ring = ovl__malloc_aligned(entries * sizeof(struct io_uring_buf), 4096);
     if (!uw->buf_ring) {
         ovl__error_set(err, -ENOMEM, NULL, "allocate a buffer ring of %u entries", entries);

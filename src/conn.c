@@ -40,6 +40,7 @@ void ovl__conn_attach(struct ovl__worker *worker, ovl_conn *conn)
         worker->conns->prev = conn;
     worker->conns = conn;
     worker->conn_count++;
+    ovl__pool_fit(&worker->pool, worker->conn_count);
     atomic_store_explicit(&worker->conns_shown, worker->conn_count, memory_order_relaxed);
     atomic_fetch_add_explicit(&worker->engine->open_conns, 1, memory_order_relaxed);
 }

@@ -177,12 +177,21 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
                        "keepalive up to 32767 s, stop grace up to 600 s", "engine configuration");
         return -EINVAL;
     }
-    uint64_t pool_bytes = (uint64_t)(config->buffer_size ? config->buffer_size : DEFAULT_BUFFER_SIZE) *
-                          round_up_power_of_two(config->buffer_count ? config->buffer_count : DEFAULT_BUFFER_COUNT);
-    if (pool_bytes > OVL_MAX_POOL_BYTES) {
-        ovl__error_set(err, -EINVAL, "at most 256 MiB per worker", "receive pool of %llu MiB (buffer size x count)",
-                       (unsigned long long)(pool_bytes >> 20));
-        return -EINVAL;
+    uint32_t buffer_size = config->buffer_size ? config->buffer_size : DEFAULT_BUFFER_SIZE;
+    uint32_t pool_limit = 0, pool_count = 0;
+    if (config->buffer_count) { /* a fixed pool */
+        pool_count = pool_limit = round_up_power_of_two(config->buffer_count);
+        uint64_t pool_bytes = (uint64_t)buffer_size * pool_count;
+        if (pool_bytes > OVL_MAX_POOL_BYTES) {
+            ovl__error_set(err, -EINVAL, "at most 256 MiB per worker",
+                           "receive pool of %llu MiB (buffer size x count)", (unsigned long long)(pool_bytes >> 20));
+            return -EINVAL;
+        }
+    } else { /* grows with the connections, from the default count, to the most that fits */
+        pool_limit = MAX_BUFFER_COUNT;
+        while ((uint64_t)buffer_size * pool_limit > OVL_MAX_POOL_BYTES)
+            pool_limit /= 2;
+        pool_count = pool_limit < DEFAULT_BUFFER_COUNT ? pool_limit : DEFAULT_BUFFER_COUNT;
     }
     const struct ovl__backend *backend = NULL;
     char notice[320];
@@ -207,8 +216,8 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
         engine->config.threads = ovl_default_threads();
     if (!engine->config.buffer_size)
         engine->config.buffer_size = DEFAULT_BUFFER_SIZE;
-    engine->config.buffer_count = round_up_power_of_two(config->buffer_count ? config->buffer_count
-                                                                              : DEFAULT_BUFFER_COUNT);
+    engine->config.buffer_count = pool_count;
+    engine->pool_limit = pool_limit;
     if (!engine->config.drain_timeout_ms)
         engine->config.drain_timeout_ms = DEFAULT_DRAIN_MS;
     if (!engine->config.stop_grace_ms)

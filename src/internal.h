@@ -44,6 +44,7 @@ struct ovl_buf {
     struct ovl__worker *worker;  /* owner of a pool slot */
     ovl_conn *owner;             /* pool slot: the connection it was received on, charged for it until it is free */
     ovl_buf *owned_prev, *owned_next; /* the owner's list of the slots charged to it */
+    char *home;                  /* pool slot: its memory (data points into it) */
     uint32_t slot;               /* pool slot index */
     uint8_t kind;
     uint8_t state;
@@ -52,12 +53,21 @@ struct ovl_buf {
                                     (ovl__pool_release_slot); cleared when it is taken */
 };
 
-/* Receive buffers of one worker: one slab cut into equal slots, plus a header per slot. */
+/* Receive buffers of one worker: slabs cut into equal slots, plus a header per slot. A pool left to grow
+ * (slot_limit > slot_count) doubles when its worker's connections call for it: each doubling is one more chunk, a slab
+ * and its headers, so headers never move (the application holds ovl_buf pointers) and untouched pages cost nothing. */
+#define OVL__POOL_CHUNKS 16   /* 1 .. 32768 slots in doublings */
+#define OVL__POOL_PER_CONN 4  /* a growing pool keeps this many slots per open connection */
 struct ovl__pool {
-    char *slab;
-    ovl_buf *slots;
+    ovl_buf **slots;             /* slot index -> its header, slot_limit entries */
     uint32_t slot_size;
-    uint32_t slot_count;
+    uint32_t slot_count;         /* slots now */
+    uint32_t slot_limit;         /* the most it grows to; slot_count for a fixed pool */
+    uint32_t chunk_count;
+    struct {
+        char *slab;
+        ovl_buf *headers;
+    } chunks[OVL__POOL_CHUNKS];
     uint32_t held;               /* slots currently outside the pool */
     uint32_t *free_slots;        /* indexes of FREE slots, a stack: the most recently freed on top, warm in cache */
     uint32_t free_count;
@@ -267,6 +277,7 @@ struct ovl_engine {
     ovl_config config;
     const struct ovl__backend *backend;
     char notice[320];            /* why the default backend was not the preferred one, or "" */
+    uint32_t pool_limit;         /* the most receive buffers a worker's pool grows to (config.buffer_count: fixed) */
     int thread_count;            /* workers: the threads that own connections (ovl_post, ovl_conn_worker) */
     int loop_count;              /* threads running worker.c's loop: the workers, then the acceptor if any */
     struct ovl__worker *workers; /* loop_count of them */
@@ -352,7 +363,10 @@ int ovl__listener_adopt(ovl_engine *engine, ovl_listener *listener, ovl__socket 
 void ovl__listener_close(ovl_listener *listener);
 
 /* buffer.c */
-int ovl__pool_init(struct ovl__pool *pool, struct ovl__worker *worker, uint32_t slot_size, uint32_t slot_count);
+int ovl__pool_init(struct ovl__pool *pool, struct ovl__worker *worker, uint32_t slot_size, uint32_t slot_count,
+                   uint32_t slot_limit);
+/* A growing pool doubles until it holds OVL__POOL_PER_CONN slots per connection (or reaches its limit). */
+void ovl__pool_fit(struct ovl__pool *pool, uint32_t conns);
 void ovl__pool_destroy(struct ovl__pool *pool);
 ovl_buf *ovl__pool_take(struct ovl__pool *pool, uint32_t slot, size_t len);
 void ovl__buf_free(ovl_buf *buf);

@@ -346,7 +346,7 @@ static void do_recv(struct ovl__worker *worker, ovl_conn *conn)
         }
         uint32_t slot = pool->free_slots[pool->free_count - 1];
         size_t size = pool->slot_size, len = drain ? ovl__drain_read_len(conn, size) : size;
-        ssize_t n = recv(conn->fd, pool->slab + (size_t)slot * size, len, 0);
+        ssize_t n = recv(conn->fd, pool->slots[slot]->home, len, 0);
         if (n > 0) {
             ovl__pool_pop(pool); /* `slot`, the top */
             ovl_buf *buf = ovl__pool_take(pool, slot, (size_t)n);

@@ -343,7 +343,8 @@ void *ovl__worker_main(void *arg)
     ovl__worker_clock(worker);
     int rc = 0;
     if (!worker->acceptor) { /* the acceptor receives nothing: no pool */
-        rc = ovl__pool_init(&worker->pool, worker, engine->config.buffer_size, engine->config.buffer_count);
+        rc = ovl__pool_init(&worker->pool, worker, engine->config.buffer_size, engine->config.buffer_count,
+                            engine->pool_limit);
         if (rc < 0)
             ovl__error_set(&worker->init_error, rc, NULL, "allocate %u receive buffers of %u bytes",
                            engine->config.buffer_count, engine->config.buffer_size);

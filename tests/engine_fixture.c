@@ -62,6 +62,7 @@ void server_create(struct server *server, const struct server_opts *opts)
     ovl_config_init(&config);
     config.threads = opts->threads > 0 ? opts->threads : 1;
     config.buffer_size = opts->buffer_size;
+    config.buffer_count = opts->buffer_count;
     config.max_conns = opts->max_conns;
     config.max_pending = opts->max_pending;
     config.idle_timeout_ms = opts->idle_timeout_ms;

@@ -21,6 +21,7 @@ struct server_opts {
     bool every_interface;        /* listen with host NULL: every interface, dual stack */
     int threads;                 /* 0: 1 */
     uint32_t buffer_size;        /* 0 (here and below): the engine's default */
+    uint32_t buffer_count;       /* 0: the engine's growing pool */
     uint32_t max_conns, max_pending, idle_timeout_ms, drain_timeout_ms, stop_grace_ms;
     int connect_timeout_ms;
     const char *backend;         /* NULL: $OVERLAP_TEST_BACKEND, or the engine's default when that is unset */

@@ -61,8 +61,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const ovl_config *config = &options.engine.config;
         check(config->backend == NULL || in_argv(config->backend, argv, argc), "backend");
         check(config->threads >= 0 && config->threads <= OVL_MAX_THREADS, "threads outside 0-256");
-        check((uint64_t)(config->buffer_size ? config->buffer_size : OVL_DEFAULT_BUFFER_SIZE) *
-                      (config->buffer_count ? config->buffer_count : OVL_DEFAULT_BUFFER_COUNT) <= OVL_MAX_POOL_BYTES,
+        check(config->buffer_count == 0 || /* the engine's growing pool stops at the bound itself */
+                  (uint64_t)(config->buffer_size ? config->buffer_size : OVL_DEFAULT_BUFFER_SIZE) *
+                          config->buffer_count <= OVL_MAX_POOL_BYTES,
               "a receive pool above 256 MiB per worker accepted");
         check(options.stats_interval == 0 || options.stats_interval >= 0.1, "--stats below 0.1 s accepted");
         check(config->buffer_size == 0 || (config->buffer_size >= 64 && config->buffer_size <= (1u << 24)),

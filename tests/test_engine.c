@@ -404,6 +404,146 @@ Test(engine, many_concurrent_connections, .timeout = 90)
     server_destroy(&server);
 }
 
+/* ---- the receive pool grows with the connections ---- */
+
+/* Each connection's first 64 bytes stay with the application (never released), so every open connection holds a
+ * receive buffer, as a ping-pong connection does while its echo is on the way. A pool of fixed size serves as many
+ * connections as it has buffers and leaves the rest waiting; the default pool grows with the connections (a quarter
+ * of it at most may be open) and serves them all - without moving the buffers the application already holds. */
+#define HOLD_LEN 64
+
+struct hold {
+    ovl_buf *bufs[2048];
+    atomic_int count;
+};
+
+static void hold_data(ovl_conn *conn, ovl_buf *buf)
+{
+    struct server *server = ovl_conn_user(conn);
+    struct hold *hold = server->app;
+    int k = atomic_load(&hold->count);
+    if (k < (int)(sizeof hold->bufs / sizeof hold->bufs[0])) {
+        hold->bufs[k] = buf;
+        atomic_store(&hold->count, k + 1); /* one worker: the only writer */
+    } else {
+        ovl_buf_release(buf);
+    }
+}
+
+static const ovl_callbacks hold_callbacks = {
+    .on_open = server_echo_open, .on_data = hold_data, .on_close = server_count_close
+};
+
+static void hold_message(char *out, int i)
+{
+    for (int k = 0; k < HOLD_LEN; k++)
+        out[k] = (char)(i * 31 + k * 7 + (i >> 8));
+    memcpy(out, &i, sizeof i);
+}
+
+/* Connects n clients, waits until all are open, then each sends its message; returns the buffers held after they
+ * stopped rising (or all n arrived), with the pool's size in *buffers. */
+static int hold_run(struct server *server, struct hold *hold, int *fds, int n, uint64_t *buffers)
+{
+    for (int i = 0; i < n; i++) {
+        fds[i] = sup_connect("127.0.0.1", server->port, IO_TIMEOUT_MS);
+        cr_assert(fds[i] >= 0, "connect #%d: %s", i, strerror(-fds[i]));
+    }
+    int opened = server_wait_atomic(&server->opened, n, 20000);
+    cr_assert_eq(opened, n, "on_open ran %d times for %d connections", opened, n);
+    char msg[HOLD_LEN];
+    for (int i = 0; i < n; i++) {
+        hold_message(msg, i);
+        cr_assert_eq(send(fds[i], msg, HOLD_LEN, MSG_NOSIGNAL), HOLD_LEN, "send #%d: %s", i, strerror(errno));
+    }
+    /* Wait for all of them, or for the count to stand still for 500 ms (a fixed pool that ran out). */
+    int held = 0;
+    int64_t deadline = sup_now_ms() + 20000, still_since = sup_now_ms();
+    while (held < n && sup_now_ms() < deadline && sup_now_ms() - still_since < 500) {
+        sup_sleep_ms(10);
+        int now = atomic_load(&hold->count);
+        if (now != held)
+            still_since = sup_now_ms();
+        held = now;
+    }
+    ovl_stats st;
+    ovl_engine_stats(server->engine, &st);
+    *buffers = st.recv_buffers;
+    return held;
+}
+
+static void hold_check_and_end(struct server *server, struct hold *hold, int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    ovl_engine_stop(server->engine); /* the workers have ended: the held buffers are still valid, and ours */
+    int held = atomic_load(&hold->count);
+    char *seen = calloc((size_t)n, 1);
+    cr_assert(seen);
+    for (int k = 0; k < held; k++) {
+        cr_assert_eq(ovl_buf_len(hold->bufs[k]), HOLD_LEN, "held buffer %d has %zu bytes", k,
+                     ovl_buf_len(hold->bufs[k]));
+        int i;
+        char want[HOLD_LEN];
+        memcpy(&i, ovl_buf_data(hold->bufs[k]), sizeof i);
+        cr_assert(i >= 0 && i < n && !seen[i], "held buffer %d names client %d (seen before: %d)", k, i,
+                  i >= 0 && i < n ? seen[i] : -1);
+        seen[i] = 1;
+        hold_message(want, i);
+        cr_assert(memcmp(ovl_buf_data(hold->bufs[k]), want, HOLD_LEN) == 0,
+                  "held buffer %d (client %d) changed after it was delivered", k, i);
+    }
+    free(seen);
+    server_destroy(server);
+}
+
+Test(engine, receive_pool_grows_with_the_connections, .timeout = 90)
+{
+    enum { N = 1100 }; /* past the 1024 buffers a pool starts with */
+    long nofile = sup_raise_nofile();
+    cr_assert(nofile >= 2 * N + 64, "RLIMIT_NOFILE is %ld, need %d", nofile, 2 * N + 64);
+    static struct hold hold;
+    struct server server;
+    server_create(&server, &(struct server_opts){ .callbacks = &hold_callbacks, .drain_timeout_ms = 100 });
+    server.app = &hold;
+    server_listen(&server);
+    server_start_engine(&server);
+    ovl_stats st;
+    ovl_engine_stats(server.engine, &st);
+    cr_assert_eq(st.recv_buffers, 1024, "a growing pool starts with 1024 buffers, not %llu",
+                 (unsigned long long)st.recv_buffers);
+    int *fds = calloc(N, sizeof *fds);
+    cr_assert(fds);
+    uint64_t buffers = 0;
+    int held = hold_run(&server, &hold, fds, N, &buffers);
+    cr_log_info("%d connections: %d messages held, pool of %llu buffers", N, held, (unsigned long long)buffers);
+    cr_assert_eq(buffers, 8192, "%d connections on one worker: the pool holds %llu buffers, not 8192 (4 per "
+                 "connection, in doublings)", N, (unsigned long long)buffers);
+    cr_assert_eq(held, N, "%d of %d connections were served while each held one buffer", held, N);
+    hold_check_and_end(&server, &hold, fds, N);
+    free(fds);
+}
+
+Test(engine, receive_pool_of_a_fixed_size_stays_so, .timeout = 60)
+{
+    enum { N = 100, COUNT = 64 };
+    static struct hold hold;
+    struct server server;
+    server_create(&server, &(struct server_opts){ .callbacks = &hold_callbacks, .buffer_count = COUNT,
+                                                  .drain_timeout_ms = 100 });
+    server.app = &hold;
+    server_listen(&server);
+    server_start_engine(&server);
+    int fds[N];
+    uint64_t buffers = 0;
+    int held = hold_run(&server, &hold, fds, N, &buffers);
+    cr_log_info("%d connections: %d messages held, pool of %llu buffers", N, held, (unsigned long long)buffers);
+    cr_assert_eq(buffers, COUNT, "buffer_count %d: the pool holds %llu buffers", COUNT,
+                 (unsigned long long)buffers);
+    cr_assert_eq(held, COUNT, "buffer_count %d, %d connections each holding one: %d were served", COUNT, N, held);
+    hold_check_and_end(&server, &hold, fds, N);
+}
+
 /* Connections spread over the workers: 400 of them, from 8 clients at once, on 4 workers; none takes three
  * quarters. (io_uring's multishot accepts on the shared listening socket once handed every connection to one
  * worker.) */

@@ -51,7 +51,9 @@ int option_check_pool(unsigned long long buffer_size, unsigned long long buffer_
                       size_t error_size)
 {
     unsigned long long size = buffer_size ? buffer_size : OVL_DEFAULT_BUFFER_SIZE;
-    unsigned long long count = 1, asked = buffer_count ? buffer_count : OVL_DEFAULT_BUFFER_COUNT;
+    unsigned long long count = 1, asked = buffer_count;
+    if (!buffer_count)
+        return 0; /* the engine's growing pool: it stops where size x count reaches the bound */
     while (count < asked)
         count <<= 1;
     if (size * count <= OVL_MAX_POOL_BYTES)

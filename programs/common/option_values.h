@@ -17,7 +17,7 @@ int option_parse_decimal(const char *text, double max, double *out);
 int option_parse_seconds(const char *text, double *out);
 
 /* --buffer-size x --buffer-count (0 = the engine's default for either) as the engine rounds it, within
- * OVL_MAX_POOL_BYTES per worker. Returns 0, or -1 with a message naming both options in error. */
+ * OVL_MAX_POOL_BYTES per worker. A count of 0 (the engine's growing pool) always fits. Returns 0, or -1 with a message naming both options in error. */
 int option_check_pool(unsigned long long buffer_size, unsigned long long buffer_count, char *error,
                       size_t error_size);
 
