@@ -302,7 +302,8 @@ static int buffers_init(struct ovl__worker *worker, struct uring_worker *uw, ovl
     uw->buf_ring_registered = true;
     uw->buf_mask = io_uring_buf_ring_mask(entries);
     uw->pool = &worker->pool;
-    uw->ring_window = entries < INITIAL_RING_WINDOW ? entries : INITIAL_RING_WINDOW;
+    uint32_t slots = worker->pool.slot_count; /* the ring holds at most the pool's slots, whatever its entries */
+    uw->ring_window = slots < INITIAL_RING_WINDOW ? slots : INITIAL_RING_WINDOW;
     publish_buffers(uw);
     return 0;
 }

@@ -52,7 +52,7 @@ static int pool_add_chunk(struct ovl__pool *pool, struct ovl__worker *worker, ui
         slot->released = true; /* never touched: nothing resident to give back */
         slot->home = slot->data = slab + (size_t)i * pool->slot_size;
         pool->slots[first + i] = slot;
-        pool->free_slots[i] = first + count - 1 - i; /* the lowest new slot deepest but one: order is moot */
+        pool->free_slots[i] = first + count - 1 - i; /* the highest new slot deepest: order among them is moot */
     }
     pool->free_count += count;
     pool->untouched += count;

@@ -524,6 +524,24 @@ Test(engine, receive_pool_grows_with_the_connections, .timeout = 90)
     free(fds);
 }
 
+/* 16 MiB buffers: 1024 of them would pass the 256 MiB bound, so a growing pool starts (and stays) at the 16 that fit,
+ * where a fixed pool of the default 1024 was refused. */
+Test(engine, growing_pool_of_large_buffers_starts_within_the_bound, .timeout = 30)
+{
+    struct server server;
+    server_start(&server, &(struct server_opts){ .buffer_size = 16u << 20 });
+    ovl_stats st;
+    ovl_engine_stats(server.engine, &st);
+    cr_assert_eq(st.recv_buffers, 16, "16 MiB buffers: the pool holds %llu, not 16 (256 MiB)",
+                 (unsigned long long)st.recv_buffers);
+    int fd = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+    cr_assert_eq(sup_set_timeouts(fd, IO_TIMEOUT_MS), 0);
+    cr_assert_eq(sup_exchange(fd, 0x16, 0, 100000), 0, "100,000-byte echo through 16 MiB buffers failed");
+    close(fd);
+    server_destroy(&server);
+}
+
 Test(engine, receive_pool_of_a_fixed_size_stays_so, .timeout = 60)
 {
     enum { N = 100, COUNT = 64 };
