@@ -331,8 +331,10 @@ OVL_API void ovl_engine_destroy(ovl_engine *engine);
  *                     ended without them, and the memory they may still write (the connection, the worker's receive
  *                     buffers) is never freed. 0 unless the system lost a cancellation. (An IOCP DisconnectEx still
  *                     pending then is given up on, as 1 s after the stop begins: it writes only its own context.)
- *   recv_buffers      receive buffers in the pools of the running workers: buffer_count each, and a pool left to grow
- *                     (buffer_count 0) doubles while its worker's open connections are more than a quarter of it */
+ *   recv_buffers      receive buffers in the workers' pools: buffer_count each, and a pool left to grow (buffer_count
+ *                     0) doubles while its worker's open connections are more than a quarter of it. A pool never
+ *                     shrinks (its untouched and cold pages cost no memory on Linux); the gauge keeps its last value
+ *                     after a stop, until ovl_engine_destroy */
 typedef struct ovl_stats {
 #define OVL__STATS_MEMBER(name, kind, help) uint64_t name;
     OVL_STATS_FIELDS(OVL__STATS_MEMBER)
