@@ -120,7 +120,7 @@ typedef struct ovl_callbacks {
 
 /* Limits ovl_engine_create holds a configuration to (programs check their options against the same numbers). */
 #define OVL_MAX_THREADS 256
-#define OVL_DEFAULT_BUFFER_SIZE 16384u
+#define OVL_DEFAULT_BUFFER_SIZE 65536u
 #define OVL_DEFAULT_BUFFER_COUNT 1024u
 /* buffer_size x buffer_count (the count rounded up to a power of two): one worker's receive pool, fixed or grown */
 #define OVL_MAX_POOL_BYTES (256ull << 20)
@@ -137,12 +137,13 @@ typedef enum ovl_log_level {
 typedef struct ovl_config {
     int threads;               /* worker threads, 0..OVL_MAX_THREADS; 0 = ovl_default_threads(): one less than the
                                   CPUs the process may run on, at least 1 */
-    uint32_t buffer_size;      /* bytes per receive buffer, 64..16777216; 0 = 16384 */
+    uint32_t buffer_size;      /* bytes per receive buffer, 64..16777216; 0 = 65536: a burst of up to 64 KiB is one
+                                  receive and one send (a small message still touches one page of it) */
     uint32_t buffer_count;     /* receive buffers per worker, rounded up to a power of two, at most 32768, and
                                   buffer_size x buffer_count at most OVL_MAX_POOL_BYTES: a fixed pool. 0 = a pool
                                   that grows: 1024 buffers (fewer if they would pass OVL_MAX_POOL_BYTES), doubled
                                   whenever the worker's open connections pass a quarter of them, up to 32768 or
-                                  OVL_MAX_POOL_BYTES (16384 of 16 KiB). Pages no receive touched cost no memory, and
+                                  OVL_MAX_POOL_BYTES (4096 of 64 KiB). Pages no receive touched cost no memory, and
                                   the pool's fairness thresholds (half and a quarter of it) move with it */
     uint32_t max_conns;        /* open connections at most: an accept beyond it is closed at once (conns_refused);
                                   outbound connections count toward it but are never refused. 0 = no limit */
@@ -162,7 +163,8 @@ typedef struct ovl_config {
     const char *backend;       /* "io_uring" (or "uring"), "epoll", "iocp", or NULL / "" for the best this system
                                   supports. Not kept after ovl_engine_create */
     int zero_byte_receive;     /* IOCP: post 0-byte receives so an idle connection holds no buffer; 1 = always,
-                                  -1 = never, 0 = automatic: when a worker has more than 1024 connections */
+                                  -1 = never, 0 = automatic: once a worker's connections times
+                                  buffer_size pass 16 MiB (256 connections at 64 KiB) */
     uint32_t idle_timeout_ms;  /* close an open connection (OVL_CLOSE_IDLE) when no byte was received or sent on it
                                   for this long; checked every quarter of it (at least every 10 ms, at most every
                                   second), so a connection closes between 1 and 1.25 times this after its last byte

@@ -64,13 +64,15 @@ enum {
     SEND_BATCH = 16,             /* queued buffers gathered into one WSASend */
     REUSE_POOL_MAX = 256,        /* sockets kept per worker, role and family */
     ACCEPT_RETRY_MS = 100,
-    ZERO_BYTE_ABOVE = 1024,      /* automatic zero-byte receives above this many connections per worker */
     RETIRE_TIMEOUT_MS = 2000,    /* a DisconnectEx still pending after this is cancelled (see on_retire_timer) */
     RESOURCE_RETRY_MS = 10,      /* a receive or send refused for lack of resources is tried again after this, */
     RESOURCE_RETRY_MAX = 8,      /* this many times in a row before the connection is closed */
     ADDRESS_SPACE = sizeof(SOCKADDR_STORAGE) + 16 /* what AcceptEx wants per address */
 };
 
+/* Automatic zero-byte receives once a worker's posted receive buffers would pass this many bytes (Windows locks a
+ * posted buffer's pages for as long as it waits): 256 connections at the default 64 KiB buffers, 1024 at 16 KiB. */
+#define ZERO_BYTE_ABOVE_BYTES (16u << 20)
 #define KEY_WAKE ((ULONG_PTR)1)
 
 /* What a pooled socket was: Microsoft allows a socket accepted by AcceptEx and disconnected with TF_REUSE_SOCKET
@@ -602,7 +604,8 @@ static void recv_start(ovl_conn *conn)
         return;
     }
     int zero_byte = conn->worker->engine->config.zero_byte_receive;
-    if (zero_byte > 0 || (zero_byte == 0 && conn->worker->conn_count > ZERO_BYTE_ABOVE)) {
+    if (zero_byte > 0 || (zero_byte == 0 && (uint64_t)conn->worker->conn_count * conn->worker->pool.slot_size >
+                                                   ZERO_BYTE_ABOVE_BYTES)) {
         /* Completes when bytes (or the peer's FIN) arrive, holding no buffer meanwhile; read_now then takes a
          * pool slot for a non-blocking receive. */
         prepare(&ic->recv, OP_RECV_ZERO, conn, conn->fd);

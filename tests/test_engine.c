@@ -504,7 +504,9 @@ Test(engine, receive_pool_grows_with_the_connections, .timeout = 90)
     cr_assert(nofile >= 2 * N + 64, "RLIMIT_NOFILE is %ld, need %d", nofile, 2 * N + 64);
     static struct hold hold;
     struct server server;
-    server_create(&server, &(struct server_opts){ .callbacks = &hold_callbacks, .drain_timeout_ms = 100 });
+    /* 16 KiB buffers: the pool may grow to 16384 of them (at the default 64 KiB it stops at 4096) */
+    server_create(&server, &(struct server_opts){ .callbacks = &hold_callbacks, .buffer_size = 16384,
+                                                  .drain_timeout_ms = 100 });
     server.app = &hold;
     server_listen(&server);
     server_start_engine(&server);

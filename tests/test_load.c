@@ -757,7 +757,7 @@ Test(load, bad_arguments_get_a_message_and_usage)
         /* The engine's options, parsed by programs/common: named in the message; those of a server refused. */
         {"--threads", "257", "--threads: '257' is not a thread count (0-256", NULL},
         {"--busy-poll", "-1", "--busy-poll", NULL},
-        {"--buffer-count", "32768", "--buffer-size 16384 x --buffer-count 32768 is 512 MiB", NULL},
+        {"--buffer-count", "32768", "--buffer-size 65536 x --buffer-count 32768 is 2048 MiB", NULL},
         {"--connect-timeout", "1e1", "--connect-timeout", NULL},
         {"--backend", NULL, "--backend needs a value", NULL},
         {"--metrics", ":9100", "unknown option '--metrics'", NULL},
