@@ -164,7 +164,8 @@ typedef struct ovl_config {
                                   supports. Not kept after ovl_engine_create */
     int zero_byte_receive;     /* IOCP: post 0-byte receives so an idle connection holds no buffer; 1 = always,
                                   -1 = never, 0 = automatic: once a worker's connections times
-                                  buffer_size pass 16 MiB (256 connections at 64 KiB) */
+                                  buffer_size pass 16 MiB (above 256 connections at 64 KiB), or its
+                                  connections pass half its receive pool */
     uint32_t idle_timeout_ms;  /* close an open connection (OVL_CLOSE_IDLE) when no byte was received or sent on it
                                   for this long; checked every quarter of it (at least every 10 ms, at most every
                                   second), so a connection closes between 1 and 1.25 times this after its last byte

@@ -71,7 +71,9 @@ enum {
 };
 
 /* Automatic zero-byte receives once a worker's posted receive buffers would pass this many bytes (Windows locks a
- * posted buffer's pages for as long as it waits): 256 connections at the default 64 KiB buffers, 1024 at 16 KiB. */
+ * posted buffer's pages for as long as it waits): above 256 connections at the default 64 KiB buffers, 1024 at
+ * 16 KiB - or once they would hold more than half of its pool (small buffers, a small fixed pool), where idle
+ * connections would leave the busy ones below the pool's reserve. */
 #define ZERO_BYTE_ABOVE_BYTES (16u << 20)
 #define KEY_WAKE ((ULONG_PTR)1)
 
@@ -604,8 +606,10 @@ static void recv_start(ovl_conn *conn)
         return;
     }
     int zero_byte = conn->worker->engine->config.zero_byte_receive;
-    if (zero_byte > 0 || (zero_byte == 0 && (uint64_t)conn->worker->conn_count * conn->worker->pool.slot_size >
-                                                   ZERO_BYTE_ABOVE_BYTES)) {
+    struct ovl__worker *worker = conn->worker;
+    if (zero_byte > 0 || (zero_byte == 0 && ((uint64_t)worker->conn_count * worker->pool.slot_size >
+                                                 ZERO_BYTE_ABOVE_BYTES ||
+                                             worker->conn_count > worker->pool.slot_count / 2))) {
         /* Completes when bytes (or the peer's FIN) arrive, holding no buffer meanwhile; read_now then takes a
          * pool slot for a non-blocking receive. */
         prepare(&ic->recv, OP_RECV_ZERO, conn, conn->fd);

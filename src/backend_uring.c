@@ -12,12 +12,13 @@
  *     memory when completions wait to be run, so a worker can spin briefly on it instead of sleeping (below).
  *
  * Buffer reuse: the kernel takes provided buffers in ring order, so a ring holding the whole pool would cycle every
- * receive through all of it (16 MiB by default): each copy lands in cold cache and every slot ends up resident.
+ * receive through all of it (64 MiB by default): each copy lands in cold cache and every slot ends up resident.
  * Free slots wait on the pool's stack instead, and the ring is topped up, before each wait, to a window of slots taken
  * from the top of the stack (the most recently used ones); slots deeper in the stack are never touched. The window
- * starts at 64 and doubles, at most once per loop turn, when receives found the ring empty or it came back more than
- * three quarters empty - and only while the window, not the supply of free slots, is what ran short. So it settles
- * at the demand the worker has seen, and receives cycle through a small, cache-warm set of slots.
+ * starts at 64 slots, or 1 MiB of them when that is fewer (16 of 64 KiB), and doubles, at most once per loop turn,
+ * when receives found the ring empty or it came back more than three quarters empty - and only while the window,
+ * not the supply of free slots, is what ran short. So it settles at the demand the worker has seen, and receives
+ * cycle through a small, cache-warm set of slots.
  *
  * Adaptive spin: sleeping in io_uring_enter and being woken costs a lone ping-pong connection more than its round
  * trip on a VM (scheduler wake-up, IPI). When the previous wait was short - completions arrive back to back - the
@@ -62,7 +63,9 @@ enum {
     SPIN_MAX_CONNS = 1,       /* the spin is for a worker serving this many connections at most (spin_worthwhile) */
     BUFFER_GROUP = 0,
     SEND_BATCH = 16,          /* queued buffers gathered into one sendmsg */
-    INITIAL_RING_WINDOW = 64, /* receive buffers in the ring at first (see "Buffer reuse") */
+    INITIAL_RING_WINDOW = 64, /* receive buffers in the ring at first, at most (see "Buffer reuse") ... */
+    RING_FLOOR_BYTES = 1 << 20, /* ... and at most this many bytes of them: the floor the window shrinks back to
+                                   stays resident after a burst filled it (16 buffers of 64 KiB) */
     ACCEPT_RETRY_MS = 100     /* pause after EMFILE/ENFILE so a full descriptor table does not spin the CPU */
 };
 
@@ -90,6 +93,7 @@ struct uring_worker {
     unsigned buf_pending;     /* slots added to the ring but not yet published */
     uint32_t in_ring;         /* slots published or pending in the ring and not yet taken by the kernel */
     uint32_t ring_window;     /* how many slots publish_buffers keeps in the ring */
+    uint32_t ring_floor;      /* the window's least: INITIAL_RING_WINDOW slots, or RING_FLOOR_BYTES of them */
     uint32_t lowest_in_ring;  /* the fewest slots left in the ring at a loop turn since window_checked_ms */
     uint64_t window_checked_ms;
     bool ring_starved;        /* a receive found the ring empty since the window was last adapted */
@@ -256,7 +260,7 @@ static void adapt_ring_window(struct ovl__worker *worker, struct uring_worker *u
     if (uw->in_ring < uw->lowest_in_ring)
         uw->lowest_in_ring = uw->in_ring;
     if (worker->now_ms - uw->window_checked_ms >= 1000) {
-        if (uw->lowest_in_ring > uw->ring_window / 4 * 3 && uw->ring_window / 2 >= INITIAL_RING_WINDOW)
+        if (uw->lowest_in_ring > uw->ring_window / 4 * 3 && uw->ring_window / 2 >= uw->ring_floor)
             uw->ring_window /= 2;
         uw->window_checked_ms = worker->now_ms;
         uw->lowest_in_ring = uw->ring_window;
@@ -303,7 +307,10 @@ static int buffers_init(struct ovl__worker *worker, struct uring_worker *uw, ovl
     uw->buf_mask = io_uring_buf_ring_mask(entries);
     uw->pool = &worker->pool;
     uint32_t slots = worker->pool.slot_count; /* the ring holds at most the pool's slots, whatever its entries */
-    uw->ring_window = slots < INITIAL_RING_WINDOW ? slots : INITIAL_RING_WINDOW;
+    uint32_t floor = RING_FLOOR_BYTES / worker->pool.slot_size;
+    floor = floor < 8 ? 8 : floor > INITIAL_RING_WINDOW ? INITIAL_RING_WINDOW : floor;
+    uw->ring_floor = slots < floor ? slots : floor;
+    uw->ring_window = uw->ring_floor;
     publish_buffers(uw);
     return 0;
 }

@@ -35,9 +35,13 @@
 
 enum {
     EVENT_BATCH = 256,        /* events taken per wait */
-    RECV_BURST = 16,          /* reads per connection per loop turn: one flooding peer cannot starve the others */
-    RECV_BURST_BACKLOGGED = 4, /* the same for a connection that fills whole buffers (OVL__C_RECV_ONE): a hundred
-                                 of them flooding at once must not make a loop turn milliseconds long */
+    RECV_BURST = 16,          /* reads per connection per loop turn, and at most RECV_BURST_BYTES of buffers: one
+                                 flooding peer cannot starve the others */
+    RECV_BURST_BYTES = 256 << 10,
+    RECV_BURST_BACKLOGGED = 4, /* the same for a connection that fills whole buffers (OVL__C_RECV_ONE), at most
+                                  RECV_BURST_BACKLOGGED_BYTES: a hundred of them flooding at once must not make a
+                                  loop turn milliseconds long */
+    RECV_BURST_BACKLOGGED_BYTES = 64 << 10,
     ACCEPT_BURST = 64,        /* accepts per listening socket per loop turn */
     SEND_BATCH = 16,          /* queued buffers gathered into one sendmsg */
     ACCEPT_RETRY_MS = 100     /* pause after EMFILE/ENFILE so a full descriptor table does not spin the CPU */
@@ -63,6 +67,7 @@ struct ready_worker {
     void *poll_state;         /* the poller's */
     struct ready_accept *accepts;
     struct ready_link ready;  /* connections to read on the next turn without waiting for an edge */
+    uint32_t burst, burst_backlogged; /* reads per connection per turn (RECV_BURST..., for this buffer size) */
     struct ovl__poll_event events[EVENT_BATCH];
 };
 
@@ -123,6 +128,14 @@ int ovl__ready_worker_init(struct ovl__worker *worker, ovl_error_info *err)
     }
     rw->poller = worker->engine->backend->poller;
     rw->ready.prev = rw->ready.next = &rw->ready;
+    uint32_t size = worker->engine->config.buffer_size;
+    rw->burst = RECV_BURST_BYTES / size < RECV_BURST ? RECV_BURST_BYTES / size : RECV_BURST;
+    rw->burst_backlogged = RECV_BURST_BACKLOGGED_BYTES / size < RECV_BURST_BACKLOGGED
+                               ? RECV_BURST_BACKLOGGED_BYTES / size : RECV_BURST_BACKLOGGED;
+    if (rw->burst == 0)
+        rw->burst = 1;
+    if (rw->burst_backlogged == 0)
+        rw->burst_backlogged = 1;
     int rc = rw->poller->open(&rw->poll_state, err);
     if (rc < 0) {
         ovl__free(rw);
@@ -331,7 +344,7 @@ static void do_recv(struct ovl__worker *worker, ovl_conn *conn)
             ovl__conn_op_done(conn);
             return;
         }
-        if (reads >= ((conn->flags & OVL__C_RECV_ONE) ? RECV_BURST_BACKLOGGED : RECV_BURST)) {
+        if ((uint32_t)reads >= ((conn->flags & OVL__C_RECV_ONE) ? rw->burst_backlogged : rw->burst)) {
             ready_push(rw, ec);
             return;
         }
