@@ -1,8 +1,8 @@
 /*
  * The io_uring reference point for bench/compare: the least an io_uring echo server does per message, to show
  * where the kernel's floor lies next to overlap-echo. One thread, one ring (SINGLE_ISSUER | DEFER_TASKRUN where
- * the kernel has them), multishot accept, multishot receive into a provided buffer ring of 1024 x 16 KiB (the
- * same pool as overlap-echo's default), and each received buffer sent back as it is, then returned to the ring.
+ * the kernel has them), multishot accept, multishot receive into a provided buffer ring of 1024 x 64 KiB (the
+ * buffers of overlap-echo's default pool, as it starts; 16 KiB until 2026-12-02), and each received buffer sent back as it is, then returned to the ring.
  * Sends keep their order: one send in flight per connection, the other received buffers queued behind it.
  * No timers, no statistics, no flow control: a peer that never reads can hold every buffer (it is a reference,
  * not a server). Closes on EOF or error once queued bytes are sent.
@@ -24,7 +24,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-enum { BUF_COUNT = 1024, BUF_SIZE = 16384, NO_BUF = 0xffff };
+enum { BUF_COUNT = 1024, BUF_SIZE = 65536, NO_BUF = 0xffff };
 enum tag { TAG_ACCEPT = 1, TAG_RECV, TAG_SEND };
 
 struct conn {

@@ -526,6 +526,29 @@ Test(engine, receive_pool_grows_with_the_connections, .timeout = 90)
     free(fds);
 }
 
+/* At the default 64 KiB buffers the pool stops at 4096 (256 MiB): 600 connections take it there (past 512) and
+ * no further, and each is served while holding its buffer. */
+Test(engine, growing_pool_of_default_buffers_stops_at_the_bound, .timeout = 60)
+{
+    enum { N = 600 };
+    long nofile = sup_raise_nofile();
+    cr_assert(nofile >= 2 * N + 64, "RLIMIT_NOFILE is %ld, need %d", nofile, 2 * N + 64);
+    static struct hold hold;
+    struct server server;
+    server_create(&server, &(struct server_opts){ .callbacks = &hold_callbacks, .drain_timeout_ms = 100 });
+    server.app = &hold;
+    server_listen(&server);
+    server_start_engine(&server);
+    static int fds[N];
+    uint64_t buffers = 0;
+    int held = hold_run(&server, &hold, fds, N, &buffers);
+    cr_log_info("%d connections: %d messages held, pool of %llu buffers", N, held, (unsigned long long)buffers);
+    cr_assert_eq(buffers, 4096, "%d connections, 64 KiB buffers: the pool holds %llu buffers, not 4096", N,
+                 (unsigned long long)buffers);
+    cr_assert_eq(held, N, "%d of %d connections were served while each held one buffer", held, N);
+    hold_check_and_end(&server, &hold, fds, N);
+}
+
 /* 16 MiB buffers: 1024 of them would pass the 256 MiB bound, so a growing pool starts (and stays) at the 16 that fit,
  * where a fixed pool of the default 1024 was refused. */
 Test(engine, growing_pool_of_large_buffers_starts_within_the_bound, .timeout = 30)

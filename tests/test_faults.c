@@ -156,7 +156,7 @@ static long long summary_counter(const sup_proc *proc, const char *name)
 /* ---- receive buffers in use stay few ---- */
 
 /* 8 connections taking turns with 64-byte echoes use one receive buffer at a time, so the server must not touch
- * its whole pool (1024 x 16 KiB by default, a first page of each = 4 MiB) to serve them: the io_uring backend keeps
+ * its whole pool (1024 x 64 KiB by default, a first page of each = 4 MiB) to serve them: the io_uring backend keeps
  * a small window of buffers in its ring, most recently freed first, and the epoll backend takes the most recently
  * freed slot. 16,000 echoes may grow the server's VmRSS by at most 1 MiB after the first round. */
 #define FEW_BUFFERS_CONNS 8
@@ -1234,8 +1234,9 @@ static int must_non_reader(int port)
 }
 
 
-/* Clients that write and never read, more than a worker's pool could hold at --max-pending each (1024 x 16 KiB
- * buffers, 256 KiB each: 64 would take it all), must not stop that worker from serving a client that does read:
+/* Clients that write and never read, more than a worker's pool could hold at --max-pending each (a fixed pool of
+ * 1024 x 16 KiB buffers, 256 KiB each: 64 would take it all; a growing pool of 64 KiB buffers would keep 4 per
+ * connection and never need the rule), must not stop that worker from serving a client that does read:
  * every one of its exchanges is answered. (How fast is for bench/isolation; the test asserts that it is served.) */
 #define NON_READERS 200
 
@@ -1243,7 +1244,8 @@ Test(faults, non_readers_do_not_starve_a_reader, .timeout = 120)
 {
     sup_raise_nofile();
     sup_proc p;
-    char *args[] = {"--threads", "1", "--stats", "0.2", "--stats-format", "json", NULL};
+    char *args[] = {"--threads", "1", "--buffer-size", "16384", "--buffer-count", "1024", "--stats", "0.2",
+                    "--stats-format", "json", NULL};
     int port = start_echo(&p, args);
     long rss_start = sup_rss_kib(p.pid);
     static int fds[NON_READERS];

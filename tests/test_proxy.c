@@ -480,9 +480,9 @@ Test(proxy, bytes_sent_before_the_upstream_opens_are_held_and_delivered)
 Test(proxy, client_that_never_reads_is_paused_with_bounded_memory)
 {
     sup_proc echo = {0}, proxy = {0};
-    /* One worker with a 256-slot pool (4 MiB): the other client shares it, and touching every slot once (the
-     * kernel cycles through a buffer ring) cannot pass for growth. */
-    char *options[] = {"--threads", "1", "--buffer-count", "256", NULL};
+    /* One worker with a 256-slot pool of 16 KiB (4 MiB): the other client shares it, and touching every slot once
+     * (the kernel cycles through a buffer ring) cannot pass for growth. */
+    char *options[] = {"--threads", "1", "--buffer-count", "256", "--buffer-size", "16384", NULL};
     int proxy_port = start_proxy(&proxy, start_echo(&echo), options);
     stream_through(proxy_port, 20, 8u << 20);
     long rss_before = rss_kib(proxy.pid);

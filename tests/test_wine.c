@@ -638,8 +638,8 @@ static pid_t windows_echo_pid(const sup_proc *server)
  * MB/s here) through one connection whose client reads nothing for 3 s. IOCP does not cancel the posted receive
  * when max_pending (256 KiB) is reached; it does not post the next one, so the client's writes block and the
  * server's memory stays flat. Then the client reads and every byte comes back intact. The bound is that of
- * test_faults.c (64 MiB) although Wine's own DLLs add about 10 MiB to VmRSS: the pool (16 MiB for one worker) and
- * 256 KiB of queue still fit, a server buffering the stream does not. */
+ * test_faults.c (64 MiB) although Wine's own DLLs add about 10 MiB to VmRSS: the slots one connection touches (a receive
+ * posted at a time, 64 KiB each) and 256 KiB of queue still fit, a server buffering the stream does not. */
 #define SLOW_READER_TOTAL (64ull << 20)
 #define SLOW_READER_RSS_BOUND_KIB (64 * 1024)
 
@@ -766,16 +766,17 @@ Test(wine, metrics_endpoint_on_iocp)
 
 /* ---- the pool is shared fairly (IOCP) ---- */
 
-/* 40 clients that write and never read, on one worker with 256 receive buffers: at --max-pending 256 KiB (16
- * buffers each) 16 of them would hold the whole pool and nobody else would be read. Each holds its share (4) now:
+/* 40 clients that write and never read, on one worker with 256 receive buffers of 16 KiB: at --max-pending 256 KiB
+ * (16 buffers each) 16 of them would hold the whole pool and nobody else would be read. Each holds its share (4) now:
  * a client that reads gets every exchange answered. Then at --max-pending 16384 with 4 KiB buffers, 8 non-readers
  * hold at most one buffer past it each. */
 Test(wine, pool_shared_fairly_and_max_pending_held)
 {
     enum { NON_READERS = 40, SMALL = 8 };
     sup_proc server = {0};
-    int port = start_windows_echo_args(&server, (char *[]){"--threads", "1", "--buffer-count", "256", "--stats",
-                                                           "0.2", "--stats-format", "json", NULL});
+    int port = start_windows_echo_args(&server, (char *[]){"--threads", "1", "--buffer-count", "256", "--buffer-size",
+                                                           "16384", "--stats", "0.2", "--stats-format", "json",
+                                                           NULL});
     int fds[NON_READERS];
     for (int i = 0; i < NON_READERS; i++) {
         fds[i] = sup_non_reader_connect(port);
