@@ -636,7 +636,7 @@ static void recv_start(ovl_conn *conn)
     prepare(&ic->recv, OP_RECV, conn, conn->fd);
     conn->flags |= OVL__C_RECV_ARMED;
     conn->inflight++;
-    WSABUF buffer = {.len = conn->worker->pool.slot_size, .buf = slot->data};
+    WSABUF buffer = {.len = ovl__recv_len(conn), .buf = slot->data};
     DWORD bytes = 0, flags = 0;
     int rc = WSARecv(conn->fd, &buffer, 1, &bytes, &flags, &ic->recv.overlapped, NULL);
     after_post(iw, &ic->recv, ic->skip, rc == 0, bytes);
@@ -813,7 +813,7 @@ static void read_now(ovl_conn *conn, int error)
             ovl__conn_wait_for_slot(conn);
         } else {
             ovl_buf *slot = ovl__pool_take(pool, ovl__pool_pop(pool), 0);
-            size_t len = ovl__drain_read_len(conn, conn->worker->pool.slot_size);
+            size_t len = ovl__drain_read_len(conn, ovl__recv_len(conn));
             int n = slot ? recv(conn->fd, slot->data, (int)len, 0) : SOCKET_ERROR;
             error = n < 0 ? WSAGetLastError() : 0;
             if (n > 0) {

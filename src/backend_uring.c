@@ -491,8 +491,8 @@ static void recv_start(ovl_conn *conn)
                            MSG_DONTWAIT);
     else if (uw->multishot_recv && !(conn->flags & OVL__C_RECV_ONE))
         io_uring_prep_recv_multishot(sqe, conn->fd, NULL, 0, 0);
-    else
-        io_uring_prep_recv(sqe, conn->fd, NULL, 0, 0);
+    else /* a length below the buffer's caps the bytes the kernel puts in it */
+        io_uring_prep_recv(sqe, conn->fd, NULL, ovl__recv_len(conn), 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = BUFFER_GROUP;
     io_uring_sqe_set_data64(sqe, tagged(conn, TAG_RECV));

@@ -330,6 +330,17 @@ static inline void ovl__worker_clock(struct ovl__worker *worker)
     worker->now_ms = ovl__clock_ns() / 1000000u;
 }
 
+/* A receive buffer's bytes, or for a backlogged connection (OVL__C_RECV_ONE, conn.c note_backlog) at most
+ * OVL__RECV_ONE_BYTES of them: a peer that outruns us is read in small steps whatever the buffer size, so that a
+ * hundred of them do not make a loop turn (and a well-behaved neighbour's answer) four times longer with 64 KiB
+ * buffers than with 16 KiB ones. */
+#define OVL__RECV_ONE_BYTES 16384u
+static inline uint32_t ovl__recv_len(const ovl_conn *conn)
+{
+    uint32_t size = conn->worker->pool.slot_size;
+    return (conn->flags & OVL__C_RECV_ONE) && size > OVL__RECV_ONE_BYTES ? OVL__RECV_ONE_BYTES : size;
+}
+
 /* Draining (not lingering): how many bytes one read may take - what is left of the input the kernel held at the
  * stop - given a buffer of `size`. */
 static inline size_t ovl__drain_read_len(const ovl_conn *conn, size_t size)
