@@ -813,7 +813,8 @@ static void read_now(ovl_conn *conn, int error)
             ovl__conn_wait_for_slot(conn);
         } else {
             ovl_buf *slot = ovl__pool_take(pool, ovl__pool_pop(pool), 0);
-            size_t len = ovl__drain_read_len(conn, ovl__recv_len(conn));
+            size_t len = (conn->flags & OVL__C_DRAINING) ? ovl__drain_read_len(conn, pool->slot_size)
+                                                         : ovl__recv_len(conn);
             int n = slot ? recv(conn->fd, slot->data, (int)len, 0) : SOCKET_ERROR;
             error = n < 0 ? WSAGetLastError() : 0;
             if (n > 0) {

@@ -294,11 +294,14 @@ static void buf_append(ovl_buf **head, ovl_buf **tail, ovl_buf *buf)
 
 /* A receive that fills a whole buffer (more is waiting), or lands while a send to the same peer is still in flight
  * (a send that completes at once has left before the next receive is seen), shows a peer that may outrun us. Such a
- * connection receives one buffer per operation, of at most OVL__RECV_ONE_BYTES (ovl__recv_len) - io_uring: no multishot burst of dozens of buffers past max_pending
- * or its share of the pool before the pause can act - until a run of receives finds it keeping up again. */
+ * connection receives one buffer per operation - io_uring: no multishot burst of dozens of buffers past max_pending
+ * or its share of the pool before the pause can act - until a run of receives finds it keeping up again. On
+ * io_uring and IOCP those receives take at most OVL__RECV_ONE_BYTES (ovl__recv_len), so a capped receive is never
+ * "a whole buffer": only the sends in flight keep the connection here, and 16 capped receives without one let it
+ * go back to whole buffers (a 64 KiB receive that fills its buffer brings it back). */
 static void note_backlog(ovl_conn *conn, const ovl_buf *buf)
 {
-    if ((conn->flags & OVL__C_SENDING) || buf->len >= ovl__recv_len(conn)) {
+    if ((conn->flags & OVL__C_SENDING) || buf->len == conn->worker->pool.slot_size) {
         conn->flags |= OVL__C_RECV_ONE;
         conn->clean_receives = 0;
     } else if ((conn->flags & OVL__C_RECV_ONE) && ++conn->clean_receives >= 16) {

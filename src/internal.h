@@ -333,7 +333,8 @@ static inline void ovl__worker_clock(struct ovl__worker *worker)
 /* A receive buffer's bytes, or for a backlogged connection (OVL__C_RECV_ONE, conn.c note_backlog) at most
  * OVL__RECV_ONE_BYTES of them: a peer that outruns us is read in small steps whatever the buffer size, so that a
  * hundred of them do not make a loop turn (and a well-behaved neighbour's answer) four times longer with 64 KiB
- * buffers than with 16 KiB ones. */
+ * buffers than with 16 KiB ones. io_uring and IOCP, one buffer per operation, use it; epoll bounds the bytes of a
+ * turn's reads instead (ready.c). Never 0: io_uring before 6.0 took a 0-length buffer-select receive literally. */
 #define OVL__RECV_ONE_BYTES 16384u
 static inline uint32_t ovl__recv_len(const ovl_conn *conn)
 {

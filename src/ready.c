@@ -38,9 +38,10 @@ enum {
     RECV_BURST = 16,          /* reads per connection per loop turn, and at most RECV_BURST_BYTES of buffers: one
                                  flooding peer cannot starve the others */
     RECV_BURST_BYTES = 256 << 10,
-    RECV_BURST_BACKLOGGED = 4, /* the same for a connection that fills whole buffers (OVL__C_RECV_ONE), whose reads
-                                  take at most OVL__RECV_ONE_BYTES: a hundred of them flooding at once must not make
-                                  a loop turn milliseconds long */
+    RECV_BURST_BACKLOGGED = 4, /* the same for a connection that fills whole buffers (OVL__C_RECV_ONE), at most
+                                  RECV_BURST_BACKLOGGED_BYTES: a hundred of them flooding at once must not make a
+                                  loop turn milliseconds long */
+    RECV_BURST_BACKLOGGED_BYTES = 64 << 10,
     ACCEPT_BURST = 64,        /* accepts per listening socket per loop turn */
     SEND_BATCH = 16,          /* queued buffers gathered into one sendmsg */
     ACCEPT_RETRY_MS = 100     /* pause after EMFILE/ENFILE so a full descriptor table does not spin the CPU */
@@ -129,9 +130,12 @@ int ovl__ready_worker_init(struct ovl__worker *worker, ovl_error_info *err)
     rw->ready.prev = rw->ready.next = &rw->ready;
     uint32_t size = worker->engine->config.buffer_size;
     rw->burst = RECV_BURST_BYTES / size < RECV_BURST ? RECV_BURST_BYTES / size : RECV_BURST;
-    rw->burst_backlogged = RECV_BURST_BACKLOGGED;
+    rw->burst_backlogged = RECV_BURST_BACKLOGGED_BYTES / size < RECV_BURST_BACKLOGGED
+                               ? RECV_BURST_BACKLOGGED_BYTES / size : RECV_BURST_BACKLOGGED;
     if (rw->burst == 0)
         rw->burst = 1;
+    if (rw->burst_backlogged == 0)
+        rw->burst_backlogged = 1;
     int rc = rw->poller->open(&rw->poll_state, err);
     if (rc < 0) {
         ovl__free(rw);
@@ -354,7 +358,7 @@ static void do_recv(struct ovl__worker *worker, ovl_conn *conn)
             return;
         }
         uint32_t slot = pool->free_slots[pool->free_count - 1];
-        size_t size = ovl__recv_len(conn), len = drain ? ovl__drain_read_len(conn, size) : size;
+        size_t size = pool->slot_size, len = drain ? ovl__drain_read_len(conn, size) : size;
         ssize_t n = recv(conn->fd, pool->slots[slot]->home, len, 0);
         if (n > 0) {
             ovl__pool_pop(pool); /* `slot`, the top */
