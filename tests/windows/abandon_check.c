@@ -56,20 +56,12 @@ int main(void)
     config.backend = "iocp";
     config.drain_timeout_ms = 200;
     config.stop_grace_ms = 200;
-    ovl_error_info err;
-    memset(&err, 0, sizeof err);
-    ovl_engine *engine = NULL;
     static const ovl_callbacks callbacks = {.on_open = server_open, .on_data = server_data, .on_close = server_close};
-    ovl_listener *listener = NULL;
-    if (ovl_engine_create(&engine, &config, &err) < 0 ||
-        ovl_listen(engine, "127.0.0.1", "0", &callbacks, NULL, &listener, &err) < 0 ||
-        ovl_engine_start(engine, &err) < 0) {
-        fprintf(stderr, "abandon_check: start: %s: %s\n", err.what, err.text);
-        return 2;
-    }
+    int port = 0;
+    ovl_engine *engine = check_start_server(&config, &callbacks, &port);
     SOCKET fds[CLIENTS];
     for (int i = 0; i < CLIENTS; i++) {
-        fds[i] = check_connect(ovl_listener_port(listener), WAIT_MS);
+        fds[i] = check_connect(port, WAIT_MS);
         if (fds[i] == INVALID_SOCKET) {
             fprintf(stderr, "abandon_check: connect: error %d\n", WSAGetLastError());
             return 2;

@@ -7,6 +7,8 @@
 #ifndef OVERLAP_TESTS_WINDOWS_CHECK_H
 #define OVERLAP_TESTS_WINDOWS_CHECK_H
 
+#include "overlap.h"
+
 #include <winsock2.h>
 #include <ws2tcpip.h>
 
@@ -66,6 +68,24 @@ static inline SOCKET check_connect(int port, DWORD timeout_ms)
         return INVALID_SOCKET;
     }
     return fd;
+}
+
+/* An engine made from `config`, listening on 127.0.0.1 (a free port, into *port) with `callbacks`, started. Exits 2
+ * with the engine's error when it cannot start: there is nothing to check then. */
+static inline ovl_engine *check_start_server(const ovl_config *config, const ovl_callbacks *callbacks, int *port)
+{
+    ovl_error_info err;
+    memset(&err, 0, sizeof err);
+    ovl_engine *engine = NULL;
+    ovl_listener *listener = NULL;
+    if (ovl_engine_create(&engine, config, &err) < 0 ||
+        ovl_listen(engine, "127.0.0.1", "0", callbacks, NULL, &listener, &err) < 0 ||
+        ovl_engine_start(engine, &err) < 0) {
+        fprintf(stderr, CHECK_NAME ": start: %s: %s\n", err.what, err.text);
+        exit(2);
+    }
+    *port = ovl_listener_port(listener);
+    return engine;
 }
 
 #endif

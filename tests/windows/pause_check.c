@@ -106,21 +106,9 @@ static void server_start(struct server *server, int zero_byte)
     config.backend = "iocp";
     config.zero_byte_receive = zero_byte;
     config.drain_timeout_ms = 5000;
-    ovl_error_info err;
-    memset(&err, 0, sizeof err);
-    if (ovl_engine_create(&server->engine, &config, &err) < 0) {
-        fprintf(stderr, "pause_check: ovl_engine_create: %s: %s\n", err.what, err.text);
-        exit(2);
-    }
     static const ovl_callbacks callbacks = {
         .on_open = server_open, .on_data = server_data, .on_eof = server_eof, .on_close = server_close};
-    ovl_listener *listener = NULL;
-    if (ovl_listen(server->engine, "127.0.0.1", "0", &callbacks, NULL, &listener, &err) < 0 ||
-        ovl_engine_start(server->engine, &err) < 0) {
-        fprintf(stderr, "pause_check: start: %s: %s\n", err.what, err.text);
-        exit(2);
-    }
-    server->port = ovl_listener_port(listener);
+    server->engine = check_start_server(&config, &callbacks, &server->port);
 }
 
 /* A connected client; returns once the server has opened it (and, with pause_on_open, paused it). */

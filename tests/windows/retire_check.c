@@ -60,18 +60,10 @@ int main(void)
     config.drain_timeout_ms = 100;
     config.stop_grace_ms = 200; /* the hard deadline 300 ms after the stop, before the retire's give-up at 1 s */
     config.log = log_line;
-    ovl_error_info err;
-    memset(&err, 0, sizeof err);
-    ovl_engine *engine = NULL;
     static const ovl_callbacks callbacks = {.on_data = server_data, .on_eof = server_eof, .on_close = server_close};
-    ovl_listener *listener = NULL;
-    if (ovl_engine_create(&engine, &config, &err) < 0 ||
-        ovl_listen(engine, "127.0.0.1", "0", &callbacks, NULL, &listener, &err) < 0 ||
-        ovl_engine_start(engine, &err) < 0) {
-        fprintf(stderr, "retire_check: start: %s: %s\n", err.what, err.text);
-        return 2;
-    }
-    SOCKET fd = check_connect(ovl_listener_port(listener), WAIT_MS);
+    int port = 0;
+    ovl_engine *engine = check_start_server(&config, &callbacks, &port);
+    SOCKET fd = check_connect(port, WAIT_MS);
     if (fd == INVALID_SOCKET) {
         fprintf(stderr, "retire_check: connect: error %d\n", WSAGetLastError());
         return 2;
