@@ -605,8 +605,8 @@ static void recv_start(ovl_conn *conn)
         conn->inflight++;
         return;
     }
-    int zero_byte = conn->worker->engine->config.zero_byte_receive;
     struct ovl__worker *worker = conn->worker;
+    int zero_byte = worker->engine->config.zero_byte_receive;
     if (zero_byte > 0 || (zero_byte == 0 && ((uint64_t)worker->conn_count * worker->pool.slot_size >
                                                  ZERO_BYTE_ABOVE_BYTES ||
                                              worker->conn_count > worker->pool.slot_count / 2))) {

@@ -214,8 +214,7 @@ int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_error_info
     memcpy(engine->notice, notice, sizeof notice);
     if (!engine->config.threads)
         engine->config.threads = ovl_default_threads();
-    if (!engine->config.buffer_size)
-        engine->config.buffer_size = DEFAULT_BUFFER_SIZE;
+    engine->config.buffer_size = buffer_size;
     engine->config.buffer_count = pool_count;
     engine->pool_limit = pool_limit;
     if (!engine->config.drain_timeout_ms)
