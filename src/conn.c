@@ -64,8 +64,12 @@ static void kick(ovl_conn *conn)
     if (conn->flags & (OVL__C_KICKED | OVL__C_SENDING | OVL__C_CLOSING))
         return;
     conn->flags |= OVL__C_KICKED;
-    conn->kick_next = conn->worker->kick_head;
-    conn->worker->kick_head = conn;
+    conn->kick_next = NULL;
+    if (conn->worker->kick_head)
+        conn->worker->kick_tail->kick_next = conn;
+    else
+        conn->worker->kick_head = conn;
+    conn->worker->kick_tail = conn;
 }
 
 void ovl__conn_close(ovl_conn *conn, ovl_close_reason reason, int err)

@@ -246,7 +246,8 @@ struct ovl__worker {
     _Atomic uint32_t handoffs;     /* connections handed to this worker (OVL__CMD_ADOPT, OVL__CMD_CONNECT) that it
                                       has not taken yet: with conns_shown, its load */
     _Atomic int taking;            /* running and not stopping: new connections may be handed to it */
-    ovl_conn *kick_head;
+    ovl_conn *kick_head;         /* connections with queued output to send, in the order they queued it ... */
+    ovl_conn *kick_tail;         /* ... first in, first sent: a batch of replies leaves as its requests came */
     ovl_conn *dead_head;
     ovl_conn *wait_head;         /* connections waiting for a free pool slot before receiving */
     ovl_conn *held_head;         /* connections whose held input is delivered at the next flush */

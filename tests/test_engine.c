@@ -693,6 +693,77 @@ Test(engine, new_connections_go_to_the_least_loaded_worker, .timeout = 60)
     server_destroy(&server);
 }
 
+/* ---- the order of sends ---- */
+
+/* Replies queued in one turn leave in the order they were queued: under load a worker answers a batch of requests
+ * per turn, and a batch sent last-queued-first (the kick list once was a stack) answers the first request last,
+ * then, its next request arriving last, first: each connection's latency swung by a whole batch (1,000 ping-pong
+ * connections: p99 twice the p50, against 1.5 to 1.8 for the io_uring floor). Eight connections each send a byte;
+ * the eighth byte's on_data queues a reply on all eight in the order they opened; on_drain (after each reply's send
+ * completion) must see them in that order. */
+enum { ORDER_CONNS = 8 };
+static ovl_conn *order_conns[ORDER_CONNS];
+static atomic_int order_opened, order_received, order_drained;
+static _Atomic int order_seen[ORDER_CONNS];
+
+static void order_open(ovl_conn *conn, void *user)
+{
+    (void)user;
+    int index = atomic_fetch_add(&order_opened, 1);
+    if (index < ORDER_CONNS)
+        order_conns[index] = conn;
+}
+
+static void order_data(ovl_conn *conn, ovl_buf *buf)
+{
+    (void)conn;
+    ovl_buf_release(buf);
+    if (atomic_fetch_add(&order_received, 1) + 1 != ORDER_CONNS)
+        return;
+    for (int i = 0; i < ORDER_CONNS; i++)
+        ovl_send(order_conns[i], "r", 1); /* a failure shows as a reply missing below */
+}
+
+static void order_drain(ovl_conn *conn)
+{
+    int index = 0;
+    while (index < ORDER_CONNS && order_conns[index] != conn)
+        index++;
+    int at = atomic_fetch_add(&order_drained, 1);
+    if (at < ORDER_CONNS)
+        atomic_store(&order_seen[at], index);
+}
+
+Test(engine, replies_queued_in_one_turn_leave_in_that_order, .timeout = 30)
+{
+    static const ovl_callbacks callbacks = {.on_open = order_open, .on_data = order_data, .on_drain = order_drain};
+    struct server server;
+    server_start(&server, &(struct server_opts){ .threads = 1, .callbacks = &callbacks });
+    int fds[ORDER_CONNS];
+    for (int i = 0; i < ORDER_CONNS; i++) {
+        fds[i] = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+        cr_assert(fds[i] >= 0, "connect %d: %s", i, strerror(-fds[i]));
+        cr_assert_eq(server_wait_atomic(&order_opened, i + 1, IO_TIMEOUT_MS), i + 1, "connection %d not opened", i);
+    }
+    for (int i = 0; i < ORDER_CONNS; i++)
+        cr_assert_eq(sup_send_all(fds[i], "q", 1), 0, "send on connection %d", i);
+    cr_assert_eq(server_wait_atomic(&order_drained, ORDER_CONNS, IO_TIMEOUT_MS), ORDER_CONNS, "replies not sent");
+    char order[3 * ORDER_CONNS + 1] = "", *at = order;
+    bool in_order = true;
+    for (int i = 0; i < ORDER_CONNS; i++) {
+        int seen = atomic_load(&order_seen[i]);
+        in_order = in_order && seen == i;
+        at += sprintf(at, " %d", seen);
+    }
+    for (int i = 0; i < ORDER_CONNS; i++) {
+        char reply;
+        cr_expect_eq(recv(fds[i], &reply, 1, 0), 1, "no reply on connection %d", i);
+        close(fds[i]);
+    }
+    server_destroy(&server);
+    cr_expect(in_order, "replies queued on connections 0 to %d left in the order%s", ORDER_CONNS - 1, order);
+}
+
 /* ---- a connection's callbacks ---- */
 
 /* ovl_conn_peer in on_close still names the peer (the socket was once closed before on_close, which then said
