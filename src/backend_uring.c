@@ -50,16 +50,9 @@ enum tag {
 };
 #define TAG_MASK 7u
 
-/* How long a wait holds back the completions of the sends it submitted while it waits for one more completion, and
- * how many waits after one that ran out with completions waiting (a send that did not complete at once: the count
- * overshot) ask for one completion only. */
-#define SEND_WAIT_NS 200000
-#define SEND_WAIT_BACKOFF 16
-
 enum {
     RING_ENTRIES = 1024,
     CQ_ENTRIES = 16384,
-    SEND_WAIT_MAX = 4096,     /* at most this many sends' completions counted into one wait (wait_for_completions) */
     SPIN_MAX_CONNS = 1,       /* the spin is for a worker serving this many connections at most (spin_worthwhile) */
     BUFFER_GROUP = 0,
     SEND_BATCH = 16,          /* queued buffers gathered into one sendmsg */
@@ -108,8 +101,6 @@ struct uring_worker {
     bool taskrun_flag;        /* IORING_SQ_TASKRUN is maintained: spinning can see completions coming */
     uint64_t spin_ns;         /* spin budget before sleeping; 0 = never spin */
     uint64_t last_wait_ns;    /* how long the previous wait for completions took */
-    unsigned sends_queued;    /* send requests prepared since the last submission (wait_for_completions) */
-    unsigned send_wait_skips; /* waits left that do not count the sends (after one whose count overshot) */
     unsigned spin_skips;      /* waits left to sleep through without spinning, after spins that found nothing */
     unsigned spin_misses;     /* spins in a row that found nothing */
 };
@@ -144,7 +135,6 @@ static struct io_uring_sqe *get_sqe(struct uring_worker *uw)
          * that needs this entry cannot be dropped without losing track of its connection. */
         publish_buffers(uw);
         int rc = io_uring_submit(&uw->ring);
-        uw->sends_queued = 0;
         if (rc < 0) {
             io_uring_get_events(&uw->ring);
             bool transient = rc == -EBUSY || rc == -EAGAIN || rc == -ENOMEM || rc == -EINTR;
@@ -681,7 +671,6 @@ static void send_start(ovl_conn *conn)
     }
     io_uring_sqe_set_data64(sqe, tagged(conn, TAG_SEND));
     conn->inflight++;
-    uw->sends_queued++;
 }
 
 static void on_send(ovl_conn *conn, const struct io_uring_cqe *cqe)
@@ -807,35 +796,16 @@ static bool spin_worthwhile(struct ovl__worker *worker, struct uring_worker *uw)
 /* Submit what is queued and wait for completions or the earliest timer (timer_ns); spin first when that is
  * worthwhile.
  *
- * One kernel entry per turn where possible. A send to a socket with room completes within the submission, so the
- * completions of the sends a turn queued are in the ring as soon as it submits: a wait for "at least one" would
- * return at once with nothing but those, and the receives that matter would take another entry (a third of all
- * turns on a ping-pong load). So the wait asks for one completion beyond the sends it submits, bounded by
- * SEND_WAIT_NS; a wait that ran out holding completions back (a send that did not complete at once, so the count
- * overshot) makes the next SEND_WAIT_BACKOFF waits count no sends. The spin looks for something beyond them, and
- * a spin that finds nothing hands them over without entering again. */
+ * The wait asks for one completion. A send to a socket with room completes within the submission, so a turn that
+ * queued sends often returns at once with nothing but their completions, and takes the receives that came
+ * meanwhile on the next entry. Waiting for one completion beyond the sends (2026-11 to 2026-12-02) saved those
+ * entries but slept through them instead: under 1,000 blocking-thread clients on two CPUs each sleep handed the
+ * CPU to a client thread, and the worker, woken, waited for a slice behind them; p99 26.7 ms against 17.4 without
+ * it (bench/uring_echo 16.4), p99.9 79 against 22 ms, at the same enters per message (docs/BENCHMARKS.md). The spin,
+ * for a lone peer, looks for something beyond the sends' completions, and a spin that finds nothing hands them over
+ * without entering again. */
 static int wait_for_completions(struct ovl__worker *worker, struct uring_worker *uw, int64_t timer_ns)
 {
-    /* A lone peer's reply is the one send: waiting for it and the next message in one entry measured slower (about
-     * 5% on a 1-connection ping-pong) than taking the send at once, so only a worker with several peers does it. */
-    unsigned sends = worker->conn_count > SPIN_MAX_CONNS ? uw->sends_queued : 0;
-    if (sends > SEND_WAIT_MAX)
-        sends = SEND_WAIT_MAX;
-    if (sends > 0 && uw->send_wait_skips > 0) {
-        uw->send_wait_skips--;
-        sends = 0;
-    }
-    /* Replies to these sends may come within the wait, each into a ring slot, while the slots their requests came
-     * in are still held (freed when the sends' completions are handled, after the wait). A ring with less room
-     * than that would run dry and end multishot receives with ENOBUFS, each to be armed again (1000 ping-pong
-     * connections on 1024 buffers: one receive in fourteen). Take the sends' completions at once instead, and
-     * let the window grow if free slots wait on the stack. */
-    if (sends > uw->in_ring) {
-        if (uw->pool->free_count > 0)
-            uw->ring_starved = true;
-        sends = 0;
-    }
-    uw->sends_queued = 0;
     if (timer_ns == 0)
         return io_uring_submit_and_get_events(&uw->ring);
     uint64_t start = ovl__clock_ns();
@@ -865,20 +835,14 @@ static int wait_for_completions(struct ovl__worker *worker, struct uring_worker 
         uw->spin_skips = 4u << uw->spin_misses;
         if (ready > 0)
             return 0; /* hand over the sends' completions; the next turn sleeps */
-        sends = 0;    /* submitted already */
     }
     int64_t wait_ns = timer_ns;
-    bool capped = sends > 0 && (wait_ns < 0 || wait_ns > SEND_WAIT_NS);
-    if (capped)
-        wait_ns = SEND_WAIT_NS;
     if (wait_ns > 0) {
         /* One io_uring_enter with IORING_ENTER_EXT_ARG (5.11); liburing queues a timeout request on older kernels,
          * whose completion carries a user_data of all ones, tagged TAG_IGNORE. */
         struct __kernel_timespec wait = {.tv_sec = wait_ns / 1000000000, .tv_nsec = wait_ns % 1000000000};
         struct io_uring_cqe *cqe;
-        rc = io_uring_submit_and_wait_timeout(&uw->ring, &cqe, 1 + sends, &wait, NULL);
-        if (capped && rc == -ETIME && io_uring_cq_ready(&uw->ring) > 0)
-            uw->send_wait_skips = SEND_WAIT_BACKOFF; /* held back what had come: count no sends for a while */
+        rc = io_uring_submit_and_wait_timeout(&uw->ring, &cqe, 1, &wait, NULL);
     } else {
         rc = io_uring_submit_and_wait(&uw->ring, 1);
     }
