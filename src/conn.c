@@ -483,8 +483,12 @@ void ovl__conn_wait_for_slot(ovl_conn *conn)
     ovl__count(&worker->counters.recv_nobufs, 1);
     conn->flags |= OVL__C_RECV_WAIT;
     conn->inflight++;
-    conn->wait_next = worker->wait_head;
-    worker->wait_head = conn;
+    conn->wait_next = NULL;
+    if (worker->wait_head)
+        worker->wait_tail->wait_next = conn;
+    else
+        worker->wait_head = conn;
+    worker->wait_tail = conn;
 }
 
 void ovl__conn_sent(ovl_conn *conn, size_t bytes)
@@ -713,8 +717,8 @@ static void walk_wait_list(struct ovl__worker *worker)
     if (!worker->wait_head || (!slots_free && !worker->wait_dirty))
         return;
     worker->wait_dirty = false;
-    ovl_conn *list = worker->wait_head, *keep = NULL;
-    worker->wait_head = NULL;
+    ovl_conn *list = worker->wait_head, *keep = NULL, *keep_tail = NULL;
+    worker->wait_head = worker->wait_tail = NULL;
     while (list) {
         ovl_conn *conn = list;
         list = conn->wait_next;
@@ -730,16 +734,20 @@ static void walk_wait_list(struct ovl__worker *worker)
             conn->inflight--;
             backend_of(conn)->recv_start(conn);
         } else {
-            conn->wait_next = keep;
-            keep = conn;
+            conn->wait_next = NULL;
+            if (keep)
+                keep_tail->wait_next = conn;
+            else
+                keep = conn;
+            keep_tail = conn;
         }
     }
-    /* recv_start may have put connections back on the list meanwhile */
-    while (keep) {
-        ovl_conn *conn = keep;
-        keep = conn->wait_next;
-        conn->wait_next = worker->wait_head;
-        worker->wait_head = conn;
+    /* recv_start may have put connections back on the list meanwhile: those that waited longer go first */
+    if (keep) {
+        keep_tail->wait_next = worker->wait_head;
+        if (!worker->wait_head)
+            worker->wait_tail = keep_tail;
+        worker->wait_head = keep;
     }
 }
 

@@ -249,7 +249,8 @@ struct ovl__worker {
     ovl_conn *kick_head;         /* connections with queued output to send, in the order they queued it ... */
     ovl_conn *kick_tail;         /* ... first in, first sent: a batch of replies leaves as its requests came */
     ovl_conn *dead_head;
-    ovl_conn *wait_head;         /* connections waiting for a free pool slot before receiving */
+    ovl_conn *wait_head;         /* connections waiting for a free pool slot before receiving, the longest */
+    ovl_conn *wait_tail;         /* waiting first: they receive again in the order they ran short */
     ovl_conn *held_head;         /* connections whose held input is delivered at the next flush */
     bool wait_dirty;             /* a waiting connection closed: walk the wait list */
     ovl_conn *pool_paused;       /* connections paused for their share of the pool (OVL__C_POOL_LISTED) */

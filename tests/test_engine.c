@@ -587,6 +587,80 @@ Test(engine, receive_pool_of_a_fixed_size_stays_so, .timeout = 60)
     hold_check_and_end(&server, &hold, fds, N);
 }
 
+/* Connections that found the pool empty receive again in the order they ran short: the first to wait is the first
+ * served when a buffer comes back. (The wait list was a stack: each freed buffer went to the newest waiter, and an
+ * early one waited behind every later one.) A fixed pool of 16 is held by 16 connections; then 6 more send, 30 ms
+ * apart, and wait; the test gives the held buffers back one at a time (ovl_post: on the worker) and notes which
+ * waiter each one serves. */
+enum { QUEUE_POOL = 16, QUEUE_WAITERS = 6 };
+static ovl_buf *queue_held[QUEUE_POOL + QUEUE_WAITERS];
+static atomic_int queue_count;
+static int queue_order[QUEUE_WAITERS];
+
+static void queue_data(ovl_conn *conn, ovl_buf *buf)
+{
+    (void)conn;
+    int k = atomic_load(&queue_count);
+    if (k >= QUEUE_POOL + QUEUE_WAITERS) {
+        ovl_buf_release(buf);
+        return;
+    }
+    queue_held[k] = buf;
+    if (k >= QUEUE_POOL)
+        queue_order[k - QUEUE_POOL] = *(const unsigned char *)ovl_buf_data(buf);
+    atomic_store(&queue_count, k + 1); /* one worker: the only writer */
+}
+
+static void queue_release(void *arg)
+{
+    ovl_buf_release(arg);
+}
+
+Test(engine, connections_waiting_for_a_buffer_are_served_in_turn, .timeout = 60)
+{
+    static const ovl_callbacks callbacks = {.on_open = server_echo_open, .on_data = queue_data,
+                                            .on_close = server_count_close};
+    struct server server;
+    server_start(&server, &(struct server_opts){ .threads = 1, .callbacks = &callbacks, .buffer_count = QUEUE_POOL,
+                                                 .buffer_size = 16384, .drain_timeout_ms = 100 });
+    int fds[QUEUE_POOL + QUEUE_WAITERS];
+    for (int i = 0; i < QUEUE_POOL + QUEUE_WAITERS; i++) {
+        fds[i] = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+        cr_assert(fds[i] >= 0, "connect #%d: %s", i, strerror(-fds[i]));
+    }
+    cr_assert_eq(server_wait_atomic(&server.opened, QUEUE_POOL + QUEUE_WAITERS, IO_TIMEOUT_MS),
+                 QUEUE_POOL + QUEUE_WAITERS, "not every connection opened");
+    for (int i = 0; i < QUEUE_POOL; i++)
+        cr_assert_eq(sup_send_all(fds[i], "f", 1), 0, "send #%d", i);
+    cr_assert_eq(server_wait_atomic(&queue_count, QUEUE_POOL, IO_TIMEOUT_MS), QUEUE_POOL, "the pool was not filled");
+    for (int w = 0; w < QUEUE_WAITERS; w++) {
+        unsigned char id = (unsigned char)w;
+        cr_assert_eq(sup_send_all(fds[QUEUE_POOL + w], &id, 1), 0, "send on waiter %d", w);
+        sup_sleep_ms(30); /* its receive finds the pool empty before the next one sends */
+    }
+    ovl_stats st;
+    ovl_engine_stats(server.engine, &st);
+    cr_assert_eq(atomic_load(&queue_count), QUEUE_POOL, "a waiter was served with the pool empty");
+    cr_assert_geq(st.recv_nobufs, QUEUE_WAITERS, "only %llu receives found the pool empty",
+                  (unsigned long long)st.recv_nobufs);
+    for (int w = 0; w < QUEUE_WAITERS; w++) {
+        cr_assert_eq(ovl_post(server.engine, 0, queue_release, queue_held[w]), 0, "ovl_post");
+        cr_assert_eq(server_wait_atomic(&queue_count, QUEUE_POOL + w + 1, IO_TIMEOUT_MS), QUEUE_POOL + w + 1,
+                     "buffer %d given back, no waiter served", w);
+    }
+    char order[4 * QUEUE_WAITERS + 1] = "", *at = order;
+    bool in_turn = true;
+    for (int w = 0; w < QUEUE_WAITERS; w++) {
+        in_turn = in_turn && queue_order[w] == w;
+        at += sprintf(at, " %d", queue_order[w]);
+    }
+    for (int i = 0; i < QUEUE_POOL + QUEUE_WAITERS; i++)
+        close(fds[i]);
+    server_destroy(&server);
+    cr_expect(in_turn, "waiters that ran short in the order 0 to %d were served in the order%s", QUEUE_WAITERS - 1,
+              order);
+}
+
 /* Connections spread over the workers: 400 of them, from 8 clients at once, on 4 workers; none takes three
  * quarters. (io_uring's multishot accepts on the shared listening socket once handed every connection to one
  * worker.) */
