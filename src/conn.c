@@ -686,6 +686,18 @@ static void conn_free(ovl_conn *conn)
         conn->held_head = held->next;
         ovl__buf_free(held);
     }
+    if (conn->flags & OVL__C_KICKED) {
+        /* Queued output on a connection closed in the same flush (an on_close that sends on another connection,
+         * then closes it): off the kick list before it is freed. */
+        ovl_conn *before = NULL;
+        for (ovl_conn **link = &worker->kick_head; *link; before = *link, link = &(*link)->kick_next)
+            if (*link == conn) {
+                *link = conn->kick_next;
+                if (worker->kick_tail == conn)
+                    worker->kick_tail = before;
+                break;
+            }
+    }
     if (conn->flags & OVL__C_HELD_QUEUED)
         for (ovl_conn **link = &worker->held_head; *link; link = &(*link)->held_next)
             if (*link == conn) {

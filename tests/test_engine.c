@@ -838,6 +838,55 @@ Test(engine, replies_queued_in_one_turn_leave_in_that_order, .timeout = 30)
     cr_expect(in_order, "replies queued on connections 0 to %d left in the order%s", ORDER_CONNS - 1, order);
 }
 
+/* An on_close that queues a reply on another connection and then closes that one: on epoll the second is freed in
+ * the same flush, while it is still on the kick list (of connections with output to send), which the flush then
+ * walked into freed memory (AddressSanitizer: heap-use-after-free in ovl__worker_flush). */
+static ovl_conn *kicked_pair[2];
+static atomic_int kicked_opened;
+
+static void kicked_open(ovl_conn *conn, void *user)
+{
+    server_echo_open(conn, user);
+    int index = atomic_fetch_add(&kicked_opened, 1);
+    if (index < 2)
+        kicked_pair[index] = conn;
+}
+
+static void kicked_close(ovl_conn *conn, ovl_close_reason reason, int err)
+{
+    server_count_close(conn, reason, err);
+    if (conn == kicked_pair[0] && kicked_pair[1]) {
+        ovl_conn *other = kicked_pair[1];
+        kicked_pair[1] = NULL;
+        ovl_send(other, "x", 1);
+        ovl_close(other);
+    }
+}
+
+Test(engine, on_close_sends_on_and_closes_another_connection, .timeout = 30)
+{
+    static const ovl_callbacks callbacks = {.on_open = kicked_open, .on_data = server_echo_data,
+                                            .on_close = kicked_close};
+    struct server server;
+    server_start(&server, &(struct server_opts){ .threads = 1, .callbacks = &callbacks });
+    int first = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+    cr_assert(first >= 0, "connect: %s", strerror(-first));
+    cr_assert_eq(server_wait_atomic(&kicked_opened, 1, IO_TIMEOUT_MS), 1, "first connection not opened");
+    int second = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+    cr_assert(second >= 0, "connect: %s", strerror(-second));
+    cr_assert_eq(server_wait_atomic(&kicked_opened, 2, IO_TIMEOUT_MS), 2, "second connection not opened");
+    close(first);
+    cr_assert_eq(server_wait_atomic(&server.closed, 2, IO_TIMEOUT_MS), 2, "both connections should have closed");
+    /* The server still serves. */
+    int fd = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+    cr_assert(fd >= 0, "connect: %s", strerror(-fd));
+    cr_assert_eq(sup_set_timeouts(fd, IO_TIMEOUT_MS), 0);
+    cr_expect_eq(sup_exchange(fd, 0x77, 0, 1000), 0, "echo after the closes failed");
+    close(fd);
+    close(second);
+    server_destroy(&server);
+}
+
 /* ---- a connection's callbacks ---- */
 
 /* ovl_conn_peer in on_close still names the peer (the socket was once closed before on_close, which then said
