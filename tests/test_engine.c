@@ -633,26 +633,33 @@ Test(engine, connections_waiting_for_a_buffer_are_served_in_turn, .timeout = 60)
     for (int i = 0; i < QUEUE_POOL; i++)
         cr_assert_eq(sup_send_all(fds[i], "f", 1), 0, "send #%d", i);
     cr_assert_eq(server_wait_atomic(&queue_count, QUEUE_POOL, IO_TIMEOUT_MS), QUEUE_POOL, "the pool was not filled");
+    ovl_stats st;
+    ovl_engine_stats(server.engine, &st);
+    uint64_t nobufs = st.recv_nobufs;
     for (int w = 0; w < QUEUE_WAITERS; w++) {
         unsigned char id = (unsigned char)w;
         cr_assert_eq(sup_send_all(fds[QUEUE_POOL + w], &id, 1), 0, "send on waiter %d", w);
-        sup_sleep_ms(30); /* its receive finds the pool empty before the next one sends */
+        /* Its receive finds the pool empty before the next one sends. */
+        int64_t deadline = sup_now_ms() + IO_TIMEOUT_MS;
+        do {
+            sup_sleep_ms(5);
+            ovl_engine_stats(server.engine, &st);
+        } while (st.recv_nobufs < nobufs + (uint64_t)w + 1 && sup_now_ms() < deadline);
+        cr_assert_geq(st.recv_nobufs, nobufs + (uint64_t)w + 1, "waiter %d's receive did not find the pool empty",
+                      w);
     }
-    ovl_stats st;
-    ovl_engine_stats(server.engine, &st);
     cr_assert_eq(atomic_load(&queue_count), QUEUE_POOL, "a waiter was served with the pool empty");
-    cr_assert_geq(st.recv_nobufs, QUEUE_WAITERS, "only %llu receives found the pool empty",
-                  (unsigned long long)st.recv_nobufs);
     for (int w = 0; w < QUEUE_WAITERS; w++) {
         cr_assert_eq(ovl_post(server.engine, 0, queue_release, queue_held[w]), 0, "ovl_post");
         cr_assert_eq(server_wait_atomic(&queue_count, QUEUE_POOL + w + 1, IO_TIMEOUT_MS), QUEUE_POOL + w + 1,
                      "buffer %d given back, no waiter served", w);
     }
-    char order[4 * QUEUE_WAITERS + 1] = "", *at = order;
+    char order[4 * QUEUE_WAITERS + 1] = "";
+    size_t used = 0;
     bool in_turn = true;
     for (int w = 0; w < QUEUE_WAITERS; w++) {
         in_turn = in_turn && queue_order[w] == w;
-        at += sprintf(at, " %d", queue_order[w]);
+        used += (size_t)snprintf(order + used, sizeof order - used, " %d", queue_order[w]);
     }
     for (int i = 0; i < QUEUE_POOL + QUEUE_WAITERS; i++)
         close(fds[i]);
@@ -822,15 +829,17 @@ Test(engine, replies_queued_in_one_turn_leave_in_that_order, .timeout = 30)
     for (int i = 0; i < ORDER_CONNS; i++)
         cr_assert_eq(sup_send_all(fds[i], "q", 1), 0, "send on connection %d", i);
     cr_assert_eq(server_wait_atomic(&order_drained, ORDER_CONNS, IO_TIMEOUT_MS), ORDER_CONNS, "replies not sent");
-    char order[3 * ORDER_CONNS + 1] = "", *at = order;
+    char order[4 * ORDER_CONNS + 1] = "";
+    size_t used = 0;
     bool in_order = true;
     for (int i = 0; i < ORDER_CONNS; i++) {
         int seen = atomic_load(&order_seen[i]);
         in_order = in_order && seen == i;
-        at += sprintf(at, " %d", seen);
+        used += (size_t)snprintf(order + used, sizeof order - used, " %d", seen);
     }
     for (int i = 0; i < ORDER_CONNS; i++) {
         char reply;
+        cr_assert_eq(sup_set_timeouts(fds[i], IO_TIMEOUT_MS), 0);
         cr_expect_eq(recv(fds[i], &reply, 1, 0), 1, "no reply on connection %d", i);
         close(fds[i]);
     }
