@@ -781,9 +781,9 @@ static bool spin_worthwhile(struct ovl__worker *worker, struct uring_worker *uw)
     if (!uw->spin_ns || uw->last_wait_ns >= uw->spin_ns || worker->stopping)
         return false;
     /* Several peers: their input arrives spread out, and a spin enters the kernel for each completion it sees (one
-     * entry per message under such a trickle, even when each turn finds only one). A wait for a batch
-     * (wait_for_completions) serves them with one entry for several; the spin is for the lone peer whose next
-     * message comes back within it. */
+     * entry per message under such a trickle, even when each turn finds only one). A wait takes whatever has come
+     * by the time it is woken, several completions for one entry under load; the spin is for the lone peer whose
+     * next message comes back within it. */
     if (worker->conn_count > SPIN_MAX_CONNS)
         return false;
     if (uw->spin_skips > 0) {
@@ -801,7 +801,8 @@ static bool spin_worthwhile(struct ovl__worker *worker, struct uring_worker *uw)
  * meanwhile on the next entry. Waiting for one completion beyond the sends (2026-11 to 2026-12-02) saved those
  * entries but slept through them instead: under 1,000 blocking-thread clients on two CPUs each sleep handed the
  * CPU to a client thread, and the worker, woken, waited for a slice behind them; p99 26.7 ms against 17.4 without
- * it (bench/uring_echo 16.4), p99.9 79 against 22 ms, at the same enters per message (docs/BENCHMARKS.md). The spin,
+ * it (bench/uring_echo 16.4), p99.9 79 against 22 ms, while enters per message at 50 connections stayed at or below
+ * uring_echo's (docs/BENCHMARKS.md, "Replies in order, and a wait that does not sleep through them"). The spin,
  * for a lone peer, looks for something beyond the sends' completions, and a spin that finds nothing hands them over
  * without entering again. */
 static int wait_for_completions(struct ovl__worker *worker, struct uring_worker *uw, int64_t timer_ns)

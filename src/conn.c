@@ -754,7 +754,8 @@ static void walk_wait_list(struct ovl__worker *worker)
             keep_tail = conn;
         }
     }
-    /* recv_start may have put connections back on the list meanwhile: those that waited longer go first */
+    /* Some are kept only when no slot was free, and then none was armed again; should a backend's recv_start ever
+     * put a connection back on the list meanwhile, those that waited longer still go first. */
     if (keep) {
         keep_tail->wait_next = worker->wait_head;
         if (!worker->wait_head)
