@@ -477,18 +477,24 @@ static void deliver_held(struct ovl__worker *worker)
     }
 }
 
-void ovl__conn_wait_for_slot(ovl_conn *conn)
+/* At the end of the worker's wait list: waiters receive again in the order they ran short. */
+static void wait_append(struct ovl__worker *worker, ovl_conn *conn)
 {
-    struct ovl__worker *worker = conn->worker;
-    ovl__count(&worker->counters.recv_nobufs, 1);
-    conn->flags |= OVL__C_RECV_WAIT;
-    conn->inflight++;
     conn->wait_next = NULL;
     if (worker->wait_head)
         worker->wait_tail->wait_next = conn;
     else
         worker->wait_head = conn;
     worker->wait_tail = conn;
+}
+
+void ovl__conn_wait_for_slot(ovl_conn *conn)
+{
+    struct ovl__worker *worker = conn->worker;
+    ovl__count(&worker->counters.recv_nobufs, 1);
+    conn->flags |= OVL__C_RECV_WAIT;
+    conn->inflight++;
+    wait_append(worker, conn);
 }
 
 void ovl__conn_sent(ovl_conn *conn, size_t bytes)
@@ -729,7 +735,7 @@ static void walk_wait_list(struct ovl__worker *worker)
     if (!worker->wait_head || (!slots_free && !worker->wait_dirty))
         return;
     worker->wait_dirty = false;
-    ovl_conn *list = worker->wait_head, *keep = NULL, *keep_tail = NULL;
+    ovl_conn *list = worker->wait_head;
     worker->wait_head = worker->wait_tail = NULL;
     while (list) {
         ovl_conn *conn = list;
@@ -746,21 +752,10 @@ static void walk_wait_list(struct ovl__worker *worker)
             conn->inflight--;
             backend_of(conn)->recv_start(conn);
         } else {
-            conn->wait_next = NULL;
-            if (keep)
-                keep_tail->wait_next = conn;
-            else
-                keep = conn;
-            keep_tail = conn;
+            /* No slot free: nothing was armed again in this walk, so the list holds only the ones kept before it,
+             * in their order. */
+            wait_append(worker, conn);
         }
-    }
-    /* Some are kept only when no slot was free, and then none was armed again; should a backend's recv_start ever
-     * put a connection back on the list meanwhile, those that waited longer still go first. */
-    if (keep) {
-        keep_tail->wait_next = worker->wait_head;
-        if (!worker->wait_head)
-            worker->wait_tail = keep_tail;
-        worker->wait_head = keep;
     }
 }
 
