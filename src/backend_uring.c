@@ -101,6 +101,7 @@ struct uring_worker {
     bool taskrun_flag;        /* IORING_SQ_TASKRUN is maintained: spinning can see completions coming */
     uint64_t spin_ns;         /* spin budget before sleeping; 0 = never spin */
     uint64_t last_wait_ns;    /* how long the previous wait for completions took */
+    bool slept;               /* this turn's wait entered the kernel to wait (not a spin's catch, not a poll) */
     unsigned spin_skips;      /* waits left to sleep through without spinning, after spins that found nothing */
     unsigned spin_misses;     /* spins in a row that found nothing */
 };
@@ -809,7 +810,7 @@ static int wait_for_completions(struct ovl__worker *worker, struct uring_worker 
 {
     if (timer_ns == 0)
         return io_uring_submit_and_get_events(&uw->ring);
-    uint64_t start = ovl__clock_ns();
+    uint64_t start = worker->poll_ns;
     uint64_t spin_ns = timer_ns > 0 && (uint64_t)timer_ns < uw->spin_ns ? (uint64_t)timer_ns : uw->spin_ns;
     int rc;
     if (!completions_after(uw, 0) && spin_worthwhile(worker, uw)) {
@@ -847,8 +848,7 @@ static int wait_for_completions(struct ovl__worker *worker, struct uring_worker 
     } else {
         rc = io_uring_submit_and_wait(&uw->ring, 1);
     }
-    if (uw->spin_ns)
-        uw->last_wait_ns = ovl__clock_ns() - start;
+    uw->slept = true; /* poll_completions measures the wait (last_wait_ns) as it stamps the clock */
     return rc;
 }
 
@@ -895,8 +895,11 @@ static void poll_completions(struct ovl__worker *worker, int64_t timeout_ns)
     struct uring_worker *uw = state_of(worker);
     adapt_ring_window(worker, uw);
     publish_buffers(uw);
+    uw->slept = false;
     int rc = wait_for_completions(worker, uw, timeout_ns);
     ovl__worker_clock(worker);
+    if (uw->slept && uw->spin_ns)
+        uw->last_wait_ns = worker->now_ns - worker->poll_ns;
     if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
         ovl__log(worker->engine, OVL_LOG_ERROR, "io_uring_enter: %s (errno %d)", ovl_strerror(rc), -rc);
         ovl__worker_drain_expired(worker);

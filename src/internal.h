@@ -267,6 +267,8 @@ struct ovl__worker {
     ovl_conn *abandoned_conns;     /* those connections (linked by next), kept reachable for leak checkers */
     struct ovl__worker *abandoned_next; /* workers[0] of an engine that leaked its workers: the next such array */
     uint64_t now_ms;             /* ovl__clock_ns in ms, read once per loop turn (ovl__worker_clock), not per message */
+    uint64_t now_ns;             /* the same reading in ns: when the last wait returned (timers run against it) */
+    uint64_t poll_ns;            /* the clock as the loop computed the wait's timeout: when the wait began */
     struct ovl__timer_heap timers;
     pthread_mutex_t command_lock;
     struct ovl__command *command_head, *command_tail;
@@ -329,7 +331,8 @@ static inline uint64_t ovl__clock_ns(void)
  * the connection logic then stamps activity by copying worker->now_ms, without a clock read per message. */
 static inline void ovl__worker_clock(struct ovl__worker *worker)
 {
-    worker->now_ms = ovl__clock_ns() / 1000000u;
+    worker->now_ns = ovl__clock_ns();
+    worker->now_ms = worker->now_ns / 1000000u;
 }
 
 /* A receive buffer's bytes, or for a backlogged connection (OVL__C_RECV_ONE, conn.c note_backlog) at most
@@ -418,9 +421,10 @@ void ovl__conn_drain_read(ovl_conn *conn, size_t len);
 /* Run between completion batches: start queued sends, free closed connections. */
 void ovl__worker_flush(struct ovl__worker *worker);
 
-/* timer.c: backends bound their wait by ovl__timers_wait_ns (-1 = no timer, else nanoseconds until the earliest)
- * and call ovl__timers_run after handling what the wait brought. */
-int64_t ovl__timers_wait_ns(const struct ovl__worker *worker);
+/* timer.c: backends bound their wait by ovl__timers_wait_ns (-1 = no timer, else nanoseconds from NOW until the
+ * earliest) and call ovl__timers_run after handling what the wait brought; it fires what was due when the wait
+ * returned (worker->now_ns). */
+int64_t ovl__timers_wait_ns(const struct ovl__worker *worker, uint64_t now);
 void ovl__timers_run(struct ovl__worker *worker);
 /* Arm (or move) a timer to fire at `at_ns` (ovl__clock_ns); timer->fire must be set. Never fails. */
 void ovl__timer_start(struct ovl__worker *worker, struct ovl__timer *timer, uint64_t at_ns);

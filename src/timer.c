@@ -130,12 +130,11 @@ int ovl_conn_timer(ovl_conn *conn, uint64_t delay_us, void (*on_timer)(ovl_conn 
     return 0;
 }
 
-int64_t ovl__timers_wait_ns(const struct ovl__worker *worker)
+int64_t ovl__timers_wait_ns(const struct ovl__worker *worker, uint64_t now)
 {
     const struct ovl__timer *root = worker->timers.root;
     if (!root)
         return -1;
-    uint64_t now = ovl__clock_ns();
     /* At most an hour: the backends add this to their clocks and round it, which a far deadline (ovl_conn_timer
      * accepts centuries) would overflow; waking once an hour to look again costs nothing. */
     uint64_t wait = root->at_ns <= now ? 0 : root->at_ns - now;
@@ -147,7 +146,7 @@ void ovl__timers_run(struct ovl__worker *worker)
     struct ovl__timer_heap *heap = &worker->timers;
     if (!heap->root)
         return;
-    uint64_t now = ovl__clock_ns();
+    uint64_t now = worker->now_ns; /* stamped as the wait returned: no clock read of its own */
     /* Timers re-armed by their own callback with a short delay wait for the next turn: bounded by the count at
      * entry, one busy timer cannot keep the loop here. */
     for (uint32_t budget = heap->count; budget > 0 && heap->root && heap->root->at_ns <= now; budget--) {

@@ -329,7 +329,10 @@ static void worker_loop(struct ovl__worker *worker)
             stop_abandon(worker);
             break;
         }
-        backend->poll(worker, ovl__timers_wait_ns(worker));
+        /* One clock read bounds the wait and marks its start (the io_uring spin's measure); the backend reads it
+         * once more as the wait returns (ovl__worker_clock), and the timers run against that. */
+        worker->poll_ns = ovl__clock_ns();
+        backend->poll(worker, ovl__timers_wait_ns(worker, worker->poll_ns));
         ovl__timers_run(worker);
         ovl__worker_run_commands(worker);
     }
