@@ -25,6 +25,11 @@
  * worker submits, then spins up to spin_ns on IORING_SQ_TASKRUN before it sleeps. After a long wait it does not
  * spin, so an idle server sleeps at once and costs no CPU, and a busy one (its waits return at once) pays nothing.
  *
+ * Timers: a wait passes no timeout of its own. One timeout request stays armed in the ring at the earliest timer's
+ * deadline (absolute, CLOCK_MONOTONIC) and is moved only when an earlier one comes, so a sleep costs no kernel
+ * timer of its own: a timeout per wait armed and cancelled an hrtimer every time the worker slept, 0.4 us of server
+ * CPU per message at 60,000 msgs/s over 50 connections (4%), where each turn sleeps for about one message.
+ *
  * Every submission is tagged in user_data: the low 3 bits say what it is, the rest points to its owner.
  */
 #include "backend.h"
@@ -46,6 +51,7 @@ enum tag {
     TAG_ACCEPT,
     TAG_WATCH,                /* owner: a paused connection, watched for an error (a reset) while no receive is armed */
     TAG_WAKE,
+    TAG_TIMEOUT,              /* owner: the worker for the standing timeout (timeout_arm), NULL for its updates */
     TAG_IGNORE = 7            /* also the low bits of the all-ones user_data of liburing's own timeout requests */
 };
 #define TAG_MASK 7u
@@ -104,6 +110,9 @@ struct uring_worker {
     bool slept;               /* this turn's wait entered the kernel to wait (not a spin's catch, not a poll) */
     unsigned spin_skips;      /* waits left to sleep through without spinning, after spins that found nothing */
     unsigned spin_misses;     /* spins in a row that found nothing */
+    struct __kernel_timespec timeout_ts; /* the standing timeout's deadline, read by the kernel as it is submitted */
+    uint64_t timeout_at_ns;   /* when the standing timeout fires (ovl__clock_ns); 0: none armed */
+    bool timeout_standing;    /* the standing timeout works; else each wait passes its own (a kernel refused it) */
 };
 
 static inline uint64_t tagged(const void *owner, enum tag tag)
@@ -326,6 +335,7 @@ static int worker_init(struct ovl__worker *worker, ovl_error_info *err)
     uw->worker = worker;
     uw->multishot_recv = true;
     uw->multishot_accept = true;
+    uw->timeout_standing = true;
     worker->backend_state = uw;
     int rc = ring_init(uw, err);
     if (rc < 0) {
@@ -724,6 +734,41 @@ static void cancel(ovl_conn *conn)
     io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
 }
 
+/* ---- the standing timeout ---- */
+
+/* Bounds the coming waits at DEADLINE (ovl__clock_ns): arms the standing timeout, or moves it earlier. One armed
+ * at or before it stays: it fires early at worst, once, and the loop arms the next. */
+static void timeout_arm(struct ovl__worker *worker, struct uring_worker *uw, uint64_t deadline)
+{
+    if (uw->timeout_at_ns && uw->timeout_at_ns <= deadline)
+        return;
+    uw->timeout_ts.tv_sec = (long long)(deadline / 1000000000u);
+    uw->timeout_ts.tv_nsec = (long long)(deadline % 1000000000u);
+    struct io_uring_sqe *sqe = get_sqe(uw);
+    if (uw->timeout_at_ns) {
+        io_uring_prep_timeout_update(sqe, &uw->timeout_ts, tagged(worker, TAG_TIMEOUT), IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_TIMEOUT));
+    } else {
+        io_uring_prep_timeout(sqe, &uw->timeout_ts, 0, IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(sqe, tagged(worker, TAG_TIMEOUT));
+    }
+    uw->timeout_at_ns = deadline;
+}
+
+/* The standing timeout fired (-ETIME) or was cancelled: none is armed now. Its update completed: -ENOENT and
+ * -EALREADY say the timeout fired first (its own completion follows or came). Any other failure means this kernel
+ * cannot keep one: each wait passes its own timeout from now on, so a refused timeout cannot spin the loop. */
+static void on_timeout(struct uring_worker *uw, bool update, int res)
+{
+    if (!update) {
+        uw->timeout_at_ns = 0;
+        if (res != -ETIME && res != -ECANCELED && res != 0)
+            uw->timeout_standing = false;
+    } else if (res < 0 && res != -ENOENT && res != -EALREADY) {
+        uw->timeout_standing = false;
+    }
+}
+
 /* ---- the loop ---- */
 
 static void dispatch(struct ovl__worker *worker, const struct io_uring_cqe *cqe)
@@ -752,6 +797,9 @@ static void dispatch(struct ovl__worker *worker, const struct io_uring_cqe *cqe)
         break;
     case TAG_WAKE:
         arm_wake(uw, worker);
+        break;
+    case TAG_TIMEOUT:
+        on_timeout(uw, owner == NULL, cqe->res);
         break;
     case TAG_IGNORE:
         break;
@@ -839,7 +887,10 @@ static int wait_for_completions(struct ovl__worker *worker, struct uring_worker 
             return 0; /* hand over the sends' completions; the next turn sleeps */
     }
     int64_t wait_ns = timer_ns;
-    if (wait_ns > 0) {
+    if (wait_ns > 0 && uw->timeout_standing) {
+        timeout_arm(worker, uw, worker->poll_ns + (uint64_t)wait_ns);
+        rc = io_uring_submit_and_wait(&uw->ring, 1);
+    } else if (wait_ns > 0) {
         /* One io_uring_enter with IORING_ENTER_EXT_ARG (5.11); liburing queues a timeout request on older kernels,
          * whose completion carries a user_data of all ones, tagged TAG_IGNORE. */
         struct __kernel_timespec wait = {.tv_sec = wait_ns / 1000000000, .tv_nsec = wait_ns % 1000000000};

@@ -42,7 +42,8 @@ enum behaviour {
     PAUSE_ON_FIRST_DATA, /* echo; on the first bytes pause receiving and resume from a timer delay_us later */
     PAUSE_ON_OPEN,       /* echo; pause receiving in on_open and resume from a timer delay_us later */
     ARM_FOREVER,         /* arm the longest delay ovl_conn_timer accepts */
-    NO_AUTO_PAUSE        /* echo with max_pending 0: receiving never pauses by itself */
+    NO_AUTO_PAUSE,       /* echo with max_pending 0: receiving never pauses by itself */
+    ARM_ON_REQUEST       /* no echo: 'A' arms `delay_us` (on_timer sends "T"), 'P' is answered "P" at once */
 };
 
 struct per_conn {
@@ -169,6 +170,7 @@ static void on_open(ovl_conn *conn, void *user)
         arm(pc, t.delay_us, on_timer);
         break;
     case PAUSE_ON_FIRST_DATA:
+    case ARM_ON_REQUEST:
         break;
     }
     pthread_mutex_unlock(&t.lock);
@@ -182,6 +184,19 @@ static void on_data(ovl_conn *conn, ovl_buf *buf)
         atomic_fetch_add(&t.data_while_paused, 1);
     if (t.behaviour == PAUSE_ON_OPEN && !atomic_load(&t.data_after_pause_us))
         atomic_store(&t.data_after_pause_us, now_us());
+    if (t.behaviour == ARM_ON_REQUEST) {
+        const char *bytes = ovl_buf_data(buf);
+        for (size_t i = 0; i < ovl_buf_len(buf); i++) {
+            pthread_mutex_lock(&t.lock);
+            if (bytes[i] == 'A')
+                arm(pc, t.delay_us, on_timer);
+            else
+                ovl_send(conn, "P", 1);
+            pthread_mutex_unlock(&t.lock);
+        }
+        ovl_buf_release(buf);
+        return;
+    }
     if (t.behaviour == PAUSE_ON_FIRST_DATA) {
         if (pc->paused_once && !atomic_load(&t.data_after_pause_us))
             atomic_store(&t.data_after_pause_us, now_us());
@@ -279,6 +294,36 @@ Test(timer, arming_again_moves_the_deadline)
     (void)before;
     cr_assert_eq(atomic_load(&t.fired), 1);
     cr_assert_eq(atomic_load(&t.early), 0);
+    close(fd);
+}
+
+/* A worker asleep with its next deadline a tick away (up to a second): a timer armed for 20 ms must wake it, not
+ * wait for the tick or for the next input. The client asks for the timer, then 250 ms later sends a probe the
+ * worker answers at once: the timer's byte must come first. A worker that slept on to the probe answers it, then
+ * runs the timer behind it (P before T) unless its tick happened to come first, about one round in four. The
+ * rounds allow a machine that holds the worker up for 230 ms twice. */
+Test(timer, earlier_deadline_wakes_a_sleeping_worker)
+{
+    enum { ROUNDS = 8, PROBE_AFTER_MS = 250, LATE_ALLOWED = 2 };
+    start(ARM_ON_REQUEST, 20000, 1);
+    int fd = connect_client();
+    int late = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        cr_assert_eq(sup_send_all(fd, "A", 1), 0);
+        sup_sleep_ms(PROBE_AFTER_MS);
+        cr_assert_eq(sup_send_all(fd, "P", 1), 0);
+        char got[2];
+        ssize_t n = sup_recv_exact(fd, got, 2, NULL);
+        cr_assert_eq(n, 2, "round %d: receive = %zd (%s)", round, n, n < 0 ? strerror((int)-n) : "EOF");
+        cr_assert((got[0] == 'T' && got[1] == 'P') || (got[0] == 'P' && got[1] == 'T'), "round %d: got '%c%c'",
+                  round, got[0], got[1]);
+        late += got[0] == 'P';
+    }
+    cr_assert_leq(late, LATE_ALLOWED, "the 20 ms timer fired after a probe sent %d ms later in %d of %d rounds",
+                  PROBE_AFTER_MS, late, ROUNDS);
+    cr_assert_eq(atomic_load(&t.fired), ROUNDS);
+    cr_assert_eq(atomic_load(&t.early), 0);
+    cr_assert_eq(atomic_load(&t.timer_errors), 0);
     close(fd);
 }
 
