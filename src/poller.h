@@ -38,9 +38,11 @@ struct ovl__poller {
     /* A listening socket, level-triggered, waking one waiting worker per connection where the system can. */
     int (*watch_listener)(void *state, int fd, void *owner);
     void (*unwatch)(void *state, int fd);
-    /* Wait at most timeout_ns (-1 = no limit, 0 = do not block) and fill up to `max` events; a wake-up ends the
-     * wait without an event. The count, or a negative errno with *call naming the system call that failed. */
-    int (*wait)(void *state, struct ovl__poll_event *events, int max, int64_t timeout_ns, const char **call);
+    /* Wait at most timeout_ns (-1 = no limit, 0 = do not block), counted from now_ns (ovl__clock_ns), and fill up
+     * to `max` events; a wake-up ends the wait without an event. The count, or a negative errno with *call naming
+     * the system call that failed. */
+    int (*wait)(void *state, struct ovl__poll_event *events, int max, int64_t timeout_ns, uint64_t now_ns,
+                const char **call);
 };
 
 extern const struct ovl__poller ovl__poller_epoll;

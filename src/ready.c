@@ -600,7 +600,8 @@ void ovl__ready_poll(struct ovl__worker *worker, int64_t timeout_ns)
 {
     struct ready_worker *rw = state_of(worker);
     const char *call = "wait";
-    int count = rw->poller->wait(rw->poll_state, rw->events, EVENT_BATCH, work_waiting(worker) ? 0 : timeout_ns, &call);
+    int count = rw->poller->wait(rw->poll_state, rw->events, EVENT_BATCH, work_waiting(worker) ? 0 : timeout_ns,
+                                 worker->poll_ns, &call);
     ovl__worker_clock(worker);
     if (count < 0) {
         if (count != -EINTR) {
