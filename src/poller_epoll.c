@@ -22,8 +22,8 @@
 
 enum { BATCH = 256 };
 
-/* The low bit of an event's data says what was registered: a pointer to a connection or to a listening socket's
- * accept state (both at least 2-aligned), or the wake-up (no owner). */
+/* The low two bits of an event's data say what was registered: a pointer to a connection or to a listening socket's
+ * accept state (both at least 4-aligned), or the wake-up or the timer (no owner). */
 enum { TAG_STREAM = 0, TAG_LISTENER = 1, TAG_WAKE = 2, TAG_TIMER = 3, TAG_MASK = 3 };
 
 struct epoll_poller {
