@@ -350,13 +350,19 @@ void ovl__conn_received(ovl_conn *conn, ovl_buf *buf)
     deliver(conn, buf);
 }
 
+/* At the end of the worker's held list: connections resumed in one turn get their held input in that order. */
 static void queue_held(ovl_conn *conn)
 {
+    struct ovl__worker *worker = conn->worker;
     if (conn->flags & OVL__C_HELD_QUEUED)
         return;
     conn->flags |= OVL__C_HELD_QUEUED;
-    conn->held_next = conn->worker->held_head;
-    conn->worker->held_head = conn;
+    conn->held_next = NULL;
+    if (worker->held_head)
+        worker->held_tail->held_next = conn;
+    else
+        worker->held_head = conn;
+    worker->held_tail = conn;
 }
 
 /* The receive path is told to stop once, whatever the number of reasons; a receive in flight may still deliver. */
@@ -453,6 +459,8 @@ static void deliver_held(struct ovl__worker *worker)
     while (worker->held_head) {
         ovl_conn *conn = worker->held_head;
         worker->held_head = conn->held_next;
+        if (!worker->held_head)
+            worker->held_tail = NULL;
         conn->flags &= ~OVL__C_HELD_QUEUED;
         while (conn->held_head && !(conn->flags & (OVL__C_PAUSE_USER | OVL__C_CLOSING))) {
             ovl_buf *buf = conn->held_head;
@@ -704,12 +712,16 @@ static void conn_free(ovl_conn *conn)
                 break;
             }
     }
-    if (conn->flags & OVL__C_HELD_QUEUED)
-        for (ovl_conn **link = &worker->held_head; *link; link = &(*link)->held_next)
+    if (conn->flags & OVL__C_HELD_QUEUED) {
+        ovl_conn *before = NULL;
+        for (ovl_conn **link = &worker->held_head; *link; before = *link, link = &(*link)->held_next)
             if (*link == conn) {
                 *link = conn->held_next;
+                if (worker->held_tail == conn)
+                    worker->held_tail = before;
                 break;
             }
+    }
     if (conn->flags & OVL__C_POOL_LISTED)
         pool_unlist(conn);
     if (conn->flags & OVL__C_POOL_CHECK)

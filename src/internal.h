@@ -251,7 +251,8 @@ struct ovl__worker {
     ovl_conn *dead_head;
     ovl_conn *wait_head;         /* connections waiting for a free pool slot before receiving, the longest */
     ovl_conn *wait_tail;         /* waiting first: they receive again in the order they ran short */
-    ovl_conn *held_head;         /* connections whose held input is delivered at the next flush */
+    ovl_conn *held_head, *held_tail; /* connections whose held input is delivered at the next flush, in the
+                                        order they resumed */
     bool wait_dirty;             /* a waiting connection closed: walk the wait list */
     ovl_conn *pool_paused;       /* connections paused for their share of the pool (OVL__C_POOL_LISTED) */
     ovl_conn *pool_check;        /* of those, the ones a freed slot may let go on (OVL__C_POOL_CHECK) */

@@ -847,6 +847,94 @@ Test(engine, replies_queued_in_one_turn_leave_in_that_order, .timeout = 30)
     cr_expect(in_order, "replies queued on connections 0 to %d left in the order%s", ORDER_CONNS - 1, order);
 }
 
+/* Connections the application resumes in one turn get their held input in the order it resumed them: the worker's
+ * list of connections with input to deliver after a pause was a stack (as the kick and wait lists were), so the last
+ * one resumed was served first. Six connections each send two 64-byte buffers in one write; the first on_data of
+ * each pauses it, so on io_uring the second buffer, already received, is held (on epoll it waits in the socket). A
+ * seventh connection's byte resumes the six in the order they opened; the on_data that follow must come in it. */
+enum { HELD_CONNS = 6, HELD_SIZE = 64 };
+static ovl_conn *held_conns[HELD_CONNS];
+static ovl_conn *held_control;
+static atomic_int held_opened, held_paused, held_after, held_while_paused;
+static atomic_bool held_resumed;
+static _Atomic int held_seen[HELD_CONNS];
+static bool held_first_done[HELD_CONNS];
+
+static void held_open(ovl_conn *conn, void *user)
+{
+    (void)user;
+    int index = atomic_fetch_add(&held_opened, 1);
+    if (index < HELD_CONNS)
+        held_conns[index] = conn;
+    else
+        held_control = conn;
+}
+
+static void held_data(ovl_conn *conn, ovl_buf *buf)
+{
+    ovl_buf_release(buf);
+    if (conn == held_control) {
+        atomic_store(&held_resumed, true);
+        for (int i = 0; i < HELD_CONNS; i++)
+            ovl_recv_resume(held_conns[i]); /* a failure shows as input missing below */
+        return;
+    }
+    int index = 0;
+    while (index < HELD_CONNS && held_conns[index] != conn)
+        index++;
+    if (index == HELD_CONNS)
+        return;
+    if (!held_first_done[index]) {
+        held_first_done[index] = true;
+        ovl_recv_pause(conn);
+        atomic_fetch_add(&held_paused, 1);
+        return;
+    }
+    if (!atomic_load(&held_resumed)) {
+        atomic_fetch_add(&held_while_paused, 1);
+        return;
+    }
+    int at = atomic_fetch_add(&held_after, 1);
+    if (at < HELD_CONNS)
+        atomic_store(&held_seen[at], index);
+}
+
+Test(engine, connections_resumed_in_one_turn_get_their_input_in_that_order, .timeout = 30)
+{
+    static const ovl_callbacks callbacks = {.on_open = held_open, .on_data = held_data};
+    struct server server;
+    server_start(&server, &(struct server_opts){ .threads = 1, .buffer_size = HELD_SIZE, .callbacks = &callbacks });
+    int fds[HELD_CONNS + 1];
+    char out[2 * HELD_SIZE];
+    memset(out, 'h', sizeof out);
+    for (int i = 0; i < HELD_CONNS; i++) {
+        fds[i] = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+        cr_assert(fds[i] >= 0, "connect %d: %s", i, strerror(-fds[i]));
+        cr_assert_eq(server_wait_atomic(&held_opened, i + 1, IO_TIMEOUT_MS), i + 1, "connection %d not opened", i);
+        cr_assert_eq(sup_send_all(fds[i], out, sizeof out), 0, "send on connection %d", i);
+    }
+    cr_assert_eq(server_wait_atomic(&held_paused, HELD_CONNS, IO_TIMEOUT_MS), HELD_CONNS, "not every connection paused");
+    fds[HELD_CONNS] = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+    cr_assert(fds[HELD_CONNS] >= 0, "connect the control connection: %s", strerror(-fds[HELD_CONNS]));
+    cr_assert_eq(sup_send_all(fds[HELD_CONNS], "r", 1), 0);
+    cr_assert_eq(server_wait_atomic(&held_after, HELD_CONNS, IO_TIMEOUT_MS), HELD_CONNS,
+                 "the input held behind the pauses was not delivered");
+    char order[4 * HELD_CONNS + 1] = "";
+    size_t used = 0;
+    bool in_order = true;
+    for (int i = 0; i < HELD_CONNS; i++) {
+        int seen = atomic_load(&held_seen[i]);
+        in_order = in_order && seen == i;
+        used += (size_t)snprintf(order + used, sizeof order - used, " %d", seen);
+    }
+    for (int i = 0; i <= HELD_CONNS; i++)
+        close(fds[i]);
+    server_destroy(&server);
+    cr_expect_eq(atomic_load(&held_while_paused), 0, "on_data ran on a paused connection");
+    cr_expect(in_order, "connections resumed in the order 0 to %d got their input in the order%s", HELD_CONNS - 1,
+              order);
+}
+
 /* An on_close that queues a reply on another connection and then closes that one: on epoll the second is freed in
  * the same flush, while it is still on the kick list (of connections with output to send), which the flush then
  * walked into freed memory (AddressSanitizer: heap-use-after-free in ovl__worker_flush). */
