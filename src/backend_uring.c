@@ -25,8 +25,8 @@
  * worker submits, then spins up to spin_ns on IORING_SQ_TASKRUN before it sleeps. After a long wait it does not
  * spin, so an idle server sleeps at once and costs no CPU, and a busy one (its waits return at once) pays nothing.
  *
- * Timers: a wait passes no timeout of its own. One timeout request stays armed in the ring at the earliest timer's
- * deadline (absolute, CLOCK_MONOTONIC) and is moved only when an earlier one comes, so a sleep costs no kernel
+ * Timers: a wait passes no timeout of its own. One timeout request stays armed in the ring until the earliest
+ * timer's deadline and is moved only when an earlier one comes (timeout_arm), so a sleep costs no kernel
  * timer of its own: a timeout per wait armed and cancelled an hrtimer every time the worker slept, 0.4 us of server
  * CPU per message at 60,000 msgs/s over 50 connections (4%), where each turn sleeps for about one message.
  *
@@ -51,7 +51,7 @@ enum tag {
     TAG_ACCEPT,
     TAG_WATCH,                /* owner: a paused connection, watched for an error (a reset) while no receive is armed */
     TAG_WAKE,
-    TAG_TIMEOUT,              /* owner: the worker for the standing timeout (timeout_arm), NULL for its updates */
+    TAG_TIMEOUT,              /* owner: the worker for the standing timeout (timeout_arm), NULL for a failed update */
     TAG_IGNORE = 7            /* also the low bits of the all-ones user_data of liburing's own timeout requests */
 };
 #define TAG_MASK 7u
@@ -110,7 +110,7 @@ struct uring_worker {
     bool slept;               /* this turn's wait entered the kernel to wait (not a spin's catch, not a poll) */
     unsigned spin_skips;      /* waits left to sleep through without spinning, after spins that found nothing */
     unsigned spin_misses;     /* spins in a row that found nothing */
-    struct __kernel_timespec timeout_ts; /* the standing timeout's deadline, read by the kernel as it is submitted */
+    struct __kernel_timespec timeout_ts; /* the standing timeout's wait, read by the kernel as it is submitted */
     uint64_t timeout_at_ns;   /* when the standing timeout fires (ovl__clock_ns); 0: none armed */
     bool timeout_standing;    /* the standing timeout works; else each wait passes its own (a kernel refused it) */
 };
@@ -736,33 +736,43 @@ static void cancel(ovl_conn *conn)
 
 /* ---- the standing timeout ---- */
 
-/* Bounds the coming waits at DEADLINE (ovl__clock_ns): arms the standing timeout, or moves it earlier. One armed
- * at or before it stays: it fires early at worst, once, and the loop arms the next. */
-static void timeout_arm(struct ovl__worker *worker, struct uring_worker *uw, uint64_t deadline)
+/* Bounds the coming waits WAIT_NS after worker->poll_ns: arms the standing timeout, or moves it earlier. One armed
+ * at or before that deadline stays: it fires early at worst, once, and the loop arms the next.
+ *
+ * The kernel gets the wait relative to its submission (a few microseconds after poll_ns, so it fires that much late)
+ * rather than as an absolute IORING_TIMEOUT_ABS deadline: in a time namespace io_uring reads an absolute one in the
+ * host's CLOCK_MONOTONIC, not the namespace's that ovl__clock_ns reads, so every deadline could lie in the past (the
+ * timeout fires at once, again and again: a spinning worker) or days ahead (timers that never fire). A successful
+ * move posts no completion (IOSQE_CQE_SKIP_SUCCESS), which would otherwise end the wait it was submitted with. */
+static void timeout_arm(struct ovl__worker *worker, struct uring_worker *uw, uint64_t wait_ns)
 {
+    uint64_t deadline = worker->poll_ns + wait_ns;
     if (uw->timeout_at_ns && uw->timeout_at_ns <= deadline)
         return;
-    uw->timeout_ts.tv_sec = (long long)(deadline / 1000000000u);
-    uw->timeout_ts.tv_nsec = (long long)(deadline % 1000000000u);
+    uw->timeout_ts.tv_sec = (long long)(wait_ns / 1000000000u);
+    uw->timeout_ts.tv_nsec = (long long)(wait_ns % 1000000000u);
     struct io_uring_sqe *sqe = get_sqe(uw);
     if (uw->timeout_at_ns) {
-        io_uring_prep_timeout_update(sqe, &uw->timeout_ts, tagged(worker, TAG_TIMEOUT), IORING_TIMEOUT_ABS);
+        io_uring_prep_timeout_update(sqe, &uw->timeout_ts, tagged(worker, TAG_TIMEOUT), 0);
         io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_TIMEOUT));
+        sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
     } else {
-        io_uring_prep_timeout(sqe, &uw->timeout_ts, 0, IORING_TIMEOUT_ABS);
+        io_uring_prep_timeout(sqe, &uw->timeout_ts, 0, 0);
         io_uring_sqe_set_data64(sqe, tagged(worker, TAG_TIMEOUT));
     }
     uw->timeout_at_ns = deadline;
 }
 
-/* The standing timeout fired (-ETIME) or was cancelled: none is armed now. Its update completed: -ENOENT and
- * -EALREADY say the timeout fired first (its own completion follows or came). Any other failure means this kernel
- * cannot keep one: each wait passes its own timeout from now on, so a refused timeout cannot spin the loop. */
-static void on_timeout(struct uring_worker *uw, bool update, int res)
+/* The standing timeout fired (-ETIME) or was cancelled: none is armed now. Its update failed (a successful one
+ * posts nothing): -ENOENT and -EALREADY say the timeout fired first (its own completion follows or came). Any other
+ * failure, or a timeout that fired before the deadline it was armed for (a clock that is not ours), means this
+ * kernel cannot keep one: each wait passes its own timeout from now on, so the loop cannot spin on it. */
+static void on_timeout(struct ovl__worker *worker, struct uring_worker *uw, bool update, int res)
 {
     if (!update) {
+        bool early = res == -ETIME && worker->now_ns < uw->timeout_at_ns;
         uw->timeout_at_ns = 0;
-        if (res != -ETIME && res != -ECANCELED && res != 0)
+        if ((res != -ETIME && res != -ECANCELED && res != 0) || early)
             uw->timeout_standing = false;
     } else if (res < 0 && res != -ENOENT && res != -EALREADY) {
         uw->timeout_standing = false;
@@ -799,7 +809,7 @@ static void dispatch(struct ovl__worker *worker, const struct io_uring_cqe *cqe)
         arm_wake(uw, worker);
         break;
     case TAG_TIMEOUT:
-        on_timeout(uw, owner == NULL, cqe->res);
+        on_timeout(worker, uw, owner == NULL, cqe->res);
         break;
     case TAG_IGNORE:
         break;
@@ -888,7 +898,7 @@ static int wait_for_completions(struct ovl__worker *worker, struct uring_worker 
     }
     int64_t wait_ns = timer_ns;
     if (wait_ns > 0 && uw->timeout_standing) {
-        timeout_arm(worker, uw, worker->poll_ns + (uint64_t)wait_ns);
+        timeout_arm(worker, uw, (uint64_t)wait_ns);
         rc = io_uring_submit_and_wait(&uw->ring, 1);
     } else if (wait_ns > 0) {
         /* One io_uring_enter with IORING_ENTER_EXT_ARG (5.11); liburing queues a timeout request on older kernels,
