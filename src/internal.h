@@ -268,7 +268,7 @@ struct ovl__worker {
     ovl_conn *abandoned_conns;     /* those connections (linked by next), kept reachable for leak checkers */
     struct ovl__worker *abandoned_next; /* workers[0] of an engine that leaked its workers: the next such array */
     uint64_t now_ms;             /* ovl__clock_ns in ms, read once per loop turn (ovl__worker_clock), not per message */
-    uint64_t now_ns;             /* the same reading in ns: when the last wait returned (timers run against it) */
+    uint64_t now_ns;             /* the same reading in ns: when the last wait returned */
     uint64_t poll_ns;            /* the clock as the loop computed the wait's timeout: when the wait began */
     struct ovl__timer_heap timers;
     pthread_mutex_t command_lock;
@@ -423,8 +423,7 @@ void ovl__conn_drain_read(ovl_conn *conn, size_t len);
 void ovl__worker_flush(struct ovl__worker *worker);
 
 /* timer.c: backends bound their wait by ovl__timers_wait_ns (-1 = no timer, else nanoseconds from NOW until the
- * earliest) and call ovl__timers_run after handling what the wait brought; it fires what was due when the wait
- * returned (worker->now_ns). */
+ * earliest) and call ovl__timers_run after handling what the wait brought. */
 int64_t ovl__timers_wait_ns(const struct ovl__worker *worker, uint64_t now);
 void ovl__timers_run(struct ovl__worker *worker);
 /* Arm (or move) a timer to fire at `at_ns` (ovl__clock_ns); timer->fire must be set. Never fails. */

@@ -146,7 +146,9 @@ void ovl__timers_run(struct ovl__worker *worker)
     struct ovl__timer_heap *heap = &worker->timers;
     if (!heap->root)
         return;
-    uint64_t now = worker->now_ns; /* stamped as the wait returned: no clock read of its own */
+    /* A clock read of its own, not the stamp taken as the wait returned: a timer that came due while the batch was
+     * handled (or was armed in it to fire at once) fires in this turn, not after the next batch. */
+    uint64_t now = ovl__clock_ns();
     /* Timers re-armed by their own callback with a short delay wait for the next turn: bounded by the count at
      * entry, one busy timer cannot keep the loop here. */
     for (uint32_t budget = heap->count; budget > 0 && heap->root && heap->root->at_ns <= now; budget--) {

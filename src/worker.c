@@ -330,7 +330,7 @@ static void worker_loop(struct ovl__worker *worker)
             break;
         }
         /* One clock read bounds the wait and marks its start (the io_uring spin's measure); the backend reads it
-         * once more as the wait returns (ovl__worker_clock), and the timers run against that. */
+         * once more as the wait returns (ovl__worker_clock), and the timers once more after the batch. */
         worker->poll_ns = ovl__clock_ns();
         backend->poll(worker, ovl__timers_wait_ns(worker, worker->poll_ns));
         ovl__timers_run(worker);

@@ -76,6 +76,7 @@ static struct {
     atomic_int close_reason, close_err;
     bool shutdown_before_resume; /* PAUSE_ON_FIRST_DATA: ovl_shutdown from the timer, while input is held */
     int open_delay_ms;      /* on_open blocks the worker this long, so the client's bytes and FIN are all in first */
+    int arm_sleep_ms;       /* ARM_ON_REQUEST: the callback that arms the timer then blocks the worker this long */
     _Atomic uint64_t bytes_delivered;
     uint32_t buffer_size;   /* engine config, 0 = default */
     uint32_t drain_ms;      /* engine config, 0 = default */
@@ -193,6 +194,8 @@ static void on_data(ovl_conn *conn, ovl_buf *buf)
             else
                 ovl_send(conn, "P", 1);
             pthread_mutex_unlock(&t.lock);
+            if (bytes[i] == 'A' && t.arm_sleep_ms)
+                sup_sleep_ms(t.arm_sleep_ms);
         }
         ovl_buf_release(buf);
         return;
@@ -324,6 +327,36 @@ Test(timer, earlier_deadline_wakes_a_sleeping_worker)
     cr_assert_eq(atomic_load(&t.fired), ROUNDS);
     cr_assert_eq(atomic_load(&t.early), 0);
     cr_assert_eq(atomic_load(&t.timer_errors), 0);
+    close(fd);
+}
+
+/* A timer that comes due while its worker handles a batch fires at the end of that turn, before the next batch is
+ * handled: for a while (ea9e86e) the timers ran against the clock read as the wait returned, so one due during a
+ * long callback waited behind the whole next batch. 'A' arms 1 ms and its callback then takes 100 ms; the probe,
+ * sent 20 ms after 'A', comes in meanwhile and is answered in the next turn: the timer's byte must come first. The
+ * rounds allow one in which the machine held the worker up until the probe had come in with 'A'. */
+Test(timer, timer_due_during_a_batch_fires_before_the_next_batch)
+{
+    enum { ROUNDS = 3, PROBE_AFTER_MS = 20, LATE_ALLOWED = 1 };
+    t.arm_sleep_ms = 100;
+    start(ARM_ON_REQUEST, 1000, 1);
+    int fd = connect_client();
+    int late = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        cr_assert_eq(sup_send_all(fd, "A", 1), 0);
+        sup_sleep_ms(PROBE_AFTER_MS);
+        cr_assert_eq(sup_send_all(fd, "P", 1), 0);
+        char got[2];
+        ssize_t n = sup_recv_exact(fd, got, 2, NULL);
+        cr_assert_eq(n, 2, "round %d: receive = %zd (%s)", round, n, n < 0 ? strerror((int)-n) : "EOF");
+        cr_assert((got[0] == 'T' && got[1] == 'P') || (got[0] == 'P' && got[1] == 'T'), "round %d: got '%c%c'",
+                  round, got[0], got[1]);
+        late += got[0] == 'P';
+    }
+    cr_assert_leq(late, LATE_ALLOWED, "a 1 ms timer due during a 100 ms callback fired after the next batch's probe "
+                  "in %d of %d rounds", late, ROUNDS);
+    cr_assert_eq(atomic_load(&t.fired), ROUNDS);
+    cr_assert_eq(atomic_load(&t.early), 0);
     close(fd);
 }
 
