@@ -332,13 +332,13 @@ Test(timer, earlier_deadline_wakes_a_sleeping_worker)
 
 /* A timer that comes due while its worker handles a batch fires at the end of that turn, before the next batch is
  * handled: for a while (ea9e86e) the timers ran against the clock read as the wait returned, so one due during a
- * long callback waited behind the whole next batch. 'A' arms 1 ms and its callback then takes 100 ms; the probe,
- * sent 20 ms after 'A', comes in meanwhile and is answered in the next turn: the timer's byte must come first. The
+ * long callback waited behind the whole next batch. 'A' arms 1 ms and its callback then takes 200 ms; the probe,
+ * sent 50 ms after 'A', comes in meanwhile and is answered in the next turn: the timer's byte must come first. The
  * rounds allow one in which the machine held the worker up until the probe had come in with 'A'. */
 Test(timer, timer_due_during_a_batch_fires_before_the_next_batch)
 {
-    enum { ROUNDS = 3, PROBE_AFTER_MS = 20, LATE_ALLOWED = 1 };
-    t.arm_sleep_ms = 100;
+    enum { ROUNDS = 3, PROBE_AFTER_MS = 50, LATE_ALLOWED = 1 };
+    t.arm_sleep_ms = 200;
     start(ARM_ON_REQUEST, 1000, 1);
     int fd = connect_client();
     int late = 0;
@@ -353,7 +353,7 @@ Test(timer, timer_due_during_a_batch_fires_before_the_next_batch)
                   round, got[0], got[1]);
         late += got[0] == 'P';
     }
-    cr_assert_leq(late, LATE_ALLOWED, "a 1 ms timer due during a 100 ms callback fired after the next batch's probe "
+    cr_assert_leq(late, LATE_ALLOWED, "a 1 ms timer due during a 200 ms callback fired after the next batch's probe "
                   "in %d of %d rounds", late, ROUNDS);
     cr_assert_eq(atomic_load(&t.fired), ROUNDS);
     cr_assert_eq(atomic_load(&t.early), 0);
