@@ -300,6 +300,25 @@ Test(timer, arming_again_moves_the_deadline)
     close(fd);
 }
 
+/* ARM_ON_REQUEST's rounds: 'A' (arm), PROBE_AFTER_MS later 'P' (answered at once), then both answers. The count
+ * of rounds whose probe was answered before the timer fired. */
+static int probe_rounds(int fd, int rounds, int probe_after_ms)
+{
+    int late = 0;
+    for (int round = 0; round < rounds; round++) {
+        cr_assert_eq(sup_send_all(fd, "A", 1), 0);
+        sup_sleep_ms(probe_after_ms);
+        cr_assert_eq(sup_send_all(fd, "P", 1), 0);
+        char got[2];
+        ssize_t n = sup_recv_exact(fd, got, 2, NULL);
+        cr_assert_eq(n, 2, "round %d: receive = %zd (%s)", round, n, n < 0 ? strerror((int)-n) : "EOF");
+        cr_assert((got[0] == 'T' && got[1] == 'P') || (got[0] == 'P' && got[1] == 'T'), "round %d: got '%c%c'",
+                  round, got[0], got[1]);
+        late += got[0] == 'P';
+    }
+    return late;
+}
+
 /* A worker asleep with its next deadline a tick away (up to a second): a timer armed for 20 ms must wake it, not
  * wait for the tick or for the next input. The client asks for the timer, then 250 ms later sends a probe the
  * worker answers at once: the timer's byte must come first. A worker that slept on to the probe answers it, then
@@ -310,18 +329,7 @@ Test(timer, earlier_deadline_wakes_a_sleeping_worker)
     enum { ROUNDS = 8, PROBE_AFTER_MS = 250, LATE_ALLOWED = 2 };
     start(ARM_ON_REQUEST, 20000, 1);
     int fd = connect_client();
-    int late = 0;
-    for (int round = 0; round < ROUNDS; round++) {
-        cr_assert_eq(sup_send_all(fd, "A", 1), 0);
-        sup_sleep_ms(PROBE_AFTER_MS);
-        cr_assert_eq(sup_send_all(fd, "P", 1), 0);
-        char got[2];
-        ssize_t n = sup_recv_exact(fd, got, 2, NULL);
-        cr_assert_eq(n, 2, "round %d: receive = %zd (%s)", round, n, n < 0 ? strerror((int)-n) : "EOF");
-        cr_assert((got[0] == 'T' && got[1] == 'P') || (got[0] == 'P' && got[1] == 'T'), "round %d: got '%c%c'",
-                  round, got[0], got[1]);
-        late += got[0] == 'P';
-    }
+    int late = probe_rounds(fd, ROUNDS, PROBE_AFTER_MS);
     cr_assert_leq(late, LATE_ALLOWED, "the 20 ms timer fired after a probe sent %d ms later in %d of %d rounds",
                   PROBE_AFTER_MS, late, ROUNDS);
     cr_assert_eq(atomic_load(&t.fired), ROUNDS);
@@ -341,18 +349,7 @@ Test(timer, timer_due_during_a_batch_fires_before_the_next_batch)
     t.arm_sleep_ms = 200;
     start(ARM_ON_REQUEST, 1000, 1);
     int fd = connect_client();
-    int late = 0;
-    for (int round = 0; round < ROUNDS; round++) {
-        cr_assert_eq(sup_send_all(fd, "A", 1), 0);
-        sup_sleep_ms(PROBE_AFTER_MS);
-        cr_assert_eq(sup_send_all(fd, "P", 1), 0);
-        char got[2];
-        ssize_t n = sup_recv_exact(fd, got, 2, NULL);
-        cr_assert_eq(n, 2, "round %d: receive = %zd (%s)", round, n, n < 0 ? strerror((int)-n) : "EOF");
-        cr_assert((got[0] == 'T' && got[1] == 'P') || (got[0] == 'P' && got[1] == 'T'), "round %d: got '%c%c'",
-                  round, got[0], got[1]);
-        late += got[0] == 'P';
-    }
+    int late = probe_rounds(fd, ROUNDS, PROBE_AFTER_MS);
     cr_assert_leq(late, LATE_ALLOWED, "a 1 ms timer due during a 200 ms callback fired after the next batch's probe "
                   "in %d of %d rounds", late, ROUNDS);
     cr_assert_eq(atomic_load(&t.fired), ROUNDS);
