@@ -137,6 +137,8 @@ def build_peers():
                        os.path.join(ROOT, "bench", "epoll_echo.c")],
         "uring_echo": ["gcc", "-O2", "-std=c11", "-Wall", "-Wextra", "-o", os.path.join(OUT, "uring_echo"),
                        os.path.join(ROOT, "bench", "uring_echo.c"), "-luring"],
+        "spin_echo": ["gcc", "-O2", "-std=c11", "-Wall", "-Wextra", "-o", os.path.join(OUT, "spin_echo"),
+                      os.path.join(ROOT, "bench", "spin_echo.c"), "-pthread"],
     }
     built = set()
     for name, cmd in cmds.items():
