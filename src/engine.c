@@ -23,7 +23,9 @@ enum {
     DEFAULT_MAX_PENDING = 256 * 1024,
     DEFAULT_KEEPALIVE_MS = 60000,
     DEFAULT_CONNECT_TIMEOUT_MS = 10000,
-    DEFAULT_STALL_TIMEOUT_MS = 60000
+    DEFAULT_STALL_TIMEOUT_MS = 60000,
+    DESCRIPTORS_RESERVED = 65536, /* descriptor-table slots made at start: 512 KiB of kernel memory at most */
+    DESCRIPTORS_OWN = 64          /* beside max_conns: listening sockets, rings, eventfds, the embedder's */
 };
 
 void ovl_config_init(ovl_config *config)
@@ -311,6 +313,12 @@ int ovl_engine_start(ovl_engine *engine, ovl_error_info *err)
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &previous);
 #endif
+    /* Room for the connections in the descriptor table before the workers run, so that no accept waits for the
+     * table to grow (platform.h). */
+    unsigned long descriptors = DESCRIPTORS_RESERVED;
+    if (engine->config.max_conns && engine->config.max_conns < DESCRIPTORS_RESERVED - DESCRIPTORS_OWN)
+        descriptors = engine->config.max_conns + DESCRIPTORS_OWN;
+    ovl__descriptor_table_reserve(descriptors);
     int rc = 0;
     int created = 0;
     /* Counted before any worker runs: one that stops at once must find the others still counted. */

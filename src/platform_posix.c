@@ -3,9 +3,14 @@
  */
 #include "platform.h"
 
+#include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 int ovl__net_init(void)
 {
@@ -32,6 +37,23 @@ int ovl__cpu_count(void)
 #endif
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     return cpus > 0 ? (int)cpus : 1;
+}
+
+void ovl__descriptor_table_reserve(unsigned long count)
+{
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < count)
+        count = (unsigned long)limit.rlim_cur;
+    if (count < 2 || count > INT_MAX)
+        return;
+    /* The table grows to cover the highest descriptor asked for: one duplicate there, closed at once. */
+    int source = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (source < 0)
+        return;
+    int high = fcntl(source, F_DUPFD_CLOEXEC, (int)(count - 1));
+    if (high >= 0)
+        close(high);
+    close(source);
 }
 
 int ovl__is_reset_error(int err)

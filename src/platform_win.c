@@ -49,6 +49,11 @@ int ovl__is_reset_error(int err)
            err == -ERROR_NETNAME_DELETED || err == -ERROR_CONNECTION_ABORTED || err == -EPIPE;
 }
 
+void ovl__descriptor_table_reserve(unsigned long count)
+{
+    (void)count; /* handles are not a table that grows under a lock */
+}
+
 void ovl__memory_release(void *start, size_t length)
 {
     /* The content may be discarded instead of paged out, and the pages leave the working set (VirtualUnlock on
