@@ -74,6 +74,7 @@ struct uring_conn {
     bool recv_cancelled;      /* a cancel for the armed receive is on its way: one is enough */
     bool drain_read;          /* the armed receive is a drain-mode read (its bytes count against the stop's budget) */
     bool watching;            /* a TAG_WATCH poll is armed */
+    bool connecting;          /* a TAG_CONNECT is in the kernel */
 };
 
 struct uring_accept {
@@ -709,12 +710,14 @@ static int connect_start(ovl_conn *conn, const struct addrinfo *address)
     struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
     io_uring_prep_connect(sqe, fd, address->ai_addr, address->ai_addrlen);
     io_uring_sqe_set_data64(sqe, tagged(conn, TAG_CONNECT));
+    conn_state(conn)->connecting = true;
     conn->inflight++;
     return 0;
 }
 
 static void on_connect(ovl_conn *conn, const struct io_uring_cqe *cqe)
 {
+    conn_state(conn)->connecting = false;
     if (cqe->res == 0 && !(conn->flags & OVL__C_CLOSING)) {
         ovl__conn_connected(conn);
     } else if (cqe->res < 0) {
@@ -725,13 +728,37 @@ static void on_connect(ovl_conn *conn, const struct io_uring_cqe *cqe)
     ovl__conn_op_done(conn);
 }
 
-static void cancel(ovl_conn *conn)
+/* Everything on the connection's descriptor, whatever it is: for the stop's hard deadline (stop_force), where the
+ * descriptor is open and the flags may not tell what the kernel still holds. */
+static void cancel_all_on_descriptor(ovl_conn *conn)
 {
     if (conn->fd < 0)
         return;
     struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
     io_uring_prep_cancel_fd(sqe, conn->fd, IORING_ASYNC_CANCEL_ALL);
     io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
+}
+
+static void cancel_operation(ovl_conn *conn, enum tag tag)
+{
+    struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
+    io_uring_prep_cancel64(sqe, tagged(conn, tag), 0);
+    io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
+}
+
+/* A close: cancel the operations the connection still has in the kernel, each by its own user_data. Not by
+ * descriptor: a close from the handler of a completion that ends the last operation (a peer's FIN ends the
+ * receive) left nothing to cancel, and the cancel, submitted after the connection was freed and its descriptor
+ * closed, failed with -EBADF, once per connection that ended so. */
+static void cancel(ovl_conn *conn)
+{
+    recv_cancel(conn);
+    if (conn->flags & OVL__C_SENDING)
+        cancel_operation(conn, TAG_SEND);
+    if (conn_state(conn)->watching)
+        cancel_operation(conn, TAG_WATCH);
+    if (conn_state(conn)->connecting)
+        cancel_operation(conn, TAG_CONNECT);
 }
 
 /* ---- the standing timeout ---- */
@@ -924,7 +951,7 @@ static void stop_force(struct ovl__worker *worker)
         if (conn->fd < 0 || conn->inflight == 0)
             continue;
         shutdown(conn->fd, SHUT_RDWR);
-        cancel(conn);
+        cancel_all_on_descriptor(conn);
     }
     for (struct uring_accept *accept = uw->accepts; accept; accept = accept->next) {
         if (!accept->armed)
