@@ -2,9 +2,10 @@
  * A busy-polling echo server, the latency floor for bench/compare's workload d (one connection, 64 B ping-pong):
  * a thread per connection spins on a non-blocking recv and answers each read with blocking sends. It never
  * sleeps, so no wake-up (scheduler, IPI) lies on a message's path, and it makes the fewest system calls a
- * message can take through the kernel's sockets: one recv that finds the bytes, one send. No server built on
- * those sockets answers a lone peer sooner; what separates another server's p50 from this one's is its own
- * path, what separates this one's from the client's round trip is the kernel's.
+ * message can take through the kernel's sockets: one recv that finds the bytes, one send. A server built on those
+ * sockets can hardly answer a lone peer sooner; what separates another server's p50 from this one's is mostly its
+ * own path, what separates this one's from the client's round trip is the kernel's. It is a floor within the
+ * machine's noise, not a proof: its spin competes with the client for the two CPUs like any server's.
  *
  * Each connection holds a CPU while it is open, so it serves at most MAX_CONNS at a time and closes any
  * connection beyond them at once: it is a referee for one or two connections, not a server.
@@ -84,8 +85,8 @@ int main(int argc, char **argv)
     }
     char *end;
     long port = strtol(argv[1], &end, 10);
-    if (*end || port < 0 || port > 65535) {
-        fprintf(stderr, "spin_echo: PORT must be 0 to 65535, not %s\n", argv[1]);
+    if (end == argv[1] || *end || argv[1][0] < '0' || argv[1][0] > '9' || port < 1 || port > 65535) {
+        fprintf(stderr, "spin_echo: PORT must be 1 to 65535, not '%s'\n", argv[1]);
         return 2;
     }
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
