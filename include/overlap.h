@@ -233,10 +233,10 @@ OVL_API int ovl_engine_create(ovl_engine **out, const ovl_config *config, ovl_er
  * before this returns. Listeners and connects added before start begin now. Returns 0, -EINVAL (engine NULL, err
  * filled), -EALREADY when the engine was started before (err not filled), or the error of a thread or worker that
  * could not start (-EAGAIN from pthread_create, -ENOMEM, io_uring_setup's error, ...) with err filled. After a
- * failure the engine is stopped for good: only ovl_engine_destroy is left to call. On POSIX it first grows the
- * process's descriptor table to the RLIMIT_NOFILE soft limit (at most 65,536 slots; max_conns + 64 when that is
- * smaller) by opening one descriptor at the top and closing it: grown later, with threads running, the table makes
- * an accepting worker wait for an RCU grace period at each doubling. */
+ * failure the engine is stopped for good: only ovl_engine_destroy is left to call. On Linux it first grows the
+ * process's descriptor table to hold the RLIMIT_NOFILE soft limit's worth (at most 65,536 slots; max_conns, 64 and 2
+ * per worker when that is fewer) by duplicating a descriptor of its own to the top and closing both: grown later,
+ * with threads running, the table makes an accepting worker wait for an RCU grace period at each doubling. */
 OVL_API int ovl_engine_start(ovl_engine *engine, ovl_error_info *err);
 /* Name of the backend in use: "io_uring", "epoll", "iocp". A static string. */
 OVL_API const char *ovl_engine_backend(const ovl_engine *engine);

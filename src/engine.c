@@ -24,8 +24,8 @@ enum {
     DEFAULT_KEEPALIVE_MS = 60000,
     DEFAULT_CONNECT_TIMEOUT_MS = 10000,
     DEFAULT_STALL_TIMEOUT_MS = 60000,
-    DESCRIPTORS_RESERVED = 65536, /* descriptor-table slots made at start: 512 KiB of kernel memory at most */
-    DESCRIPTORS_OWN = 64          /* beside max_conns: listening sockets, rings, eventfds, the embedder's */
+    DESCRIPTORS_RESERVED = 65536, /* descriptor-table slots made at start: about 528 KiB of kernel memory at most */
+    DESCRIPTORS_OWN = 64          /* beside max_conns: listening sockets, the embedder's; and 2 per worker (below) */
 };
 
 void ovl_config_init(ovl_config *config)
@@ -316,8 +316,9 @@ int ovl_engine_start(ovl_engine *engine, ovl_error_info *err)
     /* Room for the connections in the descriptor table before the workers run, so that no accept waits for the
      * table to grow (platform.h). */
     unsigned long descriptors = DESCRIPTORS_RESERVED;
-    if (engine->config.max_conns && engine->config.max_conns < DESCRIPTORS_RESERVED - DESCRIPTORS_OWN)
-        descriptors = engine->config.max_conns + DESCRIPTORS_OWN;
+    unsigned long own = DESCRIPTORS_OWN + 2ul * (unsigned long)engine->loop_count; /* a ring or epoll set, an eventfd */
+    if (engine->config.max_conns && engine->config.max_conns < DESCRIPTORS_RESERVED - own)
+        descriptors = engine->config.max_conns + own;
     ovl__descriptor_table_reserve(descriptors);
     int rc = 0;
     int created = 0;

@@ -8,6 +8,9 @@
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#ifdef __linux__
+#include <sys/eventfd.h>
+#endif
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -46,8 +49,13 @@ void ovl__descriptor_table_reserve(unsigned long count)
         count = (unsigned long)limit.rlim_cur;
     if (count < 2 || count > INT_MAX)
         return;
-    /* The table grows to cover the highest descriptor asked for: one duplicate there, closed at once. */
+    /* The table grows to cover the highest descriptor asked for: a duplicate there, closed at once. Any descriptor
+     * will do as the source: an eventfd needs no address family or file a sandbox may forbid. */
+#ifdef __linux__
+    int source = eventfd(0, EFD_CLOEXEC);
+#else
     int source = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+#endif
     if (source < 0)
         return;
     int high = fcntl(source, F_DUPFD_CLOEXEC, (int)(count - 1));

@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -151,6 +152,7 @@ static long descriptor_table_size(void)
 Test(engine, start_makes_room_in_the_descriptor_table, .timeout = 20)
 {
     long nofile = sup_raise_nofile();
+    cr_assert(nofile > 0, "RLIMIT_NOFILE: %s", strerror((int)-nofile));
     long want = nofile < 65536 ? nofile : 65536;
     long before = descriptor_table_size();
     cr_assert(before > 0, "FDSize not found in /proc/self/status");
@@ -160,6 +162,8 @@ Test(engine, start_makes_room_in_the_descriptor_table, .timeout = 20)
     cr_log_info("RLIMIT_NOFILE %ld: descriptor table of %ld slots before the start, %ld after", nofile, before, after);
     cr_assert_geq(after, want, "after the start the descriptor table holds %ld slots, not the %ld connections may "
                   "need (it held %ld before)", after, want, before);
+    cr_assert(fcntl((int)want - 1, F_GETFD) < 0 && errno == EBADF, "descriptor %ld, which grew the table, is still "
+              "open", want - 1);
     server_destroy(&server);
 }
 #endif
