@@ -554,6 +554,8 @@ static void recv_pause(ovl_conn *conn)
 static void on_watch(ovl_conn *conn, const struct io_uring_cqe *cqe)
 {
     bool more = cqe->flags & IORING_CQE_F_MORE;
+    if (!more)
+        conn_state(conn)->watching = false; /* before a failure closes it: nothing left to cancel */
     if (cqe->res > 0 && !(conn->flags & OVL__C_CLOSING)) {
         int error = 0;
         socklen_t length = sizeof error;
@@ -561,20 +563,15 @@ static void on_watch(ovl_conn *conn, const struct io_uring_cqe *cqe)
             ovl__conn_failed(conn, -error);
         /* No error (the peer's FIN, or both sides shut): the receive path sees it once the pause ends. */
     }
-    if (!more) {
-        conn_state(conn)->watching = false;
+    if (!more)
         ovl__conn_op_done(conn);
-    }
 }
 
 static void recv_drain(ovl_conn *conn)
 {
     if (conn->flags & OVL__C_RECV_ARMED) {
         /* The continuous receive ends with -ECANCELED (or its last data); on_recv then reads the rest. */
-        struct uring_worker *uw = state_of(conn->worker);
-        struct io_uring_sqe *sqe = get_sqe(uw);
-        io_uring_prep_cancel64(sqe, tagged(conn, TAG_RECV), 0);
-        io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
+        recv_cancel(conn);
     } else if (!(conn->flags & OVL__C_RECV_WAIT)) {
         recv_start(conn);
     }
