@@ -445,6 +445,8 @@ struct ovl__command *ovl__worker_take_commands(struct ovl__worker *worker);
  * counting those handed to it and not yet taken; ties go round robin from `turn`. NULL when there is none (before
  * the start, or all stopping). Any thread. */
 struct ovl__worker *ovl__worker_least_loaded(ovl_engine *engine, uint32_t turn);
+/* A worker's load as ovl__worker_least_loaded weighs it: its connections and those handed to it. Any thread. */
+uint32_t ovl__worker_load(struct ovl__worker *worker);
 /* Hand a socket accepted by this thread to `worker` (which owns the socket's completion port). */
 int ovl__worker_adopt(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd, const char *peer);
 /* Give a pool slot back to its own worker's pool, from another thread (the pool is not thread-safe). */

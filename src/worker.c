@@ -38,6 +38,12 @@ static int post(struct ovl__worker *worker, struct ovl__command *command)
     return 0;
 }
 
+uint32_t ovl__worker_load(struct ovl__worker *worker)
+{
+    return atomic_load_explicit(&worker->conns_shown, memory_order_relaxed) +
+           atomic_load_explicit(&worker->handoffs, memory_order_relaxed);
+}
+
 struct ovl__worker *ovl__worker_least_loaded(ovl_engine *engine, uint32_t turn)
 {
     struct ovl__worker *best = NULL;
@@ -46,8 +52,7 @@ struct ovl__worker *ovl__worker_least_loaded(ovl_engine *engine, uint32_t turn)
         struct ovl__worker *worker = &engine->workers[(turn + (uint32_t)i) % (uint32_t)engine->thread_count];
         if (!atomic_load(&worker->taking))
             continue;
-        uint32_t load = atomic_load_explicit(&worker->conns_shown, memory_order_relaxed) +
-                        atomic_load_explicit(&worker->handoffs, memory_order_relaxed);
+        uint32_t load = ovl__worker_load(worker);
         if (load < best_load) {
             best = worker;
             best_load = load;

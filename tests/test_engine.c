@@ -706,9 +706,10 @@ Test(engine, connections_waiting_for_a_buffer_are_served_in_turn, .timeout = 60)
               order);
 }
 
-/* Connections spread over the workers: 400 of them, from 8 clients at once, on 4 workers; none takes three
- * quarters. (io_uring's multishot accepts on the shared listening socket once handed every connection to one
- * worker.) */
+/* Connections spread over the workers: 400 of them, from 8 clients at once, on 4 workers; none takes half.
+ * (io_uring's multishot accepts on the shared listening socket once handed every connection to one worker; on
+ * epoll the kernel wakes the first waiter in line, which took 172-267 of 400 in 5 runs, and 319 in a CI run,
+ * until accepted connections went to the least-loaded worker.) */
 static _Atomic int spread[4];
 static int spread_port;
 
@@ -748,7 +749,8 @@ Test(engine, accepts_spread_over_workers, .timeout = 60)
     int busiest = 0;
     for (int i = 0; i < 4; i++)
         busiest = spread[i] > busiest ? spread[i] : busiest;
-    cr_expect_lt(busiest, 400 * 3 / 4, "400 connections over 4 workers: %d %d %d %d", spread[0], spread[1], spread[2],
+    cr_log_info("400 connections over 4 workers: %d %d %d %d", spread[0], spread[1], spread[2], spread[3]);
+    cr_expect_lt(busiest, 400 / 2, "400 connections over 4 workers: %d %d %d %d", spread[0], spread[1], spread[2],
                  spread[3]);
 }
 
