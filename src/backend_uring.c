@@ -459,7 +459,7 @@ static void on_accept(struct ovl__worker *worker, struct uring_accept *accept, c
         ovl_engine *engine = worker->engine;
         struct ovl__worker *target = worker->stopping ? NULL : ovl__worker_least_loaded(engine, uw->accept_turn++);
         if (!target || target == worker)
-            ovl__worker_accepted(worker, accept->socket, res);
+            ovl__worker_accepted(worker, accept->socket, res, NULL);
         else if (ovl__worker_adopt(target, accept->socket, res, NULL) < 0) {
             close(res);
             ovl__count(&worker->counters.errors, 1);

@@ -12,6 +12,7 @@
 #include "alloc.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 static inline const struct ovl__backend *backend_of(const ovl_conn *conn)
@@ -613,7 +614,8 @@ void ovl__conn_begin_drain(ovl_conn *conn)
                                                starts no drain-mode read while it is armed */
 }
 
-ovl_conn *ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd)
+ovl_conn *ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd,
+                                const char *peer)
 {
     ovl_engine *engine = worker->engine;
     uint32_t max = engine->config.max_conns;
@@ -634,6 +636,8 @@ ovl_conn *ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_so
         return NULL;
     }
     ovl__conn_attach(worker, conn);
+    if (peer && *peer) /* the acceptor's text (IOCP's AcceptEx addresses), before on_open can ask for it */
+        snprintf(conn->peer, sizeof conn->peer, "%s", peer);
 #ifdef _WIN32
     set_keepalive(conn); /* Linux: inherited from the listening socket */
 #endif

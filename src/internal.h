@@ -413,7 +413,8 @@ void ovl__conn_op_done(ovl_conn *conn);
 void ovl__conn_connect_next(ovl_conn *conn, int err);
 void ovl__conn_begin_drain(ovl_conn *conn);
 /* A socket was accepted for this worker: refuse it (max_conns, stopping) or open a connection. */
-ovl_conn *ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd);
+ovl_conn *ovl__worker_accepted(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd,
+                                const char *peer);
 /* A pool slot charged to buf->owner comes back (buffer.c): uncharge it. */
 void ovl__conn_slot_freed(ovl_buf *buf);
 /* Draining: a read made in drain mode took `len` bytes of what the kernel held at the stop. Backends call it
@@ -447,7 +448,8 @@ struct ovl__command *ovl__worker_take_commands(struct ovl__worker *worker);
 struct ovl__worker *ovl__worker_least_loaded(ovl_engine *engine, uint32_t turn);
 /* A worker's load as ovl__worker_least_loaded weighs it: its connections and those handed to it. Any thread. */
 uint32_t ovl__worker_load(struct ovl__worker *worker);
-/* Hand a socket accepted by this thread to `worker` (which owns the socket's completion port). */
+/* Hand a socket accepted by this thread to `worker`, which opens the connection (IOCP: it owns the socket's
+ * completion port). `peer` (or NULL) is the address text the acceptor already has. */
 int ovl__worker_adopt(struct ovl__worker *worker, struct ovl__listen_socket *socket, ovl__socket fd, const char *peer);
 /* Give a pool slot back to its own worker's pool, from another thread (the pool is not thread-safe). */
 int ovl__worker_release(struct ovl__worker *worker, ovl_buf *buf);

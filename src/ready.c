@@ -200,7 +200,7 @@ static void take_accepted(struct ovl__worker *worker, struct ready_accept *accep
     if (target && target != worker && ovl__worker_load(target) < ovl__worker_load(worker) &&
         ovl__worker_adopt(target, accept->socket, fd, NULL) == 0)
         return;
-    ovl__worker_accepted(worker, accept->socket, fd);
+    ovl__worker_accepted(worker, accept->socket, fd, NULL);
 }
 
 static void accept_some(struct ovl__worker *worker, struct ready_accept *accept)

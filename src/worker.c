@@ -295,9 +295,10 @@ void ovl__worker_run_commands(struct ovl__worker *worker)
                 ovl__conn_connect_next(command->conn, 0);
             break;
         case OVL__CMD_ADOPT: {
-            ovl_conn *conn = ovl__worker_accepted(worker, command->listen_socket, command->socket);
-            if (conn)
-                memcpy(conn->peer, command->peer, sizeof conn->peer);
+            /* The peer text goes in before on_open: copied after it, an empty one (epoll and io_uring hand none)
+             * wiped what on_open's ovl_conn_peer had cached, and a peer that reset before on_close read as
+             * "(unknown)" there. */
+            (void)ovl__worker_accepted(worker, command->listen_socket, command->socket, command->peer);
             break;
         }
         case OVL__CMD_RELEASE:

@@ -814,6 +814,54 @@ Test(engine, new_connections_go_to_the_least_loaded_worker, .timeout = 60)
     server_destroy(&server);
 }
 
+/* The peer's address that on_open read stays the connection's to the end. A connection handed to another worker
+ * (io_uring's acceptor hands every one on, epoll's worker when another has fewer) had its cached text overwritten
+ * with the hand-over's empty one right after on_open, and a peer that then reset read "(unknown)" in on_close. */
+enum { PEER_CONNS = 4 };
+static char peer_opened[PEER_CONNS][64], peer_closed[PEER_CONNS][64];
+static atomic_int peer_opens, peer_closes;
+
+static void peer_open(ovl_conn *conn, void *user)
+{
+    server_echo_open(conn, user);
+    int i = atomic_fetch_add(&peer_opens, 1);
+    if (i < PEER_CONNS)
+        snprintf(peer_opened[i], sizeof peer_opened[i], "%s", ovl_conn_peer(conn));
+}
+
+static void peer_close(ovl_conn *conn, ovl_close_reason reason, int err)
+{
+    int i = atomic_fetch_add(&peer_closes, 1);
+    if (i < PEER_CONNS)
+        snprintf(peer_closed[i], sizeof peer_closed[i], "%s", ovl_conn_peer(conn));
+    server_count_close(conn, reason, err);
+}
+
+Test(engine, peer_read_in_on_open_survives_a_hand_over, .timeout = 30)
+{
+    static const ovl_callbacks callbacks = {.on_open = peer_open, .on_data = server_echo_data,
+                                            .on_close = peer_close};
+    struct server server;
+    server_start(&server, &(struct server_opts){ .threads = 2, .callbacks = &callbacks });
+    int fds[PEER_CONNS];
+    for (int i = 0; i < PEER_CONNS; i++) {
+        fds[i] = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+        cr_assert(fds[i] >= 0, "connect: %s", strerror(-fds[i]));
+        cr_assert_eq(server_wait_atomic(&server.opened, i + 1, IO_TIMEOUT_MS), i + 1, "no on_open");
+    }
+    for (int i = 0; i < PEER_CONNS; i++)
+        sup_close_reset(fds[i]);
+    cr_assert_eq(server_wait_atomic(&server.closed, PEER_CONNS, IO_TIMEOUT_MS), PEER_CONNS, "the resets were not seen");
+    for (int i = 0; i < PEER_CONNS; i++) {
+        bool known = false;
+        for (int k = 0; k < PEER_CONNS; k++)
+            known = known || !strcmp(peer_closed[i], peer_opened[k]);
+        cr_expect(known, "on_close read the peer as \"%s\"; on_open had read %s, %s, %s and %s", peer_closed[i],
+                  peer_opened[0], peer_opened[1], peer_opened[2], peer_opened[3]);
+    }
+    server_destroy(&server);
+}
+
 /* ---- the order of sends ---- */
 
 /* Replies queued in one turn leave in the order they were queued: under load a worker answers a batch of requests
