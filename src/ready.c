@@ -191,15 +191,23 @@ static void accept_retry_fired(struct ovl__worker *worker, struct ovl__timer *ti
 /* Every worker waits on the listening sockets and the kernel wakes one per connection, but it wakes the first
  * waiter in line whenever that one is waiting: an idle worker that answers quickly got nearly every connection (319
  * of 400 over 4 workers, the others 34, 25 and 22). A connection goes to a worker with fewer connections instead
- * (one wake-up of that worker), as the io_uring backend's acceptor hands each one on; kept when this worker is
- * among the least loaded, or when the hand-over fails. */
+ * (one wake-up of that worker), as the io_uring backend's acceptor hands each one on. It stays here when this
+ * worker is among the least loaded; when that worker has not taken the last one handed to it yet (it may be held
+ * up in a callback, and the kernel's choice of a waiting worker is the better one then); at max_conns (this worker
+ * refuses it at once, without a hand-over); and when the hand-over fails. */
 static void take_accepted(struct ovl__worker *worker, struct ready_accept *accept, int fd)
 {
-    struct ready_worker *rw = state_of(worker);
-    struct ovl__worker *target = ovl__worker_least_loaded(worker->engine, rw->accept_turn++);
-    if (target && target != worker && ovl__worker_load(target) < ovl__worker_load(worker) &&
-        ovl__worker_adopt(target, accept->socket, fd, NULL) == 0)
-        return;
+    ovl_engine *engine = worker->engine;
+    uint32_t max = engine->config.max_conns;
+    if (engine->thread_count > 1 &&
+        !(max && atomic_load_explicit(&engine->open_conns, memory_order_relaxed) >= max)) {
+        struct ovl__worker *target = ovl__worker_least_loaded(engine, state_of(worker)->accept_turn++);
+        if (target && target != worker &&
+            atomic_load_explicit(&target->handoffs, memory_order_relaxed) == 0 &&
+            ovl__worker_load(target) < ovl__worker_load(worker) &&
+            ovl__worker_adopt(target, accept->socket, fd, NULL) == 0)
+            return;
+    }
     ovl__worker_accepted(worker, accept->socket, fd, NULL);
 }
 

@@ -755,8 +755,8 @@ Test(engine, accepts_spread_over_workers, .timeout = 60)
 }
 
 /* A new connection goes to the worker with the fewest: after a worker's connections have all closed, the next ones
- * fill it up before the other gets any (in turn, 1 of the 2 new ones went to the busy worker). epoll leaves the
- * choice to the kernel (every worker waits on the listening socket), so the test is for the handing-over backends. */
+ * fill it up before the other gets any (in turn, 1 of the 2 new ones went to the busy worker). On epoll the kernel
+ * picks the worker that accepts, and that worker hands the connection on when another has fewer. */
 static _Atomic int placed_on = -1;
 
 static void placed_open(ovl_conn *conn, void *user)
@@ -782,12 +782,6 @@ Test(engine, new_connections_go_to_the_least_loaded_worker, .timeout = 60)
                                             .on_close = server_count_close};
     struct server server;
     server_start(&server, &(struct server_opts){ .threads = 2, .callbacks = &callbacks });
-    /* The backend that runs, not the one asked for: without io_uring the default falls back to epoll. */
-    if (!strcmp(ovl_engine_backend(server.engine), "epoll")) {
-        server_destroy(&server);
-        fprintf(stderr, "engine::new_connections_go_to_the_least_loaded_worker: SKIPPED: epoll's kernel places\n");
-        cr_skip_test("epoll: the kernel wakes the worker that takes a connection");
-    }
     int fds[4], on[4], per_worker[2] = {0, 0};
     for (int i = 0; i < 4; i++) {
         on[i] = connect_placed(&server, &fds[i]);
@@ -859,6 +853,78 @@ Test(engine, peer_read_in_on_open_survives_a_hand_over, .timeout = 30)
         cr_expect(known, "on_close read the peer as \"%s\"; on_open had read %s, %s, %s and %s", peer_closed[i],
                   peer_opened[0], peer_opened[1], peer_opened[2], peer_opened[3]);
     }
+    server_destroy(&server);
+}
+
+/* epoll: a worker held up in a callback is handed one new connection at most. Such a worker waits in no
+ * epoll_wait, so the kernel wakes the other, which hands each connection to the worker with fewer: the held-up one,
+ * whose connections then wait for its callback. It is skipped while the last connection handed to it is not taken.
+ * (io_uring's acceptor, worker 0, hands every connection on; a held-up worker 0 accepts none.) */
+static atomic_int held_up_release, held_up_worker = ATOMIC_VAR_INIT(-1);
+static _Atomic int held_up_opened_on[2];
+
+static void held_up_open(ovl_conn *conn, void *user)
+{
+    placed_open(conn, user);
+    atomic_fetch_add(&held_up_opened_on[ovl_conn_worker(conn)], 1);
+}
+
+static void held_up_data(ovl_conn *conn, ovl_buf *buf)
+{
+    if (ovl_buf_len(buf) == 1 && *(const char *)ovl_buf_data(buf) == 'H') { /* hold this worker up until the test releases it */
+        atomic_store(&held_up_worker, ovl_conn_worker(conn));
+        while (!atomic_load(&held_up_release))
+            sup_sleep_ms(1);
+    }
+    server_echo_data(conn, buf);
+}
+
+Test(engine, a_held_up_epoll_worker_is_handed_one_connection_at_most, .timeout = 60)
+{
+    static const ovl_callbacks callbacks = {.on_open = held_up_open, .on_data = held_up_data,
+                                            .on_close = server_count_close};
+    struct server server;
+    server_start(&server, &(struct server_opts){ .threads = 2, .callbacks = &callbacks });
+    if (strcmp(ovl_engine_backend(server.engine), "epoll") != 0) {
+        server_destroy(&server);
+        cr_skip_test("the epoll backend's hand-over; io_uring hands every connection from worker 0");
+    }
+    /* Six connections, three on each worker; then worker X keeps one and worker Y three. */
+    int fds[6], on[6], x = -1;
+    for (int i = 0; i < 6; i++)
+        on[i] = connect_placed(&server, &fds[i]);
+    x = on[0];
+    int closed = 0;
+    for (int i = 1; i < 6 && closed < 2; i++)
+        if (on[i] == x) {
+            close(fds[i]);
+            fds[i] = -1;
+            closed++;
+        }
+    cr_assert_eq(closed, 2, "workers held %d and %d of 6", 6 - closed, closed);
+    cr_assert_eq(server_wait_atomic(&server.closed, 2, IO_TIMEOUT_MS), 2, "the two closes were not seen");
+    /* Worker X, with the fewest, is held up in on_data; four connections arrive meanwhile. */
+    cr_assert_eq(sup_send_all(fds[0], "H", 1), 0);
+    for (int k = 0; k < 1000 && atomic_load(&held_up_worker) != x; k++)
+        sup_sleep_ms(1);
+    cr_assert_eq(atomic_load(&held_up_worker), x, "worker %d did not take the hold", x);
+    int before_x = atomic_load(&held_up_opened_on[x]), before_y = atomic_load(&held_up_opened_on[1 - x]);
+    int late[4];
+    for (int i = 0; i < 4; i++) {
+        late[i] = sup_connect("127.0.0.1", server.port, IO_TIMEOUT_MS);
+        cr_assert(late[i] >= 0, "connect: %s", strerror(-late[i]));
+        sup_sleep_ms(50); /* worker Y accepts each, and hands it over or keeps it */
+    }
+    atomic_store(&held_up_release, 1);
+    cr_assert_eq(server_wait_atomic(&server.opened, 10, IO_TIMEOUT_MS), 10, "not every connection opened");
+    int to_x = atomic_load(&held_up_opened_on[x]) - before_x, to_y = atomic_load(&held_up_opened_on[1 - x]) - before_y;
+    cr_expect_leq(to_x, 1, "4 connections while worker %d was held up with 1 against 3: %d went to it, %d to the other",
+                  x, to_x, to_y);
+    for (int i = 0; i < 6; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    for (int i = 0; i < 4; i++)
+        close(late[i]);
     server_destroy(&server);
 }
 
