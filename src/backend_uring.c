@@ -503,6 +503,14 @@ static void recv_start(ovl_conn *conn)
     conn->inflight++;
 }
 
+/* Cancel the connection's operation of kind TAG by its user_data; the cancel's own completion is ignored. */
+static void cancel_operation(ovl_conn *conn, enum tag tag)
+{
+    struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
+    io_uring_prep_cancel64(sqe, tagged(conn, tag), 0);
+    io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
+}
+
 /* End the armed receive: it completes with -ECANCELED (after any data already in flight) and is not re-armed
  * while paused. */
 static void recv_cancel(ovl_conn *conn)
@@ -510,9 +518,7 @@ static void recv_cancel(ovl_conn *conn)
     struct uring_conn *uc = conn_state(conn);
     if ((conn->flags & OVL__C_RECV_ARMED) && !uc->recv_cancelled) {
         uc->recv_cancelled = true;
-        struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
-        io_uring_prep_cancel64(sqe, tagged(conn, TAG_RECV), 0);
-        io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
+        cancel_operation(conn, TAG_RECV);
     }
 }
 
@@ -733,13 +739,6 @@ static void cancel_all_on_descriptor(ovl_conn *conn)
         return;
     struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
     io_uring_prep_cancel_fd(sqe, conn->fd, IORING_ASYNC_CANCEL_ALL);
-    io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
-}
-
-static void cancel_operation(ovl_conn *conn, enum tag tag)
-{
-    struct io_uring_sqe *sqe = get_sqe(state_of(conn->worker));
-    io_uring_prep_cancel64(sqe, tagged(conn, tag), 0);
     io_uring_sqe_set_data64(sqe, tagged(NULL, TAG_IGNORE));
 }
 
