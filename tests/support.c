@@ -620,19 +620,25 @@ int sup_proc_run(sup_proc *proc, char *const argv[], int timeout_ms)
     return sup_proc_wait(proc, timeout_ms);
 }
 
-long sup_rss_kib(pid_t pid)
+long sup_status_number(pid_t pid, const char *field)
 {
     char path[64], line[256];
     snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
     FILE *f = fopen(path, "r");
     if (!f)
         return -errno;
-    long kib = -ENOENT;
+    long value = -ENOENT;
+    size_t n = strlen(field);
     while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+        if (!strncmp(line, field, n) && line[n] == ':' && sscanf(line + n + 1, "%ld", &value) == 1)
             break;
     fclose(f);
-    return kib;
+    return value;
+}
+
+long sup_rss_kib(pid_t pid)
+{
+    return sup_status_number(pid, "VmRSS");
 }
 
 static bool comm_starts_with(pid_t pid, const char *name)

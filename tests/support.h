@@ -120,6 +120,8 @@ bool sup_settled_stats_line(sup_proc *proc, char *line, size_t cap, int every_ms
 /* sup_json_number of the newest JSON line within ms, or -1. */
 long long sup_latest_stat(sup_proc *proc, const char *key, int ms);
 
+/* The number after "FIELD:" in /proc/PID/status, or -errno (-ENOENT when the field is not there). */
+long sup_status_number(pid_t pid, const char *field);
 /* VmRSS of a process in KiB (/proc/PID/status), or -errno. */
 long sup_rss_kib(pid_t pid);
 /* `root` itself, or the first of its descendants, whose /proc/PID/comm starts with `name` (comm holds at most 15

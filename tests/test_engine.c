@@ -132,18 +132,10 @@ Test(engine, version_and_error_text, .timeout = 10)
 }
 
 #ifdef __linux__
-/* FDSize in /proc/self/status: the slots of this process's descriptor table; -1 if it cannot be read. */
+/* FDSize in /proc/self/status: the slots of this process's descriptor table; negative if it cannot be read. */
 static long descriptor_table_size(void)
 {
-    FILE *f = fopen("/proc/self/status", "r");
-    long size = -1;
-    char line[256];
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "FDSize: %ld", &size) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return size;
+    return sup_status_number(getpid(), "FDSize");
 }
 
 /* The engine grows the descriptor table before its workers run. Grown later, with threads running, the table makes
