@@ -119,6 +119,21 @@ void server_destroy(struct server *server)
     server->engine = NULL;
 }
 
+static void settle_run(void *arg)
+{
+    atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+void server_settle(struct server *server)
+{
+    atomic_int ran = 0;
+    int workers = ovl_engine_threads(server->engine);
+    for (int w = 0; w < workers; w++)
+        cr_assert_eq(ovl_post(server->engine, w, settle_run, &ran), 0, "ovl_post to worker %d", w);
+    cr_assert_eq(server_wait_atomic(&ran, workers, 10000), workers, "the workers did not run what was posted to "
+                 "them within 10 s");
+}
+
 int server_wait_atomic(atomic_int *value, int want, int ms)
 {
     int64_t deadline = sup_now_ms() + ms;

@@ -63,6 +63,11 @@ void server_start(struct server *server, const struct server_opts *opts);
 /* Destroy the engine (a graceful stop first if it runs); safe to call twice. */
 void server_destroy(struct server *server);
 
+/* Return once every worker has run what was posted to it before this call (a hand-over and a post go through
+ * one queue, in order): a connection one worker accepted and handed to another is then open and counted in
+ * conns_accepted. */
+void server_settle(struct server *server);
+
 /* Wait up to ms for *value to reach want; returns the last value read. */
 int server_wait_atomic(atomic_int *value, int want, int ms);
 
