@@ -50,11 +50,24 @@ wait "$old" || status=$?
 wait "$load" || true
 kill -TERM "$new"
 wait "$new" || true
+# The namespace's own TCP counters: what the kernel did with the connections queued on the old listener (moved,
+# or not) and every reset it sent, beside what the processes and the client counted.
+ip netns exec "$ns" nstat -as >"$work/nstat" 2>&1 || true
 
-python3 - "$work/load.json" "$work/old.log" "$work/new.log" <<'EOF'
+python3 - "$work/load.json" "$work/old.log" "$work/new.log" "$work/nstat" <<'EOF'
 import json, re, sys
 load = json.load(open(sys.argv[1]))
 old, new = open(sys.argv[2]).read(), open(sys.argv[3]).read()
+kernel = {}
+for line in open(sys.argv[4]):
+    f = line.split()
+    if len(f) >= 2 and f[1].isdigit():
+        kernel[f[0]] = int(f[1])
+shown = ("TcpExtTCPMigrateReqSuccess", "TcpExtTCPMigrateReqFailure", "TcpOutRsts", "TcpAttemptFails",
+         "TcpEstabResets", "TcpExtListenOverflows", "TcpExtListenDrops", "TcpExtTCPAbortOnClose",
+         "TcpExtTCPAbortOnData", "TcpExtTCPReqQFullDrop")
+print("kernel (namespace): " + ", ".join(f"{k[len('TcpExt') if k.startswith('TcpExt') else 3:]} {kernel.get(k, 0)}"
+                                          for k in shown))
 errors = load["errors"]
 def accepted(log):
     m = re.search(r"stopped after .*: accepted (\d+),", log)
