@@ -639,10 +639,11 @@ Test(load, open_loop_never_outruns_its_schedule)
     const char *args[] = {"--connections", "4", "--rate", "2000", "--duration", "1", "--warmup", "0.2", "--json",
                           NULL};
     int code = load(&run, "127.0.0.1", port, args);
-    assert_clean(&run, code, 1000);
+    assert_clean(&run, code, 1);
     /* Behaviour only: how close a busy machine lets the client keep the schedule is for a benchmark (an assertion
-     * on it failed CI at 1,275 of 2,000 msgs/s). The schedule is an upper bound a busy machine cannot push it past:
-     * by the window's end 2000 x 1.2 s of messages were due, however late some of them left. */
+     * on it failed CI at 1,275 of 2,000 msgs/s, and a floor of 1,000 messages in the window still asked for half
+     * the rate). The schedule is an upper bound a busy machine cannot push it past: by the window's end 2000 x 1.2
+     * s of messages were due, however late some of them left. */
     double msgs = json_number(run.out, "\"msgs\":");
     cr_assert(msgs > 0 && msgs <= 2000 * 1.2 + 4, "asked 2000 msgs/s for 1 s after 0.2 s, got %.0f messages: %s",
               msgs, run.out);
@@ -817,7 +818,7 @@ Test(load, threads_model_memory_does_not_grow_with_threads)
     const char *args[] = {"--model", "threads", "--connections", "500", "--duration", "1", "--warmup", "0.2",
                           "--json", NULL};
     int code = load(&run, "127.0.0.1", port, args);
-    assert_clean(&run, code, 500);
+    assert_clean(&run, code, 1); /* how many is a rate (500 threads under TSan): the memory is what is asserted */
     /* A sanitizer's shadow memory and per-thread state are not overlap-load's: there the bound says nothing. */
     const char *sanitize = getenv("OVERLAP_SANITIZE");
     if (sanitize && *sanitize && strcmp(sanitize, "none") != 0)
