@@ -176,9 +176,17 @@ static void proc_free(struct proc *p)
 /* ---- overlap-echo ---- */
 
 /* Start overlap-echo on 127.0.0.1, an ephemeral port; returns the port from its "listening on" line. */
-static int echo_start(struct proc *server)
+/* overlap-echo on 127.0.0.1, an ephemeral port and one worker, with `extra` arguments (NULL-terminated, or NULL);
+ * returns the port it listens on. */
+static int echo_start_with(struct proc *server, char *const extra[])
 {
-    char *argv[] = {program("OVERLAP_ECHO"), "--host", "127.0.0.1", "--port", "0", "--threads", "1", NULL};
+    char *argv[16] = {program("OVERLAP_ECHO"), "--host", "127.0.0.1", "--port", "0", "--threads", "1"};
+    size_t argc = 7;
+    for (size_t i = 0; extra && extra[i]; i++) {
+        cr_assert(argc + 1 < sizeof argv / sizeof argv[0], "too many overlap-echo arguments");
+        argv[argc++] = extra[i];
+    }
+    argv[argc] = NULL;
     proc_start(server, argv);
     uint64_t deadline = now_ms() + START_TIMEOUT_MS;
     while (now_ms() < deadline) {
@@ -193,6 +201,11 @@ static int echo_start(struct proc *server)
     }
     cr_assert_fail("overlap-echo printed no 'listening on 127.0.0.1:' line in %d ms", START_TIMEOUT_MS);
     return 0;
+}
+
+static int echo_start(struct proc *server)
+{
+    return echo_start_with(server, NULL);
 }
 
 /* SIGTERM: overlap-echo finishes its connections and exits 0. */
@@ -660,16 +673,36 @@ Test(load, open_loop_never_outruns_its_schedule)
 Test(load, stop_under_pipelined_load_echoes_what_it_read)
 {
     struct proc server, run;
-    int port = echo_start(&server);
+    int port = echo_start_with(&server, (char *[]){"--stats", "0.1", "--stats-format", "json", NULL});
     char port_text[16];
     snprintf(port_text, sizeof port_text, "%d", port);
     char *argv[] = {program("OVERLAP_LOAD"), "127.0.0.1", "--port", port_text, "--connections", "20", "--pipeline",
-                    "8", "--size", "4096", "--duration", "4", "--warmup", "0", NULL};
+                    "8", "--size", "4096", "--duration", "30", "--warmup", "0", NULL};
     proc_start(&run, argv);
-    sleep_ms(1000);
+    /* The stop comes under load: once a stats line shows 20 connections open and bytes read (not after a fixed
+     * sleep, which a slow start under a sanitizer could outlast). overlap-load's 30 s are only a bound: it is ended
+     * once the server has exited, and only the server's summary is asserted. */
+    uint64_t deadline = now_ms() + START_TIMEOUT_MS;
+    bool loaded = false;
+    while (!loaded && now_ms() < deadline) {
+        sleep_ms(50);
+        char *text = read_file(server.out_path);
+        const char *last = NULL;
+        for (const char *at = text; (at = strstr(at, "\"conns_open\":")) != NULL; at++)
+            last = at;
+        if (last) {
+            const char *in = strstr(last, "\"bytes_in\":");
+            loaded = atoi(last + strlen("\"conns_open\":")) == 20 && in &&
+                     strtoull(in + strlen("\"bytes_in\":"), NULL, 10) > 0;
+        }
+        free(text);
+    }
+    cr_assert(loaded, "overlap-echo's stats showed no load from 20 connections in %d ms: %s", START_TIMEOUT_MS,
+              server.out_path);
     kill(server.pid, SIGTERM);
     cr_assert(proc_wait(&server, 15000), "overlap-echo did not exit after SIGTERM");
-    cr_assert(proc_wait(&run, RUN_TIMEOUT_MS), "overlap-load did not finish");
+    kill(run.pid, SIGTERM);
+    cr_assert(proc_wait(&run, RUN_TIMEOUT_MS), "overlap-load did not end after SIGTERM");
     const char *summary = strstr(server.out, "overlap-echo: stopped");
     cr_assert(summary, "no summary: %s", server.out);
     const char *in = strstr(summary, "bytes in "), *out = strstr(summary, "bytes out ");
