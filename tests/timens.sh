@@ -74,6 +74,22 @@ PY
         exit 1
     fi
     kill -TERM "$server"
+    # The stop is bounded (an idle server, --drain-timeout 5): a server still there after 15 s is a failure that
+    # says where it is, not a test killed by meson's timeout with nothing to show (CI saw that once, unexplained).
+    for _ in $(seq 300); do
+        kill -0 "$wrapper" 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 "$wrapper" 2>/dev/null; then
+        echo "FAIL: offset $offset: overlap-echo (pid $server) still running 15 s after SIGTERM; its log:"
+        cat "$work/server.log"
+        for task in /proc/"$server"/task/*; do
+            echo "thread ${task##*/}: state $(awk '{print $3}' "$task/stat" 2>/dev/null)," \
+                "wchan $(cat "$task/wchan" 2>/dev/null)"
+        done
+        kill -KILL "$server" 2>/dev/null || true # unshare waits for it, and the cleanup waits for unshare
+        exit 1
+    fi
     wait "$wrapper" 2>/dev/null || true
 }
 
