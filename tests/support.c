@@ -763,6 +763,14 @@ bool sup_latest_stats_line(sup_proc *proc, char *line, size_t cap, int ms)
     return any;
 }
 
+bool sup_wait_stats_line(sup_proc *proc, char *line, size_t cap, int ms)
+{
+    for (int64_t deadline = sup_now_ms() + ms; sup_now_ms() < deadline;)
+        if (sup_latest_stats_line(proc, line, cap, 200))
+            return true;
+    return false;
+}
+
 long long sup_json_number(const char *line, const char *key)
 {
     char pattern[64];

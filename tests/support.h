@@ -112,6 +112,9 @@ int sup_proc_run(sup_proc *proc, char *const argv[], int timeout_ms);
 /* The newest of the JSON lines ('{' first: overlap-echo --stats-format json) the child prints within ms, into line.
  * Returns false if none came. */
 bool sup_latest_stats_line(sup_proc *proc, char *line, size_t cap, int ms);
+/* The first JSON line that comes within ms, however late (a busy machine may print none for a while), into line.
+ * Returns false if none came. */
+bool sup_wait_stats_line(sup_proc *proc, char *line, size_t cap, int ms);
 /* The number after "key": in a JSON line, or -1 when the key is not there. */
 long long sup_json_number(const char *line, const char *key);
 /* Read JSON stats lines (every_ms apart, at most `rounds` times) until bytes_in stops growing; the last one goes to

@@ -153,10 +153,7 @@ Test(echo_server, json_stats_carry_every_counter, .timeout = 20)
     start_echo(&p, (char *[]){ "--stats", "0.1", "--stats-format", "json", NULL }, NULL, 0);
     char line[4096] = "";
     /* The first line, however late a busy machine lets it come (it is due 0.1 s after the start). */
-    bool got = false;
-    for (int64_t deadline = sup_now_ms() + 10000; !got && sup_now_ms() < deadline;)
-        got = sup_latest_stats_line(&p, line, sizeof line, 200);
-    cr_assert(got, "no JSON stats line in 10 s: %s", p.out);
+    cr_assert(sup_wait_stats_line(&p, line, sizeof line, 10000), "no JSON stats line in 10 s: %s", p.out);
     static const char *const names[] = {
 #define NAME_OF(name, kind, help) #name,
         OVL_STATS_FIELDS(NAME_OF)

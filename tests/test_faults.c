@@ -1329,9 +1329,8 @@ Test(faults, non_readers_do_not_starve_a_reader, .timeout = 120)
     }
     /* overlap-echo prints a line every 200 ms, but a busy machine may print none for a while: wait for one. */
     char line[2048] = "";
-    for (int64_t deadline = sup_now_ms() + IO_TIMEOUT_MS; sup_now_ms() < deadline && !line[0];)
-        sup_latest_stats_line(&p, line, sizeof line, 300);
-    cr_assert(line[0], "no stats line from overlap-echo within %d ms", IO_TIMEOUT_MS);
+    cr_assert(sup_wait_stats_line(&p, line, sizeof line, IO_TIMEOUT_MS), "no stats line from overlap-echo within %d "
+              "ms", IO_TIMEOUT_MS);
     long long nobufs = sup_json_number(line, "recv_nobufs"), pool_pauses = sup_json_number(line, "recv_pool_pauses");
     cr_log_info("%d non-readers sent %llu bytes; 100 exchanges beside them, slowest %lld ms; recv_nobufs %lld, "
                 "recv_pool_pauses %lld", NON_READERS, (unsigned long long)sent, (long long)worst, nobufs, pool_pauses);
